@@ -1,0 +1,98 @@
+//! The one error type of the core, with a kind that maps to a wire error code.
+
+use std::fmt;
+
+/// What went wrong, in terms a client can act on. Each kind has a stable wire
+/// code (see `docs/protocol.md`); transports map kinds to HTTP statuses and
+/// WebSocket close codes in one place each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The frame or body is not valid JSON.
+    BadJson,
+    /// Valid JSON, but a field is missing, has the wrong type or a bad value.
+    BadRequest,
+    /// The command `type` is not one the server knows.
+    UnknownCommand,
+    /// A channel name is empty, too long or has characters outside the allowed set.
+    InvalidChannel,
+    /// An event name is empty, too long or has characters outside the allowed set.
+    InvalidEvent,
+    /// A cursor (`since`, `Last-Event-ID`) cannot be parsed.
+    InvalidCursor,
+    /// A frame, body, cursor or list exceeds a configured limit.
+    TooLarge,
+    /// The connection already holds as many subscriptions as allowed.
+    TooManySubscriptions,
+    /// `subscribe` for a channel the connection is already subscribed to.
+    AlreadySubscribed,
+    /// `unsubscribe` for a channel the connection is not subscribed to.
+    NotSubscribed,
+    /// Credentials are missing or wrong.
+    Unauthorized,
+    /// The caller may not do this.
+    Forbidden,
+    /// The history/fan-out backend failed or is unreachable; retrying may help.
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// The stable code carried in `{"type":"error","code":…}` and HTTP error bodies.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadJson => "bad_json",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UnknownCommand => "unknown_command",
+            ErrorKind::InvalidChannel => "invalid_channel",
+            ErrorKind::InvalidEvent => "invalid_event",
+            ErrorKind::InvalidCursor => "invalid_cursor",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::TooManySubscriptions => "too_many_subscriptions",
+            ErrorKind::AlreadySubscribed => "already_subscribed",
+            ErrorKind::NotSubscribed => "not_subscribed",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An error with a kind and a message written for the person who has to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::BadRequest, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

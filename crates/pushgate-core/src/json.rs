@@ -1,0 +1,161 @@
+//! JSON text that is safe in every place a message can land.
+//!
+//! Publisher data is validated once and rewritten once into a compact form
+//! where `<`, `>`, `&`, U+2028 and U+2029 appear only as `\u` escapes and no raw
+//! line break remains. The result is still the same JSON value, and it can be
+//! put unchanged into an SSE `data:` line, an NDJSON line, a WebSocket text
+//! frame or an inline `<script>` (iframe transport) without breaking out.
+
+use serde_json::value::RawValue;
+
+use crate::error::{Error, ErrorKind};
+
+/// Validates `raw` as one JSON value and returns its compact, script-safe form.
+pub fn sanitize(raw: &[u8]) -> Result<String, Error> {
+    let value: &RawValue = serde_json::from_slice(raw).map_err(|e| {
+        Error::new(
+            ErrorKind::BadJson,
+            format!("data is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(compact_escaped(value.get()))
+}
+
+/// Rewrites already-valid JSON text; see the module docs.
+pub fn compact_escaped(valid_json: &str) -> String {
+    let mut out = String::with_capacity(valid_json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in valid_json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+                out.push(c);
+                continue;
+            }
+            match c {
+                '\\' => {
+                    escaped = true;
+                    out.push(c);
+                }
+                '"' => {
+                    in_string = false;
+                    out.push(c);
+                }
+                _ => push_safe(&mut out, c),
+            }
+        } else {
+            match c {
+                '"' => {
+                    in_string = true;
+                    out.push(c);
+                }
+                ' ' | '\n' | '\r' | '\t' => {}
+                _ => out.push(c),
+            }
+        }
+    }
+    out
+}
+
+fn push_safe(out: &mut String, c: char) {
+    match c {
+        '<' => out.push_str("\\u003c"),
+        '>' => out.push_str("\\u003e"),
+        '&' => out.push_str("\\u0026"),
+        '\u{2028}' => out.push_str("\\u2028"),
+        '\u{2029}' => out.push_str("\\u2029"),
+        _ => out.push(c),
+    }
+}
+
+/// Appends `s` as a script-safe JSON string literal.
+pub fn push_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => push_safe(out, c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    #[test]
+    fn escapes_script_breakers() {
+        let out = sanitize(br#"{ "a" : "</script><!-- & \u2028", "b": [1, 2] }"#).unwrap();
+        assert_eq!(
+            out,
+            r#"{"a":"\u003c/script\u003e\u003c!-- \u0026 \u2028","b":[1,2]}"#
+        );
+        let raw_ls = "\"x\u{2028}y\"";
+        assert_eq!(sanitize(raw_ls.as_bytes()).unwrap(), r#""x\u2028y""#);
+    }
+
+    #[test]
+    fn keeps_escapes_inside_strings() {
+        let out = sanitize(br#""a\"<b\\""#).unwrap();
+        assert_eq!(out, r#""a\"\u003cb\\""#);
+    }
+
+    #[test]
+    fn rejects_invalid() {
+        for bad in [&b"{"[..], b"", b"nul", b"1 2", b"\"\xff\""] {
+            assert_eq!(sanitize(bad).unwrap_err().kind(), ErrorKind::BadJson);
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,12}|[<>&\u{2028}\u{2029}\n\"\\\\ ]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn is_safe(s: &str) -> bool {
+        !s.contains(['<', '>', '&', '\n', '\r', '\u{2028}', '\u{2029}'])
+    }
+
+    proptest! {
+        #[test]
+        fn sanitize_preserves_value_and_is_safe(v in json_value()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let out = sanitize(pretty.as_bytes()).unwrap();
+            let back: Value = serde_json::from_str(&out).unwrap();
+            prop_assert_eq!(back, v);
+            prop_assert!(is_safe(&out));
+        }
+
+        #[test]
+        fn push_string_roundtrips(s in "\\PC{0,40}|[<>&\u{2028}\n\"\\\\\u{0}-\u{1f}]{0,10}") {
+            let mut out = String::new();
+            push_string(&mut out, &s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            prop_assert_eq!(back, s);
+            prop_assert!(is_safe(&out));
+        }
+    }
+}

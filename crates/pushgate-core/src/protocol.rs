@@ -1,0 +1,332 @@
+//! Client commands and server replies: the JSON protocol shared by the
+//! WebSocket transport and `POST /command` (see `docs/protocol.md`).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::channel::{ChannelName, EventName};
+use crate::cursor::{Position, Since};
+use crate::error::{Error, ErrorKind};
+use crate::json;
+use crate::publication::Data;
+
+/// Longest string accepted as a command `id`.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A command id as JSON text (a number or a string), echoed verbatim in the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandId(String);
+
+impl CommandId {
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Subscribe { channel: ChannelName, since: Since },
+    Unsubscribe { channel: ChannelName },
+    Publish {
+        channel: ChannelName,
+        event: Option<EventName>,
+        data: Data,
+    },
+    Ping,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+            Command::Publish { .. } => "publish",
+            Command::Ping => "ping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Option<CommandId>,
+    pub command: Command,
+}
+
+/// A command that could not be decoded; the reply still echoes its id when
+/// the id itself was readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub id: Option<CommandId>,
+    pub error: Error,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct RawCommand<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    channel: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    event: Option<&'a RawValue>,
+}
+
+fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Error> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get() == "null" => Ok(None),
+        Some(r) => serde_json::from_str::<String>(r.get())
+            .map(Some)
+            .map_err(|_| Error::bad_request(format!("field \"{name}\" must be a string"))),
+    }
+}
+
+fn required(value: Option<String>, command: &str, name: &str) -> Result<String, Error> {
+    value.ok_or_else(|| Error::bad_request(format!("{command} needs a \"{name}\" field")))
+}
+
+fn decode_id(raw: Option<&RawValue>) -> Result<Option<CommandId>, Error> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    if let Ok(n) = serde_json::from_str::<u64>(text) {
+        return Ok(Some(CommandId(n.to_string())));
+    }
+    if let Ok(s) = serde_json::from_str::<String>(text) {
+        if s.len() <= MAX_ID_LEN {
+            let mut out = String::with_capacity(s.len() + 2);
+            json::push_string(&mut out, &s);
+            return Ok(Some(CommandId(out)));
+        }
+    }
+    Err(Error::bad_request(format!(
+        "\"id\" must be a non-negative integer or a string of at most {MAX_ID_LEN} bytes"
+    )))
+}
+
+/// Decodes one command. Never panics; errors carry a wire code and a message.
+pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
+    let raw: RawCommand<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        let error = if e.is_data() {
+            Error::bad_request("a command must be a JSON object with a \"type\" field")
+        } else {
+            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}"))
+        };
+        Rejected { id: None, error }
+    })?;
+    let id = decode_id(raw.id).map_err(|error| Rejected { id: None, error })?;
+    let reject = |error| Rejected {
+        id: id.clone(),
+        error,
+    };
+    let kind = string_field(raw.kind, "type")
+        .and_then(|k| required(k, "a command", "type"))
+        .map_err(reject)?;
+    let command = (|| -> Result<Command, Error> {
+        let channel = || -> Result<ChannelName, Error> {
+            let name = required(string_field(raw.channel, "channel")?, &kind, "channel")?;
+            ChannelName::new(&name)
+        };
+        Ok(match kind.as_str() {
+            "subscribe" => {
+                let channel = channel()?;
+                let since = match string_field(raw.since, "since")? {
+                    Some(s) => Since::parse(&s)?,
+                    None => Since::Now,
+                };
+                Command::Subscribe { channel, since }
+            }
+            "unsubscribe" => Command::Unsubscribe { channel: channel()? },
+            "publish" => {
+                let channel = channel()?;
+                let event = string_field(raw.event, "event")?
+                    .map(|e| EventName::new(&e))
+                    .transpose()?;
+                let data = raw
+                    .data
+                    .ok_or_else(|| Error::bad_request("publish needs a \"data\" field"))?;
+                Command::Publish {
+                    channel,
+                    event,
+                    data: Data::Json(json::compact_escaped(data.get())),
+                }
+            }
+            "ping" => Command::Ping,
+            other => {
+                let mut shown = String::new();
+                json::push_string(&mut shown, &other.chars().take(32).collect::<String>());
+                return Err(Error::new(
+                    ErrorKind::UnknownCommand,
+                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish or ping"),
+                ));
+            }
+        })
+    })()
+    .map_err(reject)?;
+    Ok(Request { id, command })
+}
+
+/// A server reply to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Subscribed { channel: ChannelName, position: Position },
+    Unsubscribed { channel: ChannelName },
+    Published { channel: ChannelName, position: Position },
+    Pong,
+    Error(Error),
+}
+
+fn open(out: &mut String, kind: &str, id: Option<&CommandId>) {
+    out.push_str("{\"type\":\"");
+    out.push_str(kind);
+    out.push('"');
+    if let Some(id) = id {
+        out.push_str(",\"id\":");
+        out.push_str(id.as_json());
+    }
+}
+
+fn push_position(out: &mut String, channel: &ChannelName, position: &Position) {
+    out.push_str(",\"channel\":");
+    json::push_string(out, channel.as_str());
+    let _ = write!(
+        out,
+        ",\"epoch\":\"{}\",\"offset\":{}",
+        position.epoch, position.offset
+    );
+}
+
+impl Reply {
+    /// The reply frame as JSON text, echoing `id` when the command had one.
+    pub fn encode(&self, id: Option<&CommandId>) -> String {
+        let mut out = String::with_capacity(96);
+        match self {
+            Reply::Subscribed { channel, position } => {
+                open(&mut out, "subscribed", id);
+                push_position(&mut out, channel, position);
+            }
+            Reply::Unsubscribed { channel } => {
+                open(&mut out, "unsubscribed", id);
+                out.push_str(",\"channel\":");
+                json::push_string(&mut out, channel.as_str());
+            }
+            Reply::Published { channel, position } => {
+                open(&mut out, "published", id);
+                push_position(&mut out, channel, position);
+            }
+            Reply::Pong => open(&mut out, "pong", id),
+            Reply::Error(e) => {
+                open(&mut out, "error", id);
+                out.push_str(",\"code\":\"");
+                out.push_str(e.code());
+                out.push_str("\",\"message\":");
+                json::push_string(&mut out, e.message());
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `{"type":"reset","channel":C,"epoch":E,"offset":O}`: history could not cover
+/// a gap; the client now stands at the channel's current position.
+pub fn encode_reset(channel: &ChannelName, position: &Position) -> String {
+    let mut out = String::with_capacity(80);
+    open(&mut out, "reset", None);
+    push_position(&mut out, channel, position);
+    out.push('}');
+    out
+}
+
+/// An error body for HTTP endpoints: `{"type":"error","code":…,"message":…}`.
+pub fn encode_error(error: &Error) -> String {
+    Reply::Error(error.clone()).encode(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn ok(s: &str) -> Request {
+        decode(s.as_bytes()).unwrap()
+    }
+
+    fn err(s: &str) -> Rejected {
+        decode(s.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn decodes_commands() {
+        let r = ok(r#"{"type":"subscribe","channel":"news","id":1}"#);
+        assert_eq!(r.id.unwrap().as_json(), "1");
+        assert!(matches!(r.command, Command::Subscribe { since: Since::Now, .. }));
+        let r = ok(r#"{"type":"publish","channel":"a","data":{"x": [1, "<"]},"event":"e","id":"q"}"#);
+        assert_eq!(r.id.unwrap().as_json(), "\"q\"");
+        match r.command {
+            Command::Publish { data: Data::Json(d), event, .. } => {
+                assert_eq!(d, r#"{"x":[1,"\u003c"]}"#);
+                assert_eq!(event.unwrap().as_str(), "e");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(ok(r#"{"type":"publish","channel":"a","data":null}"#).command, Command::Publish { .. }));
+        assert_eq!(ok(r#"{"type":"ping","extra":true}"#).command, Command::Ping);
+    }
+
+    #[test]
+    fn errors_have_codes_and_keep_the_id() {
+        assert_eq!(err("{").error.kind(), ErrorKind::BadJson);
+        assert_eq!(err("[1]").error.kind(), ErrorKind::BadRequest);
+        let e = err(r#"{"type":"nope","id":5}"#);
+        assert_eq!(e.error.kind(), ErrorKind::UnknownCommand);
+        assert_eq!(e.id.unwrap().as_json(), "5");
+        assert_eq!(err(r#"{"type":"subscribe"}"#).error.kind(), ErrorKind::BadRequest);
+        assert_eq!(err(r#"{"type":"subscribe","channel":7}"#).error.kind(), ErrorKind::BadRequest);
+        assert_eq!(err(r#"{"type":"subscribe","channel":"a b"}"#).error.kind(), ErrorKind::InvalidChannel);
+        assert_eq!(err(r#"{"type":"subscribe","channel":"a","since":"zz"}"#).error.kind(), ErrorKind::InvalidCursor);
+        assert_eq!(err(r#"{"type":"publish","channel":"a"}"#).error.kind(), ErrorKind::BadRequest);
+        assert_eq!(err(r#"{"type":"publish","channel":"a","data":1,"event":"a b"}"#).error.kind(), ErrorKind::InvalidEvent);
+        assert_eq!(err(r#"{"type":"ping","id":{"a":1}}"#).error.kind(), ErrorKind::BadRequest);
+        assert_eq!(err(r#"{"id":1}"#).error.kind(), ErrorKind::BadRequest);
+    }
+
+    #[test]
+    fn replies_encode_as_documented() {
+        let ch = ChannelName::new("news").unwrap();
+        let pos = Position::new(crate::Epoch::new("ep").unwrap(), 4);
+        let id = ok(r#"{"type":"ping","id":"x<"}"#).id;
+        let v: Value = serde_json::from_str(&Reply::Subscribed { channel: ch.clone(), position: pos.clone() }.encode(id.as_ref())).unwrap();
+        assert_eq!(v, json!({"type":"subscribed","id":"x<","channel":"news","epoch":"ep","offset":4}));
+        let v: Value = serde_json::from_str(&Reply::Error(Error::bad_request("no")).encode(None)).unwrap();
+        assert_eq!(v, json!({"type":"error","code":"bad_request","message":"no"}));
+        let v: Value = serde_json::from_str(&encode_reset(&ch, &pos)).unwrap();
+        assert_eq!(v, json!({"type":"reset","channel":"news","epoch":"ep","offset":4}));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics_on_jsonish(s in r#"\{("(type|id|channel|since|data|event)":("[a-z<>~.]{0,8}"|[0-9]{1,3}|null|\[\]|\{\}),?){0,6}\}"#) {
+            let _ = decode(s.as_bytes());
+        }
+    }
+}

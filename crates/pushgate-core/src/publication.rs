@@ -1,0 +1,188 @@
+//! A published message, encoded once per wire format at publish time.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+
+use crate::channel::{ChannelName, EventName};
+use crate::clock::Millis;
+use crate::cursor::Position;
+use crate::epoch::Epoch;
+use crate::json;
+
+/// What a publisher sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// JSON text, already passed through [`json::sanitize`].
+    Json(String),
+    /// Raw bytes (`Content-Type: application/octet-stream` on the publish API).
+    Binary(Bytes),
+}
+
+/// One message of one channel. Built once; every subscriber on every transport
+/// shares these bytes (`Arc<Publication>`), so fan-out never encodes JSON.
+#[derive(Debug)]
+pub struct Publication {
+    pub channel: ChannelName,
+    pub epoch: Epoch,
+    pub offset: u64,
+    pub event: Option<EventName>,
+    /// When it was published (ms since the Unix epoch); drives history expiry.
+    pub time: Millis,
+    json: Bytes,
+    binary: Option<BinaryFrame>,
+    sse: OnceLock<Bytes>,
+}
+
+#[derive(Debug)]
+struct BinaryFrame {
+    frame: Bytes,
+    header_len: usize,
+}
+
+/// Two publications are the same message when they share channel, epoch and offset.
+impl PartialEq for Publication {
+    fn eq(&self, other: &Self) -> bool {
+        self.offset == other.offset && self.epoch == other.epoch && self.channel == other.channel
+    }
+}
+
+impl Publication {
+    pub fn new(
+        channel: ChannelName,
+        epoch: Epoch,
+        offset: u64,
+        event: Option<EventName>,
+        data: Data,
+        time: Millis,
+    ) -> Self {
+        let mut head = String::with_capacity(96);
+        head.push_str(r#"{"type":"message","channel":"#);
+        json::push_string(&mut head, channel.as_str());
+        let _ = write!(head, r#","offset":{offset},"epoch":"{epoch}""#);
+        if let Some(event) = &event {
+            head.push_str(r#","event":"#);
+            json::push_string(&mut head, event.as_str());
+        }
+        let (json, binary) = match data {
+            Data::Json(text) => {
+                let mut s = head;
+                s.reserve(text.len() + 10);
+                s.push_str(r#","data":"#);
+                s.push_str(&text);
+                s.push('}');
+                (Bytes::from(s), None)
+            }
+            Data::Binary(raw) => {
+                let mut text = head.clone();
+                text.push_str(r#","encoding":"base64","data":""#);
+                STANDARD.encode_string(&raw, &mut text);
+                text.push_str("\"}");
+                let mut frame = head.into_bytes();
+                frame.extend_from_slice(br#","encoding":"binary"}"#);
+                frame.push(b'\n');
+                let header_len = frame.len();
+                frame.extend_from_slice(&raw);
+                (
+                    Bytes::from(text),
+                    Some(BinaryFrame {
+                        frame: Bytes::from(frame),
+                        header_len,
+                    }),
+                )
+            }
+        };
+        Publication {
+            channel,
+            epoch,
+            offset,
+            event,
+            time,
+            json,
+            binary,
+            sse: OnceLock::new(),
+        }
+    }
+
+    /// The message as JSON text: `{"type":"message","channel",…,"data":…}`.
+    /// Binary data appears base64-encoded with `"encoding":"base64"`.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// For binary data: the WebSocket binary frame payload — the JSON header
+    /// (with `"encoding":"binary"` and no `data`), one `\n`, then the raw bytes.
+    pub fn binary_frame(&self) -> Option<&Bytes> {
+        self.binary.as_ref().map(|b| &b.frame)
+    }
+
+    /// For binary data: the raw bytes as published.
+    pub fn binary_payload(&self) -> Option<Bytes> {
+        self.binary.as_ref().map(|b| b.frame.slice(b.header_len..))
+    }
+
+    pub fn is_binary(&self) -> bool {
+        self.binary.is_some()
+    }
+
+    pub fn position(&self) -> Position {
+        Position::new(self.epoch.clone(), self.offset)
+    }
+
+    /// The SSE event for a stream of this channel alone, built on first use and
+    /// shared by every such stream afterwards.
+    pub fn sse_single(&self) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let mut id = String::with_capacity(48);
+            crate::cursor::encode_entry(&mut id, &self.channel, &self.position());
+            crate::wire::sse::message_event(self, &id)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn publication(data: Data, event: Option<&str>) -> Publication {
+        Publication::new(
+            ChannelName::new("news").unwrap(),
+            Epoch::new("ep").unwrap(),
+            42,
+            event.map(|e| EventName::new(e).unwrap()),
+            data,
+            0,
+        )
+    }
+
+    #[test]
+    fn json_shape() {
+        let p = publication(Data::Json(r#"{"a":1}"#.into()), Some("update"));
+        let v: Value = serde_json::from_slice(p.json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","channel":"news","offset":42,"epoch":"ep","event":"update","data":{"a":1}})
+        );
+    }
+
+    #[test]
+    fn binary_shapes() {
+        let raw = Bytes::from_static(b"\x00\x01\xff\n");
+        let p = publication(Data::Binary(raw.clone()), None);
+        let v: Value = serde_json::from_slice(p.json()).unwrap();
+        assert_eq!(v["encoding"], "base64");
+        assert_eq!(v["data"], "AAH/Cg==");
+        let frame = p.binary_frame().unwrap();
+        let nl = frame.iter().position(|b| *b == b'\n').unwrap();
+        let head: Value = serde_json::from_slice(&frame[..nl]).unwrap();
+        assert_eq!(head["encoding"], "binary");
+        assert_eq!(head["offset"], 42);
+        assert!(head.get("data").is_none());
+        assert_eq!(&frame[nl + 1..], &raw[..]);
+        assert_eq!(p.binary_payload().unwrap(), raw);
+    }
+}

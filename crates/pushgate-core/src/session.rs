@@ -1,0 +1,280 @@
+//! A connection's subscription state: where each channel stands, which live
+//! events are duplicates of a catch-up, and the cursor to resume from.
+//!
+//! The same logic serves every transport, so "exactly once, in order" is
+//! decided here and only here.
+
+use std::sync::Arc;
+
+use crate::broker::{Catchup, StartAt};
+use crate::channel::ChannelName;
+use crate::cursor::{Cursor, Position, Since};
+use crate::epoch::Epoch;
+use crate::error::{Error, ErrorKind};
+use crate::outbox::OutboxEvent;
+use crate::publication::Publication;
+
+/// What to send for one event the outbox produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emit {
+    Message(Arc<Publication>),
+    /// Tell the client to reload state for `channel`; it now stands at `position`.
+    Reset { channel: ChannelName, position: Position },
+}
+
+#[derive(Debug)]
+struct Sub {
+    channel: ChannelName,
+    epoch: Epoch,
+    /// Last offset delivered (or skipped over by a reset).
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Session {
+    subs: Vec<Sub>,
+    max_subscriptions: usize,
+}
+
+impl Session {
+    pub fn new(max_subscriptions: usize) -> Self {
+        Session {
+            subs: Vec::new(),
+            max_subscriptions,
+        }
+    }
+
+    pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
+        self.subs.iter().any(|s| s.channel == *channel)
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.subs.iter().map(|s| &s.channel)
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Checks that `channel` may be subscribed now.
+    pub fn check_subscribe(&self, channel: &ChannelName) -> Result<(), Error> {
+        if self.is_subscribed(channel) {
+            return Err(Error::new(
+                ErrorKind::AlreadySubscribed,
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        if self.subs.len() >= self.max_subscriptions {
+            return Err(Error::new(
+                ErrorKind::TooManySubscriptions,
+                format!(
+                    "a connection may hold at most {} subscriptions",
+                    self.max_subscriptions
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a completed subscription and returns what to send after the
+    /// `subscribed` reply: a reset, or the missed messages.
+    pub fn subscribed(&mut self, channel: ChannelName, catchup: Catchup) -> Vec<Emit> {
+        let mut emits = Vec::with_capacity(catchup.messages.len() + 1);
+        let mut sub = Sub {
+            channel: channel.clone(),
+            epoch: catchup.position.epoch.clone(),
+            offset: catchup.position.offset,
+        };
+        if catchup.reset {
+            emits.push(Emit::Reset {
+                channel,
+                position: catchup.position,
+            });
+        } else {
+            if let Some(last) = catchup.messages.last() {
+                sub.offset = last.offset;
+            }
+            emits.extend(catchup.messages.into_iter().map(Emit::Message));
+            if catchup.truncated {
+                // Subscriptions ask for the whole history; never expected.
+                sub.offset = catchup.position.offset;
+            }
+        }
+        self.subs.push(sub);
+        emits
+    }
+
+    pub fn unsubscribe(&mut self, channel: &ChannelName) -> Result<(), Error> {
+        let before = self.subs.len();
+        self.subs.retain(|s| s.channel != *channel);
+        if self.subs.len() == before {
+            return Err(Error::new(
+                ErrorKind::NotSubscribed,
+                format!("not subscribed to {channel}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decides what a live event becomes: nothing (a duplicate of the catch-up,
+    /// or a channel no longer subscribed), the message, or a reset first.
+    pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
+        match event {
+            OutboxEvent::Message(p) => {
+                let Some(sub) = self.subs.iter_mut().find(|s| s.channel == p.channel) else {
+                    return;
+                };
+                if p.epoch == sub.epoch {
+                    if p.offset <= sub.offset {
+                        return;
+                    }
+                    if p.offset == sub.offset + 1 {
+                        sub.offset = p.offset;
+                        out.push(Emit::Message(p));
+                        return;
+                    }
+                }
+                // A new epoch or a hole: the backend lost something. Never hide it.
+                sub.epoch = p.epoch.clone();
+                sub.offset = p.offset;
+                out.push(Emit::Reset {
+                    channel: p.channel.clone(),
+                    position: Position::new(p.epoch.clone(), p.offset - 1),
+                });
+                out.push(Emit::Message(p));
+            }
+            OutboxEvent::Reset { channel, position } => {
+                let Some(sub) = self.subs.iter_mut().find(|s| s.channel == channel) else {
+                    return;
+                };
+                sub.epoch = position.epoch.clone();
+                sub.offset = position.offset;
+                out.push(Emit::Reset { channel, position });
+            }
+        }
+    }
+
+    /// The cursor covering every subscribed channel.
+    pub fn cursor(&self) -> Cursor {
+        let mut c = Cursor::new();
+        for s in &self.subs {
+            c.set(s.channel.clone(), Position::new(s.epoch.clone(), s.offset));
+        }
+        c
+    }
+
+    /// Writes the cursor text into `out`, reusing its buffer; for per-event SSE ids.
+    pub fn encode_cursor(&self, out: &mut String) {
+        out.clear();
+        for (i, s) in self.subs.iter().enumerate() {
+            if i > 0 {
+                out.push('~');
+            }
+            crate::cursor::encode_entry(out, &s.channel, &Position::new(s.epoch.clone(), s.offset));
+        }
+    }
+}
+
+/// Where a subscription to `channel` starts, given the request's `since`.
+pub fn start_at(since: &Since, channel: &ChannelName) -> StartAt {
+    match since {
+        Since::Now => StartAt::Now,
+        Since::Earliest => StartAt::Earliest,
+        Since::Cursor(c) => c
+            .get(channel)
+            .map_or(StartAt::Now, |p| StartAt::After(p.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Data;
+
+    fn ch(s: &str) -> ChannelName {
+        ChannelName::new(s).unwrap()
+    }
+
+    fn publ(c: &str, e: &str, o: u64) -> Arc<Publication> {
+        Arc::new(Publication::new(ch(c), Epoch::new(e).unwrap(), o, None, Data::Json("0".into()), 0))
+    }
+
+    fn offsets(e: &[Emit]) -> Vec<String> {
+        e.iter()
+            .map(|e| match e {
+                Emit::Message(p) => format!("m{}", p.offset),
+                Emit::Reset { position, .. } => format!("r{}", position.offset),
+            })
+            .collect()
+    }
+
+    fn catchup(e: &str, top: u64, msgs: Vec<Arc<Publication>>, reset: bool) -> Catchup {
+        Catchup {
+            position: Position::new(Epoch::new(e).unwrap(), top),
+            messages: msgs,
+            reset,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn live_duplicates_of_catchup_are_dropped() {
+        let mut s = Session::new(10);
+        let first = s.subscribed(ch("a"), catchup("e", 3, vec![publ("a", "e", 2), publ("a", "e", 3)], false));
+        assert_eq!(offsets(&first), vec!["m2", "m3"]);
+        let mut out = Vec::new();
+        for o in [2, 3, 4, 5] {
+            s.accept(OutboxEvent::Message(publ("a", "e", o)), &mut out);
+        }
+        assert_eq!(offsets(&out), vec!["m4", "m5"]);
+        assert_eq!(s.cursor().get(&ch("a")).unwrap().offset, 5);
+    }
+
+    #[test]
+    fn epoch_change_or_hole_resets_before_delivering() {
+        let mut s = Session::new(10);
+        s.subscribed(ch("a"), catchup("e", 1, vec![], false));
+        let mut out = Vec::new();
+        s.accept(OutboxEvent::Message(publ("a", "e", 3)), &mut out);
+        s.accept(OutboxEvent::Message(publ("a", "f", 1)), &mut out);
+        assert_eq!(offsets(&out), vec!["r2", "m3", "r0", "m1"]);
+    }
+
+    #[test]
+    fn reset_catchup_and_limits() {
+        let mut s = Session::new(1);
+        let e = s.subscribed(ch("a"), catchup("e", 9, vec![], true));
+        assert_eq!(offsets(&e), vec!["r9"]);
+        assert_eq!(s.check_subscribe(&ch("a")).unwrap_err().kind(), ErrorKind::AlreadySubscribed);
+        assert_eq!(s.check_subscribe(&ch("b")).unwrap_err().kind(), ErrorKind::TooManySubscriptions);
+        s.unsubscribe(&ch("a")).unwrap();
+        assert_eq!(s.unsubscribe(&ch("a")).unwrap_err().kind(), ErrorKind::NotSubscribed);
+        let mut out = Vec::new();
+        s.accept(OutboxEvent::Message(publ("a", "e", 10)), &mut out);
+        assert!(out.is_empty(), "events of a dropped subscription are ignored");
+    }
+
+    #[test]
+    fn cursor_text_matches_cursor_encode() {
+        let mut s = Session::new(10);
+        s.subscribed(ch("a"), catchup("e", 1, vec![], false));
+        s.subscribed(ch("b"), catchup("f", 2, vec![], false));
+        let mut text = String::new();
+        s.encode_cursor(&mut text);
+        assert_eq!(text, s.cursor().encode());
+    }
+
+    #[test]
+    fn start_positions() {
+        let mut c = Cursor::new();
+        c.set(ch("a"), Position::new(Epoch::new("e").unwrap(), 4));
+        let since = Since::Cursor(c);
+        assert!(matches!(start_at(&since, &ch("a")), StartAt::After(p) if p.offset == 4));
+        assert_eq!(start_at(&since, &ch("b")), StartAt::Now);
+        assert_eq!(start_at(&Since::Earliest, &ch("b")), StartAt::Earliest);
+    }
+}
