@@ -103,7 +103,10 @@ impl Cursor {
             let (channel, position) = parse_entry(entry).map_err(|why| {
                 Error::new(
                     ErrorKind::InvalidCursor,
-                    format!("cursor entry {} is malformed: {why}; use a cursor the server gave you", i + 1),
+                    format!(
+                        "cursor entry {} is malformed: {why}; use a cursor the server gave you",
+                        i + 1
+                    ),
                 )
             })?;
             if cursor.get(&channel).is_some() {
@@ -142,7 +145,8 @@ pub fn encode_entry(out: &mut String, channel: &ChannelName, position: &Position
 
 fn parse_entry(entry: &str) -> Result<(ChannelName, Position), &'static str> {
     let mut parts = entry.split('.');
-    let (Some(ch), Some(ep), Some(off), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(ch), Some(ep), Some(off), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("expected channel.epoch.offset");
     };
@@ -238,14 +242,20 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidCursor, "{bad:?}");
         }
         let huge = "a".repeat(MAX_CURSOR_LEN + 1);
-        assert_eq!(Cursor::parse(&huge).unwrap_err().kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            Cursor::parse(&huge).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
     }
 
     #[test]
     fn since_keywords() {
         assert_eq!(Since::parse("").unwrap(), Since::Now);
         assert_eq!(Since::parse("earliest").unwrap(), Since::Earliest);
-        assert!(matches!(Since::parse("bmV3cw.abc.4").unwrap(), Since::Cursor(_)));
+        assert!(matches!(
+            Since::parse("bmV3cw.abc.4").unwrap(),
+            Since::Cursor(_)
+        ));
     }
 
     fn channel_strategy() -> impl Strategy<Value = ChannelName> {

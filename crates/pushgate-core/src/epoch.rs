@@ -25,7 +25,8 @@ impl Epoch {
     pub fn new(s: &str) -> Result<Self, Error> {
         let ok = !s.is_empty()
             && s.len() <= MAX_EPOCH_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(Error::new(
                 ErrorKind::InvalidCursor,

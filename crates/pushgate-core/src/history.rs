@@ -43,7 +43,10 @@ impl History {
 
     /// Appends `p`, whose offset must follow the newest retained one.
     pub fn push(&mut self, p: Arc<Publication>, now: Millis) {
-        debug_assert!(self.ring.back().is_none_or(|last| last.offset + 1 == p.offset));
+        debug_assert!(self
+            .ring
+            .back()
+            .is_none_or(|last| last.offset + 1 == p.offset));
         if self.capacity == 0 {
             return;
         }

@@ -12,12 +12,8 @@ use crate::error::{Error, ErrorKind};
 
 /// Validates `raw` as one JSON value and returns its compact, script-safe form.
 pub fn sanitize(raw: &[u8]) -> Result<String, Error> {
-    let value: &RawValue = serde_json::from_slice(raw).map_err(|e| {
-        Error::new(
-            ErrorKind::BadJson,
-            format!("data is not valid JSON: {e}"),
-        )
-    })?;
+    let value: &RawValue = serde_json::from_slice(raw)
+        .map_err(|e| Error::new(ErrorKind::BadJson, format!("data is not valid JSON: {e}")))?;
     Ok(compact_escaped(value.get()))
 }
 

@@ -21,6 +21,7 @@
 pub mod broker;
 pub mod channel;
 pub mod clock;
+pub mod connection;
 pub mod cursor;
 pub mod epoch;
 pub mod error;
@@ -32,9 +33,12 @@ pub mod publication;
 pub mod session;
 pub mod wire;
 
-pub use broker::{Broker, Catchup, MemoryBroker, MemoryBrokerConfig, StartAt, Subscriber, SubscriberId};
+pub use broker::{
+    Broker, Catchup, MemoryBroker, MemoryBrokerConfig, StartAt, Subscriber, SubscriberId,
+};
 pub use channel::{ChannelName, EventName};
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
+pub use connection::{Connection, Limits};
 pub use cursor::{Cursor, Position, Since};
 pub use epoch::Epoch;
 pub use error::{Error, ErrorKind};

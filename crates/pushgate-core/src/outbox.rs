@@ -179,7 +179,10 @@ mod tests {
         assert_eq!(ob.push(msg(1)), PushOutcome::Queued);
         assert_eq!(ob.push(msg(2)), PushOutcome::Queued);
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(ob.poll_drain(&mut cx, &mut out), Poll::Ready(Drained::Events));
+        assert_eq!(
+            ob.poll_drain(&mut cx, &mut out),
+            Poll::Ready(Drained::Events)
+        );
         let offs: Vec<u64> = out
             .iter()
             .map(|e| match e {

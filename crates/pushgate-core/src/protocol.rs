@@ -27,8 +27,13 @@ impl CommandId {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Subscribe { channel: ChannelName, since: Since },
-    Unsubscribe { channel: ChannelName },
+    Subscribe {
+        channel: ChannelName,
+        since: Since,
+    },
+    Unsubscribe {
+        channel: ChannelName,
+    },
     Publish {
         channel: ChannelName,
         event: Option<EventName>,
@@ -117,6 +122,35 @@ fn decode_id(raw: Option<&RawValue>) -> Result<Option<CommandId>, Error> {
     )))
 }
 
+fn publish_fields(raw: &RawCommand<'_>) -> Result<Command, Error> {
+    let name = required(string_field(raw.channel, "channel")?, "publish", "channel")?;
+    let channel = ChannelName::new(&name)?;
+    let event = string_field(raw.event, "event")?
+        .map(|e| EventName::new(&e))
+        .transpose()?;
+    let data = raw
+        .data
+        .ok_or_else(|| Error::bad_request("publish needs a \"data\" field"))?;
+    Ok(Command::Publish {
+        channel,
+        event,
+        data: Data::Json(json::compact_escaped(data.get())),
+    })
+}
+
+/// Decodes the body of the server publish API, `{"channel","data","event"?}`:
+/// the fields of a `publish` command without `type`.
+pub fn decode_publish(bytes: &[u8]) -> Result<Command, Error> {
+    let raw: RawCommand<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            Error::bad_request("the body must be a JSON object {\"channel\",\"data\",\"event\"?}")
+        } else {
+            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}"))
+        }
+    })?;
+    publish_fields(&raw)
+}
+
 /// Decodes one command. Never panics; errors carry a wire code and a message.
 pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
     let raw: RawCommand<'_> = serde_json::from_slice(bytes).map_err(|e| {
@@ -150,20 +184,7 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
                 Command::Subscribe { channel, since }
             }
             "unsubscribe" => Command::Unsubscribe { channel: channel()? },
-            "publish" => {
-                let channel = channel()?;
-                let event = string_field(raw.event, "event")?
-                    .map(|e| EventName::new(&e))
-                    .transpose()?;
-                let data = raw
-                    .data
-                    .ok_or_else(|| Error::bad_request("publish needs a \"data\" field"))?;
-                Command::Publish {
-                    channel,
-                    event,
-                    data: Data::Json(json::compact_escaped(data.get())),
-                }
-            }
+            "publish" => publish_fields(&raw)?,
             "ping" => Command::Ping,
             other => {
                 let mut shown = String::new();
@@ -182,9 +203,17 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
 /// A server reply to a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    Subscribed { channel: ChannelName, position: Position },
-    Unsubscribed { channel: ChannelName },
-    Published { channel: ChannelName, position: Position },
+    Subscribed {
+        channel: ChannelName,
+        position: Position,
+    },
+    Unsubscribed {
+        channel: ChannelName,
+    },
+    Published {
+        channel: ChannelName,
+        position: Position,
+    },
     Pong,
     Error(Error),
 }
@@ -274,17 +303,31 @@ mod tests {
     fn decodes_commands() {
         let r = ok(r#"{"type":"subscribe","channel":"news","id":1}"#);
         assert_eq!(r.id.unwrap().as_json(), "1");
-        assert!(matches!(r.command, Command::Subscribe { since: Since::Now, .. }));
-        let r = ok(r#"{"type":"publish","channel":"a","data":{"x": [1, "<"]},"event":"e","id":"q"}"#);
+        assert!(matches!(
+            r.command,
+            Command::Subscribe {
+                since: Since::Now,
+                ..
+            }
+        ));
+        let r =
+            ok(r#"{"type":"publish","channel":"a","data":{"x": [1, "<"]},"event":"e","id":"q"}"#);
         assert_eq!(r.id.unwrap().as_json(), "\"q\"");
         match r.command {
-            Command::Publish { data: Data::Json(d), event, .. } => {
+            Command::Publish {
+                data: Data::Json(d),
+                event,
+                ..
+            } => {
                 assert_eq!(d, r#"{"x":[1,"\u003c"]}"#);
                 assert_eq!(event.unwrap().as_str(), "e");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(ok(r#"{"type":"publish","channel":"a","data":null}"#).command, Command::Publish { .. }));
+        assert!(matches!(
+            ok(r#"{"type":"publish","channel":"a","data":null}"#).command,
+            Command::Publish { .. }
+        ));
         assert_eq!(ok(r#"{"type":"ping","extra":true}"#).command, Command::Ping);
     }
 
@@ -295,13 +338,38 @@ mod tests {
         let e = err(r#"{"type":"nope","id":5}"#);
         assert_eq!(e.error.kind(), ErrorKind::UnknownCommand);
         assert_eq!(e.id.unwrap().as_json(), "5");
-        assert_eq!(err(r#"{"type":"subscribe"}"#).error.kind(), ErrorKind::BadRequest);
-        assert_eq!(err(r#"{"type":"subscribe","channel":7}"#).error.kind(), ErrorKind::BadRequest);
-        assert_eq!(err(r#"{"type":"subscribe","channel":"a b"}"#).error.kind(), ErrorKind::InvalidChannel);
-        assert_eq!(err(r#"{"type":"subscribe","channel":"a","since":"zz"}"#).error.kind(), ErrorKind::InvalidCursor);
-        assert_eq!(err(r#"{"type":"publish","channel":"a"}"#).error.kind(), ErrorKind::BadRequest);
-        assert_eq!(err(r#"{"type":"publish","channel":"a","data":1,"event":"a b"}"#).error.kind(), ErrorKind::InvalidEvent);
-        assert_eq!(err(r#"{"type":"ping","id":{"a":1}}"#).error.kind(), ErrorKind::BadRequest);
+        assert_eq!(
+            err(r#"{"type":"subscribe"}"#).error.kind(),
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","channel":7}"#).error.kind(),
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","channel":"a b"}"#).error.kind(),
+            ErrorKind::InvalidChannel
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","channel":"a","since":"zz"}"#)
+                .error
+                .kind(),
+            ErrorKind::InvalidCursor
+        );
+        assert_eq!(
+            err(r#"{"type":"publish","channel":"a"}"#).error.kind(),
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            err(r#"{"type":"publish","channel":"a","data":1,"event":"a b"}"#)
+                .error
+                .kind(),
+            ErrorKind::InvalidEvent
+        );
+        assert_eq!(
+            err(r#"{"type":"ping","id":{"a":1}}"#).error.kind(),
+            ErrorKind::BadRequest
+        );
         assert_eq!(err(r#"{"id":1}"#).error.kind(), ErrorKind::BadRequest);
     }
 
@@ -310,12 +378,29 @@ mod tests {
         let ch = ChannelName::new("news").unwrap();
         let pos = Position::new(crate::Epoch::new("ep").unwrap(), 4);
         let id = ok(r#"{"type":"ping","id":"x<"}"#).id;
-        let v: Value = serde_json::from_str(&Reply::Subscribed { channel: ch.clone(), position: pos.clone() }.encode(id.as_ref())).unwrap();
-        assert_eq!(v, json!({"type":"subscribed","id":"x<","channel":"news","epoch":"ep","offset":4}));
-        let v: Value = serde_json::from_str(&Reply::Error(Error::bad_request("no")).encode(None)).unwrap();
-        assert_eq!(v, json!({"type":"error","code":"bad_request","message":"no"}));
+        let v: Value = serde_json::from_str(
+            &Reply::Subscribed {
+                channel: ch.clone(),
+                position: pos.clone(),
+            }
+            .encode(id.as_ref()),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"subscribed","id":"x<","channel":"news","epoch":"ep","offset":4})
+        );
+        let v: Value =
+            serde_json::from_str(&Reply::Error(Error::bad_request("no")).encode(None)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"bad_request","message":"no"})
+        );
         let v: Value = serde_json::from_str(&encode_reset(&ch, &pos)).unwrap();
-        assert_eq!(v, json!({"type":"reset","channel":"news","epoch":"ep","offset":4}));
+        assert_eq!(
+            v,
+            json!({"type":"reset","channel":"news","epoch":"ep","offset":4})
+        );
     }
 
     proptest! {

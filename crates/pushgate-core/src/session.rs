@@ -19,7 +19,10 @@ use crate::publication::Publication;
 pub enum Emit {
     Message(Arc<Publication>),
     /// Tell the client to reload state for `channel`; it now stands at `position`.
-    Reset { channel: ChannelName, position: Position },
+    Reset {
+        channel: ChannelName,
+        position: Position,
+    },
 }
 
 #[derive(Debug)]
@@ -80,32 +83,36 @@ impl Session {
         Ok(())
     }
 
-    /// Records a completed subscription and returns what to send after the
-    /// `subscribed` reply: a reset, or the missed messages.
-    pub fn subscribed(&mut self, channel: ChannelName, catchup: Catchup) -> Vec<Emit> {
-        let mut emits = Vec::with_capacity(catchup.messages.len() + 1);
-        let mut sub = Sub {
-            channel: channel.clone(),
-            epoch: catchup.position.epoch.clone(),
-            offset: catchup.position.offset,
-        };
+    /// Records a completed subscription at the position it starts from and
+    /// returns the catch-up as events to pass through [`Session::accept`] one
+    /// by one, so that a per-event cursor (SSE `id:`) is exact at every step.
+    pub fn subscribed(&mut self, channel: ChannelName, catchup: Catchup) -> Vec<OutboxEvent> {
+        let top = catchup.position;
         if catchup.reset {
-            emits.push(Emit::Reset {
-                channel,
-                position: catchup.position,
+            self.subs.push(Sub {
+                channel: channel.clone(),
+                epoch: top.epoch.clone(),
+                offset: top.offset,
             });
-        } else {
-            if let Some(last) = catchup.messages.last() {
-                sub.offset = last.offset;
-            }
-            emits.extend(catchup.messages.into_iter().map(Emit::Message));
-            if catchup.truncated {
-                // Subscriptions ask for the whole history; never expected.
-                sub.offset = catchup.position.offset;
-            }
+            return vec![OutboxEvent::Reset {
+                channel,
+                position: top,
+            }];
         }
-        self.subs.push(sub);
-        emits
+        let start = catchup
+            .messages
+            .first()
+            .map_or(top.offset, |first| first.offset - 1);
+        self.subs.push(Sub {
+            channel,
+            epoch: top.epoch,
+            offset: start,
+        });
+        catchup
+            .messages
+            .into_iter()
+            .map(OutboxEvent::Message)
+            .collect()
     }
 
     pub fn unsubscribe(&mut self, channel: &ChannelName) -> Result<(), Error> {
@@ -200,7 +207,14 @@ mod tests {
     }
 
     fn publ(c: &str, e: &str, o: u64) -> Arc<Publication> {
-        Arc::new(Publication::new(ch(c), Epoch::new(e).unwrap(), o, None, Data::Json("0".into()), 0))
+        Arc::new(Publication::new(
+            ch(c),
+            Epoch::new(e).unwrap(),
+            o,
+            None,
+            Data::Json("0".into()),
+            0,
+        ))
     }
 
     fn offsets(e: &[Emit]) -> Vec<String> {
@@ -224,13 +238,23 @@ mod tests {
     #[test]
     fn live_duplicates_of_catchup_are_dropped() {
         let mut s = Session::new(10);
-        let first = s.subscribed(ch("a"), catchup("e", 3, vec![publ("a", "e", 2), publ("a", "e", 3)], false));
-        assert_eq!(offsets(&first), vec!["m2", "m3"]);
         let mut out = Vec::new();
+        let first = s.subscribed(
+            ch("a"),
+            catchup("e", 3, vec![publ("a", "e", 2), publ("a", "e", 3)], false),
+        );
+        assert_eq!(
+            s.cursor().get(&ch("a")).unwrap().offset,
+            1,
+            "stands before the catch-up"
+        );
+        for ev in first {
+            s.accept(ev, &mut out);
+        }
         for o in [2, 3, 4, 5] {
             s.accept(OutboxEvent::Message(publ("a", "e", o)), &mut out);
         }
-        assert_eq!(offsets(&out), vec!["m4", "m5"]);
+        assert_eq!(offsets(&out), vec!["m2", "m3", "m4", "m5"]);
         assert_eq!(s.cursor().get(&ch("a")).unwrap().offset, 5);
     }
 
@@ -247,15 +271,30 @@ mod tests {
     #[test]
     fn reset_catchup_and_limits() {
         let mut s = Session::new(1);
-        let e = s.subscribed(ch("a"), catchup("e", 9, vec![], true));
+        let mut e = Vec::new();
+        for ev in s.subscribed(ch("a"), catchup("e", 9, vec![], true)) {
+            s.accept(ev, &mut e);
+        }
         assert_eq!(offsets(&e), vec!["r9"]);
-        assert_eq!(s.check_subscribe(&ch("a")).unwrap_err().kind(), ErrorKind::AlreadySubscribed);
-        assert_eq!(s.check_subscribe(&ch("b")).unwrap_err().kind(), ErrorKind::TooManySubscriptions);
+        assert_eq!(
+            s.check_subscribe(&ch("a")).unwrap_err().kind(),
+            ErrorKind::AlreadySubscribed
+        );
+        assert_eq!(
+            s.check_subscribe(&ch("b")).unwrap_err().kind(),
+            ErrorKind::TooManySubscriptions
+        );
         s.unsubscribe(&ch("a")).unwrap();
-        assert_eq!(s.unsubscribe(&ch("a")).unwrap_err().kind(), ErrorKind::NotSubscribed);
+        assert_eq!(
+            s.unsubscribe(&ch("a")).unwrap_err().kind(),
+            ErrorKind::NotSubscribed
+        );
         let mut out = Vec::new();
         s.accept(OutboxEvent::Message(publ("a", "e", 10)), &mut out);
-        assert!(out.is_empty(), "events of a dropped subscription are ignored");
+        assert!(
+            out.is_empty(),
+            "events of a dropped subscription are ignored"
+        );
     }
 
     #[test]

@@ -69,14 +69,21 @@ impl MemoryBroker {
         }
     }
 
-    fn shard(&self, channel: &ChannelName) -> &Mutex<HashMap<ChannelName, Arc<Mutex<ChannelState>>>> {
+    fn shard(
+        &self,
+        channel: &ChannelName,
+    ) -> &Mutex<HashMap<ChannelName, Arc<Mutex<ChannelState>>>> {
         let mut h = self.hasher.build_hasher();
         channel.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
     /// Runs `f` on the live state of `channel`, creating it on demand.
-    fn with_channel<R>(&self, channel: &ChannelName, mut f: impl FnMut(&mut ChannelState, Millis) -> R) -> R {
+    fn with_channel<R>(
+        &self,
+        channel: &ChannelName,
+        mut f: impl FnMut(&mut ChannelState, Millis) -> R,
+    ) -> R {
         loop {
             let state = {
                 let mut shard = lock(self.shard(channel));
@@ -86,7 +93,10 @@ impl MemoryBroker {
                         Arc::new(Mutex::new(ChannelState {
                             epoch: Epoch::random(),
                             top: 0,
-                            history: History::new(self.config.history_size, self.config.history_ttl_ms),
+                            history: History::new(
+                                self.config.history_size,
+                                self.config.history_ttl_ms,
+                            ),
                             subscribers: HashMap::new(),
                             last_activity: self.config.clock.now(),
                             removed: false,
@@ -265,7 +275,9 @@ mod tests {
     }
 
     async fn publish(b: &MemoryBroker, c: &str, n: u64) -> Arc<Publication> {
-        b.publish(ch(c), None, Data::Json(n.to_string())).await.unwrap()
+        b.publish(ch(c), None, Data::Json(n.to_string()))
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -282,10 +294,19 @@ mod tests {
         let (b, _) = broker(10, 60_000);
         let p1 = publish(&b, "a", 1).await;
         publish(&b, "a", 2).await;
-        let sub = Subscriber { id: 1, outbox: Outbox::new(16) };
-        let c = b.subscribe(&ch("a"), StartAt::After(p1.position()), &sub).await.unwrap();
+        let sub = Subscriber {
+            id: 1,
+            outbox: Outbox::new(16),
+        };
+        let c = b
+            .subscribe(&ch("a"), StartAt::After(p1.position()), &sub)
+            .await
+            .unwrap();
         assert!(!c.reset);
-        assert_eq!(c.messages.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            c.messages.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![2]
+        );
         assert_eq!(c.position.offset, 2);
         publish(&b, "a", 3).await;
         assert_eq!(sub.outbox.len(), 1);
@@ -301,12 +322,25 @@ mod tests {
         for i in 2..=4 {
             publish(&b, "a", i).await;
         }
-        let trimmed = b.read(&ch("a"), StartAt::After(p1.position()), 100).await.unwrap();
+        let trimmed = b
+            .read(&ch("a"), StartAt::After(p1.position()), 100)
+            .await
+            .unwrap();
         assert!(trimmed.reset);
         let other_epoch = Position::new(Epoch::new("other").unwrap(), 3);
-        assert!(b.read(&ch("a"), StartAt::After(other_epoch), 100).await.unwrap().reset);
+        assert!(
+            b.read(&ch("a"), StartAt::After(other_epoch), 100)
+                .await
+                .unwrap()
+                .reset
+        );
         let future = Position::new(p1.epoch.clone(), 99);
-        assert!(b.read(&ch("a"), StartAt::After(future), 100).await.unwrap().reset);
+        assert!(
+            b.read(&ch("a"), StartAt::After(future), 100)
+                .await
+                .unwrap()
+                .reset
+        );
     }
 
     #[tokio::test]
@@ -314,7 +348,14 @@ mod tests {
         let (b, clock) = broker(10, 1_000);
         let p1 = publish(&b, "a", 1).await;
         clock.advance(1_500);
-        let c = b.read(&ch("a"), StartAt::After(Position::new(p1.epoch.clone(), 0)), 10).await.unwrap();
+        let c = b
+            .read(
+                &ch("a"),
+                StartAt::After(Position::new(p1.epoch.clone(), 0)),
+                10,
+            )
+            .await
+            .unwrap();
         assert!(c.reset, "message 1 expired, so a reader from 0 missed it");
         clock.advance(1_500);
         b.sweep().await;
@@ -341,7 +382,10 @@ mod tests {
         for i in 2..=5 {
             publish(&b, "a", i).await;
         }
-        let c = b.read(&ch("a"), StartAt::After(p1.position()), 2).await.unwrap();
+        let c = b
+            .read(&ch("a"), StartAt::After(p1.position()), 2)
+            .await
+            .unwrap();
         assert!(c.truncated);
         assert_eq!(c.next_position().offset, 3);
         let c = b.read(&ch("a"), StartAt::Earliest, 100).await.unwrap();
@@ -353,7 +397,10 @@ mod tests {
     #[tokio::test]
     async fn subscribed_channels_survive_sweep() {
         let (b, clock) = broker(10, 1_000);
-        let sub = Subscriber { id: 7, outbox: Outbox::new(4) };
+        let sub = Subscriber {
+            id: 7,
+            outbox: Outbox::new(4),
+        };
         b.subscribe(&ch("a"), StartAt::Now, &sub).await.unwrap();
         clock.advance(10_000);
         b.sweep().await;

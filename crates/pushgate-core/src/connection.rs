@@ -1,0 +1,157 @@
+//! One client connection's command handling, shared by every transport.
+//!
+//! A transport decodes bytes into a [`Request`], calls [`Connection::execute`],
+//! encodes the [`Reply`], and passes the returned events (catch-up) and every
+//! event drained from the outbox through [`Connection::accept`].
+
+use std::sync::Arc;
+
+use crate::broker::{Broker, Subscriber, SubscriberId};
+use crate::channel::ChannelName;
+use crate::cursor::Since;
+use crate::error::Error;
+use crate::outbox::{Outbox, OutboxEvent};
+use crate::protocol::{Command, Reply, Request};
+use crate::session::{start_at, Emit, Session};
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events queued for a connection before it counts as too slow.
+    pub outbox_capacity: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            outbox_capacity: 1024,
+            max_subscriptions: 128,
+        }
+    }
+}
+
+pub struct Connection {
+    broker: Arc<dyn Broker>,
+    subscriber: Subscriber,
+    session: Session,
+}
+
+impl Connection {
+    pub fn new(broker: Arc<dyn Broker>, id: SubscriberId, limits: Limits) -> Self {
+        Connection {
+            broker,
+            subscriber: Subscriber {
+                id,
+                outbox: Outbox::new(limits.outbox_capacity),
+            },
+            session: Session::new(limits.max_subscriptions),
+        }
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.subscriber.outbox
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Subscribes to `channel` from `since`. On success the caller sends the
+    /// `subscribed` reply, then passes the events through [`Connection::accept`].
+    pub async fn subscribe(
+        &mut self,
+        channel: ChannelName,
+        since: &Since,
+    ) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        self.session.check_subscribe(&channel)?;
+        let catchup = self
+            .broker
+            .subscribe(&channel, start_at(since, &channel), &self.subscriber)
+            .await?;
+        let reply = Reply::Subscribed {
+            channel: channel.clone(),
+            position: catchup.position.clone(),
+        };
+        let events = self.session.subscribed(channel, catchup);
+        Ok((reply, events))
+    }
+
+    /// Runs one command; errors become `Reply::Error`.
+    pub async fn execute(&mut self, request: Request) -> (Reply, Vec<OutboxEvent>) {
+        let result = match request.command {
+            Command::Subscribe { channel, since } => self.subscribe(channel, &since).await,
+            Command::Unsubscribe { channel } => match self.session.unsubscribe(&channel) {
+                Ok(()) => {
+                    self.broker.unsubscribe(&channel, self.subscriber.id).await;
+                    Ok((Reply::Unsubscribed { channel }, Vec::new()))
+                }
+                Err(e) => Err(e),
+            },
+            Command::Publish {
+                channel,
+                event,
+                data,
+            } => self.broker.publish(channel, event, data).await.map(|p| {
+                (
+                    Reply::Published {
+                        channel: p.channel.clone(),
+                        position: p.position(),
+                    },
+                    Vec::new(),
+                )
+            }),
+            Command::Ping => Ok((Reply::Pong, Vec::new())),
+        };
+        result.unwrap_or_else(|e| (Reply::Error(e), Vec::new()))
+    }
+
+    /// Turns one event into what must be sent (see [`Session::accept`]).
+    pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
+        self.session.accept(event, out);
+    }
+
+    /// Removes every subscription from the broker; call once when the
+    /// connection ends.
+    pub async fn close(&mut self) {
+        let channels: Vec<ChannelName> = self.session.channels().cloned().collect();
+        for channel in channels {
+            let _ = self.session.unsubscribe(&channel);
+            self.broker.unsubscribe(&channel, self.subscriber.id).await;
+        }
+    }
+
+    /// What [`Connection::close`] needs, for transports that end in `Drop`
+    /// (a streaming body) and must unsubscribe from a spawned task.
+    pub fn into_cleanup(self) -> Cleanup {
+        Cleanup {
+            channels: self.session.channels().cloned().collect(),
+            broker: self.broker,
+            id: self.subscriber.id,
+        }
+    }
+}
+
+/// Subscriptions left to remove after a connection ended.
+pub struct Cleanup {
+    broker: Arc<dyn Broker>,
+    id: SubscriberId,
+    channels: Vec<ChannelName>,
+}
+
+impl Cleanup {
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    pub async fn run(self) {
+        for channel in &self.channels {
+            self.broker.unsubscribe(channel, self.id).await;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The server API for application backends: publish, history, health, metrics.
+//!
+//! Guarded by `Authorization: Bearer <api key>` when a key is configured;
+//! without one, only loopback peers are served (and the startup log says so).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use pushgate_core::broker::StartAt;
+use pushgate_core::cursor::Since;
+use pushgate_core::protocol::{self, Command};
+use pushgate_core::{ChannelName, Data, Error, ErrorKind, EventName};
+
+use crate::state::AppState;
+use crate::web::{self as h, Body};
+
+/// Most messages one history request returns.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+pub fn authorize(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Response<Body>> {
+    match &state.config.api_key {
+        Some(key) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
+                Ok(())
+            } else {
+                Err(h::error(&Error::new(
+                    ErrorKind::Unauthorized,
+                    "send Authorization: Bearer <api key> (the key given to pushgate serve --api-key)",
+                )))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(h::error(&Error::new(
+            ErrorKind::Forbidden,
+            "no API key is configured, so the API only answers loopback clients; start pushgate with --api-key",
+        ))),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads a request body of at most `max` bytes.
+pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Error> {
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("body is larger than {max} bytes (max_message_size)"),
+        )),
+        Err(e) => Err(Error::bad_request(format!("could not read the body: {e}"))),
+    }
+}
+
+fn is_octet_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/octet-stream")
+        })
+}
+
+/// `POST /api/publish`: JSON `{"channel","data","event"?}`, or raw bytes with
+/// `Content-Type: application/octet-stream` and `?channel=…[&event=…]`.
+pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let binary = is_octet_stream(req.headers());
+    let query = req.uri().query().map(str::to_owned);
+    let body = match read_body(req.into_body(), state.config.max_message_size).await {
+        Ok(b) => b,
+        Err(e) => return h::error(&e),
+    };
+    let parsed = if binary {
+        binary_publish(query.as_deref(), body)
+    } else {
+        protocol::decode_publish(&body)
+    };
+    let Command::Publish {
+        channel,
+        event,
+        data,
+    } = (match parsed {
+        Ok(c) => c,
+        Err(e) => return h::error(&e),
+    })
+    else {
+        unreachable!("decode_publish only returns publish commands")
+    };
+    match state.broker.publish(channel, event, data).await {
+        Ok(p) => {
+            state.metrics.published();
+            let mut out = String::with_capacity(80);
+            out.push_str("{\"channel\":");
+            pushgate_core::json::push_string(&mut out, p.channel.as_str());
+            out.push_str(&format!(
+                ",\"epoch\":\"{}\",\"offset\":{}}}",
+                p.epoch, p.offset
+            ));
+            h::json(StatusCode::OK, out)
+        }
+        Err(e) => {
+            state.metrics.publish_error();
+            h::error(&e)
+        }
+    }
+}
+
+fn binary_publish(query: Option<&str>, body: Bytes) -> Result<Command, Error> {
+    let mut channel = None;
+    let mut event = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "channel" if channel.is_none() => channel = Some(ChannelName::new(&v)?),
+            "event" if event.is_none() => event = Some(EventName::new(&v)?),
+            other => {
+                return Err(Error::bad_request(format!(
+                    "unexpected or repeated parameter {:?}; binary publish takes ?channel=NAME[&event=NAME]",
+                    other.chars().take(40).collect::<String>()
+                )))
+            }
+        }
+    }
+    let channel = channel.ok_or_else(|| {
+        Error::bad_request("binary publish needs ?channel=NAME (the body is the raw payload)")
+    })?;
+    Ok(Command::Publish {
+        channel,
+        event,
+        data: Data::Binary(body),
+    })
+}
+
+/// `GET /api/history?channel=C[&since=CURSOR][&limit=N]`: retained messages
+/// after `since` (from the oldest without it), in the `/poll` body shape.
+pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let q = match h::parse_subscribe_query(req.uri().query(), &["limit"], 1) {
+        Ok(q) => q,
+        Err(e) => return h::error(&e),
+    };
+    let Some(channel) = q.channels.first().cloned() else {
+        return h::error(&Error::bad_request("history needs ?channel=NAME"));
+    };
+    let limit = match q.extra("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=MAX_HISTORY_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return h::error(&Error::bad_request(format!(
+                "limit must be a number from 1 to {MAX_HISTORY_LIMIT}"
+            )))
+        }
+    };
+    let start = match &q.since {
+        Since::Now | Since::Earliest => StartAt::Earliest,
+        Since::Cursor(c) => c
+            .get(&channel)
+            .cloned()
+            .map_or(StartAt::Earliest, StartAt::After),
+    };
+    match state.broker.read(&channel, start, limit).await {
+        Ok(catchup) => h::json(StatusCode::OK, crate::web::catchup_body(&channel, &catchup)),
+        Err(e) => h::error(&e),
+    }
+}
+
+pub fn healthz() -> Response<Body> {
+    h::json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
+}
+
+pub fn metrics(state: &AppState) -> Response<Body> {
+    h::text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,154 @@
+//! Server configuration: defaults, the TOML file, and durations written for people.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::Error;
+
+/// Everything `pushgate serve` can be told. The CLI fills it from flags,
+/// `PUSHGATE_*` variables and an optional TOML file (flags win).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (default `127.0.0.1:7070`).
+    pub listen: SocketAddr,
+    /// Bearer key for `/api/*`. Without one the API answers loopback peers only.
+    pub api_key: Option<String>,
+    /// Publications kept per channel.
+    pub history_size: usize,
+    /// How long a publication stays in history.
+    #[serde(deserialize_with = "de_duration")]
+    pub history_ttl: Duration,
+    /// Interval of WebSocket Ping frames.
+    #[serde(deserialize_with = "de_duration")]
+    pub ws_ping_interval: Duration,
+    /// A WebSocket that sends nothing (not even Pong) for this long is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub ws_idle_timeout: Duration,
+    /// Interval of `: ping` comments on SSE streams.
+    #[serde(deserialize_with = "de_duration")]
+    pub sse_ping_interval: Duration,
+    /// The `retry:` hint sent first on SSE streams.
+    #[serde(deserialize_with = "de_duration")]
+    pub sse_retry: Duration,
+    /// Largest WebSocket message, command or publish body, in bytes.
+    pub max_message_size: usize,
+    /// Events queued for one connection before it is cut off as too slow.
+    pub outbox_capacity: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Log as JSON lines rather than human-readable text.
+    pub log_json: bool,
+    /// Serve the demo page at `/` and publish the time on channel `clock`.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            api_key: None,
+            history_size: 1000,
+            history_ttl: Duration::from_secs(600),
+            ws_ping_interval: Duration::from_secs(25),
+            ws_idle_timeout: Duration::from_secs(60),
+            sse_ping_interval: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(2),
+            max_message_size: 64 * 1024,
+            outbox_capacity: 1024,
+            max_subscriptions: 128,
+            log_json: false,
+            demo: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|e| Error::config(format!("config file: {e}")))
+    }
+
+    /// Rejects combinations that cannot work.
+    pub fn validate(&self) -> Result<(), Error> {
+        let checks = [
+            (self.ws_ping_interval.is_zero(), "ws_ping_interval must be above zero"),
+            (self.sse_ping_interval.is_zero(), "sse_ping_interval must be above zero"),
+            (
+                self.ws_idle_timeout <= self.ws_ping_interval,
+                "ws_idle_timeout must be longer than ws_ping_interval, or healthy clients are cut off",
+            ),
+            (self.max_message_size < 128, "max_message_size must be at least 128 bytes"),
+            (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),
+            (self.max_subscriptions == 0, "max_subscriptions must be at least 1"),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(Error::config(*why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses `500ms`, `25s`, `10m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 25s, 10m, 1h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("25s").unwrap(), Duration::from_secs(25));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("7d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn toml_file() {
+        let c = Config::from_toml(
+            "listen = \"127.0.0.1:9000\"\nhistory_ttl = \"2m\"\nws_ping_interval = 10\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.history_ttl, Duration::from_secs(120));
+        assert_eq!(c.ws_ping_interval, Duration::from_secs(10));
+        assert_eq!(c.history_size, 1000);
+        assert!(Config::from_toml("histroy_size = 1").is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

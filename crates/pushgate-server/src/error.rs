@@ -1,0 +1,78 @@
+//! The server crate's error, and the one place core error kinds become HTTP
+//! statuses and WebSocket close codes.
+
+use std::fmt;
+
+use http::StatusCode;
+use pushgate_core::ErrorKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The configuration is invalid.
+    Config,
+    /// The listening socket could not be opened.
+    Bind,
+    /// An I/O error while serving.
+    Io,
+}
+
+/// A startup or serving failure of the whole server (not of one request).
+#[derive(Debug)]
+pub struct Error {
+    kind: Kind,
+    message: String,
+}
+
+impl Error {
+    pub fn config(message: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Config,
+            message: message.into(),
+        }
+    }
+
+    pub fn bind(addr: std::net::SocketAddr, e: std::io::Error) -> Self {
+        Error {
+            kind: Kind::Bind,
+            message: format!("cannot listen on {addr}: {e} (is another server using it? pick another with --listen)"),
+        }
+    }
+
+    pub fn io(e: std::io::Error) -> Self {
+        Error {
+            kind: Kind::Io,
+            message: e.to_string(),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The HTTP status for a request that failed with `kind`.
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// WebSocket close codes pushgate sends (documented in `docs/protocol.md`).
+pub mod close {
+    /// The connection fell behind its send queue: reconnect and resume with your cursor.
+    pub const RESUME: u16 = 4000;
+    /// Nothing was received for `ws_idle_timeout`.
+    pub const IDLE: u16 = 4001;
+}

@@ -1,0 +1,40 @@
+//! What every request handler shares.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pushgate_core::{Broker, Connection, Limits};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+pub struct AppState {
+    pub config: Config,
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<Metrics>,
+    next_subscriber: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Arc<Self> {
+        Arc::new(AppState {
+            config,
+            broker,
+            metrics: Arc::new(Metrics::default()),
+            next_subscriber: AtomicU64::new(1),
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            outbox_capacity: self.config.outbox_capacity,
+            max_subscriptions: self.config.max_subscriptions,
+        }
+    }
+
+    /// A new client connection with a process-unique subscriber id.
+    pub fn connection(&self) -> Connection {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        Connection::new(self.broker.clone(), id, self.limits())
+    }
+}

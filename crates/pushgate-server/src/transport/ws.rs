@@ -1,0 +1,291 @@
+//! WebSocket at `GET /ws` (RFC 6455): JSON commands in, replies and messages out.
+//!
+//! The frame codec is tokio-tungstenite (see `docs/architecture.md` for why);
+//! the handshake, the loop and the close codes are ours, so the library can
+//! be swapped without touching the protocol.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use pushgate_core::outbox::Drained;
+use pushgate_core::protocol::{self, encode_reset, CommandId, Reply};
+use pushgate_core::session::Emit;
+use pushgate_core::{Connection, OutboxEvent};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use super::ws_handshake;
+use crate::error::close;
+use crate::metrics::Transport;
+use crate::state::AppState;
+use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+pub async fn handle(
+    state: Arc<AppState>,
+    mut req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let accept = match ws_handshake::accept_key(req.method(), req.headers()) {
+        Ok(a) => a,
+        Err(res) => return res,
+    };
+    let query = match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions)
+    {
+        Ok(q) => q,
+        Err(e) => return web::error(&e),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return web::error(&pushgate_core::Error::bad_request(
+            "this connection cannot be upgraded",
+        ));
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run(state, upgraded, query).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    ws_handshake::switching_protocols(&accept)
+}
+
+/// Settings for the frame codec: a small read buffer because most connections
+/// are idle, and limits that turn oversized input into close code 1009.
+fn codec_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message.max(64 * 1024) * 4)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+enum Wake {
+    Outbox(Drained),
+    Frame(Option<Result<Message, WsError>>),
+    PingDue,
+    Idle,
+}
+
+async fn run(state: Arc<AppState>, upgraded: Upgraded, query: SubscribeQuery) {
+    let cfg = codec_config(state.config.max_message_size);
+    let mut ws: Ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+    let _open = state.metrics.connection(Transport::Ws);
+    let mut conn = state.connection();
+    let end = serve(&state, &mut ws, &mut conn, query).await;
+    conn.close().await;
+    if let Err(End::Close(code, reason)) = end {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), close_with(&mut ws, code, reason)).await;
+    }
+}
+
+/// Why the server ends a connection early.
+enum End {
+    /// Send a close frame with this code and reason.
+    Close(u16, &'static str),
+    /// The peer is gone or unresponsive: just drop the socket.
+    Drop,
+}
+
+async fn close_with(ws: &mut Ws, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if ws.close(Some(frame)).await.is_ok() {
+        // Wait for the client's close frame so the server holds TIME_WAIT.
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    ws: &mut Ws,
+    conn: &mut Connection,
+    query: SubscribeQuery,
+) -> Result<(), End> {
+    let write_timeout = state.config.ws_idle_timeout;
+    let mut out: Vec<Message> = Vec::new();
+    for channel in query.channels {
+        let (reply, events) = match conn.subscribe(channel, &query.since).await {
+            Ok(r) => r,
+            Err(e) => (Reply::Error(e), Vec::new()),
+        };
+        out.push(text(reply.encode(None)));
+        accept_all(state, conn, events, &mut out);
+    }
+    send(ws, &mut out, write_timeout).await?;
+
+    let ping_every = state.config.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(state.config.ws_idle_timeout);
+    tokio::pin!(idle);
+    let outbox = conn.outbox().clone();
+    let mut events: Vec<OutboxEvent> = Vec::new();
+
+    loop {
+        let wake = poll_fn(|cx| {
+            if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
+                return Poll::Ready(Wake::Outbox(d));
+            }
+            if let Poll::Ready(frame) = ws.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Frame(frame));
+            }
+            if ping.poll_tick(cx).is_ready() {
+                return Poll::Ready(Wake::PingDue);
+            }
+            if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
+                return Poll::Ready(Wake::Idle);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Outbox(Drained::Events) => {
+                accept_all(state, conn, std::mem::take(&mut events), &mut out);
+                send(ws, &mut out, write_timeout).await?;
+            }
+            Wake::Outbox(Drained::Overflowed) => {
+                state.metrics.dropped_slow(Transport::Ws);
+                tracing::info!("websocket subscriber fell behind; closing so it resumes");
+                return Err(End::Close(
+                    close::RESUME,
+                    "fell behind: reconnect and resume from your cursor",
+                ));
+            }
+            Wake::Frame(Some(Ok(msg))) => {
+                idle.as_mut()
+                    .reset(Instant::now() + state.config.ws_idle_timeout);
+                match msg {
+                    Message::Text(t) => {
+                        command(state, conn, t.as_bytes(), &mut out).await;
+                        send(ws, &mut out, write_timeout).await?;
+                    }
+                    Message::Binary(_) => {
+                        let e = pushgate_core::Error::bad_request(
+                            "commands are JSON text frames, not binary",
+                        );
+                        out.push(text(Reply::Error(e).encode(None)));
+                        send(ws, &mut out, write_timeout).await?;
+                    }
+                    // tungstenite queues the Pong and the Close reply itself.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Close(_) => {
+                        let _ = ws.flush().await;
+                        return Ok(());
+                    }
+                }
+            }
+            Wake::Frame(Some(Err(e))) => return Err(end_for(&e)),
+            Wake::Frame(None) => return Ok(()),
+            Wake::PingDue => {
+                out.push(Message::Ping(Bytes::new()));
+                send(ws, &mut out, write_timeout).await?;
+            }
+            Wake::Idle => {
+                return Err(End::Close(
+                    close::IDLE,
+                    "idle timeout: nothing received, not even a pong",
+                ));
+            }
+        }
+    }
+}
+
+/// How to end after a read error: RFC 6455 §7.4.1 codes for bad input,
+/// nothing for a peer that is already gone.
+fn end_for(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(_) => End::Close(1009, "message too big"),
+        WsError::Utf8(_) => End::Close(1007, "text frame is not valid UTF-8"),
+        WsError::Protocol(_) => End::Close(1002, "protocol error"),
+        _ => End::Drop,
+    }
+}
+
+async fn command(state: &AppState, conn: &mut Connection, bytes: &[u8], out: &mut Vec<Message>) {
+    let (reply, id, events): (Reply, Option<CommandId>, Vec<OutboxEvent>) =
+        match protocol::decode(bytes) {
+            Ok(req) => {
+                let id = req.id.clone();
+                let is_publish = matches!(req.command, protocol::Command::Publish { .. });
+                let (reply, events) = conn.execute(req).await;
+                if is_publish {
+                    match reply {
+                        Reply::Error(_) => state.metrics.publish_error(),
+                        _ => state.metrics.published(),
+                    }
+                }
+                (reply, id, events)
+            }
+            Err(rejected) => (Reply::Error(rejected.error), rejected.id, Vec::new()),
+        };
+    state.metrics.command(!matches!(reply, Reply::Error(_)));
+    out.push(text(reply.encode(id.as_ref())));
+    accept_all(state, conn, events, out);
+}
+
+fn accept_all(
+    state: &AppState,
+    conn: &mut Connection,
+    events: Vec<OutboxEvent>,
+    out: &mut Vec<Message>,
+) {
+    let mut emits = Vec::new();
+    for event in events {
+        conn.accept(event, &mut emits);
+    }
+    let mut delivered = 0;
+    for emit in emits {
+        out.push(match emit {
+            Emit::Message(p) => {
+                delivered += 1;
+                match p.binary_frame() {
+                    Some(frame) => Message::Binary(frame.clone()),
+                    // Built by the core from a String, so always UTF-8.
+                    None => match Utf8Bytes::try_from(p.json().clone()) {
+                        Ok(t) => Message::Text(t),
+                        Err(_) => continue,
+                    },
+                }
+            }
+            Emit::Reset { channel, position } => text(encode_reset(&channel, &position)),
+        });
+    }
+    state.metrics.delivered(Transport::Ws, delivered);
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+/// Writes everything queued in one flush (one syscall when it fits), bounded in time.
+async fn send(ws: &mut Ws, out: &mut Vec<Message>, timeout: Duration) -> Result<(), End> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        for m in out.drain(..) {
+            ws.feed(m).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        // The peer is gone or stopped reading for a whole idle period.
+        _ => Err(End::Drop),
+    }
+}

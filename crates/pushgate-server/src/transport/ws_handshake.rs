@@ -1,0 +1,144 @@
+//! The server side of the RFC 6455 opening handshake (§4.2), ours so that the
+//! WebSocket library stays replaceable and every refusal is a clear JSON error.
+
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use pushgate_core::ErrorKind;
+
+use crate::web::{error_status, Body};
+
+/// Checks an upgrade request; on success returns the `Sec-WebSocket-Accept` value.
+pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if method != Method::GET {
+        return Err(error_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::BadRequest,
+            "a WebSocket handshake must use GET",
+        ));
+    }
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        let mut res = error_status(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorKind::BadRequest,
+            "this endpoint speaks WebSocket: send Upgrade: websocket and Connection: Upgrade",
+        );
+        res.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return Err(res);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut res = error_status(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorKind::BadRequest,
+            "unsupported Sec-WebSocket-Version; this server speaks version 13",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(res);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes())
+        .filter(|k| is_valid_key(k))
+        .ok_or_else(|| {
+            error_status(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                "Sec-WebSocket-Key must be 16 random bytes in base64",
+            )
+        })?;
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
+}
+
+/// A key is the base64 of 16 bytes: 22 characters and `==`.
+fn is_valid_key(k: &[u8]) -> bool {
+    use base64::Engine;
+    k.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(k)
+            .is_ok_and(|d| d.len() == 16)
+}
+
+/// The 101 response completing the handshake.
+pub fn switching_protocols(accept: &str) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn rfc_example_key() {
+        let h = headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "keep-alive, Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        assert_eq!(
+            accept_key(&Method::GET, &h).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let ok = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let status = |pairs: &[(&str, &str)]| {
+            accept_key(&Method::GET, &headers(pairs))
+                .unwrap_err()
+                .status()
+        };
+        assert_eq!(status(&ok[1..]), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(
+            status(&[ok[0], ok[1], ("sec-websocket-version", "8"), ok[3]]),
+            StatusCode::UPGRADE_REQUIRED
+        );
+        assert_eq!(
+            status(&[ok[0], ok[1], ok[2], ("sec-websocket-key", "short")]),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            accept_key(&Method::POST, &headers(&ok))
+                .unwrap_err()
+                .status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! HTTP plumbing shared by the endpoints: the response body type, JSON
+//! responses and errors, and query-string parsing.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use pushgate_core::cursor::Since;
+use pushgate_core::protocol::encode_error;
+use pushgate_core::{ChannelName, Error, ErrorKind};
+
+use crate::error::http_status;
+use crate::transport::stream::EventStream;
+
+/// Longest query string accepted.
+pub const MAX_QUERY_LEN: usize = 32 * 1024;
+
+/// Every response body: a complete one, or an event stream. An enum rather
+/// than a boxed trait object keeps the common case allocation-free.
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(Box<EventStream>),
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Body::Full(None)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(s) => Pin::new(&mut **s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Body::Full(Some(body.into())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut res = Response::new(Body::Full(Some(body.into())));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// `{"type":"error","code":…,"message":…}` with the status for its kind.
+pub fn error(e: &Error) -> Response<Body> {
+    json(http_status(e.kind()), encode_error(e))
+}
+
+pub fn error_status(
+    status: StatusCode,
+    kind: ErrorKind,
+    message: impl Into<String>,
+) -> Response<Body> {
+    json(status, encode_error(&Error::new(kind, message)))
+}
+
+/// The parameters of a subscribing request (`/ws`, `/sse`, …).
+#[derive(Debug, Default)]
+pub struct SubscribeQuery {
+    pub channels: Vec<ChannelName>,
+    pub since: Since,
+    /// Every other parameter, for transports that accept more.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Parses `channel=a&channel=b&since=…`. Duplicate channels, unknown-to-the-
+/// caller parameters (checked by `allowed`), and oversize queries are errors.
+pub fn parse_subscribe_query(
+    query: Option<&str>,
+    allowed: &[&str],
+    max_channels: usize,
+) -> Result<SubscribeQuery, Error> {
+    let query = query.unwrap_or("");
+    if query.len() > MAX_QUERY_LEN {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("query string is longer than {MAX_QUERY_LEN} bytes"),
+        ));
+    }
+    let mut q = SubscribeQuery::default();
+    let mut since: Option<String> = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "channel" => {
+                let channel = ChannelName::new(&value)?;
+                if q.channels.contains(&channel) {
+                    return Err(Error::bad_request(format!(
+                        "channel {channel} is given twice"
+                    )));
+                }
+                if q.channels.len() >= max_channels {
+                    return Err(Error::new(
+                        ErrorKind::TooManySubscriptions,
+                        format!("at most {max_channels} channels per connection"),
+                    ));
+                }
+                q.channels.push(channel);
+            }
+            "since" => {
+                if since.replace(value.into_owned()).is_some() {
+                    return Err(Error::bad_request("since is given twice"));
+                }
+            }
+            other if allowed.contains(&other) => {
+                if q.extra.iter().any(|(k, _)| k == other) {
+                    return Err(Error::bad_request(format!("{other} is given twice")));
+                }
+                q.extra.push((other.to_owned(), value.into_owned()))
+            }
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                return Err(Error::bad_request(format!("unknown parameter {shown:?}")));
+            }
+        }
+    }
+    if let Some(s) = since {
+        q.since = Since::parse(&s)?;
+    }
+    Ok(q)
+}
+
+impl SubscribeQuery {
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_repeated_channels_and_since() {
+        let q =
+            parse_subscribe_query(Some("channel=a&channel=b%3Ac&since=earliest"), &[], 10).unwrap();
+        assert_eq!(q.channels.len(), 2);
+        assert_eq!(q.channels[1].as_str(), "b:c");
+        assert_eq!(q.since, Since::Earliest);
+    }
+
+    #[test]
+    fn rejects_bad_queries() {
+        let kind = |q: &str| {
+            parse_subscribe_query(Some(q), &["timeout"], 2)
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(kind("channel=a&channel=a"), ErrorKind::BadRequest);
+        assert_eq!(kind("channel=a&foo=1"), ErrorKind::BadRequest);
+        assert_eq!(kind("channel=a%20b"), ErrorKind::InvalidChannel);
+        assert_eq!(kind("channel=a&since=garbage"), ErrorKind::InvalidCursor);
+        assert_eq!(
+            kind("channel=a&channel=b&channel=c"),
+            ErrorKind::TooManySubscriptions
+        );
+        assert_eq!(kind("timeout=1&timeout=2"), ErrorKind::BadRequest);
+        let huge = "a".repeat(MAX_QUERY_LEN + 1);
+        assert_eq!(kind(&huge), ErrorKind::TooLarge);
+        let q = parse_subscribe_query(Some("channel=a&timeout=5"), &["timeout"], 2).unwrap();
+        assert_eq!(q.extra("timeout"), Some("5"));
+    }
+}
+
+/// The `{"messages":[…],"cursor":"…"}` body of history reads (and of the
+/// polling transports): messages are the shared JSON bytes, a reset appears
+/// as a `reset` entry, and the cursor is where the reader stands afterwards.
+pub fn catchup_body(channel: &ChannelName, c: &pushgate_core::Catchup) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(64 + c.messages.iter().map(|m| m.json().len() + 1).sum::<usize>());
+    out.extend_from_slice(b"{\"messages\":[");
+    if c.reset {
+        out.extend_from_slice(
+            pushgate_core::protocol::encode_reset(channel, &c.position).as_bytes(),
+        );
+    }
+    for (i, m) in c.messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.json());
+    }
+    let mut cursor = pushgate_core::Cursor::new();
+    cursor.set(channel.clone(), c.next_position());
+    out.extend_from_slice(b"],\"cursor\":\"");
+    out.extend_from_slice(cursor.encode().as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
+}

@@ -1,0 +1,214 @@
+//! Flags, environment variables and the config file, merged once:
+//! flags and `PUSHGATE_*` variables override the TOML file, which overrides
+//! the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pushgate_server::config::parse_duration;
+use pushgate_server::{Config, Server};
+
+use crate::client;
+
+#[derive(Parser)]
+#[command(
+    name = "pushgate",
+    version,
+    about = "A real-time push server: WebSocket, SSE and more, one model, resume anywhere"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (in memory; demo at http://127.0.0.1:7070/).
+    Serve(ServeArgs),
+    /// Publish one message through the server API.
+    Publish(PublishArgs),
+    /// Print messages of channels as they arrive, one JSON object per line.
+    Subscribe(SubscribeArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "PUSHGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "PUSHGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Bearer key for /api/*; without one the API answers loopback clients only.
+    #[arg(long, env = "PUSHGATE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Messages kept per channel [default: 1000].
+    #[arg(long, env = "PUSHGATE_HISTORY_SIZE")]
+    history_size: Option<usize>,
+    /// How long messages stay in history, e.g. 10m [default: 10m].
+    #[arg(long, env = "PUSHGATE_HISTORY_TTL", value_parser = duration)]
+    history_ttl: Option<Duration>,
+    /// WebSocket ping interval [default: 25s].
+    #[arg(long, env = "PUSHGATE_WS_PING_INTERVAL", value_parser = duration)]
+    ws_ping_interval: Option<Duration>,
+    /// Close WebSockets silent for this long [default: 60s].
+    #[arg(long, env = "PUSHGATE_WS_IDLE_TIMEOUT", value_parser = duration)]
+    ws_idle_timeout: Option<Duration>,
+    /// SSE keep-alive comment interval [default: 15s].
+    #[arg(long, env = "PUSHGATE_SSE_PING_INTERVAL", value_parser = duration)]
+    sse_ping_interval: Option<Duration>,
+    /// SSE reconnect hint sent as `retry:` [default: 2s].
+    #[arg(long, env = "PUSHGATE_SSE_RETRY", value_parser = duration)]
+    sse_retry: Option<Duration>,
+    /// Largest message, command or publish body in bytes [default: 65536].
+    #[arg(long, env = "PUSHGATE_MAX_MESSAGE_SIZE")]
+    max_message_size: Option<usize>,
+    /// Events queued per connection before it is cut off as too slow [default: 1024].
+    #[arg(long, env = "PUSHGATE_OUTBOX_CAPACITY")]
+    outbox_capacity: Option<usize>,
+    /// Subscriptions per connection [default: 128].
+    #[arg(long, env = "PUSHGATE_MAX_SUBSCRIPTIONS")]
+    max_subscriptions: Option<usize>,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "PUSHGATE_LOG_JSON")]
+    log_json: bool,
+    /// Do not serve the demo page or publish the demo clock.
+    #[arg(long, env = "PUSHGATE_NO_DEMO")]
+    no_demo: bool,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<Config, Box<dyn std::error::Error>> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                Config::from_toml(&text)?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v.into(); } )* };
+        }
+        set!(
+            listen,
+            history_size,
+            history_ttl,
+            ws_ping_interval,
+            ws_idle_timeout,
+            sse_ping_interval,
+            sse_retry,
+            max_message_size,
+            outbox_capacity,
+            max_subscriptions
+        );
+        if self.api_key.is_some() {
+            c.api_key = self.api_key;
+        }
+        c.log_json |= self.log_json;
+        if self.no_demo {
+            c.demo = false;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    channel: String,
+    /// JSON, or any other text (sent as a JSON string).
+    data: String,
+    /// Event name (SSE `event:` field).
+    #[arg(long)]
+    event: Option<String>,
+    /// Server base URL.
+    #[arg(long, env = "PUSHGATE_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    #[arg(long, env = "PUSHGATE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+#[derive(Args)]
+struct SubscribeArgs {
+    #[arg(required = true)]
+    channels: Vec<String>,
+    /// Resume after this cursor (or `earliest`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Server base URL.
+    #[arg(long, env = "PUSHGATE_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+}
+
+pub fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            init_logging(config.log_json);
+            rt.block_on(async {
+                let server = Server::bind(config).await?;
+                server.run(shutdown_signal()).await
+            })?;
+        }
+        Command::Publish(a) => {
+            let reply = rt.block_on(client::publish(
+                &a.url,
+                a.api_key.as_deref(),
+                &a.channel,
+                &a.data,
+                a.event.as_deref(),
+            ))?;
+            println!("{reply}");
+        }
+        Command::Subscribe(a) => {
+            rt.block_on(client::subscribe(&a.url, &a.channels, a.since.as_deref()))?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
