@@ -1,0 +1,211 @@
+//! Command-line flags. `BenchArgs` is a `clap::Args` so that the main
+//! `pushgate` binary can mount it as `pushgate bench …`.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+impl BenchArgs {
+    pub fn common(&self) -> &CommonArgs {
+        match &self.command {
+            BenchCommand::Idle(a) => &a.common,
+            BenchCommand::Fanout(a) => &a.common,
+        }
+    }
+
+    /// Whether the caller should print the report as JSON.
+    pub fn json(&self) -> bool {
+        self.common().json
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// Open idle subscribers and measure the server's memory per connection
+    Idle(IdleArgs),
+    /// Publish to subscribers and measure delivery rate, loss, order and latency
+    Fanout(FanoutArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Ws,
+    Sse,
+    #[value(name = "longpoll")]
+    LongPoll,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "longpoll",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Base URL of a pushgate server (loopback only)
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+
+    /// How subscribers connect to pushgate (ignored with --sub-url)
+    #[arg(long, short = 't', value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
+
+    /// Subscriber connections to open
+    #[arg(
+        long,
+        short = 'c',
+        visible_alias = "subscribers",
+        default_value_t = 100
+    )]
+    pub connections: usize,
+
+    /// Channel name; with several channels, names are CHANNEL-0, CHANNEL-1, …
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+
+    /// Channels each connection subscribes to (pushgate: repeated channel= parameters)
+    #[arg(long, default_value_t = 1)]
+    pub channels_per_conn: usize,
+
+    /// Give every connection its own channels ("personal notifications")
+    #[arg(long)]
+    pub distinct_channels: bool,
+
+    /// Plain mode for other servers: a ws:// or http:// URL that subscribes on
+    /// connect; `{channel}` in it is replaced by the channel name
+    #[arg(long, value_name = "URL")]
+    pub sub_url: Option<String>,
+
+    /// Server process to read RSS and CPU time of (from /proc/PID)
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Hard limit on the whole run, in seconds
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+
+    /// Generator worker threads (1 = a current-thread runtime)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    /// Connection handshakes in flight at once
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub connect_concurrency: usize,
+
+    /// Connections per source address before moving on to 127.0.0.2, 127.0.0.3, …
+    /// [default: 25000, or less if the ephemeral port range is smaller]
+    #[arg(long, value_name = "N")]
+    pub conns_per_source: Option<usize>,
+
+    /// Long-poll: the timeout= each poll asks the server for, in seconds
+    #[arg(long, default_value_t = 25, value_name = "SECS")]
+    pub poll_timeout: u64,
+
+    /// Print the final report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress line on stderr
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Seconds to wait once all are subscribed before reading the server's RSS
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub settle: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Messages to publish in total (spread round-robin over the channels)
+    #[arg(long, short = 'm', default_value_t = 1000)]
+    pub messages: u64,
+
+    /// Messages per second over all publishers; 0 = back to back
+    #[arg(long, short = 'r', default_value_t = 100.0)]
+    pub rate: f64,
+
+    /// Payload size in bytes (the JSON string holding the marker and padding)
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub size: usize,
+
+    /// Keep-alive publishing connections (each channel is pinned to one)
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub publishers: usize,
+
+    /// Plain mode: URL the payload is POSTed to; `{channel}` is replaced
+    #[arg(long, value_name = "URL")]
+    pub pub_url: Option<String>,
+
+    /// After publishing, stop waiting once no delivery arrived for this long
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub drain: f64,
+
+    /// Seconds to wait once all are subscribed before publishing
+    #[arg(long, default_value_t = 0.5, value_name = "SECS")]
+    pub settle: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Parser, Subcommand};
+
+    /// The shape the main `pushgate` binary uses to mount these flags.
+    #[derive(Parser)]
+    struct Pushgate {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        Bench(BenchArgs),
+    }
+
+    #[test]
+    fn mounts_as_pushgate_bench() {
+        let cli = Pushgate::try_parse_from([
+            "pushgate",
+            "bench",
+            "fanout",
+            "--subscribers",
+            "7",
+            "-t",
+            "longpoll",
+            "--json",
+            "--rate",
+            "0",
+        ])
+        .unwrap();
+        let Command::Bench(args) = cli.command;
+        assert!(args.json());
+        assert_eq!(args.common().connections, 7);
+        assert_eq!(args.common().transport, Transport::LongPoll);
+        let BenchCommand::Fanout(f) = &args.command else {
+            panic!("fanout expected")
+        };
+        assert_eq!(f.rate, 0.0);
+        assert!(
+            Pushgate::try_parse_from(["pushgate", "bench", "idle", "-t", "carrier-pigeon"])
+                .is_err()
+        );
+    }
+}

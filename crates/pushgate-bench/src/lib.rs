@@ -1,0 +1,89 @@
+//! `pushgate-bench`: a lean, loopback-only load generator for pushgate (and,
+//! in "plain" mode, other push servers).
+//!
+//! * `idle` opens N subscribers and reports the server's RSS per connection.
+//! * `fanout` also publishes M messages and reports delivery rate, loss,
+//!   duplicates, order and publish→delivery latency, plus CPU per delivery.
+//!
+//! The generator must never be the bottleneck, so it speaks WebSocket, SSE and
+//! long-poll itself over raw `TcpStream`s, keeps almost no per-connection
+//! memory (see [`net`]), and runs on one thread unless `--threads` says more.
+//!
+//! Library use: [`run`] from any async context, or [`run_blocking`] from a
+//! plain thread. Both run the generator on its own runtime and thread, sized
+//! by `--threads`, so the caller's runtime neither limits nor disturbs it.
+
+mod cli;
+mod error;
+pub mod histogram;
+pub mod http;
+pub mod longpoll_client;
+pub mod marker;
+pub mod net;
+pub mod proc_stats;
+pub mod publisher;
+mod report;
+mod runner;
+pub mod sse_client;
+pub mod stats;
+pub mod target;
+pub mod ws_client;
+
+pub use cli::{BenchArgs, BenchCommand, CommonArgs, FanoutArgs, IdleArgs, Transport};
+pub use error::{BenchError, ErrorKind};
+pub use report::{ConnReport, ErrorCount, FanoutReport, GeneratorReport, Report, ServerReport};
+
+use std::time::Duration;
+
+/// Slack past `--timeout` for tearing down before the run is declared stuck.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs a benchmark and returns its report.
+///
+/// The generator gets a dedicated thread and runtime, so this works from any
+/// async context, whatever that runtime's flavour.
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pushgate-bench".into())
+        .spawn(move || {
+            let _ = tx.send(run_blocking(args));
+        })
+        .map_err(|e| BenchError::io("spawning the generator thread", e))?;
+    rx.await
+        .map_err(|_| BenchError::new(ErrorKind::Internal, "the generator thread panicked"))?
+}
+
+/// Like [`run`], blocking the calling thread. Must not be called from inside
+/// a Tokio runtime (use [`run`] there).
+pub fn run_blocking(args: BenchArgs) -> Result<Report, BenchError> {
+    let plan = runner::Plan::from_args(&args)?;
+    let mut builder = if plan.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(plan.threads);
+        b
+    };
+    let rt = builder
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::io("building the generator runtime", e))?;
+    let hard_stop = plan.timeout + HARD_STOP_GRACE;
+    let result = rt.block_on(async move {
+        tokio::time::timeout(hard_stop, runner::execute(plan))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BenchError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the run did not finish within --timeout plus {} s",
+                        HARD_STOP_GRACE.as_secs()
+                    ),
+                ))
+            })
+    });
+    // Aborted connection tasks are dropped here; their sockets close with them.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}

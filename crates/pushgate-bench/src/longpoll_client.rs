@@ -1,0 +1,109 @@
+//! Long-polling: `GET /longpoll?channel=…&since=CURSOR&timeout=S` over one
+//! keep-alive connection, re-issued with the cursor each response returns.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::error::{BenchError, ErrorKind};
+use crate::http::HttpConn;
+use crate::marker;
+use crate::stats::Subscriber;
+use crate::target::{percent_encode, Target};
+
+/// A long-poll batch may hold many messages; anything beyond this is a fault.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct PollBody<'a> {
+    #[serde(borrow)]
+    cursor: Cow<'a, str>,
+}
+
+/// Extracts `cursor` from `{"messages":[…],"cursor":"…"}`.
+pub fn parse_cursor(body: &[u8]) -> Result<String, BenchError> {
+    serde_json::from_slice::<PollBody<'_>>(body)
+        .map(|b| b.cursor.into_owned())
+        .map_err(|e| BenchError::protocol(format!("long-poll response without a cursor: {e}")))
+}
+
+/// The request line's target for one poll. `endpoint` is the path plus the
+/// channel query (`/longpoll?channel=a`).
+pub fn poll_path(endpoint: &str, timeout_secs: u64, since: Option<&str>) -> String {
+    let mut path = format!("{endpoint}&timeout={timeout_secs}");
+    if let Some(cursor) = since {
+        path.push_str("&since=");
+        percent_encode(cursor, &mut path);
+    }
+    path
+}
+
+/// Polls until the connection fails. The first poll has no `since` and asks
+/// for `timeout=0`, so it returns at once with the current cursor whether the
+/// server holds cursor-less polls (pushgate does: "live from now") or not;
+/// its answer is the subscribed moment.
+pub async fn run(
+    target: &Target,
+    source: Option<IpAddr>,
+    sub: &mut Subscriber,
+    timeout_secs: u64,
+) -> Result<(), BenchError> {
+    let connect = || async move {
+        HttpConn::connect(target.addr, source)
+            .await
+            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))
+    };
+    let mut conn = connect().await?;
+    sub.connected();
+    let mut cursor: Option<String> = None;
+    loop {
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            poll_path(
+                &target.path_and_query,
+                if cursor.is_some() { timeout_secs } else { 0 },
+                cursor.as_deref()
+            ),
+            target.authority
+        );
+        conn.send(request.as_bytes()).await?;
+        drop(request);
+        let resp = conn.read_response(MAX_BODY).await?;
+        let now = marker::unix_nanos();
+        if resp.head.status != 200 {
+            let snippet =
+                String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
+            return Err(BenchError::new(
+                ErrorKind::Http,
+                format!("long-poll answered {}: {snippet}", resp.head.status_line()),
+            ));
+        }
+        sub.on_batch(&resp.body, now);
+        cursor = Some(parse_cursor(&resp.body)?);
+        sub.mark_subscribed();
+        if !resp.head.keep_alive {
+            conn = connect().await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_and_paths() {
+        let body = br#"{"messages":[{"type":"message","data":"pgb:x"}],"cursor":"YQ.e.3~Yg.f.1"}"#;
+        assert_eq!(parse_cursor(body).unwrap(), "YQ.e.3~Yg.f.1");
+        assert!(parse_cursor(br#"{"messages":[]}"#).is_err());
+        assert_eq!(
+            poll_path("/longpoll?channel=a", 25, None),
+            "/longpoll?channel=a&timeout=25"
+        );
+        assert_eq!(
+            poll_path("/longpoll?channel=a", 5, Some("YQ.e.3~x+y")),
+            "/longpoll?channel=a&timeout=5&since=YQ.e.3~x%2By"
+        );
+    }
+}

@@ -1,0 +1,604 @@
+//! End-to-end runs of the generator against a tiny stand-in for pushgate that
+//! lives in this test: just enough of `/ws`, `/sse`, `/longpoll` and
+//! `/api/publish` (plus a raw-body `/plainpub` for plain mode) to check that
+//! every transport subscribes, answers pings, decodes chunked streams and
+//! accounts for each delivery. It is not a reference implementation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use clap::Parser;
+use pushgate_bench::{BenchArgs, BenchCommand, ErrorKind, Report};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Default)]
+struct Hub {
+    channels: Mutex<HashMap<String, Chan>>,
+    pongs: AtomicU64,
+}
+
+struct Chan {
+    tx: broadcast::Sender<Arc<str>>,
+    log: Vec<Arc<str>>,
+}
+
+impl Hub {
+    fn with_chan<R>(&self, name: &str, f: impl FnOnce(&mut Chan) -> R) -> R {
+        let mut map = self.channels.lock().unwrap();
+        let chan = map.entry(name.to_string()).or_insert_with(|| Chan {
+            tx: broadcast::channel(4096).0,
+            log: Vec::new(),
+        });
+        f(chan)
+    }
+
+    fn publish(&self, channel: &str, data: &str) -> usize {
+        self.with_chan(channel, |c| {
+            let offset = c.log.len() + 1;
+            let json: Arc<str> = format!(
+                r#"{{"type":"message","channel":"{channel}","offset":{offset},"epoch":"e","data":{data}}}"#
+            )
+            .into();
+            c.log.push(json.clone());
+            let _ = c.tx.send(json);
+            offset
+        })
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn params(&self, name: &str) -> Vec<String> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
+            let target = req.path.unwrap().to_string();
+            let (path, qs) = target.split_once('?').unwrap_or((&target, ""));
+            let query = qs
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_string(), unescape(v))
+                })
+                .collect();
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let mut r = Request {
+                method: req.method.unwrap().to_string(),
+                path: path.to_string(),
+                query,
+                headers,
+                body: Vec::new(),
+            };
+            buf.drain(..n);
+            let len: usize = r
+                .header("content-length")
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < len {
+                if sock.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            r.body = buf.drain(..len).collect();
+            return Some(r);
+        }
+        if sock.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+fn respond(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        f.push(payload.len() as u8);
+    } else {
+        f.push(126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+    c.extend_from_slice(data);
+    c.extend_from_slice(b"\r\n");
+    c
+}
+
+/// Forwards every channel's broadcast into one queue for the connection.
+fn merge(hub: &Hub, channels: &[String]) -> mpsc::UnboundedReceiver<Arc<str>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for ch in channels {
+        let mut sub = hub.with_chan(ch, |c| c.tx.subscribe());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(m) = sub.recv().await {
+                if tx.send(m).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+async fn serve_ws(hub: Arc<Hub>, mut sock: TcpStream, req: Request) {
+    let key = req.header("sec-websocket-key").unwrap().trim().to_string();
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = STANDARD.encode(sha.finalize());
+    let channels = req.params("channel");
+    let mut rx = merge(&hub, &channels);
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes();
+    for ch in &channels {
+        let ack = format!(r#"{{"type":"subscribed","channel":"{ch}","epoch":"e","offset":0}}"#);
+        out.extend(ws_frame(1, ack.as_bytes()));
+    }
+    // A ping straight away: the generator must answer with a masked pong.
+    out.extend(ws_frame(9, b"hb"));
+    if sock.write_all(&out).await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = sock.into_split();
+    let hub2 = hub.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            if rd.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+            while buf.len() >= 6 {
+                assert_eq!(buf[1] & 0x80, 0x80, "client frames must be masked");
+                let len = usize::from(buf[1] & 0x7f);
+                assert!(len < 126);
+                if buf.len() < 6 + len {
+                    break;
+                }
+                let mask = [buf[2], buf[3], buf[4], buf[5]];
+                let payload: Vec<u8> = buf[6..6 + len]
+                    .iter()
+                    .zip(mask.iter().cycle())
+                    .map(|(b, m)| b ^ m)
+                    .collect();
+                if buf[0] == 0x8a && payload == b"hb" {
+                    hub2.pongs.fetch_add(1, Relaxed);
+                }
+                buf.drain(..6 + len);
+            }
+        }
+    });
+    tokio::pin!(reader);
+    loop {
+        tokio::select! {
+            _ = &mut reader => break,
+            m = rx.recv() => match m {
+                Some(m) if wr.write_all(&ws_frame(1, m.as_bytes())).await.is_ok() => {}
+                _ => break,
+            },
+        }
+    }
+}
+
+async fn serve_sse(hub: Arc<Hub>, mut sock: TcpStream, req: Request) {
+    let channels = req.params("channel");
+    let mut rx = merge(&hub, &channels);
+    let mut out =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    out.extend(chunk(b"retry: 2000\n\n"));
+    for ch in &channels {
+        let ev = format!(
+            "event: subscribed\ndata: {{\"type\":\"subscribed\",\"channel\":\"{ch}\"}}\n\n"
+        );
+        out.extend(chunk(ev.as_bytes()));
+    }
+    out.extend(chunk(b": ping\n\n"));
+    if sock.write_all(&out).await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = sock.into_split();
+    let mut sink = [0u8; 64];
+    loop {
+        tokio::select! {
+            // The client sends nothing more: any read result means it went away.
+            _ = rd.read(&mut sink) => break,
+            m = rx.recv() => {
+                let Some(m) = m else { break };
+                // Split each event over two chunks so lines straddle chunk boundaries.
+                let ev = format!("id: x\nevent: message\ndata: {m}\n\n");
+                let (a, b) = ev.as_bytes().split_at(ev.len() / 2);
+                let mut out = chunk(a);
+                out.extend(chunk(b));
+                if wr.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_longpoll(hub: &Hub, req: &Request) -> Vec<u8> {
+    let channel = req.params("channel").pop().unwrap();
+    let timeout: u64 = req.params("timeout").pop().unwrap().parse().unwrap();
+    let Some(since) = req.params("since").pop() else {
+        let cursor = hub.with_chan(&channel, |c| c.log.len());
+        return respond(
+            "200 OK",
+            &format!(r#"{{"messages":[],"cursor":"{cursor}"}}"#),
+        );
+    };
+    let since: usize = since.parse().unwrap();
+    let mut sub = hub.with_chan(&channel, |c| c.tx.subscribe());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let batch: Vec<Arc<str>> = hub.with_chan(&channel, |c| c.log[since..].to_vec());
+        if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+            let cursor = since + batch.len();
+            let body = format!(
+                r#"{{"messages":[{}],"cursor":"{cursor}"}}"#,
+                batch.join(",")
+            );
+            return respond("200 OK", &body);
+        }
+        let _ = tokio::time::timeout_at(deadline, sub.recv()).await;
+    }
+}
+
+async fn serve_conn(hub: Arc<Hub>, mut sock: TcpStream) {
+    let mut buf = Vec::new();
+    while let Some(req) = read_request(&mut sock, &mut buf).await {
+        let reply = match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/ws") => return serve_ws(hub, sock, req).await,
+            ("GET", "/sse") => return serve_sse(hub, sock, req).await,
+            ("GET", "/longpoll") => serve_longpoll(&hub, &req).await,
+            ("POST", "/api/publish") => {
+                let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+                let ch = v["channel"].as_str().unwrap();
+                let offset = hub.publish(ch, &v["data"].to_string());
+                respond(
+                    "200 OK",
+                    &format!(r#"{{"channel":"{ch}","epoch":"e","offset":{offset}}}"#),
+                )
+            }
+            ("POST", "/plainpub") => {
+                let ch = req.params("channel").pop().unwrap();
+                hub.publish(&ch, std::str::from_utf8(&req.body).unwrap());
+                respond("200 OK", "{}")
+            }
+            _ => respond("404 Not Found", r#"{"type":"error","code":"not_found"}"#),
+        };
+        if sock.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn start_server() -> (String, Arc<Hub>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hub = Arc::new(Hub::default());
+    let h = hub.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            sock.set_nodelay(true).unwrap();
+            tokio::spawn(serve_conn(h.clone(), sock));
+        }
+    });
+    (url, hub)
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+async fn bench(args: &[&str]) -> Result<Report, pushgate_bench::BenchError> {
+    let cli = Cli::try_parse_from(["bench"].into_iter().chain(args.iter().copied()).chain([
+        "--quiet",
+        "--timeout",
+        "30",
+    ]))
+    .unwrap();
+    pushgate_bench::run(BenchArgs {
+        command: cli.command,
+    })
+    .await
+}
+
+fn assert_clean(report: &Report, expected: u64) {
+    println!("{report}");
+    let f = report.fanout.as_ref().expect("fanout section");
+    assert_eq!(f.deliveries_expected, expected, "{report}");
+    assert_eq!(f.deliveries_received, expected, "{report}");
+    assert_eq!(f.missing, 0, "{report}");
+    assert_eq!(f.duplicates, 0, "{report}");
+    assert_eq!(f.out_of_order, 0, "{report}");
+    assert_eq!(f.misrouted, 0, "{report}");
+    assert_eq!(f.publish_errors, 0, "{report}");
+    assert_eq!(f.latency_us.count, expected, "{report}");
+    assert!(f.latency_us.p50 > 0.0 && f.latency_us.max >= f.latency_us.p99);
+    assert!(report.errors.is_empty(), "{report}");
+    assert!(!report.timed_out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_websocket() {
+    let (url, hub) = start_server().await;
+    let pid = std::process::id().to_string();
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "-c",
+        "40",
+        "--channels-per-conn",
+        "2",
+        "-m",
+        "200",
+        "--rate",
+        "0",
+        "--settle",
+        "0",
+        "--server-pid",
+        &pid,
+    ])
+    .await
+    .unwrap();
+    // 2 channels, 40 subscribers each, 100 messages per channel.
+    assert_clean(&r, 200 * 40);
+    assert_eq!(r.connections.subscribed, 40);
+    assert_eq!(r.connections.channels, 2);
+    let server = r.server.as_ref().unwrap();
+    assert!(server.rss_before > 0 && server.cpu_us_per_delivery.is_some());
+    assert!(r.generator.cpu_us_per_delivery.is_some());
+    assert_eq!(
+        hub.pongs.load(Relaxed),
+        40,
+        "every connection answers the ping"
+    );
+    // JSON is one object with the same numbers.
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["fanout"]["deliveries_received"], 8000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_sse_with_distinct_channels() {
+    let (url, _hub) = start_server().await;
+    let r = bench(&[
+        "fanout",
+        "-t",
+        "sse",
+        "--url",
+        &url,
+        "-c",
+        "25",
+        "--distinct-channels",
+        "-m",
+        "300",
+        "--rate",
+        "2000",
+        "--settle",
+        "0",
+        "--publishers",
+        "3",
+        "--threads",
+        "2",
+    ])
+    .await
+    .unwrap();
+    assert_clean(&r, 300);
+    assert_eq!(r.connections.channels, 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_longpoll() {
+    let (url, _hub) = start_server().await;
+    let r = bench(&[
+        "fanout",
+        "-t",
+        "longpoll",
+        "--url",
+        &url,
+        "-c",
+        "10",
+        "-m",
+        "100",
+        "--rate",
+        "1000",
+        "--settle",
+        "0",
+        "--poll-timeout",
+        "5",
+    ])
+    .await
+    .unwrap();
+    assert_clean(&r, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_mode_matches_markers_only() {
+    let (url, _hub) = start_server().await;
+    let sub = format!("{}/ws?channel={{channel}}", url.replace("http://", "ws://"));
+    let publish = format!("{url}/plainpub?channel={{channel}}");
+    let r = bench(&[
+        "fanout",
+        "--sub-url",
+        &sub,
+        "--pub-url",
+        &publish,
+        "-c",
+        "5",
+        "--distinct-channels",
+        "-m",
+        "50",
+        "--rate",
+        "0",
+        "--settle",
+        "0.2",
+    ])
+    .await
+    .unwrap();
+    assert!(r.plain);
+    assert_clean(&r, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reports_memory_per_connection() {
+    let (url, _hub) = start_server().await;
+    let pid = std::process::id().to_string();
+    let r = bench(&[
+        "idle",
+        "--url",
+        &url,
+        "-c",
+        "200",
+        "--settle",
+        "0.1",
+        "--server-pid",
+        &pid,
+        "--connect-concurrency",
+        "16",
+    ])
+    .await
+    .unwrap();
+    println!("{r}");
+    assert_eq!(r.mode, "idle");
+    assert_eq!(r.connections.subscribed, 200);
+    assert_eq!(r.connections.failed + r.connections.dropped, 0);
+    assert!(r.fanout.is_none());
+    let s = r.server.as_ref().unwrap();
+    assert_eq!(s.cpu_phase, "setup");
+    assert!(s.rss_after > 0);
+    assert!(r.to_string().contains("per connection"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_errors() {
+    // Nothing listens on this port (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = bench(&[
+        "idle",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "-c",
+        "3",
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(err.message().contains("refused"), "{err}");
+
+    let (url, _hub) = start_server().await;
+    let err = bench(&["idle", "--url", &format!("{url}/nope"), "-c", "2"])
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("404"), "{err}");
+
+    let err = bench(&["idle", "--url", "http://192.168.0.1:7070"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotLoopback);
+}
+
+/// Not a test: runs the stand-in server in its own process for manual scale
+/// checks of the binary (which needs its own file-descriptor budget), e.g.
+/// `PGB_MOCK_ADDR=127.0.0.1:17171 cargo test --release -p pushgate-bench --test e2e -- --ignored --nocapture serve_mock`.
+/// Stops by itself after `PGB_MOCK_SECS` (default 120).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore]
+async fn serve_mock() {
+    let addr = std::env::var("PGB_MOCK_ADDR").unwrap_or_else(|_| "127.0.0.1:17171".into());
+    let secs: u64 = std::env::var("PGB_MOCK_SECS").map_or(120, |s| s.parse().unwrap());
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    println!("mock server on {addr}, pid {}", std::process::id());
+    let hub = Arc::new(Hub::default());
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((sock, _)) => {
+                    sock.set_nodelay(true).unwrap();
+                    tokio::spawn(serve_conn(hub.clone(), sock));
+                }
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(secs), accept).await;
+}
