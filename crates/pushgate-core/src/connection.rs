@@ -88,7 +88,7 @@ impl Connection {
             Command::Subscribe { channel, since } => self.subscribe(channel, &since).await,
             Command::Unsubscribe { channel } => match self.session.unsubscribe(&channel) {
                 Ok(()) => {
-                    self.broker.unsubscribe(&channel, self.subscriber.id).await;
+                    self.broker.unsubscribe(&channel, self.subscriber.id);
                     Ok((Reply::Unsubscribed { channel }, Vec::new()))
                 }
                 Err(e) => Err(e),
@@ -115,43 +115,14 @@ impl Connection {
     pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
         self.session.accept(event, out);
     }
-
-    /// Removes every subscription from the broker; call once when the
-    /// connection ends.
-    pub async fn close(&mut self) {
-        let channels: Vec<ChannelName> = self.session.channels().cloned().collect();
-        for channel in channels {
-            let _ = self.session.unsubscribe(&channel);
-            self.broker.unsubscribe(&channel, self.subscriber.id).await;
-        }
-    }
-
-    /// What [`Connection::close`] needs, for transports that end in `Drop`
-    /// (a streaming body) and must unsubscribe from a spawned task.
-    pub fn into_cleanup(self) -> Cleanup {
-        Cleanup {
-            channels: self.session.channels().cloned().collect(),
-            broker: self.broker,
-            id: self.subscriber.id,
-        }
-    }
 }
 
-/// Subscriptions left to remove after a connection ended.
-pub struct Cleanup {
-    broker: Arc<dyn Broker>,
-    id: SubscriberId,
-    channels: Vec<ChannelName>,
-}
-
-impl Cleanup {
-    pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-    }
-
-    pub async fn run(self) {
-        for channel in &self.channels {
-            self.broker.unsubscribe(channel, self.id).await;
+/// Dropping a connection, however its request or socket ended, removes its
+/// subscriptions from the broker: no waiter or subscriber outlives its client.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for channel in self.session.channels() {
+            self.broker.unsubscribe(channel, self.subscriber.id);
         }
     }
 }

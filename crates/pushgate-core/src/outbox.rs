@@ -117,6 +117,21 @@ impl Outbox {
         Poll::Ready(Drained::Events)
     }
 
+    /// Ready once the subscriber has overflowed; otherwise registers the
+    /// waker (every push wakes it), without draining. Lets a transport that
+    /// is blocked writing to a full socket still notice at once that it fell
+    /// behind, instead of only when the write completes or times out.
+    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.overflowed {
+            return Poll::Ready(());
+        }
+        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Takes what is queued without waiting.
     pub fn try_drain(&self, out: &mut Vec<OutboxEvent>) -> Option<Drained> {
         let mut st = self.lock();
@@ -204,5 +219,20 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(ob.try_drain(&mut out), Some(Drained::Overflowed));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn poll_overflowed_wakes_on_push_and_never_drains() {
+        let ob = Outbox::new(1);
+        let flag = Arc::new(Flag(Default::default()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(ob.poll_overflowed(&mut cx).is_pending());
+        assert_eq!(ob.push(msg(1)), PushOutcome::Queued);
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(ob.poll_overflowed(&mut cx).is_pending());
+        assert_eq!(ob.len(), 1, "polling for overflow leaves events queued");
+        assert_eq!(ob.push(msg(2)), PushOutcome::Overflowed);
+        assert!(ob.poll_overflowed(&mut cx).is_ready());
     }
 }

@@ -138,16 +138,28 @@ fn publish_fields(raw: &RawCommand<'_>) -> Result<Command, Error> {
     })
 }
 
+/// Whether valid JSON text is an object. serde's derived struct decoding
+/// also accepts an array (fields by position), so `["ping"]` would otherwise
+/// pass as a command; the document's first byte tells the two apart.
+fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Decodes the body of the server publish API, `{"channel","data","event"?}`:
 /// the fields of a `publish` command without `type`.
 pub fn decode_publish(bytes: &[u8]) -> Result<Command, Error> {
+    let not_object =
+        || Error::bad_request("the body must be a JSON object {\"channel\",\"data\",\"event\"?}");
     let raw: RawCommand<'_> = serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
-            Error::bad_request("the body must be a JSON object {\"channel\",\"data\",\"event\"?}")
+            not_object()
         } else {
             Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}"))
         }
     })?;
+    if !is_object(bytes) {
+        return Err(not_object());
+    }
     publish_fields(&raw)
 }
 
@@ -161,6 +173,12 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
         };
         Rejected { id: None, error }
     })?;
+    if !is_object(bytes) {
+        return Err(Rejected {
+            id: None,
+            error: Error::bad_request("a command must be a JSON object with a \"type\" field"),
+        });
+    }
     let id = decode_id(raw.id).map_err(|error| Rejected { id: None, error })?;
     let reject = |error| Rejected {
         id: id.clone(),
@@ -335,6 +353,16 @@ mod tests {
     fn errors_have_codes_and_keep_the_id() {
         assert_eq!(err("{").error.kind(), ErrorKind::BadJson);
         assert_eq!(err("[1]").error.kind(), ErrorKind::BadRequest);
+        // Arrays must not decode positionally as (type, id, channel, …).
+        let e = err(r#"["ping", 5]"#);
+        assert_eq!((e.error.kind(), e.id), (ErrorKind::BadRequest, None));
+        assert_eq!(
+            decode_publish(br#" ["a", null, "c", null, 1]"#)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::BadRequest
+        );
+        assert!(decode(b" \n{\"type\":\"ping\"}").is_ok());
         let e = err(r#"{"type":"nope","id":5}"#);
         assert_eq!(e.error.kind(), ErrorKind::UnknownCommand);
         assert_eq!(e.id.unwrap().as_json(), "5");

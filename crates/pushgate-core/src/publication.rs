@@ -34,7 +34,16 @@ pub struct Publication {
     pub time: Millis,
     json: Bytes,
     binary: Option<BinaryFrame>,
-    sse: OnceLock<Bytes>,
+    /// Per-format encodings for one-channel readers, built on first use.
+    single: [OnceLock<Bytes>; 3],
+}
+
+/// Wire forms of a message that are the same for every one-channel reader.
+#[derive(Debug, Clone, Copy)]
+enum Single {
+    Sse = 0,
+    Poll = 1,
+    Ndjson = 2,
 }
 
 #[derive(Debug)]
@@ -103,7 +112,7 @@ impl Publication {
             time,
             json,
             binary,
-            sse: OnceLock::new(),
+            single: Default::default(),
         }
     }
 
@@ -132,14 +141,35 @@ impl Publication {
         Position::new(self.epoch.clone(), self.offset)
     }
 
-    /// The SSE event for a stream of this channel alone, built on first use and
-    /// shared by every such stream afterwards.
+    /// Its position as a one-channel cursor entry (`base64url(channel).epoch.offset`).
+    pub fn cursor_entry(&self) -> String {
+        let mut id = String::with_capacity(48);
+        crate::cursor::encode_entry(&mut id, &self.channel, &self.position());
+        id
+    }
+
+    fn single(&self, which: Single, build: impl FnOnce() -> Bytes) -> &Bytes {
+        self.single[which as usize].get_or_init(build)
+    }
+
+    /// The SSE event for a stream of this channel alone, shared by every such stream.
     pub fn sse_single(&self) -> &Bytes {
-        self.sse.get_or_init(|| {
-            let mut id = String::with_capacity(48);
-            crate::cursor::encode_entry(&mut id, &self.channel, &self.position());
-            crate::wire::sse::message_event(self, &id)
+        self.single(Single::Sse, || {
+            crate::wire::sse::message_event(self, &self.cursor_entry())
         })
+    }
+
+    /// The `/poll` and `/longpoll` body for a one-channel reader whose only
+    /// new message is this one, shared by every such reader.
+    pub fn poll_single(&self) -> &Bytes {
+        self.single(Single::Poll, || {
+            crate::wire::poll::body(&[self.json()], &self.cursor_entry())
+        })
+    }
+
+    /// The NDJSON line (`json` and `\n`), shared by every stream.
+    pub fn ndjson_line(&self) -> &Bytes {
+        self.single(Single::Ndjson, || crate::wire::ndjson::line(self.json()))
     }
 }
 

@@ -27,12 +27,23 @@ pub struct Config {
     /// A WebSocket that sends nothing (not even Pong) for this long is closed.
     #[serde(deserialize_with = "de_duration")]
     pub ws_idle_timeout: Duration,
-    /// Interval of `: ping` comments on SSE streams.
+    /// Keep-alive interval of streaming responses: SSE `: ping` comments,
+    /// NDJSON `{"type":"ping"}` lines, iframe `<!-- ping -->` comments.
     #[serde(deserialize_with = "de_duration")]
-    pub sse_ping_interval: Duration,
+    pub stream_ping_interval: Duration,
     /// The `retry:` hint sent first on SSE streams.
     #[serde(deserialize_with = "de_duration")]
     pub sse_retry: Duration,
+    /// How long `/longpoll` holds a request when it gives no `timeout`.
+    #[serde(deserialize_with = "de_duration")]
+    pub longpoll_timeout: Duration,
+    /// The longest `timeout` a `/longpoll` request may ask for.
+    #[serde(deserialize_with = "de_duration")]
+    pub longpoll_max_timeout: Duration,
+    /// Origins allowed to call the HTTP transports and `/command` from a
+    /// browser (CORS), e.g. `https://app.example.com`; `*` allows any.
+    /// Empty: same-origin pages only.
+    pub allowed_origins: Vec<String>,
     /// Largest WebSocket message, command or publish body, in bytes.
     pub max_message_size: usize,
     /// Events queued for one connection before it is cut off as too slow.
@@ -54,8 +65,11 @@ impl Default for Config {
             history_ttl: Duration::from_secs(600),
             ws_ping_interval: Duration::from_secs(25),
             ws_idle_timeout: Duration::from_secs(60),
-            sse_ping_interval: Duration::from_secs(15),
+            stream_ping_interval: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
+            longpoll_timeout: Duration::from_secs(25),
+            longpoll_max_timeout: Duration::from_secs(120),
+            allowed_origins: Vec::new(),
             max_message_size: 64 * 1024,
             outbox_capacity: 1024,
             max_subscriptions: 128,
@@ -75,10 +89,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let checks = [
             (self.ws_ping_interval.is_zero(), "ws_ping_interval must be above zero"),
-            (self.sse_ping_interval.is_zero(), "sse_ping_interval must be above zero"),
+            (self.stream_ping_interval.is_zero(), "stream_ping_interval must be above zero"),
             (
                 self.ws_idle_timeout <= self.ws_ping_interval,
                 "ws_idle_timeout must be longer than ws_ping_interval, or healthy clients are cut off",
+            ),
+            (
+                self.longpoll_timeout > self.longpoll_max_timeout,
+                "longpoll_timeout must not exceed longpoll_max_timeout",
             ),
             (self.max_message_size < 128, "max_message_size must be at least 128 bytes"),
             (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),

@@ -9,8 +9,14 @@
 //! # }
 //! ```
 
+// Handlers refuse a request by returning the finished error response as
+// `Err(Response<Body>)`: it is built once per refused request and returned
+// straight to hyper, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod api;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod metrics;

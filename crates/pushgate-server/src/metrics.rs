@@ -11,15 +11,33 @@ use std::sync::Arc;
 pub enum Transport {
     Ws,
     Sse,
+    /// `/stream`: NDJSON.
+    Stream,
+    Iframe,
+    /// `/longpoll`; its connection gauge counts requests waiting for a message.
+    LongPoll,
+    /// `/poll`.
+    Poll,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Ws, Transport::Sse];
+    pub const ALL: [Transport; 6] = [
+        Transport::Ws,
+        Transport::Sse,
+        Transport::Stream,
+        Transport::Iframe,
+        Transport::LongPoll,
+        Transport::Poll,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
+            Transport::Stream => "stream",
+            Transport::Iframe => "iframe",
+            Transport::LongPoll => "longpoll",
+            Transport::Poll => "poll",
         }
     }
 

@@ -31,6 +31,20 @@ impl Body {
     }
 }
 
+/// Shows the length of a complete body; a stream is just named (its state
+/// is not worth printing). Needed so `Response<Body>` works with `unwrap`.
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Full(b) => f
+                .debug_tuple("Full")
+                .field(&b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Body::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
@@ -169,6 +183,32 @@ impl SubscribeQuery {
     }
 }
 
+/// The `{"messages":[…],"cursor":"…"}` body of history reads (and of the
+/// polling transports): messages are the shared JSON bytes, a reset appears
+/// as a `reset` entry, and the cursor is where the reader stands afterwards.
+pub fn catchup_body(channel: &ChannelName, c: &pushgate_core::Catchup) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(64 + c.messages.iter().map(|m| m.json().len() + 1).sum::<usize>());
+    out.extend_from_slice(b"{\"messages\":[");
+    if c.reset {
+        out.extend_from_slice(
+            pushgate_core::protocol::encode_reset(channel, &c.position).as_bytes(),
+        );
+    }
+    for (i, m) in c.messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.json());
+    }
+    let mut cursor = pushgate_core::Cursor::new();
+    cursor.set(channel.clone(), c.next_position());
+    out.extend_from_slice(b"],\"cursor\":\"");
+    out.extend_from_slice(cursor.encode().as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,30 +243,4 @@ mod tests {
         let q = parse_subscribe_query(Some("channel=a&timeout=5"), &["timeout"], 2).unwrap();
         assert_eq!(q.extra("timeout"), Some("5"));
     }
-}
-
-/// The `{"messages":[…],"cursor":"…"}` body of history reads (and of the
-/// polling transports): messages are the shared JSON bytes, a reset appears
-/// as a `reset` entry, and the cursor is where the reader stands afterwards.
-pub fn catchup_body(channel: &ChannelName, c: &pushgate_core::Catchup) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(64 + c.messages.iter().map(|m| m.json().len() + 1).sum::<usize>());
-    out.extend_from_slice(b"{\"messages\":[");
-    if c.reset {
-        out.extend_from_slice(
-            pushgate_core::protocol::encode_reset(channel, &c.position).as_bytes(),
-        );
-    }
-    for (i, m) in c.messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(m.json());
-    }
-    let mut cursor = pushgate_core::Cursor::new();
-    cursor.set(channel.clone(), c.next_position());
-    out.extend_from_slice(b"],\"cursor\":\"");
-    out.extend_from_slice(cursor.encode().as_bytes());
-    out.extend_from_slice(b"\"}");
-    out
 }

@@ -60,12 +60,25 @@ struct ServeArgs {
     /// Close WebSockets silent for this long [default: 60s].
     #[arg(long, env = "PUSHGATE_WS_IDLE_TIMEOUT", value_parser = duration)]
     ws_idle_timeout: Option<Duration>,
-    /// SSE keep-alive comment interval [default: 15s].
-    #[arg(long, env = "PUSHGATE_SSE_PING_INTERVAL", value_parser = duration)]
-    sse_ping_interval: Option<Duration>,
+    /// Keep-alive interval of SSE, NDJSON and iframe streams [default: 15s].
+    #[arg(long, env = "PUSHGATE_STREAM_PING_INTERVAL", value_parser = duration)]
+    stream_ping_interval: Option<Duration>,
     /// SSE reconnect hint sent as `retry:` [default: 2s].
     #[arg(long, env = "PUSHGATE_SSE_RETRY", value_parser = duration)]
     sse_retry: Option<Duration>,
+    /// How long /longpoll holds a request by default [default: 25s].
+    #[arg(long, env = "PUSHGATE_LONGPOLL_TIMEOUT", value_parser = duration)]
+    longpoll_timeout: Option<Duration>,
+    /// The longest timeout a /longpoll request may ask for [default: 120s].
+    #[arg(long, env = "PUSHGATE_LONGPOLL_MAX_TIMEOUT", value_parser = duration)]
+    longpoll_max_timeout: Option<Duration>,
+    /// Origin allowed to use the HTTP transports from a browser (CORS); repeat, or `*` for any.
+    #[arg(
+        long = "allowed-origin",
+        env = "PUSHGATE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// Largest message, command or publish body in bytes [default: 65536].
     #[arg(long, env = "PUSHGATE_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
@@ -102,12 +115,17 @@ impl ServeArgs {
             history_ttl,
             ws_ping_interval,
             ws_idle_timeout,
-            sse_ping_interval,
+            stream_ping_interval,
             sse_retry,
+            longpoll_timeout,
+            longpoll_max_timeout,
             max_message_size,
             outbox_capacity,
             max_subscriptions
         );
+        if !self.allowed_origins.is_empty() {
+            c.allowed_origins = self.allowed_origins;
+        }
         if self.api_key.is_some() {
             c.api_key = self.api_key;
         }

@@ -1,7 +1,7 @@
 //! The in-memory broker: history rings and subscriber lists in this process.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -73,9 +73,7 @@ impl MemoryBroker {
         &self,
         channel: &ChannelName,
     ) -> &Mutex<HashMap<ChannelName, Arc<Mutex<ChannelState>>>> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
     /// Runs `f` on the live state of `channel`, creating it on demand.
@@ -230,7 +228,7 @@ impl Broker for MemoryBroker {
         }))
     }
 
-    async fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId) {
+    fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId) {
         let state = lock(self.shard(channel)).get(channel).cloned();
         if let Some(state) = state {
             let mut st = lock(&state);
@@ -310,7 +308,7 @@ mod tests {
         assert_eq!(c.position.offset, 2);
         publish(&b, "a", 3).await;
         assert_eq!(sub.outbox.len(), 1);
-        b.unsubscribe(&ch("a"), 1).await;
+        b.unsubscribe(&ch("a"), 1);
         publish(&b, "a", 4).await;
         assert_eq!(sub.outbox.len(), 1);
     }

@@ -85,8 +85,10 @@ pub trait Broker: Send + Sync + 'static {
         subscriber: &Subscriber,
     ) -> Result<Catchup, Error>;
 
-    /// Stops fan-out to `subscriber` on `channel`. Idempotent.
-    async fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId);
+    /// Stops fan-out to `subscriber` on `channel`. Idempotent, and never
+    /// waits: it runs when a connection is dropped, so a remote backend does
+    /// its remote part (e.g. leaving a pub/sub channel) in the background.
+    fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId);
 
     /// Reads history without subscribing, at most `limit` publications.
     async fn read(

@@ -1,4 +1,7 @@
 //! Pure encoders from core types to transport wire formats. Transports call
 //! these; nothing here touches a socket.
 
+pub mod iframe;
+pub mod ndjson;
+pub mod poll;
 pub mod sse;

@@ -1,7 +1,37 @@
 //! Transports: thin adapters between the wire and `pushgate_core::Connection`.
 //! One module per transport, named after it.
 
+pub mod command;
+pub mod iframe;
+pub mod longpoll;
+pub mod ndjson;
+pub mod poll;
 pub mod sse;
 pub mod stream;
 pub mod ws;
 mod ws_handshake;
+
+use pushgate_core::protocol::{Command, Reply, Request};
+use pushgate_core::{Connection, OutboxEvent};
+
+use crate::state::AppState;
+
+/// Runs one client command for any transport, counting it in the metrics.
+pub async fn execute(
+    state: &AppState,
+    conn: &mut Connection,
+    request: Request,
+) -> (Reply, Vec<OutboxEvent>) {
+    let is_publish = matches!(request.command, Command::Publish { .. });
+    let (reply, events) = conn.execute(request).await;
+    let ok = !matches!(reply, Reply::Error(_));
+    if is_publish {
+        if ok {
+            state.metrics.published();
+        } else {
+            state.metrics.publish_error();
+        }
+    }
+    state.metrics.command(ok);
+    (reply, events)
+}

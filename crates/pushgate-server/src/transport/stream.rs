@@ -1,5 +1,5 @@
-//! A streaming HTTP response body fed by a connection's outbox, shared by the
-//! streaming HTTP transports (SSE now; NDJSON and iframe use the same seam).
+//! A streaming HTTP response fed by a connection's outbox, shared by the
+//! streaming HTTP transports: SSE, NDJSON (`/stream`) and the hidden iframe.
 //!
 //! No task per connection: hyper polls this body, the body polls the outbox.
 //! While idle it holds the connection state, one timer and nothing else.
@@ -7,19 +7,30 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
+use pushgate_core::cursor::Since;
 use pushgate_core::outbox::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{Connection, OutboxEvent};
+use pushgate_core::{ChannelName, Connection, OutboxEvent};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
+use crate::state::AppState;
+use crate::web::{self, Body};
 
 /// How one streaming transport turns events into bytes.
 pub trait Encoder: Send + 'static {
+    fn content_type(&self) -> &'static str;
+
+    /// The first bytes of the response.
+    fn preamble(&self, state: &AppState) -> Bytes;
+
+    /// Appends a reply (`subscribed`) to `out`.
+    fn reply(&mut self, json: &str, out: &mut Vec<u8>);
+
     /// Appends the wire form of `emit` to `out`. `conn` is the state after
     /// the emit was accepted (its cursor includes it).
     fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>);
@@ -31,8 +42,59 @@ pub trait Encoder: Send + 'static {
         Bytes::from(out)
     }
 
+    /// Appended once the catch-up is written.
+    fn after_catchup(&mut self, _conn: &Connection, _out: &mut Vec<u8>) {}
+
     /// The keep-alive chunk.
     fn ping(&self) -> Bytes;
+}
+
+/// Subscribes to every channel from `since`, then answers with a stream that
+/// starts with the encoder's preamble, the `subscribed` replies and the
+/// catch-up, and continues live.
+pub async fn open(
+    state: Arc<AppState>,
+    channels: Vec<ChannelName>,
+    since: Since,
+    mut encoder: Box<dyn Encoder>,
+    transport: Transport,
+) -> Response<Body> {
+    if channels.is_empty() {
+        return web::error(&pushgate_core::Error::bad_request(
+            "give at least one channel: ?channel=NAME",
+        ));
+    }
+    let mut conn = state.connection();
+    let mut first = encoder.preamble(&state).to_vec();
+    let mut catchup: Vec<OutboxEvent> = Vec::new();
+    for channel in channels {
+        match conn.subscribe(channel, &since).await {
+            Ok((reply, events)) => {
+                encoder.reply(&reply.encode(None), &mut first);
+                catchup.extend(events);
+            }
+            Err(e) => return web::error(&e),
+        }
+    }
+    if let Some(bytes) = encode_events(&mut conn, &mut *encoder, catchup, &state.metrics, transport)
+    {
+        first.extend_from_slice(&bytes);
+    }
+    encoder.after_catchup(&conn, &mut first);
+
+    let content_type = encoder.content_type();
+    let stream = EventStream::new(conn, encoder, Bytes::from(first), &state, transport);
+    let mut res = Response::new(Body::Stream(Box::new(stream)));
+    *res.status_mut() = StatusCode::OK;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    // Tell buffering proxies (nginx) to pass events through at once.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
 }
 
 pub struct EventStream {
@@ -47,87 +109,72 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    pub fn new(
+    fn new(
         conn: Connection,
         encoder: Box<dyn Encoder>,
         first: Bytes,
-        ping_every: Duration,
-        metrics: Arc<Metrics>,
+        state: &AppState,
         transport: Transport,
     ) -> Self {
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let every = state.config.stream_ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let open = metrics.connection(transport);
         EventStream {
             conn: Some(conn),
             encoder,
             first: Some(first),
             ping,
-            metrics,
+            metrics: state.metrics.clone(),
             transport,
-            _open: open,
+            _open: state.metrics.connection(transport),
         }
     }
 
-    pub fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
+            return Poll::Ready(Some(first));
         }
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        let mut events: Vec<OutboxEvent> = Vec::new();
-        match conn.outbox().clone().poll_drain(cx, &mut events) {
-            Poll::Ready(Drained::Overflowed) => {
-                self.metrics.dropped_slow(self.transport);
-                tracing::info!(
-                    transport = self.transport.label(),
-                    "subscriber fell behind; ending stream so it resumes"
-                );
-                self.finish();
-                return Poll::Ready(None);
-            }
-            Poll::Ready(Drained::Events) => {
-                if let Some(bytes) = encode_events(
-                    conn,
-                    &mut *self.encoder,
-                    events,
-                    &self.metrics,
-                    self.transport,
-                ) {
-                    self.ping.reset();
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        loop {
+            let mut events: Vec<OutboxEvent> = Vec::new();
+            match conn.outbox().clone().poll_drain(cx, &mut events) {
+                Poll::Ready(Drained::Overflowed) => {
+                    self.metrics.dropped_slow(self.transport);
+                    tracing::info!(
+                        transport = self.transport.label(),
+                        "subscriber fell behind; ending stream so it resumes"
+                    );
+                    // Dropping the connection unsubscribes it.
+                    self.conn = None;
+                    return Poll::Ready(None);
                 }
-                // Only duplicates: poll again so the waker is registered.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                Poll::Ready(Drained::Events) => {
+                    if let Some(bytes) = encode_events(
+                        conn,
+                        &mut *self.encoder,
+                        events,
+                        &self.metrics,
+                        self.transport,
+                    ) {
+                        self.ping.reset();
+                        return Poll::Ready(Some(bytes));
+                    }
+                    // Only duplicates: poll again, which registers the waker.
+                }
+                Poll::Pending => break,
             }
-            Poll::Pending => {}
         }
         if self.ping.poll_tick(cx).is_ready() {
-            return Poll::Ready(Some(Ok(Frame::data(self.encoder.ping()))));
+            return Poll::Ready(Some(self.encoder.ping()));
         }
         Poll::Pending
-    }
-
-    fn finish(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let cleanup = conn.into_cleanup();
-            if !cleanup.is_empty() {
-                // Unsubscribing is async (remote brokers); a body ends in Drop.
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(cleanup.run());
-                }
-            }
-        }
     }
 }
 
 /// Runs events through the session and encodes what must be sent; `None`
-/// when everything was a duplicate.
+/// when everything was a duplicate. A lone emit goes out as shared bytes.
 pub fn encode_events(
     conn: &mut Connection,
     encoder: &mut dyn Encoder,
@@ -164,12 +211,6 @@ pub fn encode_events(
     }
 }
 
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
 impl http_body::Body for EventStream {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -178,6 +219,8 @@ impl http_body::Body for EventStream {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        EventStream::poll_frame(self.get_mut(), cx)
+        self.get_mut()
+            .poll_next(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 }

@@ -15,9 +15,9 @@ use http::{Request, Response};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pushgate_core::outbox::Drained;
-use pushgate_core::protocol::{self, encode_reset, CommandId, Reply};
+use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
-use pushgate_core::{Connection, OutboxEvent};
+use pushgate_core::{Connection, Outbox, OutboxEvent};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -84,7 +84,7 @@ async fn run(state: Arc<AppState>, upgraded: Upgraded, query: SubscribeQuery) {
     let _open = state.metrics.connection(Transport::Ws);
     let mut conn = state.connection();
     let end = serve(&state, &mut ws, &mut conn, query).await;
-    conn.close().await;
+    drop(conn);
     if let Err(End::Close(code, reason)) = end {
         let _ =
             tokio::time::timeout(Duration::from_secs(2), close_with(&mut ws, code, reason)).await;
@@ -116,7 +116,7 @@ async fn serve(
     conn: &mut Connection,
     query: SubscribeQuery,
 ) -> Result<(), End> {
-    let write_timeout = state.config.ws_idle_timeout;
+    let outbox = conn.outbox().clone();
     let mut out: Vec<Message> = Vec::new();
     for channel in query.channels {
         let (reply, events) = match conn.subscribe(channel, &query.since).await {
@@ -126,14 +126,13 @@ async fn serve(
         out.push(text(reply.encode(None)));
         accept_all(state, conn, events, &mut out);
     }
-    send(ws, &mut out, write_timeout).await?;
+    send(state, ws, &mut out, &outbox).await?;
 
     let ping_every = state.config.ws_ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let idle = tokio::time::sleep(state.config.ws_idle_timeout);
     tokio::pin!(idle);
-    let outbox = conn.outbox().clone();
     let mut events: Vec<OutboxEvent> = Vec::new();
 
     loop {
@@ -156,30 +155,23 @@ async fn serve(
         match wake {
             Wake::Outbox(Drained::Events) => {
                 accept_all(state, conn, std::mem::take(&mut events), &mut out);
-                send(ws, &mut out, write_timeout).await?;
+                send(state, ws, &mut out, &outbox).await?;
             }
-            Wake::Outbox(Drained::Overflowed) => {
-                state.metrics.dropped_slow(Transport::Ws);
-                tracing::info!("websocket subscriber fell behind; closing so it resumes");
-                return Err(End::Close(
-                    close::RESUME,
-                    "fell behind: reconnect and resume from your cursor",
-                ));
-            }
+            Wake::Outbox(Drained::Overflowed) => return Err(fell_behind(state)),
             Wake::Frame(Some(Ok(msg))) => {
                 idle.as_mut()
                     .reset(Instant::now() + state.config.ws_idle_timeout);
                 match msg {
                     Message::Text(t) => {
                         command(state, conn, t.as_bytes(), &mut out).await;
-                        send(ws, &mut out, write_timeout).await?;
+                        send(state, ws, &mut out, &outbox).await?;
                     }
                     Message::Binary(_) => {
                         let e = pushgate_core::Error::bad_request(
                             "commands are JSON text frames, not binary",
                         );
                         out.push(text(Reply::Error(e).encode(None)));
-                        send(ws, &mut out, write_timeout).await?;
+                        send(state, ws, &mut out, &outbox).await?;
                     }
                     // tungstenite queues the Pong and the Close reply itself.
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -193,7 +185,7 @@ async fn serve(
             Wake::Frame(None) => return Ok(()),
             Wake::PingDue => {
                 out.push(Message::Ping(Bytes::new()));
-                send(ws, &mut out, write_timeout).await?;
+                send(state, ws, &mut out, &outbox).await?;
             }
             Wake::Idle => {
                 return Err(End::Close(
@@ -217,23 +209,17 @@ fn end_for(e: &WsError) -> End {
 }
 
 async fn command(state: &AppState, conn: &mut Connection, bytes: &[u8], out: &mut Vec<Message>) {
-    let (reply, id, events): (Reply, Option<CommandId>, Vec<OutboxEvent>) =
-        match protocol::decode(bytes) {
-            Ok(req) => {
-                let id = req.id.clone();
-                let is_publish = matches!(req.command, protocol::Command::Publish { .. });
-                let (reply, events) = conn.execute(req).await;
-                if is_publish {
-                    match reply {
-                        Reply::Error(_) => state.metrics.publish_error(),
-                        _ => state.metrics.published(),
-                    }
-                }
-                (reply, id, events)
-            }
-            Err(rejected) => (Reply::Error(rejected.error), rejected.id, Vec::new()),
-        };
-    state.metrics.command(!matches!(reply, Reply::Error(_)));
+    let (reply, id, events) = match protocol::decode(bytes) {
+        Ok(req) => {
+            let id = req.id.clone();
+            let (reply, events) = super::execute(state, conn, req).await;
+            (reply, id, events)
+        }
+        Err(rejected) => {
+            state.metrics.command(false);
+            (Reply::Error(rejected.error), rejected.id, Vec::new())
+        }
+    };
     out.push(text(reply.encode(id.as_ref())));
     accept_all(state, conn, events, out);
 }
@@ -272,8 +258,25 @@ fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
-/// Writes everything queued in one flush (one syscall when it fits), bounded in time.
-async fn send(ws: &mut Ws, out: &mut Vec<Message>, timeout: Duration) -> Result<(), End> {
+/// Counts and ends a subscriber whose outbox overflowed.
+fn fell_behind(state: &AppState) -> End {
+    state.metrics.dropped_slow(Transport::Ws);
+    tracing::info!("websocket subscriber fell behind; closing so it resumes");
+    End::Close(
+        close::RESUME,
+        "fell behind: reconnect and resume from your cursor",
+    )
+}
+
+/// Writes everything queued in one flush (one syscall when it fits), bounded
+/// in time. A peer that stops reading blocks the write; if its outbox
+/// overflows meanwhile it is cut off at once, not after the whole timeout.
+async fn send(
+    state: &AppState,
+    ws: &mut Ws,
+    out: &mut Vec<Message>,
+    outbox: &Outbox,
+) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
     }
@@ -283,9 +286,13 @@ async fn send(ws: &mut Ws, out: &mut Vec<Message>, timeout: Duration) -> Result<
         }
         ws.flush().await
     };
-    match tokio::time::timeout(timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        // The peer is gone or stopped reading for a whole idle period.
-        _ => Err(End::Drop),
+    tokio::select! {
+        biased;
+        written = tokio::time::timeout(state.config.ws_idle_timeout, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            // The peer is gone or stopped reading for a whole idle period.
+            _ => Err(End::Drop),
+        },
+        () = poll_fn(|cx| outbox.poll_overflowed(cx)) => Err(fell_behind(state)),
     }
 }

@@ -16,11 +16,15 @@ pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Respon
         })
     };
     if method != Method::GET {
-        return Err(error_status(
+        let mut res = error_status(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BadRequest,
             "a WebSocket handshake must use GET",
-        ));
+        );
+        // RFC 9110 §15.5.6: a 405 lists the methods the resource accepts.
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return Err(res);
     }
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         let mut res = error_status(

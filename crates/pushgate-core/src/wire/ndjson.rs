@@ -1,0 +1,14 @@
+//! Newline-delimited JSON: one object per line. Message JSON holds no raw
+//! newline (see [`crate::json`]), so a line is always one object.
+
+use bytes::Bytes;
+
+pub fn line(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 1);
+    out.extend_from_slice(json);
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// The keep-alive line; clients skip `ping` objects.
+pub const PING: &[u8] = b"{\"type\":\"ping\"}\n";

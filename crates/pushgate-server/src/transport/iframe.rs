@@ -1,0 +1,90 @@
+//! Hidden-iframe streaming ("forever frame") at
+//! `GET /iframe?channel=…&callback=NAME[&since=CURSOR]`.
+//!
+//! An HTML document that never ends: a padded start so the browser renders
+//! (and runs scripts) at once, then `<script>parent.NAME(<json>);</script>`
+//! per event — the same objects as WebSocket frames. The callback is checked
+//! to be a plain identifier path and all JSON is script-safe, see
+//! `pushgate_core::wire::iframe` and `docs/security.md`. The parent page
+//! must be same-origin with pushgate (browsers forbid `parent.` calls across
+//! origins), which is what this old technique always required.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pushgate_core::protocol::encode_reset;
+use pushgate_core::session::Emit;
+use pushgate_core::wire::iframe;
+use pushgate_core::{Connection, Error};
+
+use super::stream::{self, Encoder};
+use crate::metrics::Transport;
+use crate::state::AppState;
+use crate::web::{self, parse_subscribe_query, Body};
+
+struct IframeEncoder {
+    callback: String,
+}
+
+impl Encoder for IframeEncoder {
+    fn content_type(&self) -> &'static str {
+        "text/html; charset=utf-8"
+    }
+
+    fn preamble(&self, _: &AppState) -> Bytes {
+        iframe::preamble()
+    }
+
+    fn reply(&mut self, json: &str, out: &mut Vec<u8>) {
+        iframe::push_script(out, &self.callback, json.as_bytes());
+    }
+
+    fn encode(&mut self, _: &Connection, emit: &Emit, out: &mut Vec<u8>) {
+        match emit {
+            Emit::Message(p) => iframe::push_script(out, &self.callback, p.json()),
+            Emit::Reset { channel, position } => iframe::push_script(
+                out,
+                &self.callback,
+                encode_reset(channel, position).as_bytes(),
+            ),
+        }
+    }
+
+    fn ping(&self) -> Bytes {
+        Bytes::from_static(iframe::PING)
+    }
+}
+
+pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let query = match parse_subscribe_query(
+        req.uri().query(),
+        &["callback"],
+        state.config.max_subscriptions,
+    ) {
+        Ok(q) => q,
+        Err(e) => return web::error(&e),
+    };
+    let Some(callback) = query.extra("callback").map(str::to_owned) else {
+        return web::error(&Error::bad_request(
+            "give the function to call: ?callback=NAME",
+        ));
+    };
+    if let Err(e) = iframe::validate_callback(&callback) {
+        return web::error(&e);
+    }
+    let mut res = stream::open(
+        state,
+        query.channels,
+        query.since,
+        Box::new(IframeEncoder { callback }),
+        Transport::Iframe,
+    )
+    .await;
+    // Only a same-origin parent can use the frame; say so to the browser too.
+    res.headers_mut().insert(
+        "x-frame-options",
+        http::HeaderValue::from_static("SAMEORIGIN"),
+    );
+    res
+}

@@ -1,0 +1,68 @@
+//! NDJSON streaming at `GET /stream?channel=…[&since=CURSOR]`: chunked
+//! `application/x-ndjson`, one JSON object per line, for curl and native
+//! clients. Lines are the same objects as WebSocket frames: `subscribed`,
+//! `message`, `reset`, and a `{"type":"ping"}` keep-alive.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pushgate_core::protocol::encode_reset;
+use pushgate_core::session::Emit;
+use pushgate_core::wire::ndjson;
+use pushgate_core::Connection;
+
+use super::stream::{self, Encoder};
+use crate::metrics::Transport;
+use crate::state::AppState;
+use crate::web::{self, parse_subscribe_query, Body};
+
+struct NdjsonEncoder;
+
+impl Encoder for NdjsonEncoder {
+    fn content_type(&self) -> &'static str {
+        "application/x-ndjson"
+    }
+
+    fn preamble(&self, _: &AppState) -> Bytes {
+        Bytes::new()
+    }
+
+    fn reply(&mut self, json: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(json.as_bytes());
+        out.push(b'\n');
+    }
+
+    fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode_one(conn, emit));
+    }
+
+    fn encode_one(&mut self, _: &Connection, emit: &Emit) -> Bytes {
+        match emit {
+            Emit::Message(p) => p.ndjson_line().clone(),
+            Emit::Reset { channel, position } => {
+                ndjson::line(encode_reset(channel, position).as_bytes())
+            }
+        }
+    }
+
+    fn ping(&self) -> Bytes {
+        Bytes::from_static(ndjson::PING)
+    }
+}
+
+pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions) {
+        Ok(q) => {
+            stream::open(
+                state,
+                q.channels,
+                q.since,
+                Box::new(NdjsonEncoder),
+                Transport::Stream,
+            )
+            .await
+        }
+        Err(e) => web::error(&e),
+    }
+}

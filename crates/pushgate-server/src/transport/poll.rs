@@ -1,0 +1,113 @@
+//! Short polling at `GET /poll?channel=a&channel=b[&since=CURSOR]`: answers at
+//! once with `{"messages":[…],"cursor":"…"}`. Long polling (`longpoll`) is the
+//! same request that waits for the first message; both share `respond`.
+
+use std::future::{poll_fn, Future};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use pushgate_core::cursor::Since;
+use pushgate_core::outbox::Drained;
+use pushgate_core::protocol::encode_reset;
+use pushgate_core::session::Emit;
+use pushgate_core::wire::poll;
+use pushgate_core::{ChannelName, Error};
+
+use crate::metrics::Transport;
+use crate::state::AppState;
+use crate::web::{self, parse_subscribe_query, Body};
+
+pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions) {
+        Ok(q) => respond(&state, q.channels, &q.since, None, Transport::Poll).await,
+        Err(e) => web::error(&e),
+    }
+}
+
+/// Reads every message after `since` on `channels`; with `wait`, holds the
+/// request until there is at least one (or a reset) or the time is up.
+///
+/// The channels are subscribed while the request lives, so a message
+/// published between the read and the wait wakes it; dropping the request
+/// (the client left) drops the subscription with it.
+pub async fn respond(
+    state: &AppState,
+    channels: Vec<ChannelName>,
+    since: &Since,
+    wait: Option<Duration>,
+    transport: Transport,
+) -> Response<Body> {
+    if channels.is_empty() {
+        return web::error(&Error::bad_request(
+            "give at least one channel: ?channel=NAME",
+        ));
+    }
+    let mut conn = state.connection();
+    let mut emits: Vec<Emit> = Vec::new();
+    for channel in channels {
+        match conn.subscribe(channel, since).await {
+            Ok((_, events)) => {
+                for event in events {
+                    conn.accept(event, &mut emits);
+                }
+            }
+            Err(e) => return web::error(&e),
+        }
+    }
+    if let (true, Some(timeout)) = (emits.is_empty(), wait) {
+        let _waiting = state.metrics.connection(transport);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let outbox = conn.outbox().clone();
+        let mut events = Vec::new();
+        while emits.is_empty() {
+            let woke = poll_fn(|cx| {
+                if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
+                    return Poll::Ready(Some(d));
+                }
+                deadline.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            match woke {
+                Some(Drained::Events) => {
+                    for event in events.drain(..) {
+                        conn.accept(event, &mut emits);
+                    }
+                }
+                // Overflowed: answer with what was accepted; the cursor still
+                // stands before anything dropped, so the next request catches up.
+                Some(Drained::Overflowed) | None => break,
+            }
+        }
+    }
+    let delivered = emits
+        .iter()
+        .filter(|e| matches!(e, Emit::Message(_)))
+        .count();
+    state.metrics.delivered(transport, delivered as u64);
+    let body = match emits.as_slice() {
+        // The common long-poll answer: shared by every one-channel poller.
+        [Emit::Message(p)] if conn.session().len() == 1 => p.poll_single().clone(),
+        _ => {
+            let resets: Vec<String> = emits
+                .iter()
+                .filter_map(|e| match e {
+                    Emit::Reset { channel, position } => Some(encode_reset(channel, position)),
+                    Emit::Message(_) => None,
+                })
+                .collect();
+            let mut resets = resets.iter();
+            let entries: Vec<&[u8]> = emits
+                .iter()
+                .map(|e| match e {
+                    Emit::Message(p) => &p.json()[..],
+                    Emit::Reset { .. } => resets.next().map_or(&b"null"[..], |r| r.as_bytes()),
+                })
+                .collect();
+            poll::body(&entries, &conn.session().cursor().encode())
+        }
+    };
+    web::json(StatusCode::OK, body)
+}
