@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pushgate_core::ErrorKind;
@@ -52,11 +53,10 @@ pub async fn route(
             Ok(()) => ws::handle(state.clone(), req).await,
             Err(res) => res,
         },
-        (&Method::GET, "/sse") => sse::handle(state.clone(), req).await,
-        (&Method::GET, "/stream") => ndjson::handle(state.clone(), req).await,
-        (&Method::GET, "/iframe") => iframe::handle(state.clone(), req).await,
-        (&Method::GET, "/poll") => poll::handle(state.clone(), req).await,
-        (&Method::GET, "/longpoll") => longpoll::handle(state.clone(), req).await,
+        (&Method::GET, p) if SUBSCRIBE_PATHS.contains(&p) => {
+            let (parts, _) = req.into_parts();
+            subscribe(&state, &parts).await
+        }
         (&Method::POST, "/command") => match cors::guard(&state.config, req.headers()) {
             Ok(()) => command::handle(state.clone(), req).await,
             Err(res) => res,
@@ -97,8 +97,27 @@ pub async fn route(
             ),
         },
     };
-    if CORS_PATHS.contains(&path.as_str()) && method != Method::OPTIONS {
+    let decorated_already = method == Method::GET && SUBSCRIBE_PATHS.contains(&path.as_str());
+    if CORS_PATHS.contains(&path.as_str()) && method != Method::OPTIONS && !decorated_already {
         cors::decorate(&origin, &mut res);
     }
     Ok(res)
+}
+
+/// The GET endpoints that subscribe, which `crate::front` also serves itself.
+pub const SUBSCRIBE_PATHS: &[&str] = &["/sse", "/stream", "/iframe", "/poll", "/longpoll"];
+
+/// Serves a GET on one of [`SUBSCRIBE_PATHS`] (CORS headers included).
+pub async fn subscribe(state: &Arc<AppState>, req: &Parts) -> Response<Body> {
+    let origin = cors::classify(&state.config, &req.headers);
+    let mut res = match req.uri.path() {
+        "/sse" => sse::handle(state.clone(), req).await,
+        "/stream" => ndjson::handle(state.clone(), req).await,
+        "/iframe" => iframe::handle(state.clone(), req).await,
+        "/poll" => poll::handle(state.clone(), req).await,
+        "/longpoll" => longpoll::handle(state.clone(), req).await,
+        other => unreachable!("{other} is not in SUBSCRIBE_PATHS"),
+    };
+    cors::decorate(&origin, &mut res);
+    res
 }

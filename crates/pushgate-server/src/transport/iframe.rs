@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::iframe;
@@ -56,9 +57,9 @@ impl Encoder for IframeEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
     let query = match parse_subscribe_query(
-        req.uri().query(),
+        req.uri.query(),
         &["callback"],
         state.config.max_subscriptions,
     ) {

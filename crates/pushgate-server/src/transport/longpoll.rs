@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use pushgate_core::Error;
 
 use super::poll::respond;
@@ -15,9 +16,9 @@ use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
     let q = match parse_subscribe_query(
-        req.uri().query(),
+        req.uri.query(),
         &["timeout"],
         state.config.max_subscriptions,
     ) {

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::ndjson;
@@ -51,8 +52,8 @@ impl Encoder for NdjsonEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions) {
+pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+    match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => {
             stream::open(
                 state,

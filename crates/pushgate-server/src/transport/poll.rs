@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Response, StatusCode};
 use pushgate_core::cursor::Since;
 use pushgate_core::outbox::Drained;
 use pushgate_core::protocol::encode_reset;
@@ -19,8 +20,8 @@ use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions) {
+pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+    match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => respond(&state, q.channels, &q.since, None, Transport::Poll).await,
         Err(e) => web::error(&e),
     }

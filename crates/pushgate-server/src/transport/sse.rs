@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::request::Parts;
+use http::{HeaderMap, Response};
 use pushgate_core::cursor::{Cursor, Since};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
@@ -91,13 +92,12 @@ fn since_from(headers: &HeaderMap, query_since: Since) -> Result<Since, Error> {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    let query = match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions)
-    {
+pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+    let query = match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => q,
         Err(e) => return web::error(&e),
     };
-    let since = match since_from(req.headers(), query.since) {
+    let since = match since_from(&req.headers, query.since) {
         Ok(s) => s,
         Err(e) => return web::error(&e),
     };

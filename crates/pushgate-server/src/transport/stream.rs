@@ -130,7 +130,31 @@ impl EventStream {
         }
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    /// Ready when the subscriber fell behind while a write was blocked;
+    /// counts it as dropped.
+    pub fn poll_overflowed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Poll::Ready(());
+        };
+        let ready = conn.outbox().poll_overflowed(cx);
+        if ready.is_ready() {
+            self.fell_behind();
+        }
+        ready
+    }
+
+    fn fell_behind(&mut self) {
+        self.metrics.dropped_slow(self.transport);
+        tracing::info!(
+            transport = self.transport.label(),
+            "subscriber fell behind; ending stream so it resumes"
+        );
+        // Dropping the connection unsubscribes it.
+        self.conn = None;
+    }
+
+    /// The next chunk to write; `None` when the stream ended.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
@@ -141,13 +165,7 @@ impl EventStream {
             let mut events: Vec<OutboxEvent> = Vec::new();
             match conn.outbox().clone().poll_drain(cx, &mut events) {
                 Poll::Ready(Drained::Overflowed) => {
-                    self.metrics.dropped_slow(self.transport);
-                    tracing::info!(
-                        transport = self.transport.label(),
-                        "subscriber fell behind; ending stream so it resumes"
-                    );
-                    // Dropping the connection unsubscribes it.
-                    self.conn = None;
+                    self.fell_behind();
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Drained::Events) => {

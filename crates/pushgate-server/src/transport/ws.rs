@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http::request::Parts;
 use http::{Request, Response};
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pushgate_core::outbox::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
 use pushgate_core::{Connection, Outbox, OutboxEvent};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -30,40 +31,48 @@ use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// What the codec runs on: a hyper upgrade, or the socket the HTTP front
+/// (`crate::front`) kept for itself.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-pub async fn handle(
-    state: Arc<AppState>,
-    mut req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
-    let accept = match ws_handshake::accept_key(req.method(), req.headers()) {
-        Ok(a) => a,
+/// Validates an upgrade request; on success the `Sec-WebSocket-Accept` value
+/// and the URL subscriptions to make once connected.
+pub fn check(state: &AppState, req: &Parts) -> Result<(String, SubscribeQuery), Response<Body>> {
+    let accept = ws_handshake::accept_key(&req.method, &req.headers)?;
+    let query = parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions)
+        .map_err(|e| web::error(&e))?;
+    Ok((accept, query))
+}
+
+pub use ws_handshake::switching_protocols;
+
+/// The hyper path: answer 101 and run the connection once hyper hands over the socket.
+pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (mut parts, _) = req.into_parts();
+    let (accept, query) = match check(&state, &parts) {
+        Ok(ok) => ok,
         Err(res) => return res,
     };
-    let query = match parse_subscribe_query(req.uri().query(), &[], state.config.max_subscriptions)
-    {
-        Ok(q) => q,
-        Err(e) => return web::error(&e),
-    };
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return web::error(&pushgate_core::Error::bad_request(
             "this connection cannot be upgraded",
         ));
     };
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, upgraded, query).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), query).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
-    ws_handshake::switching_protocols(&accept)
+    switching_protocols(&accept)
 }
 
 /// Settings for the frame codec: a small read buffer because most connections
 /// are idle, and limits that turn oversized input into close code 1009.
 fn codec_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(256)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message.max(64 * 1024) * 4)
         .max_message_size(Some(max_message))
@@ -77,10 +86,10 @@ enum Wake {
     Idle,
 }
 
-async fn run(state: Arc<AppState>, upgraded: Upgraded, query: SubscribeQuery) {
+/// Runs one WebSocket connection after the 101 was sent.
+pub async fn run<S: Io>(state: Arc<AppState>, io: S, query: SubscribeQuery) {
     let cfg = codec_config(state.config.max_message_size);
-    let mut ws: Ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
     let _open = state.metrics.connection(Transport::Ws);
     let mut conn = state.connection();
     let end = serve(&state, &mut ws, &mut conn, query).await;
@@ -99,7 +108,7 @@ enum End {
     Drop,
 }
 
-async fn close_with(ws: &mut Ws, code: u16, reason: &'static str) {
+async fn close_with<S: Io>(ws: &mut WebSocketStream<S>, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),
@@ -110,9 +119,9 @@ async fn close_with(ws: &mut Ws, code: u16, reason: &'static str) {
     }
 }
 
-async fn serve(
+async fn serve<S: Io>(
     state: &AppState,
-    ws: &mut Ws,
+    ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
     query: SubscribeQuery,
 ) -> Result<(), End> {
@@ -271,9 +280,9 @@ fn fell_behind(state: &AppState) -> End {
 /// Writes everything queued in one flush (one syscall when it fits), bounded
 /// in time. A peer that stops reading blocks the write; if its outbox
 /// overflows meanwhile it is cut off at once, not after the whole timeout.
-async fn send(
+async fn send<S: Io>(
     state: &AppState,
-    ws: &mut Ws,
+    ws: &mut WebSocketStream<S>,
     out: &mut Vec<Message>,
     outbox: &Outbox,
 ) -> Result<(), End> {

@@ -1,0 +1,332 @@
+//! The HTTP/1.1 front: reads each request head itself and serves the
+//! long-lived GET endpoints (`/ws`, `/sse`, `/stream`, `/iframe`, `/poll`,
+//! `/longpoll`) directly on the socket; everything else — request bodies,
+//! HTTP/1.0, odd requests, the API — goes to hyper with the bytes read so far.
+//!
+//! Why: an idle connection is the unit of cost of a push server. Through
+//! hyper an idle SSE connection kept hyper's 8 KiB read buffer and 8 KiB
+//! write buffer for its whole life (about 13 KiB RSS each, measured); here
+//! it keeps only the socket, its `EventStream` and one small task. The same
+//! handlers build the responses on both paths, so behaviour is identical;
+//! only the serialisation of the head and the chunked framing differ.
+
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::cors;
+use crate::prefix_io::PrefixIo;
+use crate::routes::{self, SUBSCRIBE_PATHS};
+use crate::state::AppState;
+use crate::transport::stream::EventStream;
+use crate::transport::ws;
+use crate::web::{Body, SubscribeQuery};
+
+/// A request head must arrive within this time (slow-loris defence).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heads larger than this go to hyper, which has the final say on limits.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+enum Next {
+    KeepAlive,
+    Close,
+    Upgrade(String, SubscribeQuery),
+}
+
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let parts = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buf)).await
+        {
+            Ok(Ok(Some(Head::Ours(parts, len)))) => {
+                buf.drain(..len);
+                parts
+            }
+            Ok(Ok(Some(Head::Hyper))) => break,
+            // Closed, failed, or too slow: nothing to answer.
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+        };
+        if buf.is_empty() {
+            // Idle connections must not keep the head buffer.
+            buf = Vec::new();
+        }
+        match serve_one(&mut stream, &mut buf, *parts, &state).await {
+            Ok(Next::KeepAlive) => continue,
+            Ok(Next::Upgrade(accept, query)) => {
+                let res = ws::switching_protocols(&accept);
+                if stream
+                    .write_all(&encode_head(&res, None, true))
+                    .await
+                    .is_ok()
+                {
+                    let io = PrefixIo::new(prefix(buf), stream);
+                    ws::run(state, io, query).await;
+                }
+                return;
+            }
+            Ok(Next::Close) | Err(_) => return,
+        }
+    }
+    crate::server::serve_hyper(PrefixIo::new(prefix(buf), stream), peer, state).await;
+}
+
+/// Bytes already read, without keeping an empty buffer's allocation alive.
+fn prefix(buf: Vec<u8>) -> Bytes {
+    if buf.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::from(buf)
+    }
+}
+
+enum Head {
+    /// A request the front serves, and the length of its head in the buffer.
+    Ours(Box<Parts>, usize),
+    /// Anything else: hyper serves the connection from here on.
+    Hyper,
+}
+
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Head>> {
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    return Ok(Some(match ours(&req) {
+                        Some(parts) => Head::Ours(Box::new(parts), len),
+                        None => Head::Hyper,
+                    }))
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                // Malformed or huge: hyper answers with the right status.
+                _ => return Ok(Some(Head::Hyper)),
+            }
+        }
+        buf.reserve(1024);
+        if tokio::io::AsyncReadExt::read_buf(stream, buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// The head as `Parts` when the front serves it: HTTP/1.1 GET of a
+/// subscribing endpoint, without a body.
+fn ours(req: &httparse::Request<'_, '_>) -> Option<Parts> {
+    if req.method != Some("GET") || req.version != Some(1) {
+        return None;
+    }
+    let path = req.path?;
+    let route = path.split('?').next().unwrap_or("");
+    if route != "/ws" && !SUBSCRIBE_PATHS.contains(&route) {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let has_body = (name == header::CONTENT_LENGTH && h.value != b"0")
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT;
+        if has_body {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let mut builder = Request::builder().method(Method::GET).uri(path);
+    *builder.headers_mut()? = headers;
+    Some(builder.body(()).ok()?.into_parts().0)
+}
+
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+async fn serve_one(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parts: Parts,
+    state: &Arc<AppState>,
+) -> io::Result<Next> {
+    let keep_alive = !wants_close(&parts.headers);
+    let res = if parts.uri.path() == "/ws" {
+        match cors::guard(&state.config, &parts.headers).and_then(|()| ws::check(state, &parts)) {
+            Ok((accept, query)) => return Ok(Next::Upgrade(accept, query)),
+            Err(res) => res,
+        }
+    } else {
+        // A long-poll waits here: give up at once if the client leaves.
+        let handler = routes::subscribe(state, &parts);
+        tokio::pin!(handler);
+        let res = poll_fn(|cx| {
+            if let Poll::Ready(res) = handler.as_mut().poll(cx) {
+                return Poll::Ready(Some(res));
+            }
+            watch_peer(stream, cx, buf).map(|()| None)
+        })
+        .await;
+        match res {
+            Some(res) => res,
+            None => return Ok(Next::Close),
+        }
+    };
+    let (parts, body) = res.into_parts();
+    let res = Response::from_parts(parts, ());
+    match body {
+        Body::Full(data) => {
+            let data = data.unwrap_or_default();
+            let mut out = encode_head(&res, Some(data.len()), keep_alive);
+            out.extend_from_slice(&data);
+            stream.write_all(&out).await?;
+            Ok(if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            })
+        }
+        Body::Stream(mut events) => {
+            stream.write_all(&encode_head(&res, None, false)).await?;
+            if buf.capacity() > 0 && buf.is_empty() {
+                *buf = Vec::new();
+            }
+            pump(stream, &mut events, state).await;
+            Ok(Next::Close)
+        }
+    }
+}
+
+/// Ready when the peer closed (or broke) its side. Bytes it sends meanwhile
+/// (a pipelined next request) are kept in `buf`, up to a bound.
+fn watch_peer(stream: &TcpStream, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<()> {
+    loop {
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => {
+                if buf.len() >= MAX_HEAD {
+                    return Poll::Ready(());
+                }
+                buf.reserve(1024);
+                match stream.try_read_buf(buf) {
+                    Ok(0) => return Poll::Ready(()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(()),
+                }
+            }
+        }
+    }
+}
+
+/// Like [`watch_peer`] for streams, where nothing the client sends matters.
+fn watch_peer_discard(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => {
+                let mut sink = [0u8; 256];
+                match stream.try_read(&mut sink) {
+                    Ok(0) => return Poll::Ready(()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(()),
+                }
+            }
+        }
+    }
+}
+
+/// Writes an event stream as chunked transfer encoding until the stream
+/// ends, the client leaves, or the client stops reading.
+async fn pump(stream: &mut TcpStream, events: &mut EventStream, state: &AppState) {
+    loop {
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(chunk) = events.poll_next(cx) {
+                return Poll::Ready(Some(chunk));
+            }
+            watch_peer_discard(stream, cx).map(|()| None)
+        })
+        .await;
+        let chunk = match next {
+            Some(Some(chunk)) => chunk,
+            Some(None) => {
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+                return;
+            }
+            None => return,
+        };
+        let size = format!("{:x}\r\n", chunk.len());
+        let mut slices = [
+            IoSlice::new(size.as_bytes()),
+            IoSlice::new(&chunk),
+            IoSlice::new(b"\r\n"),
+        ];
+        let write = write_all_vectored(stream, &mut slices);
+        // A client that stopped reading blocks the write; its outbox
+        // overflowing, or the idle timeout, ends it (it resumes from its cursor).
+        tokio::select! {
+            biased;
+            written = tokio::time::timeout(state.config.ws_idle_timeout, write) => match written {
+                Ok(Ok(())) => {}
+                _ => return,
+            },
+            () = poll_fn(|cx| events.poll_overflowed(cx)) => return,
+        }
+    }
+}
+
+async fn write_all_vectored(
+    stream: &mut TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let n = stream.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// The status line and headers. `len`: `Content-Length`; `None` on a
+/// non-101 response: chunked.
+fn encode_head<B>(res: &Response<B>, len: Option<usize>, keep_alive: bool) -> Vec<u8> {
+    let status = res.status();
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in res.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if status != http::StatusCode::SWITCHING_PROTOCOLS {
+        match len {
+            Some(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
