@@ -54,6 +54,9 @@ pub struct Config {
     pub log_json: bool,
     /// Serve the demo page at `/` and publish the time on channel `clock`.
     pub demo: bool,
+    /// Expose `/echo`, a WebSocket that sends every frame back through the
+    /// same code path as `/ws` — for conformance tests (Autobahn); never in production.
+    pub echo: bool,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             max_subscriptions: 128,
             log_json: false,
             demo: true,
+            echo: false,
         }
     }
 }
@@ -120,13 +124,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration (try 500ms, 25s, 10m, 1h)"))?;
     let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        // Checked: a request's `timeout=` must not overflow (a panic in debug
+        // builds, a wrapped small value in release).
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
     };
-    Ok(d)
+    d.ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -154,6 +160,9 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("7d").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("9999999999999999999m").is_err());
+        assert!(parse_duration("999999999999999999h").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
     }
 
     #[test]

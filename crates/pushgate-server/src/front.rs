@@ -40,7 +40,7 @@ const MAX_HEADERS: usize = 64;
 enum Next {
     KeepAlive,
     Close,
-    Upgrade(String, SubscribeQuery),
+    Upgrade(String, SubscribeQuery, ws::Mode),
 }
 
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
@@ -62,7 +62,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
         }
         match serve_one(&mut stream, &mut buf, *parts, &state).await {
             Ok(Next::KeepAlive) => continue,
-            Ok(Next::Upgrade(accept, query)) => {
+            Ok(Next::Upgrade(accept, query, mode)) => {
                 let res = ws::switching_protocols(&accept);
                 if stream
                     .write_all(&encode_head(&res, None, true))
@@ -70,7 +70,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                     .is_ok()
                 {
                     let io = PrefixIo::new(prefix(buf), stream);
-                    ws::run(state, io, query).await;
+                    ws::run(state, io, query, mode).await;
                 }
                 return;
             }
@@ -128,7 +128,7 @@ fn ours(req: &httparse::Request<'_, '_>) -> Option<Parts> {
     }
     let path = req.path?;
     let route = path.split('?').next().unwrap_or("");
-    if route != "/ws" && !SUBSCRIBE_PATHS.contains(&route) {
+    if route != "/ws" && route != "/echo" && !SUBSCRIBE_PATHS.contains(&route) {
         return None;
     }
     let mut headers = HeaderMap::with_capacity(req.headers.len());
@@ -161,11 +161,13 @@ async fn serve_one(
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
     let keep_alive = !wants_close(&parts.headers);
-    let res = if parts.uri.path() == "/ws" {
+    let res = if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
         match cors::guard(&state.config, &parts.headers).and_then(|()| ws::check(state, &parts)) {
-            Ok((accept, query)) => return Ok(Next::Upgrade(accept, query)),
+            Ok((accept, query)) => return Ok(Next::Upgrade(accept, query, mode)),
             Err(res) => res,
         }
+    } else if parts.uri.path() == "/echo" {
+        routes::not_found("/echo")
     } else {
         // A long-poll waits here: give up at once if the client leaves.
         let handler = routes::subscribe(state, &parts);

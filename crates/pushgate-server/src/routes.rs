@@ -49,10 +49,19 @@ pub async fn route(
             cors::preflight(&state.config, req.headers())
         }
         (&Method::GET | &Method::HEAD, "/") if state.config.demo => demo::index(),
-        (_, "/ws") => match cors::guard(&state.config, req.headers()) {
-            Ok(()) => ws::handle(state.clone(), req).await,
-            Err(res) => res,
-        },
+        (_, "/ws" | "/echo") if websocket_mode(&state.config, &path).is_some() => {
+            match cors::guard(&state.config, req.headers()) {
+                Ok(()) => {
+                    ws::handle(
+                        state.clone(),
+                        req,
+                        websocket_mode(&state.config, &path).unwrap_or(ws::Mode::Commands),
+                    )
+                    .await
+                }
+                Err(res) => res,
+            }
+        }
         (&Method::GET, p) if SUBSCRIBE_PATHS.contains(&p) => {
             let (parts, _) = req.into_parts();
             subscribe(&state, &parts).await
@@ -102,6 +111,26 @@ pub async fn route(
         cors::decorate(&origin, &mut res);
     }
     Ok(res)
+}
+
+pub fn not_found(path: &str) -> Response<Body> {
+    error_status(
+        StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest,
+        format!(
+            "no such endpoint: {}",
+            path.chars().take(100).collect::<String>()
+        ),
+    )
+}
+
+/// The WebSocket endpoints: `/ws` always, `/echo` only with `--echo`.
+pub fn websocket_mode(config: &crate::config::Config, path: &str) -> Option<ws::Mode> {
+    match path {
+        "/ws" => Some(ws::Mode::Commands),
+        "/echo" if config.echo => Some(ws::Mode::Echo),
+        _ => None,
+    }
 }
 
 /// The GET endpoints that subscribe, which `crate::front` also serves itself.

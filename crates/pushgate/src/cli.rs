@@ -91,6 +91,10 @@ struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "PUSHGATE_LOG_JSON")]
     log_json: bool,
+    /// Expose /echo, a WebSocket echo through the /ws code path, for conformance
+    /// tests (Autobahn). Never in production.
+    #[arg(long, env = "PUSHGATE_ECHO")]
+    echo: bool,
     /// Do not serve the demo page or publish the demo clock.
     #[arg(long, env = "PUSHGATE_NO_DEMO")]
     no_demo: bool,
@@ -130,6 +134,7 @@ impl ServeArgs {
             c.api_key = self.api_key;
         }
         c.log_json |= self.log_json;
+        c.echo |= self.echo;
         if self.no_demo {
             c.demo = false;
         }

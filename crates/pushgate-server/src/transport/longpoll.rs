@@ -32,8 +32,7 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
             Ok(d) if d <= max => d,
             Ok(_) => {
                 return web::error(&Error::bad_request(format!(
-                    "timeout may be at most {} s (longpoll_max_timeout)",
-                    max.as_secs()
+                    "timeout may be at most {max:?} (longpoll_max_timeout)"
                 )))
             }
             Err(why) => return web::error(&Error::bad_request(format!("timeout: {why}"))),

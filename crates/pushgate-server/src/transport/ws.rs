@@ -48,7 +48,11 @@ pub fn check(state: &AppState, req: &Parts) -> Result<(String, SubscribeQuery), 
 pub use ws_handshake::switching_protocols;
 
 /// The hyper path: answer 101 and run the connection once hyper hands over the socket.
-pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<hyper::body::Incoming>,
+    mode: Mode,
+) -> Response<Body> {
     let (mut parts, _) = req.into_parts();
     let (accept, query) = match check(&state, &parts) {
         Ok(ok) => ok,
@@ -61,7 +65,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -
     };
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, TokioIo::new(upgraded), query).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), query, mode).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
@@ -87,12 +91,22 @@ enum Wake {
 }
 
 /// Runs one WebSocket connection after the 101 was sent.
-pub async fn run<S: Io>(state: Arc<AppState>, io: S, query: SubscribeQuery) {
+/// What a WebSocket connection does with the frames it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `/ws`: JSON commands.
+    Commands,
+    /// `/echo` (`--echo`, for conformance testing): every data frame is sent
+    /// back as it came, through the same loop, codec and limits as `/ws`.
+    Echo,
+}
+
+pub async fn run<S: Io>(state: Arc<AppState>, io: S, query: SubscribeQuery, mode: Mode) {
     let cfg = codec_config(state.config.max_message_size);
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
     let _open = state.metrics.connection(Transport::Ws);
     let mut conn = state.connection();
-    let end = serve(&state, &mut ws, &mut conn, query).await;
+    let end = serve(&state, &mut ws, &mut conn, query, mode).await;
     drop(conn);
     if let Err(End::Close(code, reason)) = end {
         let _ =
@@ -124,6 +138,7 @@ async fn serve<S: Io>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
     query: SubscribeQuery,
+    mode: Mode,
 ) -> Result<(), End> {
     let outbox = conn.outbox().clone();
     let mut out: Vec<Message> = Vec::new();
@@ -171,6 +186,10 @@ async fn serve<S: Io>(
                 idle.as_mut()
                     .reset(Instant::now() + state.config.ws_idle_timeout);
                 match msg {
+                    Message::Text(_) | Message::Binary(_) if mode == Mode::Echo => {
+                        out.push(msg);
+                        send(state, ws, &mut out, &outbox).await?;
+                    }
                     Message::Text(t) => {
                         command(state, conn, t.as_bytes(), &mut out).await;
                         send(state, ws, &mut out, &outbox).await?;
