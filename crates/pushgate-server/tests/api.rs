@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use pushgate_server::metrics::Transport;
 use serde_json::{json, Value};
 
 async fn post_publish(server: &TestServer, body: &'static str) -> (u16, Value) {
@@ -203,25 +204,10 @@ async fn healthz_answers_ok() {
     assert_eq!(head.status(), 200);
 }
 
-async fn metrics_text(server: &TestServer) -> String {
-    let res = server.get("/metrics").await;
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    res.text().await.unwrap()
-}
-
-fn metric(text: &str, series: &str) -> Option<i64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_open_connections_and_traffic() {
     let server = start().await;
-    let before = metrics_text(&server).await;
+    let before = server.metrics_text().await;
     assert_eq!(
         metric(&before, "pushgate_connections{transport=\"ws\"}"),
         Some(0)
@@ -236,12 +222,15 @@ async fn metrics_count_open_connections_and_traffic() {
     let mut sse = server.sse("channel=m").await;
     sse.expect_subscribed("m").await;
     // The WS counter is taken in the upgraded task, which may lag the 101.
-    wait_until("the WS connection to be counted", || server.open_ws() == 1).await;
+    wait_until("the WS connection to be counted", || {
+        server.open(Transport::Ws) == 1
+    })
+    .await;
     server.publish("m", json!(1)).await;
     ws.expect_messages("m", 1..=1).await;
     sse.expect_message("m", 1).await;
 
-    let during = metrics_text(&server).await;
+    let during = server.metrics_text().await;
     for (series, value) in [
         ("pushgate_connections{transport=\"ws\"}", 1),
         ("pushgate_connections{transport=\"sse\"}", 1),
@@ -260,8 +249,11 @@ async fn metrics_count_open_connections_and_traffic() {
     assert!(!during.contains("channel=\"m\""), "no channel labels");
 
     drop(ws);
-    wait_until("the WS connection to be released", || server.open_ws() == 0).await;
-    let after = metrics_text(&server).await;
+    wait_until("the WS connection to be released", || {
+        server.open(Transport::Ws) == 0
+    })
+    .await;
+    let after = server.metrics_text().await;
     assert_eq!(
         metric(&after, "pushgate_connections{transport=\"ws\"}"),
         Some(0)

@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pushgate_server::metrics::Transport;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -204,11 +205,17 @@ async fn client_close_is_answered_and_the_connection_is_released() {
     let server = start().await;
     let mut ws = server.ws("/ws?channel=bye").await;
     assert_subscribed(&ws.next_json().await, "bye");
-    wait_until("the WS connection to be counted", || server.open_ws() == 1).await;
+    wait_until("the WS connection to be counted", || {
+        server.open(Transport::Ws) == 1
+    })
+    .await;
     ws.send(Message::Close(None)).await;
     match ws.next_raw().await {
         Some(Ok(Message::Close(_))) => {}
         other => panic!("expected the server's Close reply, got {other:?}"),
     }
-    wait_until("the WS connection to be released", || server.open_ws() == 0).await;
+    wait_until("the WS connection to be released", || {
+        server.open(Transport::Ws) == 0
+    })
+    .await;
 }

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: a real server on an ephemeral
-//! port, a WebSocket client, a raw WebSocket client that never answers, an
-//! incremental SSE reader, and the publish API.
+//! port, a WebSocket client, a raw WebSocket client that never answers, raw
+//! HTTP/1.1 over one TCP connection, an incremental SSE reader, NDJSON and
+//! hidden-iframe stream readers, `/poll`/`/longpoll` bodies, and the publish API.
 //!
 //! Every wait is bounded by [`STEP`] and fails with a message naming what
 //! was awaited, so a broken server fails a test instead of hanging it.
@@ -17,6 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
+use pushgate_core::{ChannelName, MemoryBroker, MemoryBrokerConfig};
+use pushgate_server::metrics::Transport;
 use pushgate_server::state::AppState;
 use pushgate_server::{Config, Server};
 use serde_json::{json, Value};
@@ -57,6 +60,8 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
+    /// The server's broker, kept to look at its subscriber lists.
+    pub broker: Arc<MemoryBroker>,
     pub http: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -74,7 +79,16 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         ..Default::default()
     };
     configure(&mut config);
-    let server = Server::bind(config).await.expect("the server binds");
+    // `Server::bind` would build this same broker from the config; building
+    // it here keeps a handle that can count a channel's subscribers.
+    let broker = Arc::new(MemoryBroker::new(MemoryBrokerConfig {
+        history_size: config.history_size,
+        history_ttl_ms: config.history_ttl.as_millis() as u64,
+        ..Default::default()
+    }));
+    let server = Server::with_broker(config, broker.clone())
+        .await
+        .expect("the server binds");
     let addr = server.local_addr();
     let state = server.state();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -88,6 +102,7 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
     TestServer {
         addr,
         state,
+        broker,
         http,
         _stop: stop,
     }
@@ -203,33 +218,115 @@ impl TestServer {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
-        let res = within("the SSE response head", req.send())
-            .await
-            .expect("the SSE request is answered");
-        let status = res.status().as_u16();
-        if status != 200 {
-            let body = res.text().await.unwrap_or_default();
-            panic!("GET /sse?{query} answered {status}: {body}");
+        let body = self.open_stream_request(req, "text/event-stream").await;
+        Sse {
+            headers: body.headers.clone(),
+            body,
+            parser: SseParser::default(),
         }
-        let content_type = res
+    }
+
+    /// Open connections of transport `t` (pending requests for long-poll),
+    /// as counted by the server's metrics.
+    pub fn open(&self, t: Transport) -> i64 {
+        self.state.metrics.open_connections(t)
+    }
+
+    /// Subscribers the broker has on `channel`, over every transport.
+    pub fn subscribers(&self, channel: &str) -> usize {
+        self.broker
+            .subscriber_count(&ChannelName::new(channel).expect("a valid channel name"))
+    }
+
+    /// `GET /metrics`, checked to be the Prometheus text format.
+    pub async fn metrics_text(&self) -> String {
+        let res = self.get("/metrics").await;
+        assert_eq!(res.status(), 200);
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        within("the metrics body", res.text()).await.unwrap()
+    }
+
+    /// `GET {path}` on `/poll` or `/longpoll`; asserts a 200 poll body.
+    pub async fn poll(&self, path: &str) -> Polled {
+        let (status, body) = self.json_response(self.http.get(self.url(path))).await;
+        assert_eq!(status, 200, "GET {path} answered {body}");
+        Polled::from_json(body)
+    }
+
+    /// `POST /command` with `body`; returns status and the reply frame.
+    pub async fn command(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.json_response(self.http.post(self.url("/command")).body(body))
+            .await
+    }
+
+    /// Opens a streaming `GET {path}`; asserts 200 and `content_type`.
+    pub async fn open_stream(&self, path: &str, content_type: &str) -> BodyStream {
+        self.open_stream_request(self.http.get(self.url(path)), content_type)
+            .await
+    }
+
+    /// The same for a request built by the caller (extra headers).
+    pub async fn open_stream_request(
+        &self,
+        req: reqwest::RequestBuilder,
+        content_type: &str,
+    ) -> BodyStream {
+        let res = within("a streaming response head", req.send())
+            .await
+            .expect("the streaming request is answered");
+        let status = res.status().as_u16();
+        let url = res.url().to_string();
+        if status != 200 {
+            let body = within("an error body", res.text())
+                .await
+                .unwrap_or_default();
+            panic!("GET {url} answered {status}: {body}");
+        }
+        let got = res
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        assert_eq!(content_type, "text/event-stream");
-        Sse {
+        assert_eq!(got, content_type, "Content-Type of {url}");
+        BodyStream {
             headers: res.headers().clone(),
             body: res.bytes_stream().boxed(),
-            parser: SseParser::default(),
+            buf: Vec::new(),
         }
     }
 
-    /// Open WebSocket connections, as counted by the server's metrics.
-    pub fn open_ws(&self) -> i64 {
-        use pushgate_server::metrics::Transport;
-        self.state.metrics.open_connections(Transport::Ws)
+    /// Opens `GET /stream?{query}` (NDJSON).
+    pub async fn ndjson(&self, query: &str) -> Ndjson {
+        Ndjson(
+            self.open_stream(&format!("/stream?{query}"), "application/x-ndjson")
+                .await,
+        )
     }
+
+    /// Opens `GET /iframe?{query}&callback={callback}`.
+    pub async fn iframe(&self, query: &str, callback: &str) -> Iframe {
+        let body = self
+            .open_stream(
+                &format!("/iframe?{query}&callback={callback}"),
+                "text/html; charset=utf-8",
+            )
+            .await;
+        Iframe {
+            body,
+            callback: callback.to_owned(),
+            seen: 0,
+        }
+    }
+}
+
+/// The value of one series in a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 // ---------------------------------------------------------------------------
@@ -266,6 +363,56 @@ pub fn cursor(entries: &[(&str, &str, u64)]) -> String {
         );
     }
     c.encode()
+}
+
+/// The one-channel cursor standing right after message `v` (built from its
+/// `channel`, `epoch` and `offset`, as a client library does).
+pub fn cursor_after(v: &Value) -> String {
+    let field = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("no {k} in {v}"))
+            .to_owned()
+    };
+    let offset = v["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no offset in {v}"));
+    cursor(&[(&field("channel"), &field("epoch"), offset)])
+}
+
+/// A `/poll` or `/longpoll` body.
+#[derive(Debug)]
+pub struct Polled {
+    pub messages: Vec<Value>,
+    pub cursor: String,
+}
+
+impl Polled {
+    /// Checks the shape `{"messages":[…],"cursor":"…"}`.
+    pub fn from_json(v: Value) -> Polled {
+        let messages = v["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no messages array in {v}"))
+            .clone();
+        let cursor = v["cursor"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no cursor string in {v}"))
+            .to_owned();
+        Polled { messages, cursor }
+    }
+
+    /// (channel, offset) of every entry that is a message.
+    pub fn positions(&self) -> Vec<(String, u64)> {
+        self.messages
+            .iter()
+            .map(|m| {
+                assert_eq!(m["type"], "message", "{m}");
+                (
+                    m["channel"].as_str().unwrap().to_owned(),
+                    m["offset"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -411,32 +558,145 @@ pub async fn raw_request(
     request: &str,
     recv_buffer: Option<u32>,
 ) -> (TcpStream, String, Vec<u8>) {
-    let socket = TcpSocket::new_v4().expect("a socket");
-    if let Some(size) = recv_buffer {
-        socket
-            .set_recv_buffer_size(size)
-            .expect("SO_RCVBUF can be set");
+    let mut http = RawHttp::connect(addr, recv_buffer).await;
+    http.send(request).await;
+    let head = http.read_head().await;
+    (http.stream, head, http.buf)
+}
+
+/// HTTP/1.1 spoken by hand over one TCP connection: to reuse it for several
+/// requests, or to close it in the middle of one.
+pub struct RawHttp {
+    pub stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    pub buf: Vec<u8>,
+}
+
+/// A complete response read by [`RawHttp`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
-    let mut stream = within("a TCP connect", socket.connect(addr))
-        .await
-        .expect("the server accepts");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let head_end = within("a response head", async {
-        loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return i + 4;
-            }
-            let mut chunk = [0u8; 1024];
-            let n = stream.read(&mut chunk).await.expect("the response is read");
-            assert!(n > 0, "the server closed before a response head");
-            buf.extend_from_slice(&chunk[..n]);
+}
+
+impl RawHttp {
+    /// Connects, with a small receive buffer when asked.
+    pub async fn connect(addr: SocketAddr, recv_buffer: Option<u32>) -> RawHttp {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        if let Some(size) = recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .expect("SO_RCVBUF can be set");
         }
-    })
-    .await;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    buf.drain(..head_end);
-    (stream, head, buf)
+        let stream = within("a TCP connect", socket.connect(addr))
+            .await
+            .expect("the server accepts");
+        RawHttp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, request: &str) {
+        within("a request write", self.stream.write_all(request.as_bytes()))
+            .await
+            .expect("the request is written");
+    }
+
+    /// Writes `GET {path}` for this connection's server, keeping it open.
+    pub async fn send_get(&mut self, path: &str) {
+        let host = self.stream.peer_addr().expect("a connected socket");
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+            .await
+    }
+
+    /// Reads more bytes into `buf`; fails at EOF.
+    async fn fill(&mut self, what: &str) {
+        let mut chunk = [0u8; 4096];
+        let n = self
+            .stream
+            .read(&mut chunk)
+            .await
+            .expect("the response is read");
+        assert!(n > 0, "the server closed the connection before {what}");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// Reads a response head and removes it from `buf`.
+    pub async fn read_head(&mut self) -> String {
+        let head_end = within("a response head", async {
+            loop {
+                if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    return i + 4;
+                }
+                self.fill("a response head").await;
+            }
+        })
+        .await;
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end);
+        head
+    }
+
+    /// Reads one complete response, whose body has a `Content-Length`.
+    pub async fn read_response(&mut self) -> RawResponse {
+        let head = self.read_head().await;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head}"));
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+        within("a response body", async {
+            while self.buf.len() < len {
+                self.fill("the end of a response body").await;
+            }
+        })
+        .await;
+        let body = self.buf.drain(..len).collect();
+        RawResponse { status, head, body }
+    }
+
+    /// `GET {path}` on this connection, and its response.
+    pub async fn get(&mut self, path: &str) -> RawResponse {
+        self.send_get(path).await;
+        self.read_response().await
+    }
+
+    /// Waits for the server to close the connection, with nothing more sent.
+    pub async fn expect_closed(&mut self) {
+        assert!(self.buf.is_empty(), "unread bytes: {:?}", self.buf);
+        let mut chunk = [0u8; 1024];
+        let n = within("the server to close", self.stream.read(&mut chunk))
+            .await
+            .unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "more bytes: {:?}",
+            String::from_utf8_lossy(&chunk[..n])
+        );
+    }
 }
 
 impl RawWs {
@@ -597,7 +857,7 @@ impl SseParser {
 
 pub struct Sse {
     pub headers: reqwest::header::HeaderMap,
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    body: BodyStream,
     parser: SseParser,
 }
 
@@ -608,9 +868,9 @@ impl Sse {
             if let Some(item) = self.parser.next_item() {
                 return Some(item);
             }
-            match within("an SSE chunk", self.body.next()).await {
-                Some(Ok(chunk)) => self.parser.feed(&chunk),
-                Some(Err(_)) | None => return None,
+            match self.body.next_chunk().await {
+                Some(chunk) => self.parser.feed(&chunk),
+                None => return None,
             }
         }
     }
@@ -655,4 +915,197 @@ impl Sse {
     pub fn last_event_id(&self) -> &str {
         &self.parser.last_event_id
     }
+}
+
+// ---------------------------------------------------------------------------
+// Streaming response bodies: NDJSON (`/stream`) and the hidden iframe
+
+/// The body of a streaming response, read chunk by chunk.
+pub struct BodyStream {
+    pub headers: reqwest::header::HeaderMap,
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    /// Bytes read and not yet consumed (by [`BodyStream::next_line`]).
+    pub buf: Vec<u8>,
+}
+
+impl BodyStream {
+    /// The next chunk as the server sent it; `None` when the body ended.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        match within("a body chunk", self.body.next()).await {
+            Some(Ok(chunk)) => Some(chunk),
+            Some(Err(_)) | None => None,
+        }
+    }
+
+    /// Appends the next chunk to `buf`; fails when the body ended.
+    pub async fn fill(&mut self) {
+        match self.next_chunk().await {
+            Some(chunk) => self.buf.extend_from_slice(&chunk),
+            None => panic!(
+                "the stream ended; unconsumed: {}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    /// The next `\n`-terminated line, without the `\n`.
+    pub async fn next_line(&mut self) -> String {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=nl).collect();
+                line.pop();
+                return String::from_utf8(line).expect("lines are UTF-8");
+            }
+            self.fill().await;
+        }
+    }
+}
+
+/// `GET /stream`: one JSON object per line.
+pub struct Ndjson(pub BodyStream);
+
+impl Ndjson {
+    /// The next line, which must be one JSON object (keep-alive pings included).
+    pub async fn next_line_json(&mut self) -> Value {
+        let line = self.0.next_line().await;
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("NDJSON line is not JSON ({e}): {line:?}"));
+        assert!(v.is_object(), "NDJSON line is not an object: {line}");
+        v
+    }
+
+    /// The next object that is not a `ping`.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let v = self.next_line_json().await;
+            if v["type"] != "ping" {
+                return v;
+            }
+        }
+    }
+
+    pub async fn expect_subscribed(&mut self, channel: &str) -> Value {
+        let v = self.next_json().await;
+        assert_subscribed(&v, channel);
+        v
+    }
+
+    /// Reads messages `offsets` of `channel`, in order; returns them whole.
+    pub async fn expect_messages(
+        &mut self,
+        channel: &str,
+        offsets: std::ops::RangeInclusive<u64>,
+    ) -> Vec<Value> {
+        let mut out = Vec::new();
+        for offset in offsets {
+            let v = self.next_json().await;
+            assert_message(&v, channel, offset);
+            out.push(v);
+        }
+        out
+    }
+}
+
+/// `GET /iframe`: an HTML document that grows by one `<script>` per event.
+pub struct Iframe {
+    pub body: BodyStream,
+    pub callback: String,
+    /// Calls already returned by [`Iframe::next_calls`].
+    seen: usize,
+}
+
+/// The closing tag the server writes after every call.
+const SCRIPT_END: &[u8] = b"</script>";
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+impl Iframe {
+    /// Everything received so far.
+    pub fn document(&self) -> String {
+        String::from_utf8(self.body.buf.clone()).expect("the document is UTF-8")
+    }
+
+    /// The document up to its last complete `</script>` (a chunk may end
+    /// in the middle of one).
+    pub fn complete_document(&self) -> String {
+        let mut text = self.document();
+        let end = text.rfind("</script>").map_or(0, |i| i + SCRIPT_END.len());
+        text.truncate(end);
+        text
+    }
+
+    /// Reads until `n` more `</script>` tags than already returned arrived,
+    /// parses the document, and returns the JSON argument of each new call.
+    pub async fn next_calls(&mut self, n: usize) -> Vec<Value> {
+        let want = self.seen + n;
+        while count(&self.body.buf, SCRIPT_END) < want {
+            self.body.fill().await;
+        }
+        let text = self.complete_document();
+        let calls = script_calls(&text, &self.callback);
+        assert!(
+            calls.len() >= want,
+            "{} scripts for {} closing tags in {text}",
+            calls.len(),
+            count(text.as_bytes(), SCRIPT_END)
+        );
+        let new = calls[self.seen..want].to_vec();
+        self.seen = want;
+        new
+    }
+
+    pub async fn next_call(&mut self) -> Value {
+        self.next_calls(1).await.remove(0)
+    }
+
+    pub async fn expect_subscribed(&mut self, channel: &str) -> Value {
+        let v = self.next_call().await;
+        assert_subscribed(&v, channel);
+        v
+    }
+
+    /// Reads messages `offsets` of `channel`, in order; returns them whole.
+    pub async fn expect_messages(
+        &mut self,
+        channel: &str,
+        offsets: std::ops::RangeInclusive<u64>,
+    ) -> Vec<Value> {
+        let n = offsets.clone().count();
+        let calls = self.next_calls(n).await;
+        for (v, offset) in calls.iter().zip(offsets) {
+            assert_message(v, channel, offset);
+        }
+        calls
+    }
+}
+
+/// Parses `html` as a browser would and returns the text of every `<script>`.
+pub fn script_texts(html: &str) -> Vec<String> {
+    let doc = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse("script").expect("a valid selector");
+    doc.select(&selector)
+        .map(|el| el.text().collect())
+        .collect()
+}
+
+/// The argument of every `<script>` of `html`, each of which must be
+/// exactly `parent.CALLBACK(<json>);`.
+pub fn script_calls(html: &str, callback: &str) -> Vec<Value> {
+    let prefix = format!("parent.{callback}(");
+    script_texts(html)
+        .iter()
+        .map(|code| {
+            let arg = code
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(");"))
+                .unwrap_or_else(|| panic!("script is not a {prefix}…); call: {code:?}"));
+            serde_json::from_str(arg)
+                .unwrap_or_else(|e| panic!("the argument is not JSON ({e}): {arg:?}"))
+        })
+        .collect()
 }
