@@ -42,6 +42,9 @@ pub enum Drained {
     Events,
     /// The subscriber fell behind its queue capacity.
     Overflowed,
+    /// The server is shutting down and everything queued was delivered:
+    /// end the connection with a "reconnect" signal.
+    ShutDown,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,7 @@ struct State {
     queue: VecDeque<OutboxEvent>,
     waker: Option<Waker>,
     overflowed: bool,
+    shut_down: bool,
 }
 
 impl Outbox {
@@ -104,6 +108,9 @@ impl Outbox {
             return Poll::Ready(Drained::Overflowed);
         }
         if st.queue.is_empty() {
+            if st.shut_down {
+                return Poll::Ready(Drained::ShutDown);
+            }
             if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.waker = Some(cx.waker().clone());
             }
@@ -130,6 +137,19 @@ impl Outbox {
             st.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Tells the connection to end once what is queued is delivered
+    /// (graceful shutdown); wakes it.
+    pub fn shut_down(&self) {
+        let waker = {
+            let mut st = self.lock();
+            st.shut_down = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Takes what is queued without waiting.
@@ -206,6 +226,28 @@ mod tests {
             })
             .collect();
         assert_eq!(offs, vec![1, 2]);
+    }
+
+    #[test]
+    fn shut_down_ends_after_the_queue_is_delivered() {
+        let ob = Outbox::new(4);
+        let flag = Arc::new(Flag(Default::default()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert!(ob.poll_drain(&mut cx, &mut out).is_pending());
+        ob.push(msg(1));
+        ob.shut_down();
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            ob.poll_drain(&mut cx, &mut out),
+            Poll::Ready(Drained::Events)
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            ob.poll_drain(&mut cx, &mut out),
+            Poll::Ready(Drained::ShutDown)
+        );
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Log as JSON lines rather than human-readable text.
     pub log_json: bool,
+    /// On SIGTERM or Ctrl-C: how long to wait for connections to end after
+    /// telling them to (WebSocket 1012, streams ended, long-polls answered).
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
     /// Serve the demo page at `/` and publish the time on channel `clock`.
     pub demo: bool,
     /// Expose `/echo`, a WebSocket that sends every frame back through the
@@ -77,6 +81,7 @@ impl Default for Config {
             outbox_capacity: 1024,
             max_subscriptions: 128,
             log_json: false,
+            shutdown_timeout: Duration::from_secs(10),
             demo: true,
             echo: false,
         }

@@ -71,6 +71,9 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
 
 /// WebSocket close codes pushgate sends (documented in `docs/protocol.md`).
 pub mod close {
+    /// The server is shutting down or restarting (RFC 6455 "service restart"):
+    /// reconnect, here or elsewhere, and resume.
+    pub const RESTART: u16 = 1012;
     /// The connection fell behind its send queue: reconnect and resume with your cursor.
     pub const RESUME: u16 = 4000;
     /// Nothing was received for `ws_idle_timeout`.

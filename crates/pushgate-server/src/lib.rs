@@ -22,6 +22,7 @@ pub mod error;
 pub mod front;
 pub mod metrics;
 pub mod prefix_io;
+pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod state;

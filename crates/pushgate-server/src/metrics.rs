@@ -58,6 +58,8 @@ pub struct Metrics {
     publish_errors: AtomicU64,
     commands: AtomicU64,
     command_errors: AtomicU64,
+    /// Woken whenever a connection closes; graceful shutdown waits on it.
+    closed: tokio::sync::Notify,
 }
 
 impl Metrics {
@@ -96,6 +98,24 @@ impl Metrics {
 
     pub fn open_connections(&self, t: Transport) -> i64 {
         self.connections[t.index()].load(Relaxed)
+    }
+
+    /// Open connections of every transport.
+    pub fn open_total(&self) -> i64 {
+        self.connections.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Waits until no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open_total() <= 0 {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// The Prometheus text exposition.
@@ -183,5 +203,6 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.metrics.connections[self.t.index()].fetch_sub(1, Relaxed);
+        self.metrics.closed.notify_waiters();
     }
 }

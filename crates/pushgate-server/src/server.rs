@@ -58,7 +58,10 @@ impl Server {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then shuts down gracefully:
+    /// WebSockets are closed with 1012, event streams end, waiting
+    /// long-polls are answered, and this returns when they are gone or
+    /// after `shutdown_timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let Server { listener, state } = self;
         let addr = listener.local_addr().map_err(Error::io)?;
@@ -93,8 +96,21 @@ impl Server {
             let _ = stream.set_nodelay(true);
             tokio::spawn(crate::front::serve(stream, peer, state.clone()));
         }
+        // Graceful shutdown: stop accepting (the listener is dropped here),
+        // tell every connection to end, and wait for them, within a deadline.
+        drop(listener);
         background.abort_all();
-        tracing::info!("pushgate stopped");
+        let open = state.metrics.open_total();
+        tracing::info!(open, "shutting down: closing connections");
+        state.registry.shut_down_all();
+        let deadline = state.config.shutdown_timeout;
+        match tokio::time::timeout(deadline, state.metrics.all_closed()).await {
+            Ok(()) => tracing::info!("pushgate stopped"),
+            Err(_) => tracing::warn!(
+                left = state.metrics.open_total(),
+                "pushgate stopped with connections still open after shutdown_timeout"
+            ),
+        }
         Ok(())
     }
 }

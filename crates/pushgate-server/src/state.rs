@@ -7,11 +7,14 @@ use pushgate_core::{Broker, Connection, Limits};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 pub struct AppState {
     pub config: Config,
     pub broker: Arc<dyn Broker>,
     pub metrics: Arc<Metrics>,
+    /// Live connections, for graceful shutdown.
+    pub registry: Arc<Registry>,
     next_subscriber: AtomicU64,
 }
 
@@ -21,6 +24,7 @@ impl AppState {
             config,
             broker,
             metrics: Arc::new(Metrics::default()),
+            registry: Arc::new(Registry::default()),
             next_subscriber: AtomicU64::new(1),
         })
     }

@@ -91,6 +91,9 @@ struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "PUSHGATE_LOG_JSON")]
     log_json: bool,
+    /// On SIGTERM/Ctrl-C, how long to wait for connections to end [default: 10s].
+    #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", value_parser = duration)]
+    shutdown_timeout: Option<Duration>,
     /// Expose /echo, a WebSocket echo through the /ws code path, for conformance
     /// tests (Autobahn). Never in production.
     #[arg(long, env = "PUSHGATE_ECHO")]
@@ -123,6 +126,7 @@ impl ServeArgs {
             sse_retry,
             longpoll_timeout,
             longpoll_max_timeout,
+            shutdown_timeout,
             max_message_size,
             outbox_capacity,
             max_subscriptions

@@ -59,6 +59,7 @@ pub async fn respond(
     }
     if let (true, Some(timeout)) = (emits.is_empty(), wait) {
         let _waiting = state.metrics.connection(transport);
+        let _registered = state.registry.register(conn.outbox());
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let outbox = conn.outbox().clone();
@@ -79,7 +80,7 @@ pub async fn respond(
                 }
                 // Overflowed: answer with what was accepted; the cursor still
                 // stands before anything dropped, so the next request catches up.
-                Some(Drained::Overflowed) | None => break,
+                Some(Drained::Overflowed | Drained::ShutDown) | None => break,
             }
         }
     }

@@ -18,6 +18,7 @@ use pushgate_core::{ChannelName, Connection, OutboxEvent};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
+use crate::registry::Registration;
 use crate::state::AppState;
 use crate::web::{self, Body};
 
@@ -106,6 +107,7 @@ pub struct EventStream {
     metrics: Arc<Metrics>,
     transport: Transport,
     _open: ConnectionGuard,
+    _registered: Registration,
 }
 
 impl EventStream {
@@ -119,6 +121,7 @@ impl EventStream {
         let every = state.config.stream_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let conn_outbox = &conn.outbox().clone();
         EventStream {
             conn: Some(conn),
             encoder,
@@ -127,6 +130,7 @@ impl EventStream {
             metrics: state.metrics.clone(),
             transport,
             _open: state.metrics.connection(transport),
+            _registered: state.registry.register(conn_outbox),
         }
     }
 
@@ -164,6 +168,10 @@ impl EventStream {
         loop {
             let mut events: Vec<OutboxEvent> = Vec::new();
             match conn.outbox().clone().poll_drain(cx, &mut events) {
+                Poll::Ready(Drained::ShutDown) => {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(Drained::Overflowed) => {
                     self.fell_behind();
                     return Poll::Ready(None);

@@ -106,6 +106,7 @@ pub async fn run<S: Io>(state: Arc<AppState>, io: S, query: SubscribeQuery, mode
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
     let _open = state.metrics.connection(Transport::Ws);
     let mut conn = state.connection();
+    let _registered = state.registry.register(conn.outbox());
     let end = serve(&state, &mut ws, &mut conn, query, mode).await;
     drop(conn);
     if let Err(End::Close(code, reason)) = end {
@@ -182,6 +183,12 @@ async fn serve<S: Io>(
                 send(state, ws, &mut out, &outbox).await?;
             }
             Wake::Outbox(Drained::Overflowed) => return Err(fell_behind(state)),
+            Wake::Outbox(Drained::ShutDown) => {
+                return Err(End::Close(
+                    close::RESTART,
+                    "server restarting: reconnect and resume from your cursor",
+                ));
+            }
             Wake::Frame(Some(Ok(msg))) => {
                 idle.as_mut()
                     .reset(Instant::now() + state.config.ws_idle_timeout);

@@ -63,7 +63,8 @@ pub struct TestServer {
     /// The server's broker, kept to look at its subscriber lists.
     pub broker: Arc<MemoryBroker>,
     pub http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    run: Option<tokio::task::JoinHandle<Result<(), pushgate_server::Error>>>,
 }
 
 /// Starts a server with the test defaults (ephemeral port, no demo).
@@ -92,7 +93,7 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
     let addr = server.local_addr();
     let state = server.state();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
+    let run = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::builder()
@@ -104,11 +105,28 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         state,
         broker,
         http,
-        _stop: stop,
+        stop: Some(stop),
+        run: Some(run),
     }
 }
 
 impl TestServer {
+    /// Sends the shutdown signal (as SIGTERM would) without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for `Server::run` to return after a shutdown signal.
+    pub async fn stopped(&mut self) {
+        let run = self.run.take().expect("the server is running");
+        within("the server to stop", run)
+            .await
+            .expect("the server task does not panic")
+            .expect("the server stops cleanly");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
