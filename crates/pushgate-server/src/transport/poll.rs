@@ -2,6 +2,7 @@
 //! once with `{"messages":[…],"cursor":"…"}`. Long polling (`longpoll`) is the
 //! same request that waits for the first message; both share `respond`.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
@@ -93,21 +94,16 @@ pub async fn respond(
         // The common long-poll answer: shared by every one-channel poller.
         [Emit::Message(p)] if conn.session().len() == 1 => p.poll_single().clone(),
         _ => {
-            let resets: Vec<String> = emits
-                .iter()
-                .filter_map(|e| match e {
-                    Emit::Reset { channel, position } => Some(encode_reset(channel, position)),
-                    Emit::Message(_) => None,
-                })
-                .collect();
-            let mut resets = resets.iter();
-            let entries: Vec<&[u8]> = emits
+            let entries: Vec<Cow<'_, [u8]>> = emits
                 .iter()
                 .map(|e| match e {
-                    Emit::Message(p) => &p.json()[..],
-                    Emit::Reset { .. } => resets.next().map_or(&b"null"[..], |r| r.as_bytes()),
+                    Emit::Message(p) => Cow::Borrowed(&p.json()[..]),
+                    Emit::Reset { channel, position } => {
+                        Cow::Owned(encode_reset(channel, position).into_bytes())
+                    }
                 })
                 .collect();
+            let entries: Vec<&[u8]> = entries.iter().map(|e| e.as_ref()).collect();
             poll::body(&entries, &conn.session().cursor().encode())
         }
     };
