@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod client_js;
 pub mod config;
 pub mod cors;
 pub mod demo;

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use pushgate_core::ErrorKind;
 
 use crate::api;
+use crate::client_js;
 use crate::cors;
 use crate::demo;
 use crate::state::AppState;
@@ -20,6 +21,7 @@ use crate::web::{error_status, Body};
 /// Paths and the methods they accept, for 405 answers.
 const ROUTES: &[(&str, &str)] = &[
     ("/", "GET, HEAD"),
+    ("/pushgate.js", "GET, HEAD"),
     ("/ws", "GET"),
     ("/sse", "GET, OPTIONS"),
     ("/stream", "GET, OPTIONS"),
@@ -49,6 +51,7 @@ pub async fn route(
             cors::preflight(&state.config, req.headers())
         }
         (&Method::GET | &Method::HEAD, "/") if state.config.demo => demo::index(),
+        (&Method::GET | &Method::HEAD, "/pushgate.js") => client_js::serve(),
         (_, "/ws" | "/echo") if websocket_mode(&state.config, &path).is_some() => {
             match cors::guard(&state.config, req.headers()) {
                 Ok(()) => {

@@ -1,0 +1,224 @@
+// Type declarations for pushgate.js (hand-written; keep in step with the file).
+
+/** Every transport the client knows. */
+export type TransportName = "websocket" | "sse" | "stream" | "longpoll" | "poll" | "iframe";
+
+/** Every transport, best first. */
+export const TRANSPORTS: readonly TransportName[];
+
+/** The default `options.transports`: websocket, sse, longpoll, poll, iframe. */
+export const DEFAULT_TRANSPORTS: readonly TransportName[];
+
+export type State = "connecting" | "connected" | "reconnecting" | "disconnected" | "offline";
+
+/** Where a client stands in one channel. */
+export interface Position {
+  /** The channel's history lifetime id (1–32 of `A-Z a-z 0-9 - _`). */
+  epoch: string;
+  /** The last offset processed; 0 is "before the first message". */
+  offset: number;
+}
+
+/** A published message, as every transport delivers it. */
+export interface Message<T = unknown> {
+  type: "message";
+  channel: string;
+  offset: number;
+  epoch: string;
+  /** The publisher's JSON value; a `Uint8Array` when `encoding` is `"binary"`. */
+  data: T;
+  /** The publisher's event name, when it gave one. */
+  event?: string;
+  /** Present for binary publications, on every transport: `data` is then a `Uint8Array`. */
+  encoding?: "binary";
+  /** The server may add fields; ignore what you do not know. */
+  [field: string]: unknown;
+}
+
+/** Messages between the previous position and `offset` are gone: reload your state. */
+export interface ResetEvent {
+  type: "reset";
+  channel: string;
+  epoch: string;
+  /** The client now stands here; live messages follow. */
+  offset: number;
+}
+
+/** The server's reply to a publish. */
+export interface Published {
+  type: "published";
+  channel: string;
+  epoch: string;
+  offset: number;
+  /** The command id the client used (WebSocket and /command echo it). */
+  id?: number | string;
+}
+
+export interface StateChange {
+  state: State;
+  /** `connecting`: the transport being tried; `connected`: the one in use. */
+  transport?: TransportName;
+  /** `reconnecting`: backoff attempts since the last stable connection (1, 2, …). */
+  attempt?: number;
+  /** `reconnecting`: ms until the next try. */
+  delay?: number;
+  /** `reconnecting`: why the connection ended or could not open, when known. */
+  error?: Error;
+}
+
+export interface PushgateOptions {
+  /** Tried in this order. Default `["websocket", "sse", "longpoll", "poll", "iframe"]`. */
+  transports?: TransportName[];
+  /** ms for a transport to deliver its first frame before the next is tried. Default 5000. */
+  openTimeout?: number;
+  /** Backoff base, ms. Default 500. */
+  minDelay?: number;
+  /** Backoff ceiling, ms. Default 30000. */
+  maxDelay?: number;
+  /** ms connected before the backoff attempt counter resets. Default 10000. */
+  stableAfter?: number;
+  /** ms without a sign of life that means a dead connection. Default 45000. */
+  heartbeatTimeout?: number;
+  /** ms between WebSocket `ping` commands. Default 20000. */
+  pingInterval?: number;
+  /** ms between short polls. Default 2000. */
+  pollInterval?: number;
+  /** ms the server holds a long poll (sent as `timeout=`). Default 25000. */
+  longpollTimeout?: number;
+  /** ms between tries of a better transport while connected; 0 never upgrades. Default 60000. */
+  upgradeInterval?: number;
+  /** Publishes kept while disconnected, at most `max` (default 100); `false` rejects them with `offline`. */
+  offlineQueue?: { max?: number } | boolean;
+  /** Bytes; bigger publishes reject with `too_large` without being sent. Default 65536. */
+  maxMessageSize?: number;
+  /** Publisher event names to listen for on SSE (EventSource only hands over names it listens for). Default []. */
+  sseEvents?: string[];
+  /** A saved `pg.cursor()`: subscriptions to its channels resume after it. Default "". */
+  cursor?: string;
+  /** Start with the transport that last worked in this tab (sessionStorage). Default true. */
+  rememberTransport?: boolean;
+  /** Connect right away (in a microtask). Default true; otherwise call `connect()`. */
+  autoConnect?: boolean;
+  /** WebSocket constructor to use. Default `globalThis.WebSocket`. */
+  WebSocket?: unknown;
+  /** EventSource constructor to use. Default `globalThis.EventSource`. */
+  EventSource?: unknown;
+  /** fetch to use. Default `globalThis.fetch`. */
+  fetch?: typeof fetch;
+}
+
+export interface PushgateEvents {
+  state: StateChange;
+  message: Message;
+  reset: ResetEvent;
+  error: PushgateError;
+  /** The number of publishes queued or awaiting their reply. */
+  pending: number;
+}
+
+/**
+ * An error with a machine-readable code: the server's (`invalid_channel`,
+ * `too_large`, `forbidden`, …) or the client's (`offline`, `queue_full`,
+ * `disconnected`, `closed`, `unavailable`, `bad_json`).
+ */
+export class PushgateError extends Error {
+  constructor(code: string, message: string, frame?: object);
+  readonly name: "PushgateError";
+  code: string;
+  /** The server's error frame, when there was one. */
+  frame: object | undefined;
+}
+
+export class Pushgate {
+  /**
+   * @param baseUrl e.g. `"http://127.0.0.1:7070"`; `""` for the page's origin.
+   *   A path prefix is kept (`"https://example.com/push"`).
+   */
+  constructor(baseUrl?: string, options?: PushgateOptions);
+
+  readonly state: State;
+  /** The transport in use while connected, else null. */
+  readonly transport: TransportName | null;
+  /** Publishes queued or awaiting their reply. */
+  readonly pending: number;
+
+  /** `base64url(channel).epoch.offset` per subscribed channel with a known position, joined by `~`. */
+  cursor(): string;
+
+  /** @returns a function that removes the listener */
+  on<K extends keyof PushgateEvents>(type: K, listener: (event: PushgateEvents[K]) => void): () => void;
+  /** Removes one listener, or all of `type` without `listener`. */
+  off<K extends keyof PushgateEvents>(type: K, listener?: (event: PushgateEvents[K]) => void): void;
+
+  /**
+   * @throws {TypeError} for an invalid channel name
+   * @returns a function that unsubscribes this handler
+   */
+  subscribe<T = unknown>(channel: string, onMessage: (message: Message<T>) => void): () => void;
+
+  /** Rejects with a `PushgateError` carrying the server's (or the client's) `code`. */
+  publish(channel: string, data: unknown, options?: { event?: string }): Promise<Published>;
+
+  /** Starts connecting; only needed with `autoConnect: false` or after `close()`. */
+  connect(): void;
+  /** Closes every connection, stops reconnecting; queued publishes reject with `closed`. */
+  close(): void;
+}
+
+export default Pushgate;
+
+// --- The pure pieces, exported for tests and for other clients ---------------
+
+export function isValidChannel(name: unknown): boolean;
+export function isValidEvent(name: unknown): boolean;
+
+/** Exponential backoff with full jitter: `floor(random() * min(maxDelay, minDelay * 2^attempt))`. */
+export function backoffDelay(
+  attempt: number,
+  options?: { minDelay?: number; maxDelay?: number },
+  random?: () => number,
+): number;
+
+/** Standard base64, or base64url without padding when `urlSafe`. */
+export function bytesToBase64(bytes: Uint8Array, urlSafe?: boolean): string;
+/** Decodes standard or URL-safe base64, padded or not. @throws {TypeError} */
+export function base64ToBytes(text: string): Uint8Array;
+
+/** The server's cursor format; `""` for no entries. */
+export function encodeCursor(entries: Iterable<[string, Position]>): string;
+/** @throws {PushgateError} code `invalid_cursor` */
+export function decodeCursor(cursor: string): Map<string, Position>;
+
+/** A WebSocket binary frame (JSON header, `\n`, raw bytes) as a message with `data: Uint8Array`. */
+export function decodeBinaryFrame(buffer: ArrayBuffer): Message<Uint8Array>;
+
+/** Per-channel positions, de-duplication and reset detection. */
+export class PositionTracker {
+  constructor();
+  track(channel: string, position?: Position | null): void;
+  untrack(channel: string): void;
+  has(channel: string): boolean;
+  get(channel: string): Position | null | undefined;
+  channels(): string[];
+  cursor(channels?: Iterable<string>): string;
+  /** What the application should see for a server frame, in order: [], [message] or [reset, message]. */
+  accept(frame: unknown): Array<Message | ResetEvent>;
+  /** Fills unknown positions from a server cursor. */
+  learn(cursor: string): void;
+}
+
+/** The bounded, ordered publish queue. */
+export class OfflineQueue {
+  constructor(options?: { max?: number; enabled?: boolean });
+  max: number;
+  enabled: boolean;
+  readonly size: number;
+  readonly inFlight: number;
+  readonly pending: number;
+  readonly connected: boolean;
+  onchange: ((pending: number) => void) | null;
+  push(command: object): Promise<any>;
+  setConnected(connected: boolean): void;
+  flush(send: (command: object) => Promise<any>, window?: number, key?: unknown): void;
+  rejectWaiting(code: string, message: string): void;
+}

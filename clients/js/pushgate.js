@@ -1,0 +1,1756 @@
+// pushgate.js — the browser client for pushgate. One dependency-free ES module;
+// the server serves this exact file at /pushgate.js.
+//
+//   import { Pushgate } from "/pushgate.js";
+//   const pg = new Pushgate("");            // "" = same origin
+//   const stop = pg.subscribe("news", (m) => console.log(m.data));
+//   await pg.publish("chat", { text: "hi" });
+//
+// The wire format is docs/protocol.md. Nothing here touches `window` or
+// `document` at import time, so Node can import the pure helpers for tests.
+
+// ---------------------------------------------------------------------------
+// Names and errors
+// ---------------------------------------------------------------------------
+
+/** The server's channel naming rule: 1–255 of these ASCII characters. */
+const CHANNEL_RE = /^[A-Za-z0-9_\-.:@/=+#$!~*]{1,255}$/;
+/** The server's event naming rule. */
+const EVENT_RE = /^[A-Za-z0-9_\-.:]{1,64}$/;
+/** Every transport this file knows, best first. */
+export const TRANSPORTS = Object.freeze(["websocket", "sse", "stream", "longpoll", "poll", "iframe"]);
+
+/** @param {unknown} name */
+export function isValidChannel(name) {
+  return typeof name === "string" && CHANNEL_RE.test(name);
+}
+
+/** @param {unknown} name */
+export function isValidEvent(name) {
+  return typeof name === "string" && EVENT_RE.test(name);
+}
+
+/**
+ * An error with a machine-readable `code`: the server's error code
+ * (`invalid_channel`, `too_large`, …) or one of the client's own
+ * (`offline`, `queue_full`, `disconnected`, `closed`, `unavailable`).
+ */
+export class PushgateError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {object} [frame] the server's error frame, when there was one
+   */
+  constructor(code, message, frame) {
+    super(message);
+    this.name = "PushgateError";
+    /** @type {string} */
+    this.code = code;
+    /** @type {object | undefined} */
+    this.frame = frame;
+  }
+}
+
+/** @param {any} frame a `{"type":"error",…}` frame */
+function errorFromFrame(frame) {
+  return new PushgateError(String(frame.code || "error"), String(frame.message || frame.code || "error"), frame);
+}
+
+// ---------------------------------------------------------------------------
+// Base64 (standard and URL-safe): cursors and binary data
+// ---------------------------------------------------------------------------
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/** Decoding table accepting both alphabets, so one decoder serves both uses. */
+const B64_INDEX = (() => {
+  const t = new Int16Array(128).fill(-1);
+  for (let i = 0; i < 64; i++) t[B64.charCodeAt(i)] = i;
+  t["-".charCodeAt(0)] = 62;
+  t["_".charCodeAt(0)] = 63;
+  return t;
+})();
+
+/**
+ * @param {Uint8Array} bytes
+ * @param {boolean} [urlSafe] RFC 4648 §5 alphabet without padding (cursors)
+ * @returns {string}
+ */
+export function bytesToBase64(bytes, urlSafe = false) {
+  let out = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + B64[n & 63];
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i] << 16;
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + "==";
+  } else if (rest === 2) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + "=";
+  }
+  return urlSafe ? out.replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") : out;
+}
+
+/**
+ * Decodes standard or URL-safe base64, with or without padding.
+ * @param {string} text
+ * @returns {Uint8Array}
+ * @throws {TypeError} on a character outside both alphabets or a bad length
+ */
+export function base64ToBytes(text) {
+  const s = text.replace(/=+$/, "");
+  if (s.length % 4 === 1) throw new TypeError("invalid base64 length");
+  const out = new Uint8Array(Math.floor((s.length * 3) / 4));
+  let bits = 0;
+  let acc = 0;
+  let o = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    const v = c < 128 ? B64_INDEX[c] : -1;
+    if (v < 0) throw new TypeError("invalid base64 character");
+    acc = (acc << 6) | v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >> bits) & 255;
+    }
+  }
+  return out;
+}
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+// ---------------------------------------------------------------------------
+// Cursors: `base64url(channel).epoch.offset` entries joined by `~`
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {object} Position where a client stands in one channel
+ * @property {string} epoch  the channel's history lifetime id
+ * @property {number} offset the last offset processed (0 = before the first message)
+ */
+
+/**
+ * Builds a cursor string, exactly the server's format (docs/protocol.md).
+ * @param {Iterable<[string, Position]>} entries channel → position, in order
+ * @returns {string} `""` for no entries
+ */
+export function encodeCursor(entries) {
+  const parts = [];
+  for (const [channel, pos] of entries) {
+    parts.push(`${bytesToBase64(utf8.encode(channel), true)}.${pos.epoch}.${pos.offset}`);
+  }
+  return parts.join("~");
+}
+
+/**
+ * Parses a cursor string into channel → position, in the cursor's order.
+ * @param {string} cursor
+ * @returns {Map<string, Position>}
+ * @throws {PushgateError} code `invalid_cursor` when malformed
+ */
+export function decodeCursor(cursor) {
+  /** @type {Map<string, Position>} */
+  const out = new Map();
+  if (!cursor) return out;
+  for (const entry of cursor.split("~")) {
+    const parts = entry.split(".");
+    const bad = (why) => new PushgateError("invalid_cursor", `cursor entry ${JSON.stringify(entry)}: ${why}`);
+    if (parts.length !== 3) throw bad("expected channel.epoch.offset");
+    const [ch, epoch, off] = parts;
+    let channel;
+    try {
+      if (!/^[A-Za-z0-9_-]+$/.test(ch)) throw new TypeError("not base64url");
+      channel = utf8Decoder.decode(base64ToBytes(ch));
+    } catch {
+      throw bad("channel is not base64url");
+    }
+    if (!isValidChannel(channel)) throw bad("not a valid channel name");
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(epoch)) throw bad("bad epoch");
+    if (!/^(0|[1-9][0-9]{0,15})$/.test(off)) throw bad("bad offset");
+    if (out.has(channel)) throw bad("channel named twice");
+    out.set(channel, { epoch, offset: Number(off) });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Position tracking and de-duplication (the client's mirror of the server's
+// core::session rules)
+// ---------------------------------------------------------------------------
+
+/**
+ * Knows, per subscribed channel, the last position processed, and decides
+ * what each server frame means. Two transports may run at once during an
+ * upgrade and a reconnect replays from the cursor, so the same message can
+ * arrive twice: only the first is delivered.
+ */
+export class PositionTracker {
+  constructor() {
+    /** @type {Map<string, Position | null>} null: subscribed, position not known yet */
+    this._pos = new Map();
+  }
+
+  /**
+   * Starts tracking a channel, optionally from a known position (a saved cursor).
+   * @param {string} channel
+   * @param {Position | null} [position]
+   */
+  track(channel, position = null) {
+    if (!this._pos.has(channel)) this._pos.set(channel, position ? { ...position } : null);
+  }
+
+  /** Forgets a channel: a later subscription starts live. @param {string} channel */
+  untrack(channel) {
+    this._pos.delete(channel);
+  }
+
+  /** @param {string} channel */
+  has(channel) {
+    return this._pos.has(channel);
+  }
+
+  /** @param {string} channel @returns {Position | null | undefined} */
+  get(channel) {
+    const p = this._pos.get(channel);
+    return p ? { ...p } : p;
+  }
+
+  /** @returns {string[]} tracked channels, in subscription order */
+  channels() {
+    return [...this._pos.keys()];
+  }
+
+  /**
+   * The cursor over the given (default: all) channels whose position is known.
+   * @param {Iterable<string>} [channels]
+   */
+  cursor(channels = this._pos.keys()) {
+    /** @type {[string, Position][]} */
+    const entries = [];
+    for (const c of channels) {
+      const p = this._pos.get(c);
+      if (p) entries.push([c, p]);
+    }
+    return encodeCursor(entries);
+  }
+
+  /**
+   * Applies one server frame and returns what the application should see,
+   * in order: nothing (a duplicate, or a channel no longer tracked), the
+   * message, or a reset followed by the message.
+   * @param {any} frame
+   * @returns {any[]}
+   */
+  accept(frame) {
+    switch (frame && frame.type) {
+      case "message":
+        return this._message(frame);
+      case "reset":
+        return this._reset(frame);
+      case "subscribed":
+        this._subscribed(frame);
+        return [];
+      default:
+        return [];
+    }
+  }
+
+  /**
+   * Fills in unknown positions from a server cursor (the polls' `cursor`):
+   * after a live-start poll, that is the only way to learn where one stands.
+   * Known positions are kept — they are at least as far as this answer.
+   * @param {string} cursor
+   */
+  learn(cursor) {
+    for (const [channel, pos] of decodeCursor(cursor)) {
+      if (this._pos.get(channel) === null) this._pos.set(channel, pos);
+    }
+  }
+
+  _message(m) {
+    if (!this._pos.has(m.channel)) return [];
+    const last = this._pos.get(m.channel);
+    const next = { epoch: m.epoch, offset: m.offset };
+    if (!last) {
+      // The first thing known about this channel (a live start): nothing to compare.
+      this._pos.set(m.channel, next);
+      return [m];
+    }
+    if (m.epoch === last.epoch) {
+      if (m.offset <= last.offset) return [];
+      if (m.offset === last.offset + 1) {
+        this._pos.set(m.channel, next);
+        return [m];
+      }
+    }
+    // A new epoch or a hole: something was lost. Never hide it (same rule as the server).
+    this._pos.set(m.channel, next);
+    const reset = { type: "reset", channel: m.channel, epoch: m.epoch, offset: m.offset - 1 };
+    return [reset, m];
+  }
+
+  _reset(r) {
+    if (!this._pos.has(r.channel)) return [];
+    // The server's word is the truth: it could not honour our position.
+    this._pos.set(r.channel, { epoch: r.epoch, offset: r.offset });
+    return [r];
+  }
+
+  _subscribed(s) {
+    // Only a live start learns from `subscribed`. With a known position the
+    // server resumes after it (or sends a `reset`), so ours stays right.
+    if (this._pos.get(s.channel) === null) {
+      this._pos.set(s.channel, { epoch: s.epoch, offset: s.offset });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backoff
+// ---------------------------------------------------------------------------
+
+/**
+ * Exponential backoff with full jitter: a uniformly random delay in
+ * `[0, min(maxDelay, minDelay · 2^attempt))`. Full jitter spreads a crowd of
+ * clients reconnecting after a server restart instead of synchronising them.
+ * @param {number} attempt 0 for the first retry
+ * @param {{minDelay?: number, maxDelay?: number}} [options] ms; defaults 500 and 30000
+ * @param {() => number} [random] in [0, 1); injectable for tests
+ * @returns {number} whole milliseconds
+ */
+export function backoffDelay(attempt, { minDelay = 500, maxDelay = 30000 } = {}, random = Math.random) {
+  const ceiling = Math.min(maxDelay, minDelay * 2 ** Math.max(0, Math.min(attempt, 52)));
+  return Math.floor(random() * ceiling);
+}
+
+// ---------------------------------------------------------------------------
+// The offline queue
+// ---------------------------------------------------------------------------
+
+/**
+ * Holds commands (publishes) until they can be sent, sends them in order and
+ * settles each caller's promise with the server's reply.
+ *
+ * `max` bounds the commands waiting to be sent; beyond it `push` rejects with
+ * `queue_full`. When disabled, nothing waits for a connection: `push` while
+ * disconnected rejects with `offline`, and going offline rejects what waits.
+ */
+export class OfflineQueue {
+  /** @param {{max?: number, enabled?: boolean}} [options] */
+  constructor({ max = 100, enabled = true } = {}) {
+    this.max = max;
+    this.enabled = enabled;
+    /** @type {{command: object, resolve: (v: any) => void, reject: (e: any) => void}[]} */
+    this._waiting = [];
+    this._inFlight = 0;
+    /** the key (transport) the in-flight commands went out on */
+    this._inFlightKey = undefined;
+    this._connected = false;
+    /** @type {((command: object) => Promise<any>) | null} */
+    this._send = null;
+    this._window = 1;
+    this._key = undefined;
+    /** Called with `pending` whenever it changes. @type {((pending: number) => void) | null} */
+    this.onchange = null;
+  }
+
+  /** Commands waiting to be sent. */
+  get size() {
+    return this._waiting.length;
+  }
+
+  /** Commands sent and awaiting their reply. */
+  get inFlight() {
+    return this._inFlight;
+  }
+
+  /** Waiting plus in flight: what a UI shows as "sending…". */
+  get pending() {
+    return this._waiting.length + this._inFlight;
+  }
+
+  get connected() {
+    return this._connected;
+  }
+
+  /**
+   * Queues a command. Resolves with the reply `send` produced for it.
+   * @param {object} command
+   * @returns {Promise<any>}
+   */
+  push(command) {
+    if (!this.enabled && !this._connected) {
+      return Promise.reject(new PushgateError("offline", "not connected (the offline queue is off)"));
+    }
+    if (this._waiting.length >= this.max) {
+      return Promise.reject(new PushgateError("queue_full", `more than ${this.max} messages wait to be sent`));
+    }
+    const p = new Promise((resolve, reject) => this._waiting.push({ command, resolve, reject }));
+    this._changed();
+    this._pump();
+    return p;
+  }
+
+  /**
+   * Marks the link up or down. Down with the queue disabled rejects the
+   * waiting commands (they were never meant to outlive a connection).
+   * @param {boolean} connected
+   */
+  setConnected(connected) {
+    this._connected = connected;
+    if (!connected && !this.enabled) this.rejectWaiting("offline", "the connection was lost before sending");
+    if (connected) this._pump();
+  }
+
+  /**
+   * Sends what waits, in order, with at most `window` commands awaiting a reply.
+   * `send` must throw synchronously when it cannot send now (the command then
+   * stays first in line) and otherwise return a promise of the reply.
+   * Commands never overtake across keys: a new transport starts sending only
+   * once the previous one's in-flight commands are answered.
+   * @param {(command: object) => Promise<any>} send
+   * @param {number} [window]
+   * @param {unknown} [key] identifies the transport `send` uses
+   */
+  flush(send, window = 1, key = undefined) {
+    this._send = send;
+    this._window = Math.max(1, window);
+    this._key = key;
+    this._pump();
+  }
+
+  /** Rejects every waiting command. @param {string} code @param {string} message */
+  rejectWaiting(code, message) {
+    const waiting = this._waiting.splice(0);
+    for (const item of waiting) item.reject(new PushgateError(code, message));
+    if (waiting.length) this._changed();
+  }
+
+  _pump() {
+    while (this._connected && this._send && this._waiting.length) {
+      if (this._inFlight >= this._window) return;
+      if (this._inFlight > 0 && this._inFlightKey !== this._key) return;
+      const item = this._waiting[0];
+      let reply;
+      try {
+        reply = this._send(item.command);
+      } catch {
+        return; // cannot send now; retried on the next flush
+      }
+      this._waiting.shift();
+      this._inFlight++;
+      this._inFlightKey = this._key;
+      Promise.resolve(reply)
+        .then(item.resolve, item.reject)
+        .finally(() => {
+          this._inFlight--;
+          this._changed();
+          this._pump();
+        });
+    }
+  }
+
+  _changed() {
+    if (this.onchange) this.onchange(this.pending);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Small utilities
+// ---------------------------------------------------------------------------
+
+/** A minimal event emitter whose listeners cannot break the client. */
+class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+  }
+
+  on(type, fn) {
+    if (typeof fn !== "function") throw new TypeError("listener must be a function");
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+  }
+
+  off(type, fn) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    if (fn) set.delete(fn);
+    else set.clear();
+  }
+
+  emit(type, arg) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) safeCall(fn, arg);
+  }
+}
+
+/**
+ * Calls an application callback; an exception is reported (as an uncaught
+ * error, so it shows in the console and `window.onerror`) but does not stop
+ * the delivery of the next message.
+ */
+function safeCall(fn, arg) {
+  try {
+    fn(arg);
+  } catch (err) {
+    setTimeout(() => {
+      throw err;
+    });
+  }
+}
+
+function now() {
+  return Date.now();
+}
+
+/** `?channel=a&channel=b&since=…` — channel names may hold `+ / = # $`. */
+function subscribeQuery(channels, since, extra = {}) {
+  const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
+  if (since) parts.push(`since=${encodeURIComponent(since)}`);
+  for (const [k, v] of Object.entries(extra)) parts.push(`${k}=${encodeURIComponent(v)}`);
+  return `?${parts.join("&")}`;
+}
+
+/**
+ * Turns a server frame's base64 `data` into bytes, so a binary publication
+ * looks the same on every transport: `encoding: "binary"`, `data: Uint8Array`.
+ */
+function normalizeBinary(frame) {
+  if (frame && frame.type === "message" && frame.encoding === "base64" && typeof frame.data === "string") {
+    frame.data = base64ToBytes(frame.data);
+    frame.encoding = "binary";
+  }
+  return frame;
+}
+
+/**
+ * Decodes a WebSocket binary frame: the JSON header (no `data`), one `\n`,
+ * then the raw bytes (docs/protocol.md, "Binary data").
+ * @param {ArrayBuffer} buffer
+ */
+export function decodeBinaryFrame(buffer) {
+  const bytes = new Uint8Array(buffer);
+  const nl = bytes.indexOf(10);
+  if (nl < 0) throw new TypeError("binary frame without a header");
+  const frame = JSON.parse(utf8Decoder.decode(bytes.subarray(0, nl)));
+  frame.data = bytes.slice(nl + 1);
+  return frame;
+}
+
+/** Parses one text frame/line/event; a garbled one is skipped, not fatal. */
+function parseJson(text) {
+  try {
+    return normalizeBinary(JSON.parse(text));
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Transports
+//
+// Every transport reports to its owner through two hooks:
+//   frame(obj)  — any server object (subscribed, message, reset, pong, …)
+//   dead(err)   — it stopped for good; the owner decides what comes next
+// and offers open(), update(channels) for a new channel set, send(command)
+// (a promise of the reply; throws at once when it cannot send) and close().
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {object} TransportContext
+ * @property {string} base        http(s) base URL without a trailing slash
+ * @property {Required<PushgateOptions>} options
+ * @property {() => string[]} channels       the channels to subscribe now
+ * @property {(channels?: string[]) => string} since the cursor to resume from
+ * @property {{frame: (obj: any) => void, dead: (err: Error) => void}} hooks
+ */
+
+/** Base of every transport: idempotent death and closing. */
+class Transport {
+  /** @param {TransportContext} ctx */
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.closed = false;
+    /** Commands that may await a reply at once (publishes pipelined). */
+    this.window = 1;
+  }
+
+  /**
+   * Whether the link must be dead, judged by the watchdog. By default: nothing
+   * received for `timeout` ms (the server sends keep-alives every 15 s).
+   * Transports override it where keep-alives are invisible or where silence
+   * is expected.
+   * @param {number} lastSeen when the last frame arrived
+   * @param {number} at now
+   * @param {number} timeout `heartbeatTimeout`
+   */
+  isDead(lastSeen, at, timeout) {
+    return at - lastSeen > timeout;
+  }
+
+  /** Starts connecting. @abstract */
+  open() {}
+
+  /** The channel set changed. @abstract @param {string[]} channels */
+  update(channels) {}
+
+  /**
+   * Sends a command; throws at once when it cannot be sent now.
+   * @abstract @param {object} command @returns {Promise<any>}
+   */
+  send(command) {
+    throw new PushgateError("disconnected", "not connected");
+  }
+
+  _frame(obj) {
+    if (!this.closed && obj) this.ctx.hooks.frame(obj);
+  }
+
+  _die(err) {
+    if (this.closed) return;
+    this.close();
+    this.ctx.hooks.dead(err instanceof Error ? err : new PushgateError("disconnected", String(err)));
+  }
+
+  close() {
+    this.closed = true;
+  }
+}
+
+/** WebSocket: commands as JSON text frames, binary messages as binary frames. */
+class WebSocketTransport extends Transport {
+  constructor(ctx) {
+    super(ctx);
+    this.name = "websocket";
+    this.window = 16; // one socket keeps order, so publishes may be pipelined
+    /** @type {Map<number, {resolve: Function, reject: Function}>} */
+    this._pending = new Map();
+    this._nextId = 1;
+    /** channels the server has been asked to subscribe */
+    this._subscribed = new Set();
+    this._ws = null;
+    this._pingTimer = null;
+    /** when the oldest ping still without any frame after it was sent; 0 if none */
+    this._unansweredSince = 0;
+  }
+
+  /**
+   * Dead when silent for `timeout` and a ping has gone unanswered for a while.
+   * Requiring the unanswered ping matters in background tabs, where browsers
+   * run timers as rarely as once a minute: a long silence there is ours (no
+   * ping was sent), not the connection's.
+   */
+  isDead(lastSeen, at, timeout) {
+    const pingUnanswered = this._unansweredSince > 0 && at - this._unansweredSince >= Math.min(5000, timeout);
+    return at - lastSeen > timeout && pingUnanswered;
+  }
+
+  open() {
+    const Ws = this.ctx.options.WebSocket;
+    const url = this.ctx.base.replace(/^http/, "ws") + "/ws";
+    let ws;
+    try {
+      ws = new Ws(url);
+    } catch (err) {
+      queueMicrotask(() => this._die(err));
+      return;
+    }
+    this._ws = ws;
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => this._onOpen();
+    ws.onmessage = (e) => this._onMessage(e.data);
+    ws.onclose = (e) => this._die(new PushgateError("disconnected", `WebSocket closed (${e.code}${e.reason ? " " + e.reason : ""})`));
+    ws.onerror = () => this._die(new PushgateError("disconnected", "WebSocket error"));
+  }
+
+  _onOpen() {
+    // A ping right away: its pong proves frames flow end to end, even with no
+    // channels (a proxy may accept the upgrade and then pass nothing).
+    this._ping();
+    this._pingTimer = setInterval(() => this._ping(), this.ctx.options.pingInterval);
+    this.update(this.ctx.channels());
+  }
+
+  _ping() {
+    if (!this._unansweredSince) this._unansweredSince = now();
+    this._sendRaw({ type: "ping" });
+  }
+
+  _onMessage(data) {
+    this._unansweredSince = 0; // any frame answers: the connection is alive
+    let frame;
+    try {
+      frame = typeof data === "string" ? parseJson(data) : decodeBinaryFrame(data);
+    } catch {
+      frame = null;
+    }
+    if (!frame) return;
+    const waiter = typeof frame.id === "number" ? this._pending.get(frame.id) : undefined;
+    if (waiter) {
+      this._pending.delete(frame.id);
+      if (frame.type === "error") waiter.reject(errorFromFrame(frame));
+      else waiter.resolve(frame);
+    }
+    this._frame(frame);
+  }
+
+  /** Subscribes and unsubscribes so that the server's set equals `channels`. */
+  update(channels) {
+    if (!this._isOpen()) return; // _onOpen subscribes to the set of that moment
+    const want = new Set(channels);
+    for (const c of this._subscribed) {
+      if (!want.has(c)) {
+        this._subscribed.delete(c);
+        this._sendRaw({ type: "unsubscribe", channel: c });
+      }
+    }
+    for (const c of want) {
+      if (this._subscribed.has(c)) continue;
+      this._subscribed.add(c);
+      const since = this.ctx.since([c]);
+      this._sendRaw(since ? { type: "subscribe", channel: c, since } : { type: "subscribe", channel: c });
+    }
+  }
+
+  send(command) {
+    if (!this._isOpen()) throw new PushgateError("disconnected", "not connected");
+    const id = this._nextId++;
+    const reply = new Promise((resolve, reject) => this._pending.set(id, { resolve, reject }));
+    this._ws.send(JSON.stringify({ ...command, id }));
+    return reply;
+  }
+
+  /** Commands awaiting a reply; a retired link closes once this is 0. */
+  get inFlight() {
+    return this._pending.size;
+  }
+
+  _isOpen() {
+    return !this.closed && this._ws !== null && this._ws.readyState === 1;
+  }
+
+  _sendRaw(obj) {
+    if (this._isOpen()) this._ws.send(JSON.stringify(obj));
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    clearInterval(this._pingTimer);
+    if (this._ws) {
+      this._ws.onopen = this._ws.onmessage = this._ws.onclose = this._ws.onerror = null;
+      try {
+        this._ws.close(1000);
+      } catch {
+        /* already closing */
+      }
+    }
+    for (const w of this._pending.values()) w.reject(new PushgateError("disconnected", "the connection closed before the reply"));
+    this._pending.clear();
+  }
+}
+
+/**
+ * The HTTP transports: they receive on a GET and send with POST /command.
+ * A new channel set means restarting the GET with the new list and the
+ * current cursor. With no channel at all there is nothing to GET; the link is
+ * proved with a `ping` command and then sits idle.
+ */
+class HttpTransport extends Transport {
+  constructor(ctx) {
+    super(ctx);
+    this._channels = [];
+    /** bumped on every restart so answers to a superseded request are ignored */
+    this._gen = 0;
+  }
+
+  /** With no channel there is no receiving request, so no silence to judge. */
+  isDead(lastSeen, at, timeout) {
+    return this._channels.length > 0 && super.isDead(lastSeen, at, timeout);
+  }
+
+  open() {
+    this.update(this.ctx.channels());
+  }
+
+  update(channels) {
+    if (this.closed) return;
+    const same = channels.length === this._channels.length && channels.every((c, i) => c === this._channels[i]);
+    if (same && this._gen > 0) return;
+    this._channels = [...channels];
+    this._gen++;
+    this._stop();
+    if (this._channels.length === 0) this._probe(this._gen);
+    else this._start(this._gen, this._channels, this.ctx.since(this._channels));
+  }
+
+  /** Opens the receiving request(s). @abstract */
+  _start(gen, channels, since) {}
+
+  /** Ends the receiving request(s). @abstract */
+  _stop() {}
+
+  async _probe(gen) {
+    try {
+      const pong = await this.send({ type: "ping" });
+      if (gen === this._gen) this._frame(pong);
+    } catch (err) {
+      if (gen === this._gen) this._die(err);
+    }
+  }
+
+  _current(gen) {
+    return !this.closed && gen === this._gen;
+  }
+
+  send(command) {
+    if (this.closed) throw new PushgateError("disconnected", "not connected");
+    return postCommand(this.ctx, command);
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    this._gen++;
+    this._stop();
+  }
+}
+
+/**
+ * POST /command: one command, its reply frame as the response.
+ * @returns {Promise<any>} the reply; rejects with the server's error code
+ */
+async function postCommand(ctx, command) {
+  let res;
+  try {
+    res = await ctx.options.fetch(`${ctx.base}/command`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(command),
+      cache: "no-store",
+    });
+  } catch (err) {
+    throw new PushgateError("disconnected", `POST /command failed: ${err && err.message}`);
+  }
+  const frame = await readJson(res);
+  if (frame.type === "error") throw errorFromFrame(frame);
+  return frame;
+}
+
+/** The JSON body of a pushgate answer; anything else (a proxy's page) is `unavailable`. */
+async function readJson(res) {
+  let body;
+  try {
+    body = await res.json();
+  } catch {
+    throw new PushgateError("unavailable", `HTTP ${res.status} without a pushgate answer`);
+  }
+  if (!res.ok && (!body || body.type !== "error")) {
+    throw new PushgateError("unavailable", `HTTP ${res.status}`);
+  }
+  return body;
+}
+
+/**
+ * Server-Sent Events with `EventSource`.
+ *
+ * EventSource hands a named event only to listeners registered for that
+ * name, and a message published with an event name arrives as
+ * `event: <name>`. So this transport listens for `message`, `subscribed`,
+ * `reset` and every name in `options.sseEvents`; messages under other names
+ * never reach the page, show up as a hole, and the hole becomes a `reset`.
+ * List your event names, or prefer a transport without the limit.
+ *
+ * EventSource also hides the `: ping` keep-alives, so the heartbeat watchdog
+ * cannot see this stream; the browser's own error detection is relied on.
+ * Its automatic reconnect is not used: on an error the stream is closed and
+ * the client reconnects with its cursor and its backoff.
+ */
+class SseTransport extends HttpTransport {
+  constructor(ctx) {
+    super(ctx);
+    this.name = "sse";
+    this._es = null;
+  }
+
+  isDead() {
+    return false;
+  }
+
+  _start(gen, channels, since) {
+    const Es = this.ctx.options.EventSource;
+    let es;
+    try {
+      es = new Es(this.ctx.base + "/sse" + subscribeQuery(channels, since));
+    } catch (err) {
+      queueMicrotask(() => this._die(err));
+      return;
+    }
+    this._es = es;
+    const onEvent = (e) => {
+      if (this._current(gen)) this._frame(parseJson(e.data));
+    };
+    const names = new Set(["message", "subscribed", "reset", ...this.ctx.options.sseEvents]);
+    for (const name of names) es.addEventListener(name, onEvent);
+    es.onerror = () => {
+      if (this._current(gen)) this._die(new PushgateError("disconnected", "the event stream failed"));
+    };
+  }
+
+  _stop() {
+    if (this._es) {
+      this._es.onerror = null;
+      this._es.close();
+      this._es = null;
+    }
+  }
+}
+
+/** NDJSON over fetch and a ReadableStream: every object, pings included, is seen. */
+class StreamTransport extends HttpTransport {
+  constructor(ctx) {
+    super(ctx);
+    this.name = "stream";
+    this._abort = null;
+  }
+
+  _start(gen, channels, since) {
+    const abort = new AbortController();
+    this._abort = abort;
+    this._read(gen, this.ctx.base + "/stream" + subscribeQuery(channels, since), abort.signal).then(
+      () => this._current(gen) && this._die(new PushgateError("disconnected", "the stream ended")),
+      (err) => this._current(gen) && this._die(err),
+    );
+  }
+
+  async _read(gen, url, signal) {
+    const res = await this.ctx.options.fetch(url, { signal, cache: "no-store" });
+    if (!res.ok) throw errorFromFrame(await readJson(res));
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || !this._current(gen)) return;
+      buffered += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line && this._current(gen)) this._frame(parseJson(line));
+      }
+    }
+  }
+
+  _stop() {
+    if (this._abort) this._abort.abort();
+    this._abort = null;
+  }
+}
+
+/**
+ * Polling, short or long. Each answer is `{messages, cursor}`; the messages
+ * go through the tracker and the cursor teaches it live-start positions. The
+ * next request resumes from the client's cursor.
+ */
+class PollTransport extends HttpTransport {
+  /** @param {TransportContext} ctx @param {boolean} long */
+  constructor(ctx, long) {
+    super(ctx);
+    this.name = long ? "longpoll" : "poll";
+    this._long = long;
+    this._abort = null;
+    this._timer = null;
+    /** when the outstanding request started; 0 while waiting between short polls */
+    this._requestedAt = 0;
+  }
+
+  /**
+   * A long poll is answered at least every `longpollTimeout`. A short poll is
+   * silent between requests by design (and its timer may be throttled in a
+   * background tab), so only a request outstanding for `timeout` counts.
+   */
+  isDead(lastSeen, at, timeout) {
+    if (this._channels.length === 0) return false;
+    if (this._long) return at - lastSeen > Math.max(timeout, this.ctx.options.longpollTimeout + 10000);
+    return this._requestedAt > 0 && at - this._requestedAt > timeout;
+  }
+
+  _start(gen, channels) {
+    // The first request is always a short poll: it answers at once, which
+    // proves the transport within `openTimeout` and learns live positions.
+    this._request(gen, channels, false);
+  }
+
+  async _request(gen, channels, long) {
+    const opts = this.ctx.options;
+    const since = this.ctx.since(channels);
+    const url = long
+      ? this.ctx.base + "/longpoll" + subscribeQuery(channels, since, { timeout: `${opts.longpollTimeout}ms` })
+      : this.ctx.base + "/poll" + subscribeQuery(channels, since);
+    const abort = new AbortController();
+    this._abort = abort;
+    this._requestedAt = now();
+    let body;
+    try {
+      const res = await opts.fetch(url, { signal: abort.signal, cache: "no-store" });
+      body = await readJson(res);
+    } catch (err) {
+      if (this._current(gen)) this._die(err);
+      return;
+    }
+    if (!this._current(gen)) return;
+    this._requestedAt = 0;
+    if (body.type === "error") return this._die(errorFromFrame(body));
+    for (const m of body.messages || []) this._frame(normalizeBinary(m));
+    // A private frame: the owner feeds it to PositionTracker.learn().
+    this._frame({ type: "$cursor", cursor: body.cursor || "" });
+    if (!this._current(gen)) return;
+    if (this._long) this._request(gen, channels, true);
+    else this._timer = setTimeout(() => this._current(gen) && this._request(gen, channels, false), opts.pollInterval);
+  }
+
+  _stop() {
+    if (this._abort) this._abort.abort();
+    this._abort = null;
+    this._requestedAt = 0;
+    clearTimeout(this._timer);
+  }
+}
+
+/**
+ * The hidden-iframe "forever frame": `/iframe?…&callback=NAME` calls
+ * `parent.NAME(obj)` once per object. Same-origin only (browsers forbid the
+ * `parent.` call across origins). The keep-alive comments are invisible to
+ * the page, so the watchdog does not watch it; the iframe's `load` event
+ * (the document ended) means the stream died. The document grows with every
+ * message, so it is replaced after `IFRAME_RECYCLE` objects.
+ */
+const IFRAME_RECYCLE = 1000;
+let iframeSeq = 0;
+
+class IframeTransport extends HttpTransport {
+  constructor(ctx) {
+    super(ctx);
+    this.name = "iframe";
+    this._iframe = null;
+    this._callback = null;
+  }
+
+  isDead() {
+    return false;
+  }
+
+  _start(gen, channels, since) {
+    const doc = globalThis.document;
+    const name = `__pushgate_${++iframeSeq}_${Math.random().toString(36).slice(2, 10)}`;
+    let count = 0;
+    globalThis[name] = (obj) => {
+      if (!this._current(gen)) return;
+      this._frame(normalizeBinary(obj));
+      if (++count >= IFRAME_RECYCLE && this._current(gen)) this._recycle();
+    };
+    this._callback = name;
+    const iframe = doc.createElement("iframe");
+    iframe.style.display = "none";
+    iframe.setAttribute("aria-hidden", "true");
+    iframe.onload = () => this._current(gen) && this._die(new PushgateError("disconnected", "the iframe stream ended"));
+    iframe.src = this.ctx.base + "/iframe" + subscribeQuery(channels, since, { callback: name });
+    (doc.body || doc.documentElement).appendChild(iframe);
+    this._iframe = iframe;
+  }
+
+  _recycle() {
+    this._gen++;
+    this._stop();
+    this._start(this._gen, this._channels, this.ctx.since(this._channels));
+  }
+
+  _stop() {
+    if (this._iframe) {
+      this._iframe.onload = null;
+      this._iframe.remove();
+      this._iframe = null;
+    }
+    if (this._callback) {
+      // Left as a no-op rather than deleted: a script already parsed in the
+      // dying document may still call it.
+      globalThis[this._callback] = () => {};
+      const name = this._callback;
+      setTimeout(() => delete globalThis[name], 1000);
+      this._callback = null;
+    }
+  }
+}
+
+/** @returns {string | null} why `name` cannot run here, or null if it can */
+function unavailableReason(name, options, base) {
+  const g = globalThis;
+  switch (name) {
+    case "websocket":
+      return options.WebSocket ? null : "no WebSocket";
+    case "sse":
+      if (!options.fetch) return "no fetch";
+      return options.EventSource ? null : "no EventSource";
+    case "stream":
+      return options.fetch && typeof ReadableStream === "function" ? null : "no fetch streams";
+    case "longpoll":
+    case "poll":
+      return options.fetch ? null : "no fetch";
+    case "iframe":
+      if (!options.fetch) return "no fetch";
+      if (!g.document || !g.location) return "no document";
+      return new URL(base).origin === g.location.origin ? null : "iframe needs the same origin";
+    default:
+      return "unknown transport";
+  }
+}
+
+function createTransport(name, ctx) {
+  switch (name) {
+    case "websocket":
+      return new WebSocketTransport(ctx);
+    case "sse":
+      return new SseTransport(ctx);
+    case "stream":
+      return new StreamTransport(ctx);
+    case "longpoll":
+      return new PollTransport(ctx, true);
+    case "poll":
+      return new PollTransport(ctx, false);
+    case "iframe":
+      return new IframeTransport(ctx);
+    default:
+      throw new TypeError(`unknown transport ${name}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {"websocket" | "sse" | "stream" | "longpoll" | "poll" | "iframe"} TransportName
+ * @typedef {"connecting" | "connected" | "reconnecting" | "disconnected" | "offline"} State
+ *
+ * @typedef {object} PushgateOptions
+ * @property {TransportName[]} [transports] tried in this order; default websocket, sse, longpoll, poll, iframe
+ * @property {number} [openTimeout] ms for a transport to deliver its first frame (5000)
+ * @property {number} [minDelay] backoff base, ms (500)
+ * @property {number} [maxDelay] backoff ceiling, ms (30000)
+ * @property {number} [stableAfter] ms connected before the backoff resets (10000)
+ * @property {number} [heartbeatTimeout] ms of silence that means a dead connection (45000)
+ * @property {number} [pingInterval] ms between WebSocket pings (20000)
+ * @property {number} [pollInterval] ms between short polls (2000)
+ * @property {number} [longpollTimeout] ms the server holds a long poll (25000; keep it below heartbeatTimeout)
+ * @property {number} [upgradeInterval] ms between tries of a better transport; 0 = never (60000)
+ * @property {{max?: number} | boolean} [offlineQueue] publishes kept while disconnected ({max: 100}); false = reject at once
+ * @property {number} [maxMessageSize] bytes; bigger publishes are refused locally (65536, the server's default)
+ * @property {string[]} [sseEvents] publisher event names to listen for on SSE ([])
+ * @property {string} [cursor] a saved `pg.cursor()` to resume from ("")
+ * @property {boolean} [rememberTransport] keep the working transport in sessionStorage (true)
+ * @property {boolean} [autoConnect] connect in the constructor (true)
+ * @property {any} [WebSocket] constructor to use (globalThis.WebSocket)
+ * @property {any} [EventSource] constructor to use (globalThis.EventSource)
+ * @property {typeof fetch} [fetch] function to use (globalThis.fetch)
+ */
+
+/** The default transport order. @type {readonly TransportName[]} */
+export const DEFAULT_TRANSPORTS = Object.freeze(["websocket", "sse", "longpoll", "poll", "iframe"]);
+
+/** @returns {Required<PushgateOptions>} */
+function withDefaults(options) {
+  const g = globalThis;
+  /** @type {any} */
+  const o = {
+    transports: [...DEFAULT_TRANSPORTS],
+    openTimeout: 5000,
+    minDelay: 500,
+    maxDelay: 30000,
+    stableAfter: 10000,
+    heartbeatTimeout: 45000,
+    pingInterval: 20000,
+    pollInterval: 2000,
+    longpollTimeout: 25000,
+    upgradeInterval: 60000,
+    offlineQueue: { max: 100 },
+    maxMessageSize: 64 * 1024,
+    sseEvents: [],
+    cursor: "",
+    rememberTransport: true,
+    autoConnect: true,
+    WebSocket: g.WebSocket,
+    EventSource: g.EventSource,
+    fetch: typeof g.fetch === "function" ? g.fetch.bind(g) : undefined,
+  };
+  for (const [k, v] of Object.entries(options || {})) if (v !== undefined) o[k] = v;
+  for (const name of o.transports) if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport ${JSON.stringify(name)}`);
+  for (const name of o.sseEvents) if (!isValidEvent(name)) throw new TypeError(`invalid event name ${JSON.stringify(name)}`);
+  return o;
+}
+
+/** Resolves `""` or a relative base against the page; strips a trailing slash. */
+function resolveBase(baseUrl) {
+  const loc = globalThis.location;
+  let url;
+  try {
+    url = new URL(baseUrl || "/", loc && loc.href);
+  } catch {
+    throw new TypeError(`baseUrl ${JSON.stringify(baseUrl)} must be absolute outside a browser page`);
+  }
+  url.search = "";
+  url.hash = "";
+  return url.href.replace(/\/+$/, "");
+}
+
+/** sessionStorage may be missing, disabled or throwing (sandboxes, privacy modes). */
+function storage() {
+  try {
+    const s = globalThis.sessionStorage;
+    return s && typeof s.getItem === "function" ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One link: a transport plus what the client knows about it.
+ * @typedef {object} Link
+ * @property {Transport & {name: string}} transport
+ * @property {"primary" | "candidate" | "retired"} role
+ * @property {boolean} established  a first frame arrived
+ * @property {number} establishedAt
+ * @property {number} lastSeen       when the last frame arrived
+ * @property {any} openTimer
+ */
+
+export class Pushgate {
+  /**
+   * @param {string} [baseUrl] e.g. `http://127.0.0.1:7070`; `""` for the page's origin
+   * @param {PushgateOptions} [options]
+   */
+  constructor(baseUrl = "", options = {}) {
+    this._opts = withDefaults(options);
+    this._base = resolveBase(baseUrl);
+    this._events = new Emitter();
+    /** @type {Map<string, Set<(m: any) => void>>} */
+    this._handlers = new Map();
+    this._tracker = new PositionTracker();
+    /** positions from `options.cursor`, used when their channel is subscribed */
+    this._seed = new Map();
+    try {
+      this._seed = decodeCursor(this._opts.cursor);
+    } catch (err) {
+      // A damaged saved cursor must not stop the app: start live, and say so
+      // once listeners can hear it.
+      queueMicrotask(() => this._events.emit("error", err));
+    }
+    const q = this._opts.offlineQueue;
+    this._queue = new OfflineQueue({
+      max: q && typeof q === "object" && q.max != null ? q.max : 100,
+      enabled: q !== false,
+    });
+    this._queue.onchange = (n) => this._events.emit("pending", n);
+
+    /** @type {State} */
+    this._state = "disconnected";
+    /** @type {string | null} */
+    this._stateTransport = null;
+    /** @type {Link | null} */ this._link = null;
+    /** @type {Link | null} */ this._candidate = null;
+    this._attempt = 0; // backoff attempts since the last stable connection
+    this._cycle = []; // transports still to try in this round
+    /** @type {Error | undefined} */
+    this._lastOpenError = undefined;
+    this._upgradeTargets = [];
+    this._unstable = 0; // consecutive short-lived connections on one transport
+    /** @type {Map<string, number>} transport → demoted until (ms) */
+    this._demoted = new Map();
+    this._timers = { retry: null, stable: null, upgrade: null, watchdog: null };
+    this._syncScheduled = false;
+    this._active = false; // between connect() and close()
+    this._detach = null;
+
+    const remembered = this._opts.rememberTransport && storage();
+    this._preferred = remembered ? remembered.getItem(this._storageKey()) : null;
+
+    // Deferred, so that listeners and subscriptions added right after
+    // `new Pushgate()` see the first state change and go out in the first round.
+    this._autoConnect = this._opts.autoConnect;
+    if (this._autoConnect) queueMicrotask(() => this._autoConnect && this.connect());
+  }
+
+  // -- public surface -------------------------------------------------------
+
+  /** @returns {State} */
+  get state() {
+    return this._state;
+  }
+
+  /** The transport in use when connected, else null. @returns {TransportName | null} */
+  get transport() {
+    return this._state === "connected" && this._link ? /** @type {any} */ (this._link.transport.name) : null;
+  }
+
+  /** Publishes queued or awaiting their reply. */
+  get pending() {
+    return this._queue.pending;
+  }
+
+  /**
+   * Where the client stands: `base64url(channel).epoch.offset` per subscribed
+   * channel with a known position, joined by `~` (docs/protocol.md). Save it
+   * and pass it back as `options.cursor` to resume after a page load.
+   */
+  cursor() {
+    return this._tracker.cursor();
+  }
+
+  /**
+   * @param {"state" | "message" | "reset" | "error" | "pending"} type
+   * @param {Function} fn
+   * @returns {() => void} removes the listener
+   */
+  on(type, fn) {
+    this._events.on(type, fn);
+    return () => this._events.off(type, fn);
+  }
+
+  /** Removes one listener, or every listener of `type` without `fn`. */
+  off(type, fn) {
+    this._events.off(type, fn);
+  }
+
+  /**
+   * Subscribes to a channel. Several handlers may share a channel.
+   * @param {string} channel
+   * @param {(message: any) => void} onMessage
+   * @returns {() => void} unsubscribes this handler
+   */
+  subscribe(channel, onMessage) {
+    if (!isValidChannel(channel)) throw new TypeError(`invalid channel name ${JSON.stringify(channel)}`);
+    if (typeof onMessage !== "function") throw new TypeError("onMessage must be a function");
+    let set = this._handlers.get(channel);
+    if (!set) {
+      set = new Set();
+      this._handlers.set(channel, set);
+      this._tracker.track(channel, this._seed.get(channel) || null);
+      this._seed.delete(channel);
+      this._scheduleSync();
+    }
+    // Wrapped so the same function may be subscribed twice and removed once each.
+    const entry = (m) => onMessage(m);
+    set.add(entry);
+    return () => {
+      if (!set.delete(entry) || set.size > 0 || this._handlers.get(channel) !== set) return;
+      this._handlers.delete(channel);
+      this._tracker.untrack(channel);
+      this._scheduleSync();
+    };
+  }
+
+  /**
+   * Publishes JSON `data` on `channel`. While disconnected the publish waits
+   * in the offline queue (unless it is off).
+   * @param {string} channel
+   * @param {any} data any JSON value
+   * @param {{event?: string}} [options]
+   * @returns {Promise<{type: "published", channel: string, epoch: string, offset: number}>}
+   */
+  publish(channel, data, { event } = {}) {
+    if (!isValidChannel(channel)) {
+      return Promise.reject(new PushgateError("invalid_channel", `invalid channel name ${JSON.stringify(channel)}`));
+    }
+    if (event !== undefined && !isValidEvent(event)) {
+      return Promise.reject(new PushgateError("invalid_event", `invalid event name ${JSON.stringify(event)}`));
+    }
+    const command = event === undefined ? { type: "publish", channel, data } : { type: "publish", channel, data, event };
+    let text;
+    try {
+      text = JSON.stringify(command);
+    } catch (err) {
+      return Promise.reject(new PushgateError("bad_json", `data cannot be sent as JSON: ${err && err.message}`));
+    }
+    const size = utf8.encode(text).length + 24; // + room for the id
+    if (size > this._opts.maxMessageSize) {
+      return Promise.reject(new PushgateError("too_large", `the message is ${size} bytes; the limit is ${this._opts.maxMessageSize}`));
+    }
+    return this._queue.push(command);
+  }
+
+  /** Starts connecting (done by the constructor unless `autoConnect: false`). */
+  connect() {
+    this._autoConnect = false;
+    if (this._active) return;
+    this._active = true;
+    this._attachEnvironment();
+    const nav = globalThis.navigator;
+    if (nav && nav.onLine === false) this._setState("offline");
+    else this._startRound();
+  }
+
+  /** Closes every connection and stops reconnecting; queued publishes reject with `closed`. */
+  close() {
+    this._autoConnect = false;
+    this._queue.rejectWaiting("closed", "the client was closed");
+    if (!this._active) return;
+    this._active = false;
+    if (this._detach) this._detach();
+    this._detach = null;
+    this._teardown();
+    this._setState("disconnected");
+  }
+
+  // -- connecting -------------------------------------------------------------
+
+  _available() {
+    return this._opts.transports.filter((n) => unavailableReason(n, this._opts, this._base) === null);
+  }
+
+  _isDemoted(name) {
+    const until = this._demoted.get(name);
+    return until !== undefined && until > now();
+  }
+
+  /**
+   * One round: every available transport once, starting with the preferred
+   * (the last that worked), demoted ones last. When all fail: back off.
+   */
+  _startRound() {
+    clearTimeout(this._timers.retry);
+    const names = this._available();
+    if (names.length === 0) {
+      this._events.emit("error", new PushgateError("unavailable", "no transport can run in this environment"));
+      this._setState("disconnected");
+      return;
+    }
+    const start = Math.max(0, names.indexOf(/** @type {any} */ (this._preferred)));
+    const rotated = [...names.slice(start), ...names.slice(0, start)];
+    this._cycle = [...rotated.filter((n) => !this._isDemoted(n)), ...rotated.filter((n) => this._isDemoted(n))];
+    this._tryNext();
+  }
+
+  _tryNext() {
+    const name = this._cycle.shift();
+    if (!name) return this._backoff(this._lastOpenError);
+    this._setState("connecting", name);
+    this._link = this._openLink(name, "primary");
+  }
+
+  /** @param {Error} [error] why the connection ended, for the state event */
+  _backoff(error) {
+    const delay = backoffDelay(this._attempt, this._opts);
+    this._attempt++;
+    this._setState("reconnecting", null, error ? { attempt: this._attempt, delay, error } : { attempt: this._attempt, delay });
+    this._timers.retry = setTimeout(() => this._startRound(), delay);
+  }
+
+  /** Retry at once (back online, page visible again) instead of waiting out the backoff. */
+  _retryNow() {
+    if (!this._active || this._state !== "reconnecting") return;
+    this._startRound();
+  }
+
+  /** @returns {Link} */
+  _openLink(name, role) {
+    /** @type {Link} */
+    const link = { transport: /** @type {any} */ (null), role, established: false, establishedAt: 0, lastSeen: now(), openTimer: null };
+    link.transport = createTransport(name, {
+      base: this._base,
+      options: this._opts,
+      channels: () => [...this._handlers.keys()],
+      since: (channels) => this._tracker.cursor(channels),
+      hooks: {
+        frame: (obj) => this._onFrame(link, obj),
+        dead: (err) => this._onDead(link, err),
+      },
+    });
+    link.openTimer = setTimeout(
+      () => link.transport._die(new PushgateError("disconnected", `${name} did not open within ${this._opts.openTimeout} ms`)),
+      this._opts.openTimeout,
+    );
+    link.transport.open();
+    return link;
+  }
+
+  _onFrame(link, obj) {
+    link.lastSeen = now();
+    if (!link.established) this._established(link);
+    if (link.role === "retired") return; // its in-flight replies were already taken
+    if (obj.type === "$cursor") return this._learn(obj.cursor);
+    // An error with an id answers a command; its promise already rejected.
+    if (obj.type === "error") return obj.id === undefined ? this._events.emit("error", errorFromFrame(obj)) : undefined;
+    for (const out of this._tracker.accept(obj)) {
+      if (out.type === "reset") this._events.emit("reset", out);
+      else this._deliver(out);
+    }
+  }
+
+  _learn(cursor) {
+    try {
+      this._tracker.learn(cursor);
+    } catch (err) {
+      this._events.emit("error", err);
+    }
+  }
+
+  _deliver(message) {
+    const set = this._handlers.get(message.channel);
+    if (set) for (const fn of [...set]) safeCall(fn, message);
+    this._events.emit("message", message);
+  }
+
+  /** The first frame: the transport works end to end. */
+  _established(link) {
+    link.established = true;
+    link.establishedAt = now();
+    clearTimeout(link.openTimer);
+    if (link.role === "primary") this._connected(link);
+    else if (link.role === "candidate") this._promote(link);
+  }
+
+  _connected(link) {
+    const name = link.transport.name;
+    this._link = link;
+    this._remember(name);
+    this._timers.stable = setTimeout(() => {
+      this._attempt = 0;
+      this._unstable = 0;
+    }, this._opts.stableAfter);
+    this._startWatchdog();
+    this._scheduleUpgrade();
+    this._setState("connected", name);
+    this._queueOnline(link);
+  }
+
+  _queueOnline(link) {
+    this._queue.flush((cmd) => link.transport.send(cmd), link.transport.window, link);
+    this._queue.setConnected(true);
+  }
+
+  _onDead(link, err) {
+    clearTimeout(link.openTimer);
+    if (link.role === "retired") return;
+    if (link.role === "candidate") {
+      this._candidate = null;
+      return this._tryUpgradeTarget();
+    }
+    if (link !== this._link) return;
+    this._link = null;
+    if (!link.established) {
+      this._lastOpenError = err;
+      return this._tryNext(); // fall back to the next transport
+    }
+    this._lost(link, err);
+  }
+
+  /** An established connection ended: reconnect on the same transport after a backoff. */
+  _lost(link, err) {
+    const name = link.transport.name;
+    this._stopConnectedTimers();
+    this._closeCandidate();
+    this._queue.setConnected(false);
+    // Dying soon after opening, twice in a row, is what a proxy that cuts
+    // long-lived connections looks like: demote the transport for a while.
+    if (now() - link.establishedAt < this._opts.stableAfter) this._unstable++;
+    else this._unstable = 0;
+    if (this._unstable >= 2) {
+      this._unstable = 0;
+      this._demoted.set(name, now() + 10 * Math.max(this._opts.upgradeInterval, 60000));
+      const names = this._available();
+      this._preferred = names[(names.indexOf(name) + 1) % names.length];
+    }
+    this._backoff(err);
+  }
+
+  _closeCandidate() {
+    const c = this._candidate;
+    if (!c) return;
+    this._candidate = null;
+    clearTimeout(c.openTimer);
+    c.role = "retired";
+    c.transport.close();
+  }
+
+  // -- upgrading --------------------------------------------------------------
+
+  /** Better transports than the current one, best first. */
+  _betterTransports() {
+    const names = this._available();
+    const current = this._link ? names.indexOf(/** @type {any} */ (this._link.transport.name)) : -1;
+    return names.slice(0, Math.max(0, current)).filter((n) => !this._isDemoted(n));
+  }
+
+  _scheduleUpgrade() {
+    clearTimeout(this._timers.upgrade);
+    if (!this._opts.upgradeInterval || this._betterTransports().length === 0) return;
+    this._timers.upgrade = setTimeout(() => {
+      this._upgradeTargets = this._betterTransports();
+      this._tryUpgradeTarget();
+    }, this._opts.upgradeInterval);
+  }
+
+  /**
+   * Opens the next better transport alongside the current one. Both deliver
+   * into the same tracker, which drops whatever one of them already delivered,
+   * so the overlap neither loses nor duplicates messages.
+   */
+  _tryUpgradeTarget() {
+    if (this._state !== "connected") return;
+    const name = this._upgradeTargets.shift();
+    if (!name) return this._scheduleUpgrade();
+    this._candidate = this._openLink(name, "candidate");
+  }
+
+  _promote(link) {
+    const old = this._link;
+    this._candidate = null;
+    link.role = "primary";
+    this._link = link;
+    if (old) this._retire(old);
+    this._remember(link.transport.name);
+    this._setState("connected", link.transport.name);
+    this._queueOnline(link);
+    this._scheduleUpgrade();
+  }
+
+  /** Stops receiving on a replaced link but lets its pending replies arrive. */
+  _retire(link) {
+    link.role = "retired";
+    const t = /** @type {any} */ (link.transport);
+    if (t instanceof WebSocketTransport && t.inFlight > 0) {
+      t.update([]); // unsubscribe everything; replies still come back
+      const deadline = now() + this._opts.openTimeout;
+      const check = setInterval(() => {
+        if (t.inFlight === 0 || now() > deadline || t.closed) {
+          clearInterval(check);
+          t.close();
+        }
+      }, 50);
+    } else {
+      t.close(); // HTTP commands are separate requests; closing the stream does not touch them
+    }
+  }
+
+  _remember(name) {
+    this._preferred = name;
+    const s = this._opts.rememberTransport && storage();
+    if (!s) return;
+    try {
+      s.setItem(this._storageKey(), name);
+    } catch {
+      /* quota or privacy mode: remembering is an optimisation */
+    }
+  }
+
+  _storageKey() {
+    return `pushgate:transport:${this._base}`;
+  }
+
+  // -- liveness ---------------------------------------------------------------
+
+  /** Kills the link when it has been silent too long (where silence is visible). */
+  _startWatchdog() {
+    clearInterval(this._timers.watchdog);
+    const every = Math.max(250, Math.min(5000, this._opts.heartbeatTimeout / 4));
+    this._timers.watchdog = setInterval(() => {
+      const link = this._link;
+      const timeout = this._opts.heartbeatTimeout;
+      if (link && link.transport.isDead(link.lastSeen, now(), timeout)) {
+        link.transport._die(new PushgateError("disconnected", `no sign of life for ${now() - link.lastSeen} ms`));
+      }
+    }, every);
+  }
+
+  _stopConnectedTimers() {
+    clearTimeout(this._timers.stable);
+    clearTimeout(this._timers.upgrade);
+    clearInterval(this._timers.watchdog);
+  }
+
+  /** Closes every link and timer (close(), going offline). */
+  _teardown() {
+    clearTimeout(this._timers.retry);
+    this._stopConnectedTimers();
+    this._closeCandidate();
+    const link = this._link;
+    this._link = null;
+    if (link) {
+      clearTimeout(link.openTimer);
+      link.role = "retired";
+      link.transport.close();
+    }
+    this._queue.setConnected(false);
+  }
+
+  /** Listens to online/offline and page visibility; returns nothing, sets `_detach`. */
+  _attachEnvironment() {
+    const g = globalThis;
+    const doc = g.document;
+    const onOffline = () => {
+      this._teardown();
+      this._setState("offline");
+    };
+    const onOnline = () => {
+      if (this._state !== "offline" && this._state !== "reconnecting") return;
+      this._attempt = 0;
+      this._startRound();
+    };
+    const onVisible = () => {
+      if (doc.visibilityState === "visible") this._retryNow();
+    };
+    const canListen = typeof g.addEventListener === "function";
+    if (canListen) {
+      g.addEventListener("offline", onOffline);
+      g.addEventListener("online", onOnline);
+    }
+    if (doc && typeof doc.addEventListener === "function") doc.addEventListener("visibilitychange", onVisible);
+    this._detach = () => {
+      if (canListen) {
+        g.removeEventListener("offline", onOffline);
+        g.removeEventListener("online", onOnline);
+      }
+      if (doc && typeof doc.removeEventListener === "function") doc.removeEventListener("visibilitychange", onVisible);
+    };
+  }
+
+  // -- channel set --------------------------------------------------------------
+
+  /** Batches subscribe/unsubscribe calls of one tick into one update per link. */
+  _scheduleSync() {
+    if (this._syncScheduled) return;
+    this._syncScheduled = true;
+    queueMicrotask(() => {
+      this._syncScheduled = false;
+      const channels = [...this._handlers.keys()];
+      for (const link of [this._link, this._candidate]) {
+        if (link && link.role !== "retired") link.transport.update(channels);
+      }
+    });
+  }
+
+  // -- state ------------------------------------------------------------------
+
+  /**
+   * @param {State} state
+   * @param {string | null} [transport]
+   * @param {{attempt?: number, delay?: number, error?: Error}} [extra]
+   */
+  _setState(state, transport = null, extra = {}) {
+    if (state === this._state && transport === this._stateTransport && state !== "reconnecting") return;
+    this._state = state;
+    this._stateTransport = transport;
+    /** @type {any} */
+    const change = { state, ...extra };
+    if (transport) change.transport = transport;
+    this._events.emit("state", change);
+  }
+}
+
+export default Pushgate;
