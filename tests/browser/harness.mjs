@@ -2,8 +2,7 @@
 // port, and a real headless Chromium (Debian's package) driven by playwright-core.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -63,19 +62,15 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 /** A headless Chromium with the flags that work on these machines. */
 export async function launch() {
-  const profile = mkdtempSync(join(tmpdir(), "pushgate-chromium-"));
-  const browser = await chromium.launch({
+  // playwright gives the browser a fresh temporary profile of its own.
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--user-data-dir=${profile}`,
     ],
   });
-  const close = browser.close.bind(browser);
-  browser.close = async () => { await close(); rmSync(profile, { recursive: true, force: true }); };
-  return browser;
 }
 
 /**
