@@ -49,13 +49,31 @@ impl Transport {
     }
 }
 
+/// What speaks at the other end of a plain-mode (`--sub-url`) connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Peer {
+    /// Messages are the published bodies as they are (any envelope is fine:
+    /// the payload marker is searched for)
+    #[default]
+    Plain,
+    /// Socket.IO v4 over a WebSocket-only Engine.IO connection: answers the
+    /// open packet with a namespace connect (`40`), counts as subscribed on the
+    /// server's `40`, answers pings (`2`) with pongs (`3`); events (`42[…]`)
+    /// are searched for the marker
+    #[value(name = "socketio")]
+    SocketIo,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Base URL of a pushgate server (loopback only)
     #[arg(long, default_value = "http://127.0.0.1:7070")]
     pub url: String,
 
-    /// How subscribers connect to pushgate (ignored with --sub-url)
+    /// How subscribers connect to pushgate. With --sub-url, the scheme decides
+    /// (ws:// WebSocket, http:// a stream read as SSE or lines) unless this is
+    /// `longpoll`: then http:// is polled nchan-style (Last-Modified/Etag sent
+    /// back as If-Modified-Since/If-None-Match)
     #[arg(long, short = 't', value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
 
@@ -84,6 +102,10 @@ pub struct CommonArgs {
     /// connect; `{channel}` in it is replaced by the channel name
     #[arg(long, value_name = "URL")]
     pub sub_url: Option<String>,
+
+    /// Plain mode: the protocol on top of the --sub-url WebSocket
+    #[arg(long, value_enum, default_value_t = Peer::Plain)]
+    pub peer: Peer,
 
     /// Server process to read RSS and CPU time of (from /proc/PID)
     #[arg(long, value_name = "PID")]

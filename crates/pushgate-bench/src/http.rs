@@ -36,6 +36,9 @@ pub struct ResponseHead {
     pub upgrade_websocket: bool,
     pub connection_upgrade: bool,
     pub ws_accept: Option<String>,
+    /// `Last-Modified` and `Etag`, which plain long-poll sends back.
+    pub last_modified: Option<String>,
+    pub etag: Option<String>,
 }
 
 impl ResponseHead {
@@ -69,6 +72,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, BenchErro
         upgrade_websocket: false,
         connection_upgrade: false,
         ws_accept: None,
+        last_modified: None,
+        etag: None,
     };
     let mut chunked = false;
     let mut length = None;
@@ -99,6 +104,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, BenchErro
             head.upgrade_websocket |= has_token(value, "websocket");
         } else if name.eq_ignore_ascii_case("sec-websocket-accept") {
             head.ws_accept = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("last-modified") {
+            head.last_modified = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("etag") {
+            head.etag = Some(value.to_string());
         }
     }
     head.framing = if (100..200).contains(&status) || status == 204 || status == 304 {
@@ -462,6 +471,14 @@ mod tests {
         assert!(head.upgrade_websocket && head.connection_upgrade);
         assert_eq!(head.ws_accept.as_deref(), Some("abc="));
         assert_eq!(head.framing, BodyFraming::Length(0));
+
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nLast-Modified: Sun, 22 Nov 2026 20:38:45 GMT\r\nEtag: 0\r\n\r\n";
+        let (head, _) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(
+            head.last_modified.as_deref(),
+            Some("Sun, 22 Nov 2026 20:38:45 GMT")
+        );
+        assert_eq!(head.etag.as_deref(), Some("0"));
 
         let raw = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nConnection: close\r\n\r\n";
         let (head, _) = parse_head(raw).unwrap().unwrap();

@@ -29,7 +29,7 @@ pub mod stats;
 pub mod target;
 pub mod ws_client;
 
-pub use cli::{BenchArgs, BenchCommand, CommonArgs, FanoutArgs, IdleArgs, Transport};
+pub use cli::{BenchArgs, BenchCommand, CommonArgs, FanoutArgs, IdleArgs, Peer, Transport};
 pub use error::{BenchError, ErrorKind};
 pub use report::{ConnReport, ErrorCount, FanoutReport, GeneratorReport, Report, ServerReport};
 

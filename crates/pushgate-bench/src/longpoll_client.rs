@@ -1,5 +1,7 @@
 //! Long-polling: `GET /longpoll?channel=…&since=CURSOR&timeout=S` over one
-//! keep-alive connection, re-issued with the cursor each response returns.
+//! keep-alive connection, re-issued with the cursor each response returns;
+//! and, in plain mode, the `Last-Modified`/`Etag` long-poll of nchan and
+//! similar servers.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -88,9 +90,88 @@ pub async fn run(
     }
 }
 
+/// The request for one plain long-poll: the previous answer's `Last-Modified`
+/// and `Etag` go back as `If-Modified-Since` and `If-None-Match`. `Accept`
+/// must not be `text/event-stream`, which servers like nchan answer with a stream.
+pub fn plain_poll_request(target: &Target, last_modified: &str, etag: &str) -> String {
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n",
+        target.path_and_query, target.authority
+    );
+    if !last_modified.is_empty() {
+        request.push_str(&format!("If-Modified-Since: {last_modified}\r\n"));
+    }
+    if !etag.is_empty() {
+        request.push_str(&format!("If-None-Match: {etag}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// Plain mode: polls the `--sub-url` until the connection fails. `200`
+/// answers carry one message or a batch (e.g. nchan's multipart/mixed),
+/// searched for markers; `304` and `408` mean "nothing yet, ask again". A
+/// connection counts as subscribed once its first poll is sent: such servers
+/// do not say when they have registered a waiting request (`--settle` is the
+/// margin for that).
+pub async fn run_plain(
+    target: &Target,
+    source: Option<IpAddr>,
+    sub: &mut Subscriber,
+) -> Result<(), BenchError> {
+    let connect = || async move {
+        HttpConn::connect(target.addr, source)
+            .await
+            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))
+    };
+    let mut conn = connect().await?;
+    sub.connected();
+    let (mut last_modified, mut etag) = (String::new(), String::new());
+    loop {
+        let request = plain_poll_request(target, &last_modified, &etag);
+        conn.send(request.as_bytes()).await?;
+        drop(request);
+        sub.mark_subscribed();
+        let resp = conn.read_response(MAX_BODY).await?;
+        match resp.head.status {
+            200 => {
+                sub.on_batch(&resp.body, marker::unix_nanos());
+                last_modified = resp.head.last_modified.unwrap_or_default();
+                etag = resp.head.etag.unwrap_or_default();
+            }
+            304 | 408 => {}
+            _ => {
+                let snippet =
+                    String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
+                return Err(BenchError::new(
+                    ErrorKind::Http,
+                    format!("long-poll answered {}: {snippet}", resp.head.status_line()),
+                ));
+            }
+        }
+        if !resp.head.keep_alive {
+            conn = connect().await?;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::parse_loopback_url;
+
+    #[test]
+    fn plain_requests_send_validators_back() {
+        let t = parse_loopback_url("http://127.0.0.1:80/sub?id=a").unwrap();
+        let first = plain_poll_request(&t, "", "");
+        assert_eq!(
+            first,
+            "GET /sub?id=a HTTP/1.1\r\nHost: 127.0.0.1:80\r\nAccept: */*\r\n\r\n"
+        );
+        let next = plain_poll_request(&t, "Sun, 22 Nov 2026 20:38:45 GMT", "3");
+        assert!(next.contains("\r\nIf-Modified-Since: Sun, 22 Nov 2026 20:38:45 GMT\r\n"));
+        assert!(next.ends_with("\r\nIf-None-Match: 3\r\n\r\n"));
+    }
 
     #[test]
     fn cursor_and_paths() {

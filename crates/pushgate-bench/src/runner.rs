@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::cli::{BenchArgs, BenchCommand, CommonArgs, Transport};
+use crate::cli::{BenchArgs, BenchCommand, CommonArgs, Peer, Transport};
 use crate::error::{BenchError, ErrorKind};
 use crate::histogram::LatencySummary;
 use crate::marker;
@@ -22,6 +22,7 @@ use crate::report::{
 };
 use crate::stats::{Layout, Shared, Subscriber};
 use crate::target::{self, parse_loopback_url, percent_encode, Scheme, SourceAddrs, Target};
+use crate::ws_client::WsMode;
 use crate::{longpoll_client, sse_client, ws_client};
 
 const MAX_CONNECTIONS: usize = 1_000_000;
@@ -46,6 +47,8 @@ pub(crate) struct Plan {
     kind: Kind,
     transport: Transport,
     plain: bool,
+    /// Plain mode: the protocol on top of WebSocket.
+    peer: Peer,
     /// pushgate: the base URL; plain: the `--sub-url` pattern.
     sub_base: Target,
     label: String,
@@ -117,12 +120,21 @@ impl Plan {
                 let t = parse_loopback_url(url)?;
                 let transport = match t.scheme {
                     Scheme::Ws => Transport::Ws,
+                    Scheme::Http if c.transport == Transport::LongPoll => Transport::LongPoll,
                     // An http:// subscribe URL is read as an endless stream (SSE or lines).
                     Scheme::Http => Transport::Sse,
                 };
+                check(
+                    c.peer == Peer::Plain || transport == Transport::Ws,
+                    "--peer socketio needs a ws:// --sub-url",
+                )?;
                 (t, transport, url.clone())
             }
             None => {
+                check(
+                    c.peer == Peer::Plain,
+                    "--peer is for plain mode; add --sub-url",
+                )?;
                 let t = parse_loopback_url(&c.url)?;
                 check(
                     !t.path_and_query.contains('?'),
@@ -199,6 +211,7 @@ impl Plan {
             kind,
             transport,
             plain,
+            peer: c.peer,
             sub_base,
             label,
             layout,
@@ -263,8 +276,18 @@ async fn subscriber_task(
     let seed = (u64::from(shared.run_id) << 32) ^ (conn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut sub = Subscriber::new(shared, conn, Some(permit));
     let result = match plan.transport {
-        Transport::Ws => ws_client::run(&target, source, &mut sub, plan.plain, seed).await,
+        Transport::Ws => {
+            let mode = match (plan.plain, plan.peer) {
+                (false, _) => WsMode::Pushgate,
+                (true, Peer::Plain) => WsMode::Plain,
+                (true, Peer::SocketIo) => WsMode::SocketIo,
+            };
+            ws_client::run(&target, source, &mut sub, mode, seed).await
+        }
         Transport::Sse => sse_client::run(&target, source, &mut sub, plan.plain).await,
+        Transport::LongPoll if plan.plain => {
+            longpoll_client::run_plain(&target, source, &mut sub).await
+        }
         Transport::LongPoll => {
             longpoll_client::run(&target, source, &mut sub, plan.poll_timeout).await
         }
@@ -628,10 +651,10 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
     };
     Ok(Report {
         mode: if fanout.is_some() { "fanout" } else { "idle" },
-        transport: if plan.plain && plan.transport == Transport::Sse {
-            "http-stream"
-        } else {
-            plan.transport.as_str()
+        transport: match (plan.plain, plan.transport, plan.peer) {
+            (true, Transport::Sse, _) => "http-stream",
+            (true, Transport::Ws, Peer::SocketIo) => "socketio",
+            _ => plan.transport.as_str(),
         },
         target: plan.label.clone(),
         plain: plan.plain,
@@ -723,6 +746,32 @@ mod tests {
         .unwrap();
         assert!(p.plain);
         assert_eq!(p.sub_target(1).path_and_query, "/sub/bench-1");
+
+        let p = plan(&[
+            "idle",
+            "-t",
+            "longpoll",
+            "--sub-url",
+            "http://127.0.0.1:8080/sub?id={channel}",
+        ])
+        .unwrap();
+        assert_eq!(p.transport, Transport::LongPoll);
+        let p = plan(&[
+            "idle",
+            "--sub-url",
+            "http://127.0.0.1:8080/sub?id={channel}",
+        ])
+        .unwrap();
+        assert_eq!(p.transport, Transport::Sse);
+        let p = plan(&[
+            "idle",
+            "--peer",
+            "socketio",
+            "--sub-url",
+            "ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket&channel={channel}",
+        ])
+        .unwrap();
+        assert_eq!(p.peer, Peer::SocketIo);
     }
 
     #[test]
@@ -752,6 +801,17 @@ mod tests {
             ErrorKind::NotLoopback
         );
         assert_eq!(kind(&["fanout", "--rate", "-1"]), ErrorKind::Config);
+        assert_eq!(kind(&["idle", "--peer", "socketio"]), ErrorKind::Config);
+        assert_eq!(
+            kind(&[
+                "idle",
+                "--peer",
+                "socketio",
+                "--sub-url",
+                "http://127.0.0.1/s"
+            ]),
+            ErrorKind::Config
+        );
         assert_eq!(kind(&["fanout", "-m", "0"]), ErrorKind::Config);
         assert_eq!(
             kind(&["idle", "--url", "http://[::1]:1", "-c", "30000"]),

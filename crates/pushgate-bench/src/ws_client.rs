@@ -279,15 +279,51 @@ pub fn accept_key(key: &str) -> String {
     STANDARD.encode(sha.finalize())
 }
 
+/// What runs on top of the WebSocket, and so what "subscribed" means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsMode {
+    /// pushgate: the server's `{"type":"subscribed",…}` messages.
+    Pushgate,
+    /// Any other server that subscribes on connect: the completed handshake.
+    Plain,
+    /// Socket.IO v4 on a WebSocket-only Engine.IO connection: the server's
+    /// namespace connect (`40…`) answering ours.
+    SocketIo,
+}
+
+/// What a Socket.IO connection must do about one Engine.IO/Socket.IO packet
+/// (one WebSocket message) that carried no marker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SocketIoStep {
+    /// Send this text message.
+    Reply(&'static [u8]),
+    /// The namespace accepted us.
+    Connected,
+    /// The namespace refused us (`44…`) or Engine.IO closed (`1`).
+    Refused,
+    Ignore,
+}
+
+/// Engine.IO v4 packet types are one digit; Socket.IO's follow inside a `4`
+/// (message) packet: `0` open → we connect to `/` with `40`; `2` ping → `3`
+/// pong; `40…` connected; `44…` connect error; `42[…]` events (searched for
+/// the marker before this is asked).
+pub fn socketio_step(msg: &[u8]) -> SocketIoStep {
+    match msg {
+        [b'0', ..] => SocketIoStep::Reply(b"40"),
+        [b'2'] => SocketIoStep::Reply(b"3"),
+        [b'4', b'0', ..] => SocketIoStep::Connected,
+        [b'4', b'4', ..] | [b'1', ..] => SocketIoStep::Refused,
+        _ => SocketIoStep::Ignore,
+    }
+}
+
 /// Subscribes over WebSocket and reads until the connection ends.
-///
-/// With `plain`, the completed handshake counts as subscribed; otherwise the
-/// server's `{"type":"subscribed",…}` messages do.
 pub async fn run(
     target: &Target,
     source: Option<IpAddr>,
     sub: &mut Subscriber,
-    plain: bool,
+    mode: WsMode,
     seed: u64,
 ) -> Result<(), BenchError> {
     let mut stream = net::connect(target.addr, source)
@@ -312,18 +348,31 @@ pub async fn run(
     let head = http::read_head(&mut stream, &mut pending).await?;
     check_handshake(&head, &key)?;
     sub.connected();
-    if plain {
+    if mode == WsMode::Plain {
         sub.mark_subscribed();
     }
 
     let mut decoder = WsDecoder::new(Vec::new());
     let mut out = Vec::new();
+    let mut refused = false;
     let mut handle = |data: &[u8], sub: &mut Subscriber, out: &mut Vec<u8>| {
         let now = marker::unix_nanos();
         decoder.feed(data, |event| match event {
             WsEvent::Message(msg) => {
-                if !sub.on_message(msg, now) && !plain && is_subscribed_ack(msg) {
-                    sub.ack();
+                if sub.on_message(msg, now) {
+                    return;
+                }
+                match mode {
+                    WsMode::Pushgate if is_subscribed_ack(msg) => sub.ack(),
+                    WsMode::SocketIo => match socketio_step(msg) {
+                        SocketIoStep::Reply(text) => {
+                            write_client_frame(out, Opcode::Text, text, rng.mask())
+                        }
+                        SocketIoStep::Connected => sub.mark_subscribed(),
+                        SocketIoStep::Refused => refused = true,
+                        SocketIoStep::Ignore => {}
+                    },
+                    _ => {}
                 }
             }
             WsEvent::Ping(payload) => write_client_frame(out, Opcode::Pong, payload, rng.mask()),
@@ -337,6 +386,12 @@ pub async fn run(
                 write_client_frame(out, Opcode::Close, body, rng.mask());
             }
         })?;
+        if refused {
+            return Err(BenchError::new(
+                ErrorKind::Connect,
+                "the Socket.IO server refused the connection or closed it",
+            ));
+        }
         Ok::<bool, BenchError>(decoder.is_closed())
     };
     // Frames that arrived together with the handshake response.
@@ -538,5 +593,20 @@ mod tests {
             br#"{"type":"subscribed","channel":"a","epoch":"e","offset":0}"#
         ));
         assert!(!is_subscribed_ack(br#"{"type":"message"}"#));
+    }
+
+    #[test]
+    fn socketio_packets() {
+        let open = br#"0{"sid":"a","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
+        assert_eq!(socketio_step(open), SocketIoStep::Reply(b"40"));
+        assert_eq!(socketio_step(b"2"), SocketIoStep::Reply(b"3"));
+        assert_eq!(socketio_step(br#"40{"sid":"b"}"#), SocketIoStep::Connected);
+        assert_eq!(
+            socketio_step(br#"44{"message":"no"}"#),
+            SocketIoStep::Refused
+        );
+        assert_eq!(socketio_step(b"1"), SocketIoStep::Refused);
+        assert_eq!(socketio_step(br#"42["message","x"]"#), SocketIoStep::Ignore);
+        assert_eq!(socketio_step(b""), SocketIoStep::Ignore);
     }
 }

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     Forbidden,
     /// The history/fan-out backend failed or is unreachable; retrying may help.
     Unavailable,
+    /// The client did not send (a part of) its request in time.
+    Timeout,
 }
 
 impl ErrorKind {
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
         }
     }
 }

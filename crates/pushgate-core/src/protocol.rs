@@ -145,12 +145,23 @@ fn is_object(json: &[u8]) -> bool {
     json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
+/// JSON text is UTF-8 (RFC 8259 §8.1). serde_json checks that only in the
+/// values it keeps, so invalid bytes in an ignored field would pass.
+fn utf8(bytes: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::BadJson,
+            format!("not valid JSON: not UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })
+}
+
 /// Decodes the body of the server publish API, `{"channel","data","event"?}`:
 /// the fields of a `publish` command without `type`.
 pub fn decode_publish(bytes: &[u8]) -> Result<Command, Error> {
     let not_object =
         || Error::bad_request("the body must be a JSON object {\"channel\",\"data\",\"event\"?}");
-    let raw: RawCommand<'_> = serde_json::from_slice(bytes).map_err(|e| {
+    let raw: RawCommand<'_> = serde_json::from_str(utf8(bytes)?).map_err(|e| {
         if e.is_data() {
             not_object()
         } else {
@@ -165,7 +176,8 @@ pub fn decode_publish(bytes: &[u8]) -> Result<Command, Error> {
 
 /// Decodes one command. Never panics; errors carry a wire code and a message.
 pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
-    let raw: RawCommand<'_> = serde_json::from_slice(bytes).map_err(|e| {
+    let text = utf8(bytes).map_err(|error| Rejected { id: None, error })?;
+    let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|e| {
         let error = if e.is_data() {
             Error::bad_request("a command must be a JSON object with a \"type\" field")
         } else {

@@ -54,9 +54,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Reads a request body of at most `max` bytes.
+/// A request body must arrive within this time, like a head (slow-loris defence).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request body of at most `max` bytes within [`BODY_TIMEOUT`].
 pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Error> {
-    match Limited::new(body, max).collect().await {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect());
+    let Ok(read) = read.await else {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(
             ErrorKind::TooLarge,

@@ -65,6 +65,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::BAD_REQUEST,
     }
 }

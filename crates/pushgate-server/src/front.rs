@@ -34,13 +34,15 @@ use crate::web::{Body, SubscribeQuery};
 /// A request head must arrive within this time (slow-loris defence).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heads larger than this go to hyper, which has the final say on limits.
-const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 enum Next {
     KeepAlive,
     Close,
     Upgrade(String, SubscribeQuery, ws::Mode),
+    /// The head of an event stream was written; pump it.
+    Stream(Box<EventStream>),
 }
 
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
@@ -60,8 +62,16 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
             // Idle connections must not keep the head buffer.
             buf = Vec::new();
         }
-        match serve_one(&mut stream, &mut buf, *parts, &state).await {
+        // Boxed, like the WebSocket and hyper futures below: handling a
+        // request needs far more state than an idle stream, and a task's
+        // allocation is the size of its largest state, for its whole life.
+        match Box::pin(serve_one(&mut stream, &mut buf, *parts, &state)).await {
             Ok(Next::KeepAlive) => continue,
+            Ok(Next::Stream(mut events)) => {
+                drop(buf);
+                pump(&mut stream, &mut events, &state).await;
+                return;
+            }
             Ok(Next::Upgrade(accept, query, mode)) => {
                 let res = ws::switching_protocols(&accept);
                 if stream
@@ -70,14 +80,22 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                     .is_ok()
                 {
                     let io = PrefixIo::new(prefix(buf), stream);
-                    ws::run(state, io, query, mode).await;
+                    // A task of its own, and this one ends: the WebSocket loop is
+                    // the largest state, and nothing of the front is needed any more.
+                    tokio::spawn(ws::run(state, io, query, mode));
                 }
                 return;
             }
             Ok(Next::Close) | Err(_) => return,
         }
     }
-    crate::server::serve_hyper(PrefixIo::new(prefix(buf), stream), peer, state).await;
+    // Boxed: hyper's connection state is large and only hyper's connections need it.
+    Box::pin(crate::server::serve_hyper(
+        PrefixIo::new(prefix(buf), stream),
+        peer,
+        state,
+    ))
+    .await;
 }
 
 /// Bytes already read, without keeping an empty buffer's allocation alive.
@@ -89,28 +107,36 @@ fn prefix(buf: Vec<u8>) -> Bytes {
     }
 }
 
-enum Head {
+/// What the front makes of a request head.
+#[derive(Debug)]
+pub enum Head {
     /// A request the front serves, and the length of its head in the buffer.
     Ours(Box<Parts>, usize),
     /// Anything else: hyper serves the connection from here on.
     Hyper,
 }
 
+/// Decides on the bytes read so far; `None`: the head is incomplete and
+/// still under the size limit, read more. Pure, so it can be fuzzed.
+pub fn parse_head(buf: &[u8]) -> Option<Head> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Some(match ours(&req) {
+            Some(parts) => Head::Ours(Box::new(parts), len),
+            None => Head::Hyper,
+        }),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
+        // Malformed or huge: hyper answers with the right status.
+        _ => Some(Head::Hyper),
+    }
+}
+
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Head>> {
     loop {
         if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    return Ok(Some(match ours(&req) {
-                        Some(parts) => Head::Ours(Box::new(parts), len),
-                        None => Head::Hyper,
-                    }))
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                // Malformed or huge: hyper answers with the right status.
-                _ => return Ok(Some(Head::Hyper)),
+            if let Some(head) = parse_head(buf) {
+                return Ok(Some(head));
             }
         }
         buf.reserve(1024);
@@ -170,8 +196,9 @@ async fn serve_one(
         routes::not_found("/echo")
     } else {
         // A long-poll waits here: give up at once if the client leaves.
-        let handler = routes::subscribe(state, &parts);
-        tokio::pin!(handler);
+        // Boxed for the same reason as the WebSocket loop: it is only alive
+        // while a request is handled, not while a stream idles.
+        let mut handler = Box::pin(routes::subscribe(state, &parts));
         let res = poll_fn(|cx| {
             if let Poll::Ready(res) = handler.as_mut().poll(cx) {
                 return Poll::Ready(Some(res));
@@ -198,13 +225,9 @@ async fn serve_one(
                 Next::Close
             })
         }
-        Body::Stream(mut events) => {
+        Body::Stream(events) => {
             stream.write_all(&encode_head(&res, None, false)).await?;
-            if buf.capacity() > 0 && buf.is_empty() {
-                *buf = Vec::new();
-            }
-            pump(stream, &mut events, state).await;
-            Ok(Next::Close)
+            Ok(Next::Stream(events))
         }
     }
 }

@@ -3,7 +3,14 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use common::*;
+use pushgate_core::broker::{Catchup, StartAt, Subscriber, SubscriberId};
+use pushgate_core::{
+    Broker, ChannelName, Data, Error, EventName, MemoryBroker, Outbox, Publication,
+};
 use pushgate_server::metrics::Transport;
 use serde_json::json;
 
@@ -47,25 +54,33 @@ const BATCH: u64 = 4;
 /// Publishes `FLOOD` messages of 1 KiB on `flood` over a WebSocket, checking
 /// after each batch that a reading subscriber got every one, in order.
 async fn flood_while_one_subscriber_reads(server: &TestServer) -> (Ws, Ws) {
+    flood(server, FLOOD, BATCH).await
+}
+
+/// Publishes `count` messages of 1 KiB on `flood` over a WebSocket, `batch`
+/// at a time, checking after each batch that a reading subscriber got every
+/// one, in order.
+async fn flood(server: &TestServer, count: u64, batch_size: u64) -> (Ws, Ws) {
     let mut reader = server.ws("/ws?channel=flood").await;
     assert_subscribed(&reader.next_json().await, "flood");
     let mut publisher = server.ws("/ws").await;
     let pad = "x".repeat(1024);
-    for batch in 0..FLOOD / BATCH {
-        for i in 1..=BATCH {
-            let n = batch * BATCH + i;
+    assert_eq!(count % batch_size, 0);
+    for batch in 0..count / batch_size {
+        for i in 1..=batch_size {
+            let n = batch * batch_size + i;
             publisher
                 .send_json(
                     &json!({"type": "publish", "channel": "flood", "data": {"n": n, "pad": pad}}),
                 )
                 .await;
         }
-        for _ in 0..BATCH {
+        for _ in 0..batch_size {
             let reply = publisher.next_json().await;
             assert_eq!(reply["type"], "published", "{reply}");
         }
-        for i in 1..=BATCH {
-            let n = batch * BATCH + i;
+        for i in 1..=batch_size {
+            let n = batch * batch_size + i;
             let v = reader.next_json().await;
             assert_eq!(assert_message(&v, "flood", n)["n"], n);
         }
@@ -75,12 +90,17 @@ async fn flood_while_one_subscriber_reads(server: &TestServer) -> (Ws, Ws) {
 
 /// The reader is still subscribed and healthy after the flood.
 async fn reader_still_gets_messages(reader: &mut Ws, publisher: &mut Ws) {
+    reader_still_gets(reader, publisher, FLOOD + 1).await
+}
+
+/// The same after a flood of `offset - 1` messages.
+async fn reader_still_gets(reader: &mut Ws, publisher: &mut Ws, offset: u64) {
     let reply = publisher
         .command(json!({"type": "publish", "channel": "flood", "data": "after"}))
         .await;
-    assert_eq!(reply["offset"], FLOOD + 1, "{reply}");
+    assert_eq!(reply["offset"], offset, "{reply}");
     let v = reader.next_json().await;
-    assert_eq!(assert_message(&v, "flood", FLOOD + 1), "after");
+    assert_eq!(assert_message(&v, "flood", offset), "after");
 }
 
 fn dropped(server: &TestServer, t: Transport) -> u64 {
@@ -177,4 +197,171 @@ async fn stalled_sse_subscriber_is_cut_off_while_a_reading_one_gets_every_messag
     })
     .await;
     reader_still_gets_messages(&mut reader, &mut publisher).await;
+}
+
+/// The memory broker, plus the longest queue each subscriber's outbox held
+/// right after a fan-out — the server's own accounting of what waits for a
+/// connection, read at the only moment a queue grows.
+struct OutboxProbe {
+    memory: Arc<MemoryBroker>,
+    /// Every subscription, in order: its outbox and the longest queue seen.
+    seen: Mutex<Vec<(Arc<Outbox>, usize)>>,
+}
+
+impl OutboxProbe {
+    fn longest(&self, i: usize) -> (Arc<Outbox>, usize) {
+        let seen = self.seen.lock().unwrap();
+        seen[i].clone()
+    }
+}
+
+#[async_trait]
+impl Broker for OutboxProbe {
+    async fn publish(
+        &self,
+        channel: ChannelName,
+        event: Option<EventName>,
+        data: Data,
+    ) -> Result<Arc<Publication>, Error> {
+        let p = self.memory.publish(channel, event, data).await?;
+        for (outbox, longest) in self.seen.lock().unwrap().iter_mut() {
+            *longest = (*longest).max(outbox.len());
+        }
+        Ok(p)
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &ChannelName,
+        start: StartAt,
+        subscriber: &Subscriber,
+    ) -> Result<Catchup, Error> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((subscriber.outbox.clone(), 0));
+        self.memory.subscribe(channel, start, subscriber).await
+    }
+
+    fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId) {
+        self.memory.unsubscribe(channel, subscriber)
+    }
+
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        start: StartAt,
+        limit: usize,
+    ) -> Result<Catchup, Error> {
+        self.memory.read(channel, start, limit).await
+    }
+
+    async fn sweep(&self) {
+        self.memory.sweep().await
+    }
+}
+
+/// Issue 5: a WebSocket subscriber that never reads while 10,000 messages of
+/// 1 KiB are published on its channel, with the default `outbox_capacity`.
+/// It is cut off (and counted), its queue never held more than the capacity,
+/// what it did get is a gap-free prefix it can resume from without loss, and
+/// a reading subscriber on the same channel gets all 10,000 in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_ws_subscriber_of_a_10000_message_flood_is_cut_off_with_a_bounded_queue() {
+    const COUNT: u64 = 10_000;
+    let probe = Arc::new(Mutex::new(None::<Arc<OutboxProbe>>));
+    let server = start_wrapped(
+        // History keeps the whole flood, so the stalled client can resume.
+        |c| c.history_size = COUNT as usize + 10,
+        |memory| {
+            let p = Arc::new(OutboxProbe {
+                memory,
+                seen: Mutex::new(Vec::new()),
+            });
+            *probe.lock().unwrap() = Some(p.clone());
+            p
+        },
+    )
+    .await;
+    let probe = probe.lock().unwrap().take().expect("the probe is built");
+    let capacity = server.state.config.outbox_capacity;
+    assert_eq!(capacity, 1024, "the default");
+
+    let mut stalled = raw_ws(server.addr, "/ws?channel=flood", Some(4096)).await;
+    let (op, subscribed) = within(
+        "the stalled client's subscribed frame",
+        stalled.read_frame(),
+    )
+    .await
+    .expect("a frame");
+    assert_eq!(op, 1, "{}", String::from_utf8_lossy(&subscribed));
+
+    // The reader subscribes second: probe entry 1; the stalled one is entry 0.
+    let (mut reader, mut publisher) = flood(&server, COUNT, 100).await;
+
+    wait_until("the stalled subscriber to be counted as dropped", || {
+        dropped(&server, Transport::Ws) >= 1
+    })
+    .await;
+    assert_eq!(dropped(&server, Transport::Ws), 1, "only the stalled one");
+    let (outbox, longest) = probe.longest(0);
+    assert!(
+        outbox.is_overflowed(),
+        "cut off because its queue overflowed"
+    );
+    assert!(
+        longest <= capacity,
+        "its queue held {longest} events, over outbox_capacity {capacity}"
+    );
+    let (reader_outbox, reader_longest) = probe.longest(1);
+    assert!(!reader_outbox.is_overflowed());
+    assert!(
+        reader_longest <= 100,
+        "the reader's queue held {reader_longest}"
+    );
+    wait_until("the stalled subscription to end", || {
+        server.subscribers("flood") == 1
+    })
+    .await;
+
+    // What reached the stalled socket before the end: messages 1..=k, in
+    // order, then the 4000 close frame if it still fit.
+    let mut last: Option<serde_json::Value> = None;
+    let close = within("the stalled socket to end", async {
+        loop {
+            match stalled.read_frame().await {
+                None => return None,
+                Some((OP_CLOSE, payload)) => return Some(payload),
+                Some((1, text)) => {
+                    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+                    let expected = last
+                        .as_ref()
+                        .map_or(1, |l| l["offset"].as_u64().unwrap() + 1);
+                    assert_message(&v, "flood", expected);
+                    last = Some(v);
+                }
+                Some((OP_PING, _)) => continue,
+                Some((op, _)) => panic!("unexpected frame {op:#x}"),
+            }
+        }
+    })
+    .await;
+    if let Some(payload) = close {
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4000);
+    }
+    let got = last.as_ref().map_or(0, |l| l["offset"].as_u64().unwrap());
+    assert!(got < COUNT, "the stalled client got all {got} messages");
+
+    // Resuming from its cursor delivers exactly the rest.
+    let since = match &last {
+        Some(l) => cursor_after(l),
+        None => "earliest".to_owned(),
+    };
+    let mut resumed = server.ws(&format!("/ws?channel=flood&since={since}")).await;
+    assert_subscribed(&resumed.next_json().await, "flood");
+    for offset in got + 1..=COUNT {
+        let v = resumed.next_json().await;
+        assert_eq!(assert_message(&v, "flood", offset)["n"], offset);
+    }
+    reader_still_gets(&mut reader, &mut publisher, COUNT + 1).await;
 }

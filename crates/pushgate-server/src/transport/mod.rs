@@ -9,7 +9,7 @@ pub mod poll;
 pub mod sse;
 pub mod stream;
 pub mod ws;
-mod ws_handshake;
+pub mod ws_handshake;
 
 use pushgate_core::protocol::{Command, Reply, Request};
 use pushgate_core::{Connection, OutboxEvent};

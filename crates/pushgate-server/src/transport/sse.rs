@@ -76,7 +76,7 @@ impl Encoder for SseEncoder {
 }
 
 /// `Last-Event-ID` wins over `since`: it is what the browser sends on reconnect.
-fn since_from(headers: &HeaderMap, query_since: Since) -> Result<Since, Error> {
+pub fn since_from(headers: &HeaderMap, query_since: Since) -> Result<Since, Error> {
     match headers.get("last-event-id") {
         Some(v) => {
             let text = v

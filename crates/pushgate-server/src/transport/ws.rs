@@ -18,8 +18,9 @@ use pushgate_core::outbox::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
 use pushgate_core::{Connection, Outbox, OutboxEvent};
+use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -110,8 +111,11 @@ pub async fn run<S: Io>(state: Arc<AppState>, io: S, query: SubscribeQuery, mode
     let end = serve(&state, &mut ws, &mut conn, query, mode).await;
     drop(conn);
     if let Err(End::Close(code, reason)) = end {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(2), close_with(&mut ws, code, reason)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            Box::pin(close_with(&mut ws, code, reason)),
+        )
+        .await;
     }
 }
 
@@ -143,6 +147,10 @@ async fn serve<S: Io>(
 ) -> Result<(), End> {
     let outbox = conn.outbox().clone();
     let mut out: Vec<Message> = Vec::new();
+    // One timer for both silence and stalled writes: a peer that neither
+    // sends nor reads for `ws_idle_timeout` is gone.
+    let idle = tokio::time::sleep(state.config.ws_idle_timeout);
+    tokio::pin!(idle);
     for channel in query.channels {
         let (reply, events) = match conn.subscribe(channel, &query.since).await {
             Ok(r) => r,
@@ -151,13 +159,11 @@ async fn serve<S: Io>(
         out.push(text(reply.encode(None)));
         accept_all(state, conn, events, &mut out);
     }
-    send(state, ws, &mut out, &outbox).await?;
+    send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
 
     let ping_every = state.config.ws_ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let idle = tokio::time::sleep(state.config.ws_idle_timeout);
-    tokio::pin!(idle);
     let mut events: Vec<OutboxEvent> = Vec::new();
 
     loop {
@@ -180,7 +186,7 @@ async fn serve<S: Io>(
         match wake {
             Wake::Outbox(Drained::Events) => {
                 accept_all(state, conn, std::mem::take(&mut events), &mut out);
-                send(state, ws, &mut out, &outbox).await?;
+                send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
             }
             Wake::Outbox(Drained::Overflowed) => return Err(fell_behind(state)),
             Wake::Outbox(Drained::ShutDown) => {
@@ -195,18 +201,20 @@ async fn serve<S: Io>(
                 match msg {
                     Message::Text(_) | Message::Binary(_) if mode == Mode::Echo => {
                         out.push(msg);
-                        send(state, ws, &mut out, &outbox).await?;
+                        send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
                     }
                     Message::Text(t) => {
-                        command(state, conn, t.as_bytes(), &mut out).await;
-                        send(state, ws, &mut out, &outbox).await?;
+                        // Boxed: command handling is rare and its state large;
+                        // this loop's state is held for the connection's life.
+                        Box::pin(command(state, conn, t.as_bytes(), &mut out)).await;
+                        send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
                     }
                     Message::Binary(_) => {
                         let e = pushgate_core::Error::bad_request(
                             "commands are JSON text frames, not binary",
                         );
                         out.push(text(Reply::Error(e).encode(None)));
-                        send(state, ws, &mut out, &outbox).await?;
+                        send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
                     }
                     // tungstenite queues the Pong and the Close reply itself.
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -220,7 +228,7 @@ async fn serve<S: Io>(
             Wake::Frame(None) => return Ok(()),
             Wake::PingDue => {
                 out.push(Message::Ping(Bytes::new()));
-                send(state, ws, &mut out, &outbox).await?;
+                send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
             }
             Wake::Idle => {
                 return Err(End::Close(
@@ -311,6 +319,7 @@ async fn send<S: Io>(
     ws: &mut WebSocketStream<S>,
     out: &mut Vec<Message>,
     outbox: &Outbox,
+    idle: Pin<&mut Sleep>,
 ) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
@@ -323,11 +332,12 @@ async fn send<S: Io>(
     };
     tokio::select! {
         biased;
-        written = tokio::time::timeout(state.config.ws_idle_timeout, write) => match written {
-            Ok(Ok(())) => Ok(()),
-            // The peer is gone or stopped reading for a whole idle period.
-            _ => Err(End::Drop),
+        written = write => match written {
+            Ok(()) => Ok(()),
+            Err(_) => Err(End::Drop),
         },
         () = poll_fn(|cx| outbox.poll_overflowed(cx)) => Err(fell_behind(state)),
+        // The peer stopped reading (and sent nothing) for a whole idle period.
+        () = idle => Err(End::Drop),
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
-use pushgate_core::{ChannelName, MemoryBroker, MemoryBrokerConfig};
+use pushgate_core::{Broker, ChannelName, MemoryBroker, MemoryBrokerConfig};
 use pushgate_server::metrics::Transport;
 use pushgate_server::state::AppState;
 use pushgate_server::{Config, Server};
@@ -74,6 +74,16 @@ pub async fn start() -> TestServer {
 
 /// Starts a server after `configure` adjusted the test defaults.
 pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+    start_wrapped(configure, |memory| memory).await
+}
+
+/// The same with the server's broker built by `wrap` around the memory
+/// broker, to watch what fan-out does; [`TestServer::broker`] stays the
+/// memory broker underneath.
+pub async fn start_wrapped(
+    configure: impl FnOnce(&mut Config),
+    wrap: impl FnOnce(Arc<MemoryBroker>) -> Arc<dyn Broker>,
+) -> TestServer {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         demo: false,
@@ -87,7 +97,7 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         history_ttl_ms: config.history_ttl.as_millis() as u64,
         ..Default::default()
     }));
-    let server = Server::with_broker(config, broker.clone())
+    let server = Server::with_broker(config, wrap(broker.clone()))
         .await
         .expect("the server binds");
     let addr = server.local_addr();
