@@ -31,6 +31,9 @@
 //! subscriber after its handshake (the load generator only sends Pong and
 //! Close frames, in answer to frames this server never sends).
 //!
+//! A publish is answered (`204`) before the fan-out, as pushgate answers once
+//! the message is queued, so the publisher's next request overlaps it.
+//!
 //! The runtime is tokio's current-thread scheduler: one thread, like the one
 //! worker process each peer is given in `bench/compare`.
 //!
@@ -45,7 +48,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Longest request head read.
@@ -259,9 +262,11 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) -> io::Result<()> {
                         return Ok(());
                     }
                 }
+                // Answer first, as a push server answers once the message is
+                // accepted: the publisher's next request overlaps this fan-out.
+                stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await?;
                 state.publish(&buf[head_end..end]);
                 buf.drain(..end);
-                stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await?;
             }
             ("GET", "/healthz", None) => {
                 buf.drain(..head_end);
@@ -320,7 +325,17 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result: io::Result<()> = rt.block_on(async move {
-        let listener = TcpListener::bind(addr).await?;
+        // tokio's `TcpListener::bind` listens with a backlog of 128: a burst of
+        // handshakes from the load generator would overflow it (SYNs dropped,
+        // retried after 1 s). 4096 is the kernel's usual `somaxconn`.
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
         eprintln!("pushgate-baseline listening on {addr}");
         let state = Arc::new(State::default());
         loop {

@@ -5,6 +5,14 @@
 //! * `fanout` also publishes M messages and reports delivery rate, loss,
 //!   duplicates, order and publish→delivery latency, plus CPU per delivery.
 //!
+//! Plain mode (`--sub-url`, `--pub-url`) measures other servers: a `ws://`
+//! URL is a WebSocket that subscribes on connect, an `http://` URL an endless
+//! stream (SSE or lines) or, with `-t longpoll`, an nchan-style long-poll
+//! (`Last-Modified`/`Etag` sent back); `--peer socketio` speaks Socket.IO v4
+//! over the WebSocket. Messages are recognised by the marker the generator
+//! puts in every payload, whatever the server's envelope. `bench/compare`
+//! drives it against pushgate, the peers in `bench/peers` and the baseline.
+//!
 //! The generator must never be the bottleneck, so it speaks WebSocket, SSE and
 //! long-poll itself over raw `TcpStream`s, keeps almost no per-connection
 //! memory (see [`net`]), and runs on one thread unless `--threads` says more.

@@ -39,9 +39,7 @@ impl Server {
 
     pub async fn with_broker(config: Config, broker: Arc<dyn Broker>) -> Result<Self, Error> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| Error::bind(config.listen, e))?;
+        let listener = listen(config.listen).map_err(|e| Error::bind(config.listen, e))?;
         Ok(Server {
             listener,
             state: AppState::new(config, broker),
@@ -113,6 +111,22 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Pending connections the kernel may queue before `accept`. The usual
+/// default (128) overflows in a reconnect storm: after a restart every
+/// client comes back at once, and a dropped SYN costs a client a 1 s retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves a connection with hyper (everything `crate::front` does not take).
