@@ -203,7 +203,7 @@ async fn serve_one(
             if let Poll::Ready(res) = handler.as_mut().poll(cx) {
                 return Poll::Ready(Some(res));
             }
-            watch_peer(stream, cx, buf).map(|()| None)
+            watch_peer(stream, cx, Some(buf)).map(|()| None)
         })
         .await;
         match res {
@@ -232,38 +232,28 @@ async fn serve_one(
     }
 }
 
-/// Ready when the peer closed (or broke) its side. Bytes it sends meanwhile
-/// (a pipelined next request) are kept in `buf`, up to a bound.
-fn watch_peer(stream: &TcpStream, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<()> {
+/// Ready when the peer closed (or broke) its side. What it sends meanwhile
+/// is kept in `keep` (a pipelined next request), up to a bound, or, without
+/// `keep`, discarded (nothing a client sends on a stream matters).
+fn watch_peer(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    mut keep: Option<&mut Vec<u8>>,
+) -> Poll<()> {
     loop {
         match stream.poll_read_ready(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(())) => {
-                if buf.len() >= MAX_HEAD {
-                    return Poll::Ready(());
-                }
-                buf.reserve(1024);
-                match stream.try_read_buf(buf) {
-                    Ok(0) => return Poll::Ready(()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Poll::Ready(()),
-                }
-            }
-        }
-    }
-}
-
-/// Like [`watch_peer`] for streams, where nothing the client sends matters.
-fn watch_peer_discard(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
-    loop {
-        match stream.poll_read_ready(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Ready(Ok(())) => {
-                let mut sink = [0u8; 256];
-                match stream.try_read(&mut sink) {
+                let read = match keep.as_deref_mut() {
+                    Some(buf) if buf.len() >= MAX_HEAD => return Poll::Ready(()),
+                    Some(buf) => {
+                        buf.reserve(1024);
+                        stream.try_read_buf(buf)
+                    }
+                    None => stream.try_read(&mut [0u8; 256]),
+                };
+                match read {
                     Ok(0) => return Poll::Ready(()),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -282,7 +272,7 @@ async fn pump(stream: &mut TcpStream, events: &mut EventStream, state: &AppState
             if let Poll::Ready(chunk) = events.poll_next(cx) {
                 return Poll::Ready(Some(chunk));
             }
-            watch_peer_discard(stream, cx).map(|()| None)
+            watch_peer(stream, cx, None).map(|()| None)
         })
         .await;
         let chunk = match next {

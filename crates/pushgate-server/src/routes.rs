@@ -52,16 +52,10 @@ pub async fn route(
         }
         (&Method::GET | &Method::HEAD, "/") if state.config.demo => demo::index(),
         (&Method::GET | &Method::HEAD, "/pushgate.js") => client_js::serve(),
-        (_, "/ws" | "/echo") if websocket_mode(&state.config, &path).is_some() => {
+        (_, p) if websocket_mode(&state.config, p).is_some() => {
+            let mode = websocket_mode(&state.config, p).unwrap_or(ws::Mode::Commands);
             match cors::guard(&state.config, req.headers()) {
-                Ok(()) => {
-                    ws::handle(
-                        state.clone(),
-                        req,
-                        websocket_mode(&state.config, &path).unwrap_or(ws::Mode::Commands),
-                    )
-                    .await
-                }
+                Ok(()) => ws::handle(state.clone(), req, mode).await,
                 Err(res) => res,
             }
         }
