@@ -1,0 +1,105 @@
+//! `protocol::decode` and `protocol::decode_publish` on arbitrary bytes.
+//!
+//! Properties: a decoded command's replies (and a rejection's error reply)
+//! encode to one script-safe JSON object that echoes the command id; publish
+//! data is valid JSON, script-safe, and the same value as the input's `data`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushgate_core::protocol::{decode, decode_publish, encode_reset, Command, Reply};
+use pushgate_core::{Data, Epoch, Error, ErrorKind, Position};
+use pushgate_fuzz::{is_json, is_script_safe};
+use serde_json::Value;
+
+/// An encoded reply: one script-safe JSON object of `kind`, with `id` echoed.
+fn check_reply(text: &str, kind: &str, id: Option<&Value>) {
+    assert!(is_script_safe(text), "reply not script-safe: {text:?}");
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert_eq!(v["type"], kind, "{text:?}");
+    assert_eq!(v.get("id"), id, "{text:?}");
+}
+
+/// `data` of a publish: valid JSON, script-safe, the same value as `original`.
+fn check_data(data: &Data, original: Option<&Value>) {
+    let Data::Json(json) = data else {
+        panic!("a JSON command gave binary data")
+    };
+    assert!(is_json(json), "data is not JSON: {json:?}");
+    assert!(is_script_safe(json), "data not script-safe: {json:?}");
+    if let Some(original) = original {
+        let back: Value = serde_json::from_str(json).expect("data parses like the input did");
+        assert_eq!(&back, original);
+    }
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    // The input as a JSON value, when serde_json's `Value` can hold it (not,
+    // say, with 1e999 inside): the reference for ids and data.
+    let input: Option<Value> = serde_json::from_slice(bytes).ok();
+    let field = |name: &str| input.as_ref().and_then(|v| v.get(name));
+    let epoch = Epoch::new("fz").unwrap();
+    match decode(bytes) {
+        Ok(req) => {
+            let id = req.id.as_ref();
+            if let Some(id) = id {
+                let echoed: Value = serde_json::from_str(id.as_json()).unwrap();
+                if let Some(given) = field("id") {
+                    // Integer ids come back as written (a float id is refused).
+                    assert_eq!(&echoed, given);
+                }
+            }
+            let id_json = id.map(|i| serde_json::from_str::<Value>(i.as_json()).unwrap());
+            let position = Position::new(epoch, u64::MAX);
+            match &req.command {
+                Command::Subscribe { channel, .. } => {
+                    let r = Reply::Subscribed {
+                        channel: channel.clone(),
+                        position: position.clone(),
+                    };
+                    check_reply(&r.encode(id), "subscribed", id_json.as_ref());
+                    check_reply(&encode_reset(channel, &position), "reset", None);
+                }
+                Command::Unsubscribe { channel } => {
+                    let r = Reply::Unsubscribed {
+                        channel: channel.clone(),
+                    };
+                    check_reply(&r.encode(id), "unsubscribed", id_json.as_ref());
+                }
+                Command::Publish { channel, data, .. } => {
+                    check_data(data, field("data"));
+                    let r = Reply::Published {
+                        channel: channel.clone(),
+                        position,
+                    };
+                    check_reply(&r.encode(id), "published", id_json.as_ref());
+                }
+                Command::Ping => check_reply(&Reply::Pong.encode(id), "pong", id_json.as_ref()),
+            }
+            // Any command can still fail when executed.
+            let e = Error::new(ErrorKind::Unavailable, "x");
+            check_reply(&Reply::Error(e).encode(id), "error", id_json.as_ref());
+        }
+        Err(rejected) => {
+            let id = rejected.id.as_ref();
+            let id_json = id.map(|i| serde_json::from_str::<Value>(i.as_json()).unwrap());
+            let text = Reply::Error(rejected.error.clone()).encode(id);
+            check_reply(&text, "error", id_json.as_ref());
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["code"], rejected.error.code());
+            assert_eq!(v["message"], rejected.error.message());
+        }
+    }
+    match decode_publish(bytes) {
+        Ok(Command::Publish { data, .. }) => check_data(&data, field("data")),
+        Ok(other) => panic!("decode_publish gave {other:?}"),
+        Err(e) => {
+            assert!(matches!(
+                e.kind(),
+                ErrorKind::BadJson
+                    | ErrorKind::BadRequest
+                    | ErrorKind::InvalidChannel
+                    | ErrorKind::InvalidEvent
+            ));
+        }
+    }
+});
