@@ -345,3 +345,34 @@ fn encode_head<B>(res: &Response<B>, len: Option<usize>, keep_alive: bool) -> Ve
     out.extend_from_slice(b"\r\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_head_decides() {
+        let head = b"GET /sse?channel=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e\r\n\r\nnext";
+        let Some(Head::Ours(parts, len)) = parse_head(head) else {
+            panic!("not ours")
+        };
+        assert_eq!(len, head.len() - 4);
+        assert_eq!(parts.uri.path(), "/sse");
+        assert_eq!(parts.headers["last-event-id"], "e");
+        // Incomplete: read more, until the limit.
+        assert!(parse_head(&head[..20]).is_none());
+        let mut huge = b"GET /sse HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_HEAD, b'a');
+        assert!(matches!(parse_head(&huge), Some(Head::Hyper)));
+        for other in [
+            &b"POST /sse HTTP/1.1\r\n\r\n"[..],
+            b"GET /sse HTTP/1.0\r\n\r\n",
+            b"GET /api HTTP/1.1\r\n\r\n",
+            b"GET /sse HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            b"GET /sse HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"\x00garbage\r\n\r\n",
+        ] {
+            assert!(matches!(parse_head(other), Some(Head::Hyper)), "{other:?}");
+        }
+    }
+}
