@@ -51,12 +51,7 @@ pub async fn run(
     sub: &mut Subscriber,
     timeout_secs: u64,
 ) -> Result<(), BenchError> {
-    let connect = || async move {
-        HttpConn::connect(target.addr, source)
-            .await
-            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))
-    };
-    let mut conn = connect().await?;
+    let mut conn = connect(target, source).await?;
     sub.connected();
     let mut cursor: Option<String> = None;
     loop {
@@ -85,7 +80,7 @@ pub async fn run(
         cursor = Some(parse_cursor(&resp.body)?);
         sub.mark_subscribed();
         if !resp.head.keep_alive {
-            conn = connect().await?;
+            conn = connect(target, source).await?;
         }
     }
 }
@@ -119,12 +114,7 @@ pub async fn run_plain(
     source: Option<IpAddr>,
     sub: &mut Subscriber,
 ) -> Result<(), BenchError> {
-    let connect = || async move {
-        HttpConn::connect(target.addr, source)
-            .await
-            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))
-    };
-    let mut conn = connect().await?;
+    let mut conn = connect(target, source).await?;
     sub.connected();
     let (mut last_modified, mut etag) = (String::new(), String::new());
     loop {
@@ -150,9 +140,16 @@ pub async fn run_plain(
             }
         }
         if !resp.head.keep_alive {
-            conn = connect().await?;
+            conn = connect(target, source).await?;
         }
     }
+}
+
+/// One keep-alive connection to the target (again after the server closed one).
+async fn connect(target: &Target, source: Option<IpAddr>) -> Result<HttpConn, BenchError> {
+    HttpConn::connect(target.addr, source)
+        .await
+        .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))
 }
 
 #[cfg(test)]

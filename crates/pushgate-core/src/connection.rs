@@ -115,6 +115,17 @@ impl Connection {
     pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
         self.session.accept(event, out);
     }
+
+    /// [`Connection::accept`] for every event, in order.
+    pub fn accept_all(
+        &mut self,
+        events: impl IntoIterator<Item = OutboxEvent>,
+        out: &mut Vec<Emit>,
+    ) {
+        for event in events {
+            self.session.accept(event, out);
+        }
+    }
 }
 
 /// Dropping a connection, however its request or socket ended, removes its

@@ -33,7 +33,8 @@ use crate::web::{Body, SubscribeQuery};
 
 /// A request head must arrive within this time (slow-loris defence).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Heads larger than this go to hyper, which has the final say on limits.
+/// A head still incomplete at this size goes to hyper, which has the final
+/// say on limits (a complete larger head read at once stays with the front).
 pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 

@@ -50,11 +50,7 @@ pub async fn respond(
     let mut emits: Vec<Emit> = Vec::new();
     for channel in channels {
         match conn.subscribe(channel, since).await {
-            Ok((_, events)) => {
-                for event in events {
-                    conn.accept(event, &mut emits);
-                }
-            }
+            Ok((_, events)) => conn.accept_all(events, &mut emits),
             Err(e) => return web::error(&e),
         }
     }
@@ -74,11 +70,7 @@ pub async fn respond(
             })
             .await;
             match woke {
-                Some(Drained::Events) => {
-                    for event in events.drain(..) {
-                        conn.accept(event, &mut emits);
-                    }
-                }
+                Some(Drained::Events) => conn.accept_all(events.drain(..), &mut emits),
                 // Overflowed: answer with what was accepted; the cursor still
                 // stands before anything dropped, so the next request catches up.
                 Some(Drained::Overflowed | Drained::ShutDown) | None => break,

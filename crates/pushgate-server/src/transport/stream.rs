@@ -1,8 +1,9 @@
 //! A streaming HTTP response fed by a connection's outbox, shared by the
 //! streaming HTTP transports: SSE, NDJSON (`/stream`) and the hidden iframe.
 //!
-//! No task per connection: hyper polls this body, the body polls the outbox.
-//! While idle it holds the connection state, one timer and nothing else.
+//! No task of its own: the connection's task (`crate::front::pump`, or hyper
+//! on its path) polls this body, and the body polls the outbox. While idle it
+//! holds the connection state, one timer and nothing else.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -274,9 +274,7 @@ fn accept_all(
     out: &mut Vec<Message>,
 ) {
     let mut emits = Vec::new();
-    for event in events {
-        conn.accept(event, &mut emits);
-    }
+    conn.accept_all(events, &mut emits);
     let mut delivered = 0;
     for emit in emits {
         out.push(match emit {
