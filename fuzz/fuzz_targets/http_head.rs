@@ -138,7 +138,7 @@ fn check_handshake(method: &Method, headers: &HeaderMap) {
     match (&got, &want) {
         (Ok(accept), Ok(expected)) => {
             assert_eq!(accept, expected);
-            let res = switching_protocols(accept);
+            let res = switching_protocols(accept, None);
             assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
             assert_eq!(res.headers()["sec-websocket-accept"], accept.as_str());
         }

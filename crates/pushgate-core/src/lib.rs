@@ -31,6 +31,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod publication;
 pub mod session;
+pub mod websocket;
 pub mod wire;
 
 pub use broker::{

@@ -12,6 +12,8 @@ use crate::clock::Millis;
 use crate::cursor::Position;
 use crate::epoch::Epoch;
 use crate::json;
+use crate::websocket::deflate::{self, Deflate};
+use crate::websocket::frame::{self, OpCode};
 
 /// What a publisher sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,11 @@ pub struct Publication {
     binary: Option<BinaryFrame>,
     /// Per-format encodings for one-channel readers, built on first use.
     single: [OnceLock<Bytes>; 3],
+    /// The WebSocket frame, built on first use.
+    ws: OnceLock<Bytes>,
+    /// permessage-deflate frames by window size (2^9..2^15), built on first
+    /// use; `None` when compressing does not make the frame smaller.
+    ws_deflated: OnceLock<Box<[OnceLock<Option<Bytes>>; 7]>>,
 }
 
 /// Wire forms of a message that are the same for every one-channel reader.
@@ -113,6 +120,8 @@ impl Publication {
             json,
             binary,
             single: Default::default(),
+            ws: OnceLock::new(),
+            ws_deflated: OnceLock::new(),
         }
     }
 
@@ -167,6 +176,42 @@ impl Publication {
         })
     }
 
+    /// The payload a WebSocket subscriber receives: the binary frame payload
+    /// for binary data, else the JSON text.
+    pub fn ws_payload(&self) -> (OpCode, &Bytes) {
+        match self.binary_frame() {
+            Some(b) => (OpCode::Binary, b),
+            None => (OpCode::Text, self.json()),
+        }
+    }
+
+    /// The whole WebSocket frame, shared by every WebSocket subscriber.
+    pub fn ws_frame(&self) -> &Bytes {
+        self.ws.get_or_init(|| {
+            let (op, payload) = self.ws_payload();
+            frame::server_frame(op, false, payload)
+        })
+    }
+
+    /// The frame for a subscriber that negotiated permessage-deflate: the
+    /// compressed frame, shared by every subscriber whose window admits it,
+    /// or the plain one when compression does not pay.
+    pub fn ws_frame_for(&self, deflate: Option<&Deflate>) -> &Bytes {
+        let (op, payload) = self.ws_payload();
+        let Some(d) = deflate.filter(|d| d.wants(payload.len())) else {
+            return self.ws_frame();
+        };
+        let bits = d.window_for(payload.len());
+        let slots = self.ws_deflated.get_or_init(Default::default);
+        let slot = &slots[usize::from(bits - deflate::MIN_WINDOW_BITS)];
+        slot.get_or_init(|| {
+            let packed = deflate::compress(payload, bits);
+            (packed.len() < payload.len()).then(|| frame::server_frame(op, true, &packed))
+        })
+        .as_ref()
+        .unwrap_or_else(|| self.ws_frame())
+    }
+
     /// The NDJSON line (`json` and `\n`), shared by every stream.
     pub fn ndjson_line(&self) -> &Bytes {
         self.single(Single::Ndjson, || crate::wire::ndjson::line(self.json()))
@@ -197,6 +242,35 @@ mod tests {
             v,
             serde_json::json!({"type":"message","channel":"news","offset":42,"epoch":"ep","event":"update","data":{"a":1}})
         );
+    }
+
+    #[test]
+    fn websocket_frames_are_built_once() {
+        let p = publication(Data::Json(format!("\"{}\"", "ab".repeat(400))), None);
+        let plain = p.ws_frame();
+        assert_eq!(plain[0], 0x81);
+        assert!(std::ptr::eq(plain, p.ws_frame()));
+        let d = Deflate {
+            window_bits: 15,
+            min_size: 128,
+        };
+        let packed = p.ws_frame_for(Some(&d));
+        assert_eq!(packed[0], 0xC1, "text, compressed");
+        assert!(packed.len() < plain.len() / 4);
+        assert!(std::ptr::eq(packed, p.ws_frame_for(Some(&d))));
+        // A narrower window gets its own frame, readable under that window.
+        let narrow = Deflate {
+            window_bits: 9,
+            ..d
+        };
+        assert!(!std::ptr::eq(packed, p.ws_frame_for(Some(&narrow))));
+        assert!(packed[1] < 126);
+        let body = &packed[2..];
+        let unpacked = deflate::decompress(body, 1 << 20).unwrap();
+        assert_eq!(&unpacked[..], &p.json()[..]);
+        // Small messages stay plain.
+        let small = publication(Data::Json("1".into()), None);
+        assert!(std::ptr::eq(small.ws_frame_for(Some(&d)), small.ws_frame()));
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub struct Config {
     /// A WebSocket that sends nothing (not even Pong) for this long is closed.
     #[serde(deserialize_with = "de_duration")]
     pub ws_idle_timeout: Duration,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it. Always
+    /// without context takeover: each message is compressed once and the
+    /// frame shared by every subscriber (see `docs/protocol.md`).
+    pub ws_deflate: bool,
+    /// The largest window pushgate compresses with, 9..=15 (2^N bytes).
+    pub ws_deflate_window_bits: u8,
+    /// WebSocket messages shorter than this many bytes are sent uncompressed.
+    pub ws_deflate_min_size: usize,
     /// Keep-alive interval of streaming responses: SSE `: ping` comments,
     /// NDJSON `{"type":"ping"}` lines, iframe `<!-- ping -->` comments.
     #[serde(deserialize_with = "de_duration")]
@@ -72,6 +80,9 @@ impl Default for Config {
             history_ttl: Duration::from_secs(600),
             ws_ping_interval: Duration::from_secs(25),
             ws_idle_timeout: Duration::from_secs(60),
+            ws_deflate: false,
+            ws_deflate_window_bits: 15,
+            ws_deflate_min_size: 128,
             stream_ping_interval: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
             longpoll_timeout: Duration::from_secs(25),
@@ -89,6 +100,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What WebSocket handshakes may agree to.
+    pub fn deflate(&self) -> pushgate_core::websocket::DeflateConfig {
+        pushgate_core::websocket::DeflateConfig {
+            enabled: self.ws_deflate,
+            server_max_window_bits: self.ws_deflate_window_bits,
+            min_size: self.ws_deflate_min_size,
+        }
+    }
+
     /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::config(format!("config file: {e}")))
@@ -108,6 +128,10 @@ impl Config {
                 "longpoll_timeout must not exceed longpoll_max_timeout",
             ),
             (self.max_message_size < 128, "max_message_size must be at least 128 bytes"),
+            (
+                !(9..=15).contains(&self.ws_deflate_window_bits),
+                "ws_deflate_window_bits must be between 9 and 15",
+            ),
             (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),
             (self.max_subscriptions == 0, "max_subscriptions must be at least 1"),
         ];

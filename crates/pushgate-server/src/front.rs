@@ -29,7 +29,7 @@ use crate::routes::{self, SUBSCRIBE_PATHS};
 use crate::state::AppState;
 use crate::transport::stream::EventStream;
 use crate::transport::ws;
-use crate::web::{Body, SubscribeQuery};
+use crate::web::Body;
 
 /// A request head must arrive within this time (slow-loris defence).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +41,7 @@ const MAX_HEADERS: usize = 64;
 enum Next {
     KeepAlive,
     Close,
-    Upgrade(String, SubscribeQuery, ws::Mode),
+    Upgrade(Box<ws::Upgrade>),
     /// The head of an event stream was written; pump it.
     Stream(Box<EventStream>),
 }
@@ -73,8 +73,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                 pump(&mut stream, &mut events, &state).await;
                 return;
             }
-            Ok(Next::Upgrade(accept, query, mode)) => {
-                let res = ws::switching_protocols(&accept);
+            Ok(Next::Upgrade(up)) => {
+                let res = ws::switching_protocols(&up);
                 if stream
                     .write_all(&encode_head(&res, None, true))
                     .await
@@ -83,7 +83,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                     let io = PrefixIo::new(prefix(buf), stream);
                     // A task of its own, and this one ends: the WebSocket loop is
                     // the largest state, and nothing of the front is needed any more.
-                    tokio::spawn(ws::run(state, io, query, mode));
+                    tokio::spawn(ws::run(state, io, *up));
                 }
                 return;
             }
@@ -189,8 +189,10 @@ async fn serve_one(
 ) -> io::Result<Next> {
     let keep_alive = !wants_close(&parts.headers);
     let res = if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
-        match cors::guard(&state.config, &parts.headers).and_then(|()| ws::check(state, &parts)) {
-            Ok((accept, query)) => return Ok(Next::Upgrade(accept, query, mode)),
+        match cors::guard(&state.config, &parts.headers)
+            .and_then(|()| ws::check(state, &parts, mode))
+        {
+            Ok(up) => return Ok(Next::Upgrade(Box::new(up))),
             Err(res) => res,
         }
     } else if parts.uri.path() == "/echo" {

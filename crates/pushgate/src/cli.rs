@@ -60,6 +60,15 @@ struct ServeArgs {
     /// Close WebSockets silent for this long [default: 60s].
     #[arg(long, env = "PUSHGATE_WS_IDLE_TIMEOUT", value_parser = duration)]
     ws_idle_timeout: Option<Duration>,
+    /// Accept permessage-deflate (RFC 7692, no context takeover) when clients offer it.
+    #[arg(long, env = "PUSHGATE_WS_DEFLATE")]
+    ws_deflate: bool,
+    /// Largest compression window, 9-15 (2^N bytes) [default: 15].
+    #[arg(long, env = "PUSHGATE_WS_DEFLATE_WINDOW_BITS")]
+    ws_deflate_window_bits: Option<u8>,
+    /// WebSocket messages shorter than this are sent uncompressed [default: 128].
+    #[arg(long, env = "PUSHGATE_WS_DEFLATE_MIN_SIZE")]
+    ws_deflate_min_size: Option<usize>,
     /// Keep-alive interval of SSE, NDJSON and iframe streams [default: 15s].
     #[arg(long, env = "PUSHGATE_STREAM_PING_INTERVAL", value_parser = duration)]
     stream_ping_interval: Option<Duration>,
@@ -122,6 +131,8 @@ impl ServeArgs {
             history_ttl,
             ws_ping_interval,
             ws_idle_timeout,
+            ws_deflate_window_bits,
+            ws_deflate_min_size,
             stream_ping_interval,
             sse_retry,
             longpoll_timeout,
@@ -139,6 +150,7 @@ impl ServeArgs {
         }
         c.log_json |= self.log_json;
         c.echo |= self.echo;
+        c.ws_deflate |= self.ws_deflate;
         if self.no_demo {
             c.demo = false;
         }

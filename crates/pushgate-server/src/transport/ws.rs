@@ -1,30 +1,30 @@
-//! WebSocket at `GET /ws` (RFC 6455): JSON commands in, replies and messages out.
+//! WebSocket at `GET /ws` (RFC 6455, RFC 7692): JSON commands in, replies and
+//! messages out.
 //!
-//! The frame codec is tokio-tungstenite (see `docs/architecture.md` for why);
-//! the handshake, the loop and the close codes are ours, so the library can
-//! be swapped without touching the protocol.
+//! The codec is pushgate's own and sans-IO ([`pushgate_core::websocket`]);
+//! this module moves bytes. A published message's frame is built once and
+//! every subscriber writes the same bytes; whatever is queued for a socket
+//! goes out in one vectored write.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
 use pushgate_core::outbox::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
-use pushgate_core::{Connection, Outbox, OutboxEvent};
-use std::pin::Pin;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior, Sleep};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
+use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
+use pushgate_core::{Connection, OutboxEvent};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::ws_handshake;
 use crate::error::close;
@@ -37,16 +37,55 @@ use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// Validates an upgrade request; on success the `Sec-WebSocket-Accept` value
-/// and the URL subscriptions to make once connected.
-pub fn check(state: &AppState, req: &Parts) -> Result<(String, SubscribeQuery), Response<Body>> {
+/// What a WebSocket connection does with the frames it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `/ws`: JSON commands.
+    Commands,
+    /// `/echo` (`--echo`, for conformance testing): every data message is
+    /// sent back as it came, through the same loop, codec and limits as `/ws`.
+    Echo,
+}
+
+/// An accepted upgrade request: what the 101 says and what the connection
+/// starts with.
+#[derive(Debug)]
+pub struct Upgrade {
+    accept: String,
+    /// The `Sec-WebSocket-Extensions` answer, when permessage-deflate was agreed.
+    extensions: Option<String>,
+    deflate: Option<Deflate>,
+    query: SubscribeQuery,
+    mode: Mode,
+}
+
+/// Validates an upgrade request and negotiates extensions.
+pub fn check(state: &AppState, req: &Parts, mode: Mode) -> Result<Upgrade, Response<Body>> {
     let accept = ws_handshake::accept_key(&req.method, &req.headers)?;
     let query = parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions)
         .map_err(|e| web::error(&e))?;
-    Ok((accept, query))
+    let offers = req
+        .headers
+        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let (deflate, extensions) = match deflate::negotiate(offers, &state.config.deflate()) {
+        Some((d, answer)) => (Some(d), Some(answer)),
+        None => (None, None),
+    };
+    Ok(Upgrade {
+        accept,
+        extensions,
+        deflate,
+        query,
+        mode,
+    })
 }
 
-pub use ws_handshake::switching_protocols;
+/// The 101 response completing the handshake.
+pub fn switching_protocols(up: &Upgrade) -> Response<Body> {
+    ws_handshake::switching_protocols(&up.accept, up.extensions.as_deref())
+}
 
 /// The hyper path: answer 101 and run the connection once hyper hands over the socket.
 pub async fn handle(
@@ -55,7 +94,7 @@ pub async fn handle(
     mode: Mode,
 ) -> Response<Body> {
     let (mut parts, _) = req.into_parts();
-    let (accept, query) = match check(&state, &parts) {
+    let up = match check(&state, &parts, mode) {
         Ok(ok) => ok,
         Err(res) => return res,
     };
@@ -64,115 +103,217 @@ pub async fn handle(
             "this connection cannot be upgraded",
         ));
     };
+    let res = switching_protocols(&up);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, TokioIo::new(upgraded), query, mode).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), up).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
-    switching_protocols(&accept)
-}
-
-/// Settings for the frame codec: a small read buffer because most connections
-/// are idle, and limits that turn oversized input into close code 1009.
-fn codec_config(max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(256)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_message.max(64 * 1024) * 4)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
-}
-
-enum Wake {
-    Outbox(Drained),
-    Frame(Option<Result<Message, WsError>>),
-    PingDue,
-    Idle,
+    res
 }
 
 /// Runs one WebSocket connection after the 101 was sent.
-/// What a WebSocket connection does with the frames it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `/ws`: JSON commands.
-    Commands,
-    /// `/echo` (`--echo`, for conformance testing): every data frame is sent
-    /// back as it came, through the same loop, codec and limits as `/ws`.
-    Echo,
-}
-
-pub async fn run<S: Io>(state: Arc<AppState>, io: S, query: SubscribeQuery, mode: Mode) {
-    let cfg = codec_config(state.config.max_message_size);
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+pub async fn run<S: Io>(state: Arc<AppState>, io: S, up: Upgrade) {
     let _open = state.metrics.connection(Transport::Ws);
+    let mut ws = Socket {
+        rx: Receiver::new(state.config.max_message_size, up.deflate),
+        io,
+        out: VecDeque::new(),
+        deflate: up.deflate,
+    };
     let mut conn = state.connection();
     let _registered = state.registry.register(conn.outbox());
-    let end = serve(&state, &mut ws, &mut conn, query, mode).await;
+    let end = serve(&state, &mut ws, &mut conn, up.query, up.mode).await;
     drop(conn);
-    if let Err(End::Close(code, reason)) = end {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            Box::pin(close_with(&mut ws, code, reason)),
-        )
-        .await;
-    }
+    let (frame, await_reply) = match end {
+        End::Close(code, reason) => (frame::close_frame(code, reason), true),
+        End::Reply(frame) => (frame, false),
+        End::Drop => return,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(frame, await_reply)).await;
 }
 
-/// Why the server ends a connection early.
+/// How a connection ends.
 enum End {
-    /// Send a close frame with this code and reason.
+    /// The server fails or ends it: send a close frame with this code and
+    /// reason, then wait for the client's.
     Close(u16, &'static str),
+    /// The client began the closing handshake: send this answer and close.
+    Reply(Bytes),
     /// The peer is gone or unresponsive: just drop the socket.
     Drop,
 }
 
-async fn close_with<S: Io>(ws: &mut WebSocketStream<S>, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: Utf8Bytes::from_static(reason),
-    };
-    if ws.close(Some(frame)).await.is_ok() {
-        // Wait for the client's close frame so the server holds TIME_WAIT.
-        while let Some(Ok(_)) = ws.next().await {}
+impl From<Violation> for End {
+    fn from(v: Violation) -> Self {
+        End::Close(v.code, v.reason)
     }
+}
+
+/// The socket with the codec's state: what remains of an idle connection
+/// is this, the outbox and the subscriptions.
+struct Socket<S> {
+    io: S,
+    rx: Receiver,
+    /// Frames waiting to be written, oldest first.
+    out: VecDeque<Bytes>,
+    deflate: Option<Deflate>,
+}
+
+const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+/// Frames per vectored write.
+const MAX_SLICES: usize = 64;
+/// Bytes read per call; a connection holds no read buffer between reads.
+const READ_CHUNK: usize = 8 * 1024;
+
+enum Read {
+    /// Bytes were read; complete frames, if any, were appended.
+    Data,
+    Eof,
+    Violation(Violation),
+}
+
+impl<S: Io> Socket<S> {
+    /// A data frame for this connection's own traffic (command replies,
+    /// echoes), compressed when deflate was agreed and the message is worth it.
+    fn data_frame(&self, op: OpCode, payload: &[u8]) -> Bytes {
+        if let Some(d) = self.deflate.filter(|d| d.wants(payload.len())) {
+            let packed = deflate::compress(payload, d.window_bits);
+            if packed.len() < payload.len() {
+                return frame::server_frame(op, true, &packed);
+            }
+        }
+        frame::server_frame(op, false, payload)
+    }
+
+    fn push_text(&mut self, text: &str) {
+        let f = self.data_frame(OpCode::Text, text.as_bytes());
+        self.out.push_back(f);
+    }
+
+    /// Writes queued frames, as many per system call as the kernel takes.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = self.out.len().min(MAX_SLICES);
+            for (slice, frame) in slices.iter_mut().zip(&self.out) {
+                *slice = IoSlice::new(frame);
+            }
+            let mut written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            while written > 0 {
+                let Some(front) = self.out.front_mut() else {
+                    break;
+                };
+                if written >= front.len() {
+                    written -= front.len();
+                    self.out.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        if self.out.capacity() > MAX_SLICES {
+            self.out = VecDeque::new();
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, got: &mut Vec<Incoming>) -> Poll<Read> {
+        // On the stack for the duration of one poll only.
+        let mut buf = [0u8; READ_CHUNK];
+        let mut rb = ReadBuf::new(&mut buf);
+        match ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
+            Err(_) => Poll::Ready(Read::Eof),
+            Ok(()) if rb.filled().is_empty() => Poll::Ready(Read::Eof),
+            Ok(()) => Poll::Ready(match self.rx.feed(rb.filled(), got) {
+                Ok(()) => Read::Data,
+                Err(v) => Read::Violation(v),
+            }),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    /// The closing handshake from the server's side: send the close frame,
+    /// then read until the client's close frame (or end of stream) so that
+    /// the server closes the TCP connection first (RFC 6455 §7.1.1).
+    async fn close(&mut self, frame: Bytes, await_reply: bool) {
+        self.out.push_back(frame);
+        if self.flush().await.is_err() || !await_reply || self.rx.saw_close() {
+            return;
+        }
+        let mut got = Vec::new();
+        loop {
+            match poll_fn(|cx| self.poll_read(cx, &mut got)).await {
+                Read::Data if got.iter().any(|i| matches!(i, Incoming::Close(_))) => return,
+                Read::Data => got.clear(),
+                Read::Eof | Read::Violation(_) => return,
+            }
+        }
+    }
+}
+
+enum Wake {
+    Outbox(Drained),
+    Read(Read),
+    Written(std::io::Result<()>),
+    PingDue,
+    Idle,
 }
 
 async fn serve<S: Io>(
     state: &AppState,
-    ws: &mut WebSocketStream<S>,
+    ws: &mut Socket<S>,
     conn: &mut Connection,
     query: SubscribeQuery,
     mode: Mode,
-) -> Result<(), End> {
+) -> End {
     let outbox = conn.outbox().clone();
-    let mut out: Vec<Message> = Vec::new();
-    // One timer for both silence and stalled writes: a peer that neither
-    // sends nor reads for `ws_idle_timeout` is gone.
-    let idle = tokio::time::sleep(state.config.ws_idle_timeout);
-    tokio::pin!(idle);
     for channel in query.channels {
         let (reply, events) = match conn.subscribe(channel, &query.since).await {
             Ok(r) => r,
             Err(e) => (Reply::Error(e), Vec::new()),
         };
-        out.push(text(reply.encode(None)));
-        accept_all(state, conn, events, &mut out);
+        ws.push_text(&reply.encode(None));
+        accept_all(state, ws, conn, events);
     }
-    send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
 
+    // One timer for silence and stalled writes alike: a peer that neither
+    // sends nor reads for `ws_idle_timeout` is gone.
+    let idle_for = state.config.ws_idle_timeout;
+    let idle = tokio::time::sleep(idle_for);
+    tokio::pin!(idle);
     let ping_every = state.config.ws_ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut events: Vec<OutboxEvent> = Vec::new();
+    let mut got: Vec<Incoming> = Vec::new();
 
     loop {
         let wake = poll_fn(|cx| {
-            if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
-                return Poll::Ready(Wake::Outbox(d));
-            }
-            if let Poll::Ready(frame) = ws.poll_next_unpin(cx) {
-                return Poll::Ready(Wake::Frame(frame));
+            if !ws.out.is_empty() {
+                if let Poll::Ready(r) = ws.poll_write(cx) {
+                    return Poll::Ready(Wake::Written(r));
+                }
+                // Blocked on a slow reader: its outbox keeps filling, and
+                // reading waits so that answers cannot pile up here.
+                if outbox.poll_overflowed(cx).is_ready() {
+                    return Poll::Ready(Wake::Outbox(Drained::Overflowed));
+                }
+            } else {
+                if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
+                    return Poll::Ready(Wake::Outbox(d));
+                }
+                if let Poll::Ready(r) = ws.poll_read(cx, &mut got) {
+                    return Poll::Ready(Wake::Read(r));
+                }
             }
             if ping.poll_tick(cx).is_ready() {
                 return Poll::Ready(Wake::PingDue);
@@ -184,74 +325,90 @@ async fn serve<S: Io>(
         })
         .await;
         match wake {
+            Wake::Written(Ok(())) => {}
+            Wake::Written(Err(_)) | Wake::Read(Read::Eof) => return End::Drop,
             Wake::Outbox(Drained::Events) => {
-                accept_all(state, conn, std::mem::take(&mut events), &mut out);
-                send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
+                accept_all(state, ws, conn, std::mem::take(&mut events));
             }
-            Wake::Outbox(Drained::Overflowed) => return Err(fell_behind(state)),
+            Wake::Outbox(Drained::Overflowed) => return fell_behind(state),
             Wake::Outbox(Drained::ShutDown) => {
-                return Err(End::Close(
+                return End::Close(
                     close::RESTART,
                     "server restarting: reconnect and resume from your cursor",
-                ));
+                );
             }
-            Wake::Frame(Some(Ok(msg))) => {
-                idle.as_mut()
-                    .reset(Instant::now() + state.config.ws_idle_timeout);
-                match msg {
-                    Message::Text(_) | Message::Binary(_) if mode == Mode::Echo => {
-                        out.push(msg);
-                        send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
-                    }
-                    Message::Text(t) => {
-                        // Boxed: command handling is rare and its state large;
-                        // this loop's state is held for the connection's life.
-                        Box::pin(command(state, conn, t.as_bytes(), &mut out)).await;
-                        send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
-                    }
-                    Message::Binary(_) => {
-                        let e = pushgate_core::Error::bad_request(
-                            "commands are JSON text frames, not binary",
-                        );
-                        out.push(text(Reply::Error(e).encode(None)));
-                        send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
-                    }
-                    // tungstenite queues the Pong and the Close reply itself.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                    Message::Close(_) => {
-                        let _ = ws.flush().await;
-                        return Ok(());
-                    }
+            Wake::Read(Read::Violation(v)) => {
+                // Whatever came before the bad frame is still answered.
+                if let Some(end) = act(state, ws, conn, mode, &mut got).await {
+                    return end;
+                }
+                return v.into();
+            }
+            Wake::Read(Read::Data) => {
+                if !got.is_empty() {
+                    idle.as_mut().reset(Instant::now() + idle_for);
+                }
+                if let Some(end) = act(state, ws, conn, mode, &mut got).await {
+                    return end;
                 }
             }
-            Wake::Frame(Some(Err(e))) => return Err(end_for(&e)),
-            Wake::Frame(None) => return Ok(()),
-            Wake::PingDue => {
-                out.push(Message::Ping(Bytes::new()));
-                send(state, ws, &mut out, &outbox, idle.as_mut()).await?;
-            }
+            Wake::PingDue => ws.out.push_back(PING),
             Wake::Idle => {
-                return Err(End::Close(
+                return End::Close(
                     close::IDLE,
                     "idle timeout: nothing received, not even a pong",
-                ));
+                );
             }
         }
     }
 }
 
-/// How to end after a read error: RFC 6455 §7.4.1 codes for bad input,
-/// nothing for a peer that is already gone.
-fn end_for(e: &WsError) -> End {
-    match e {
-        WsError::Capacity(_) => End::Close(1009, "message too big"),
-        WsError::Utf8(_) => End::Close(1007, "text frame is not valid UTF-8"),
-        WsError::Protocol(_) => End::Close(1002, "protocol error"),
-        _ => End::Drop,
+/// Acts on what the client sent; `Some` ends the connection.
+async fn act<S: Io>(
+    state: &AppState,
+    ws: &mut Socket<S>,
+    conn: &mut Connection,
+    mode: Mode,
+    got: &mut Vec<Incoming>,
+) -> Option<End> {
+    for incoming in got.drain(..) {
+        match incoming {
+            Incoming::Text(t) if mode == Mode::Echo => {
+                let f = ws.data_frame(OpCode::Text, &t);
+                ws.out.push_back(f);
+            }
+            Incoming::Binary(b) if mode == Mode::Echo => {
+                let f = ws.data_frame(OpCode::Binary, &b);
+                ws.out.push_back(f);
+            }
+            Incoming::Text(t) => {
+                // Boxed: command handling is rare and its state large; this
+                // loop's state is held for the connection's life.
+                Box::pin(command(state, ws, conn, &t)).await;
+            }
+            Incoming::Binary(_) => {
+                let e =
+                    pushgate_core::Error::bad_request("commands are JSON text frames, not binary");
+                ws.push_text(&Reply::Error(e).encode(None));
+            }
+            Incoming::Ping(p) => ws
+                .out
+                .push_back(frame::server_frame(OpCode::Pong, false, &p)),
+            Incoming::Pong(_) => {}
+            Incoming::Close(code) => {
+                // §5.5.1: answer with the same status code.
+                let answer = match code {
+                    Some((code, _)) => frame::close_frame(code, ""),
+                    None => frame::server_frame(OpCode::Close, false, &[]),
+                };
+                return Some(End::Reply(answer));
+            }
+        }
     }
+    None
 }
 
-async fn command(state: &AppState, conn: &mut Connection, bytes: &[u8], out: &mut Vec<Message>) {
+async fn command<S: Io>(state: &AppState, ws: &mut Socket<S>, conn: &mut Connection, bytes: &[u8]) {
     let (reply, id, events) = match protocol::decode(bytes) {
         Ok(req) => {
             let id = req.id.clone();
@@ -263,40 +420,32 @@ async fn command(state: &AppState, conn: &mut Connection, bytes: &[u8], out: &mu
             (Reply::Error(rejected.error), rejected.id, Vec::new())
         }
     };
-    out.push(text(reply.encode(id.as_ref())));
-    accept_all(state, conn, events, out);
+    ws.push_text(&reply.encode(id.as_ref()));
+    accept_all(state, ws, conn, events);
 }
 
-fn accept_all(
+/// Queues the frames for delivered events: shared, pre-built frames for
+/// messages, a small text frame for a `reset`.
+fn accept_all<S: Io>(
     state: &AppState,
+    ws: &mut Socket<S>,
     conn: &mut Connection,
     events: Vec<OutboxEvent>,
-    out: &mut Vec<Message>,
 ) {
     let mut emits = Vec::new();
     conn.accept_all(events, &mut emits);
     let mut delivered = 0;
     for emit in emits {
-        out.push(match emit {
+        match emit {
             Emit::Message(p) => {
                 delivered += 1;
-                match p.binary_frame() {
-                    Some(frame) => Message::Binary(frame.clone()),
-                    // Built by the core from a String, so always UTF-8.
-                    None => match Utf8Bytes::try_from(p.json().clone()) {
-                        Ok(t) => Message::Text(t),
-                        Err(_) => continue,
-                    },
-                }
+                ws.out
+                    .push_back(p.ws_frame_for(ws.deflate.as_ref()).clone());
             }
-            Emit::Reset { channel, position } => text(encode_reset(&channel, &position)),
-        });
+            Emit::Reset { channel, position } => ws.push_text(&encode_reset(&channel, &position)),
+        }
     }
     state.metrics.delivered(Transport::Ws, delivered);
-}
-
-fn text(s: String) -> Message {
-    Message::Text(Utf8Bytes::from(s))
 }
 
 /// Counts and ends a subscriber whose outbox overflowed.
@@ -307,35 +456,4 @@ fn fell_behind(state: &AppState) -> End {
         close::RESUME,
         "fell behind: reconnect and resume from your cursor",
     )
-}
-
-/// Writes everything queued in one flush (one syscall when it fits), bounded
-/// in time. A peer that stops reading blocks the write; if its outbox
-/// overflows meanwhile it is cut off at once, not after the whole timeout.
-async fn send<S: Io>(
-    state: &AppState,
-    ws: &mut WebSocketStream<S>,
-    out: &mut Vec<Message>,
-    outbox: &Outbox,
-    idle: Pin<&mut Sleep>,
-) -> Result<(), End> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let write = async {
-        for m in out.drain(..) {
-            ws.feed(m).await?;
-        }
-        ws.flush().await
-    };
-    tokio::select! {
-        biased;
-        written = write => match written {
-            Ok(()) => Ok(()),
-            Err(_) => Err(End::Drop),
-        },
-        () = poll_fn(|cx| outbox.poll_overflowed(cx)) => Err(fell_behind(state)),
-        // The peer stopped reading (and sent nothing) for a whole idle period.
-        () = idle => Err(End::Drop),
-    }
 }

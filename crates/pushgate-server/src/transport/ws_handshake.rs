@@ -62,7 +62,17 @@ pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Respon
                 "Sec-WebSocket-Key must be 16 random bytes in base64",
             )
         })?;
-    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
+    Ok(derive_accept(key))
+}
+
+/// §4.2.2: base64(SHA-1(key + the protocol's GUID)).
+fn derive_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 /// A key is the base64 of 16 bytes: 22 characters and `==`.
@@ -74,8 +84,8 @@ fn is_valid_key(k: &[u8]) -> bool {
             .is_ok_and(|d| d.len() == 16)
 }
 
-/// The 101 response completing the handshake.
-pub fn switching_protocols(accept: &str) -> Response<Body> {
+/// The 101 response completing the handshake, with the agreed extensions.
+pub fn switching_protocols(accept: &str, extensions: Option<&str>) -> Response<Body> {
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -83,6 +93,9 @@ pub fn switching_protocols(accept: &str) -> Response<Body> {
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Ok(v) = HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = extensions.and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     res
 }

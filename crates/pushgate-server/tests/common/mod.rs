@@ -561,11 +561,22 @@ pub const OP_PING: u8 = 0x9;
 /// Connects and completes the handshake for `path`. With `recv_buffer`, the
 /// socket's receive buffer is made that small before connecting.
 pub async fn raw_ws(addr: SocketAddr, path: &str, recv_buffer: Option<u32>) -> RawWs {
+    raw_ws_with(addr, path, recv_buffer, "").await.0
+}
+
+/// Like [`raw_ws`], with extra header lines (each ending in `\r\n`);
+/// returns the 101's head too.
+pub async fn raw_ws_with(
+    addr: SocketAddr,
+    path: &str,
+    recv_buffer: Option<u32>,
+    extra_headers: &str,
+) -> (RawWs, String) {
     let (stream, head, buf) = raw_request(
         addr,
         &format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
         ),
         recv_buffer,
     )
@@ -575,7 +586,7 @@ pub async fn raw_ws(addr: SocketAddr, path: &str, recv_buffer: Option<u32>) -> R
         head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         "wrong Sec-WebSocket-Accept: {head}"
     );
-    RawWs { stream, buf }
+    (RawWs { stream, buf }, head)
 }
 
 /// Sends `request` on a new connection (with a small receive buffer when
@@ -730,6 +741,12 @@ impl RawHttp {
 impl RawWs {
     /// Reads one server frame as (opcode, payload); `None` at EOF or reset.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let (first, payload) = self.read_raw_frame().await?;
+        Some((first & 0x0f, payload))
+    }
+
+    /// Reads one server frame as (first byte: FIN, RSV bits, opcode; payload).
+    pub async fn read_raw_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if let Some((frame, used)) = parse_server_frame(&self.buf) {
                 self.buf.drain(..used);
@@ -749,7 +766,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
     if buf.len() < 2 {
         return None;
     }
-    let opcode = buf[0] & 0x0f;
+    let opcode = buf[0];
     assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
     let (len, mut at) = match buf[1] & 0x7f {
         126 => (
