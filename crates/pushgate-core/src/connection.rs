@@ -122,8 +122,18 @@ impl Connection {
         events: impl IntoIterator<Item = OutboxEvent>,
         out: &mut Vec<Emit>,
     ) {
+        self.accept_each(events, |e| out.push(e));
+    }
+
+    /// [`Connection::accept_all`] handing each emit to `emit` as it comes:
+    /// no buffer on the delivery path.
+    pub fn accept_each(
+        &mut self,
+        events: impl IntoIterator<Item = OutboxEvent>,
+        mut emit: impl FnMut(Emit),
+    ) {
         for event in events {
-            self.session.accept(event, out);
+            self.session.accept_with(event, &mut emit);
         }
     }
 }

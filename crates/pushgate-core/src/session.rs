@@ -130,6 +130,11 @@ impl Session {
     /// Decides what a live event becomes: nothing (a duplicate of the catch-up,
     /// or a channel no longer subscribed), the message, or a reset first.
     pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
+        self.accept_with(event, |e| out.push(e));
+    }
+
+    /// [`Session::accept`], handing each emit to `out`.
+    pub fn accept_with(&mut self, event: OutboxEvent, mut out: impl FnMut(Emit)) {
         match event {
             OutboxEvent::Message(p) => {
                 let Some(sub) = self.subs.iter_mut().find(|s| s.channel == p.channel) else {
@@ -141,18 +146,18 @@ impl Session {
                     }
                     if p.offset == sub.offset + 1 {
                         sub.offset = p.offset;
-                        out.push(Emit::Message(p));
+                        out(Emit::Message(p));
                         return;
                     }
                 }
                 // A new epoch or a hole: the backend lost something. Never hide it.
                 sub.epoch = p.epoch.clone();
                 sub.offset = p.offset;
-                out.push(Emit::Reset {
+                out(Emit::Reset {
                     channel: p.channel.clone(),
                     position: Position::new(p.epoch.clone(), p.offset - 1),
                 });
-                out.push(Emit::Message(p));
+                out(Emit::Message(p));
             }
             OutboxEvent::Reset { channel, position } => {
                 let Some(sub) = self.subs.iter_mut().find(|s| s.channel == channel) else {
@@ -160,7 +165,7 @@ impl Session {
                 };
                 sub.epoch = position.epoch.clone();
                 sub.offset = position.offset;
-                out.push(Emit::Reset { channel, position });
+                out(Emit::Reset { channel, position });
             }
         }
     }

@@ -284,6 +284,7 @@ async fn serve<S: Io>(
         ws.push_text(&reply.encode(None));
         accept_all(state, ws, conn, events);
     }
+    let mut events: Vec<OutboxEvent> = Vec::new();
 
     // One timer for silence and stalled writes alike: a peer that neither
     // sends nor reads for `ws_idle_timeout` is gone.
@@ -293,7 +294,6 @@ async fn serve<S: Io>(
     let ping_every = state.config.ws_ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut events: Vec<OutboxEvent> = Vec::new();
     let mut got: Vec<Incoming> = Vec::new();
 
     loop {
@@ -327,9 +327,7 @@ async fn serve<S: Io>(
         match wake {
             Wake::Written(Ok(())) => {}
             Wake::Written(Err(_)) | Wake::Read(Read::Eof) => return End::Drop,
-            Wake::Outbox(Drained::Events) => {
-                accept_all(state, ws, conn, std::mem::take(&mut events));
-            }
+            Wake::Outbox(Drained::Events) => accept_all(state, ws, conn, events.drain(..)),
             Wake::Outbox(Drained::Overflowed) => return fell_behind(state),
             Wake::Outbox(Drained::ShutDown) => {
                 return End::Close(
@@ -430,21 +428,17 @@ fn accept_all<S: Io>(
     state: &AppState,
     ws: &mut Socket<S>,
     conn: &mut Connection,
-    events: Vec<OutboxEvent>,
+    events: impl IntoIterator<Item = OutboxEvent>,
 ) {
-    let mut emits = Vec::new();
-    conn.accept_all(events, &mut emits);
     let mut delivered = 0;
-    for emit in emits {
-        match emit {
-            Emit::Message(p) => {
-                delivered += 1;
-                ws.out
-                    .push_back(p.ws_frame_for(ws.deflate.as_ref()).clone());
-            }
-            Emit::Reset { channel, position } => ws.push_text(&encode_reset(&channel, &position)),
+    conn.accept_each(events, |emit| match emit {
+        Emit::Message(p) => {
+            delivered += 1;
+            ws.out
+                .push_back(p.ws_frame_for(ws.deflate.as_ref()).clone());
         }
-    }
+        Emit::Reset { channel, position } => ws.push_text(&encode_reset(&channel, &position)),
+    });
     state.metrics.delivered(Transport::Ws, delivered);
 }
 
