@@ -128,6 +128,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N")]
     pub conns_per_source: Option<usize>,
 
+    /// WebSocket: offer permessage-deflate (RFC 7692) and inflate compressed
+    /// messages. The report says on how many connections the server accepted
+    /// it
+    #[arg(long)]
+    pub ws_deflate: bool,
+
     /// Long-poll: the timeout= each poll asks the server for, in seconds
     #[arg(long, default_value_t = 25, value_name = "SECS")]
     pub poll_timeout: u64,

@@ -36,6 +36,8 @@ pub struct ResponseHead {
     pub upgrade_websocket: bool,
     pub connection_upgrade: bool,
     pub ws_accept: Option<String>,
+    /// Every `Sec-WebSocket-Extensions` value, joined with ", ".
+    pub ws_extensions: Option<String>,
     /// `Last-Modified` and `Etag`, which plain long-poll sends back.
     pub last_modified: Option<String>,
     pub etag: Option<String>,
@@ -72,6 +74,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, BenchErro
         upgrade_websocket: false,
         connection_upgrade: false,
         ws_accept: None,
+        ws_extensions: None,
         last_modified: None,
         etag: None,
     };
@@ -104,6 +107,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, BenchErro
             head.upgrade_websocket |= has_token(value, "websocket");
         } else if name.eq_ignore_ascii_case("sec-websocket-accept") {
             head.ws_accept = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            match &mut head.ws_extensions {
+                Some(all) => {
+                    all.push_str(", ");
+                    all.push_str(value);
+                }
+                None => head.ws_extensions = Some(value.to_string()),
+            }
         } else if name.eq_ignore_ascii_case("last-modified") {
             head.last_modified = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("etag") {
@@ -470,7 +481,15 @@ mod tests {
         let (head, _) = parse_head(raw).unwrap().unwrap();
         assert!(head.upgrade_websocket && head.connection_upgrade);
         assert_eq!(head.ws_accept.as_deref(), Some("abc="));
+        assert_eq!(head.ws_extensions, None);
         assert_eq!(head.framing, BodyFraming::Length(0));
+
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\nsec-websocket-extensions: x-other\r\n\r\n";
+        let (head, _) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(
+            head.ws_extensions.as_deref(),
+            Some("permessage-deflate; server_no_context_takeover, x-other")
+        );
 
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nLast-Modified: Sun, 22 Nov 2026 20:38:45 GMT\r\nEtag: 0\r\n\r\n";
         let (head, _) = parse_head(raw).unwrap().unwrap();

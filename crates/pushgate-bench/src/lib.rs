@@ -39,7 +39,9 @@ pub mod ws_client;
 
 pub use cli::{BenchArgs, BenchCommand, CommonArgs, FanoutArgs, IdleArgs, Peer, Transport};
 pub use error::{BenchError, ErrorKind};
-pub use report::{ConnReport, ErrorCount, FanoutReport, GeneratorReport, Report, ServerReport};
+pub use report::{
+    ConnReport, ErrorCount, FanoutReport, GeneratorReport, Report, ServerReport, WsDeflateReport,
+};
 
 use std::time::Duration;
 

@@ -15,6 +15,8 @@ pub struct Report {
     /// Plain mode (another server, matched by payload marker only).
     pub plain: bool,
     pub connections: ConnReport,
+    /// With `--ws-deflate`: how far permessage-deflate was actually in use.
+    pub ws_deflate: Option<WsDeflateReport>,
     pub fanout: Option<FanoutReport>,
     pub server: Option<ServerReport>,
     pub generator: GeneratorReport,
@@ -40,6 +42,35 @@ pub struct ConnReport {
     pub setup_secs: f64,
     pub setup_per_sec: f64,
     pub channels: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WsDeflateReport {
+    /// Connections whose handshake completed (each offered the extension).
+    pub connections: u64,
+    /// Connections whose server accepted permessage-deflate.
+    pub negotiated: u64,
+    /// Compressed messages received and inflated. Servers may send small
+    /// messages uncompressed, so this can be below the messages received.
+    pub compressed_messages: u64,
+}
+
+impl WsDeflateReport {
+    /// The summary row: what was negotiated, and a warning when not everywhere.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "deflate negotiated on {} of {} connections, {} compressed messages received",
+            self.negotiated, self.connections, self.compressed_messages
+        );
+        if self.negotiated < self.connections {
+            let _ = write!(
+                s,
+                "  [WARNING: the server declined permessage-deflate on {} connections]",
+                self.connections - self.negotiated
+            );
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +216,9 @@ impl fmt::Display for Report {
             "setup",
             format!("{:.2} s, {} conn/s", c.setup_secs, count(c.setup_per_sec)),
         ));
+        if let Some(d) = &self.ws_deflate {
+            rows.push(("ws deflate", d.summary()));
+        }
         if let Some(fo) = &self.fanout {
             rows.push((
                 "published",
@@ -291,5 +325,26 @@ mod tests {
         assert_eq!(count(999.4), "999");
         assert_eq!(ratio(1.0, 0.0), 0.0);
         assert_eq!(ratio(3.0, 2.0), 1.5);
+    }
+
+    #[test]
+    fn deflate_summary_warns_when_declined() {
+        let all = WsDeflateReport {
+            connections: 200,
+            negotiated: 200,
+            compressed_messages: 4000,
+        };
+        assert_eq!(
+            all.summary(),
+            "deflate negotiated on 200 of 200 connections, 4000 compressed messages received"
+        );
+        let none = WsDeflateReport {
+            negotiated: 0,
+            compressed_messages: 0,
+            ..all
+        };
+        assert!(none
+            .summary()
+            .ends_with("[WARNING: the server declined permessage-deflate on 200 connections]"));
     }
 }

@@ -19,6 +19,7 @@ use crate::proc_stats::{self, ProcSample, SelfUsage};
 use crate::publisher::{self, PublishPlan};
 use crate::report::{
     ratio, ConnReport, ErrorCount, FanoutReport, GeneratorReport, Report, ServerReport,
+    WsDeflateReport,
 };
 use crate::stats::{Layout, Shared, Subscriber};
 use crate::target::{self, parse_loopback_url, percent_encode, Scheme, SourceAddrs, Target};
@@ -59,6 +60,8 @@ pub(crate) struct Plan {
     connect_concurrency: usize,
     sources: SourceAddrs,
     poll_timeout: u64,
+    /// WebSocket: offer permessage-deflate.
+    ws_deflate: bool,
     quiet: bool,
     settle: Duration,
 }
@@ -144,6 +147,10 @@ impl Plan {
                 (t, c.transport, label)
             }
         };
+        check(
+            !c.ws_deflate || transport == Transport::Ws,
+            "--ws-deflate is for WebSocket subscribers (-t ws, or a ws:// --sub-url)",
+        )?;
         let layout = Layout {
             base: c.channel.clone(),
             connections: c.connections,
@@ -221,6 +228,7 @@ impl Plan {
             connect_concurrency: c.connect_concurrency,
             sources,
             poll_timeout: c.poll_timeout,
+            ws_deflate: c.ws_deflate,
             quiet: c.quiet,
             settle,
         })
@@ -282,7 +290,7 @@ async fn subscriber_task(
                 (true, Peer::Plain) => WsMode::Plain,
                 (true, Peer::SocketIo) => WsMode::SocketIo,
             };
-            ws_client::run(&target, source, &mut sub, mode, seed).await
+            ws_client::run(&target, source, &mut sub, mode, seed, plan.ws_deflate).await
         }
         Transport::Sse => sse_client::run(&target, source, &mut sub, plan.plain).await,
         Transport::LongPoll if plan.plain => {
@@ -668,6 +676,11 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
             setup_per_sec: ratio(subscribed as f64, setup.as_secs_f64()),
             channels: plan.layout.total_channels() as u64,
         },
+        ws_deflate: plan.ws_deflate.then(|| WsDeflateReport {
+            connections: shared.connected.load(Relaxed),
+            negotiated: shared.ws_deflate_negotiated.load(Relaxed),
+            compressed_messages: shared.ws_deflate_messages.load(Relaxed),
+        }),
         fanout,
         server,
         generator,
@@ -813,6 +826,11 @@ mod tests {
             ErrorKind::Config
         );
         assert_eq!(kind(&["fanout", "-m", "0"]), ErrorKind::Config);
+        assert_eq!(
+            kind(&["idle", "-t", "sse", "--ws-deflate"]),
+            ErrorKind::Config
+        );
+        assert!(plan(&["idle", "--ws-deflate"]).unwrap().ws_deflate);
         assert_eq!(
             kind(&["idle", "--url", "http://[::1]:1", "-c", "30000"]),
             ErrorKind::Config

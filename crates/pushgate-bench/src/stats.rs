@@ -110,6 +110,10 @@ pub struct Shared {
     pub foreign: AtomicU64,
     pub first_publish_ns: AtomicU64,
     pub last_delivery_ns: AtomicU64,
+    /// WebSocket connections whose server accepted permessage-deflate.
+    pub ws_deflate_negotiated: AtomicU64,
+    /// Compressed WebSocket messages inflated, over all connections.
+    pub ws_deflate_messages: AtomicU64,
     latency: Mutex<Histogram>,
     errors: Mutex<ErrorSamples>,
 }
@@ -138,6 +142,8 @@ impl Shared {
             foreign: AtomicU64::new(0),
             first_publish_ns: AtomicU64::new(u64::MAX),
             last_delivery_ns: AtomicU64::new(0),
+            ws_deflate_negotiated: AtomicU64::new(0),
+            ws_deflate_messages: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new()),
             errors: Mutex::new(ErrorSamples::default()),
         }

@@ -1,11 +1,23 @@
 //! The client half of WebSocket (RFC 6455) that a subscriber needs: the
 //! upgrade handshake, parsing the server's unmasked frames, and sending masked
 //! Pong and Close frames.
+//!
+//! With `--ws-deflate` the client also offers permessage-deflate (RFC 7692)
+//! and inflates the server's compressed messages. It never compresses what it
+//! sends (pongs, closes, Socket.IO replies), which the extension allows.
+//! Inflating stays cheap: the output buffer is one per worker thread, and so
+//! is the decompressor when the server resets its context for every message
+//! (`server_no_context_takeover`, what pushgate does); only with context
+//! takeover does a connection own a decompressor, created at its first
+//! compressed message.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use flate2::{Decompress, FlushDecompress, Status};
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
 
@@ -19,7 +31,20 @@ use crate::target::Target;
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Largest message accepted; bounds what one connection can make us buffer.
+/// For a compressed message it bounds both the compressed and the inflated size.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+pub const DEFLATE_EXTENSION: &str = "permessage-deflate";
+
+/// What `--ws-deflate` offers. No context takeover on the client side, as the
+/// client never compresses; `client_max_window_bits` only tells the server it
+/// may pick a smaller window for the (non-existent) client-to-server direction.
+pub const DEFLATE_OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; client_max_window_bits";
+
+/// RFC 7692 §7.2.2: the sender strips this tail from each compressed message
+/// and the receiver appends it before inflating.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opcode {
@@ -52,26 +77,44 @@ impl Opcode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     pub fin: bool,
+    /// RSV1: under permessage-deflate, the message this frame starts is compressed.
+    pub rsv1: bool,
     pub opcode: Opcode,
     pub payload: &'a [u8],
 }
 
 /// Parses one server frame at the start of `buf`: the frame and its length on
 /// the wire, or `None` when `buf` does not hold all of it yet.
+///
+/// `deflate` says whether permessage-deflate was negotiated: only then may
+/// RSV1 be set, and only on the first frame of a text or binary message
+/// (RFC 7692 §6). RSV2 and RSV3 are always an error.
 pub fn parse_frame(
     buf: &[u8],
     max_payload: usize,
+    deflate: bool,
 ) -> Result<Option<(Frame<'_>, usize)>, BenchError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(BenchError::protocol(
-            "WebSocket frame with RSV bits set, but no extension was negotiated",
+            "WebSocket frame with RSV2 or RSV3 set, but no extension defines them",
         ));
     }
     let opcode = Opcode::from_bits(b0 & 0x0f)
         .ok_or_else(|| BenchError::protocol(format!("reserved WebSocket opcode {}", b0 & 0x0f)))?;
+    let rsv1 = b0 & 0x40 != 0;
+    if rsv1 && !deflate {
+        return Err(BenchError::protocol(
+            "WebSocket frame with RSV1 set, but permessage-deflate was not negotiated",
+        ));
+    }
+    if rsv1 && !matches!(opcode, Opcode::Text | Opcode::Binary) {
+        return Err(BenchError::protocol(
+            "WebSocket frame with RSV1 set on a continuation or control frame",
+        ));
+    }
     let fin = b0 & 0x80 != 0;
     if b1 & 0x80 != 0 {
         // RFC 6455 §5.1: a client must fail the connection on a masked server frame.
@@ -115,6 +158,7 @@ pub fn parse_frame(
     Ok(Some((
         Frame {
             fin,
+            rsv1,
             opcode,
             payload: &buf[header..total],
         },
@@ -142,20 +186,245 @@ pub fn write_client_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mas
 /// What a connection must react to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WsEvent<'a> {
-    /// A complete text or binary message.
+    /// A complete text or binary message, inflated if it was compressed.
     Message(&'a [u8]),
     Ping(&'a [u8]),
     Close(Option<u16>),
 }
 
+/// What the server agreed to in its permessage-deflate answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateParams {
+    /// The server compresses every message with an empty window, so each one
+    /// inflates on its own; without it the connection keeps one decompressor.
+    pub server_no_context_takeover: bool,
+    /// The window the server compresses with. Informational: a 2^15 window
+    /// inflates whatever a smaller one compressed.
+    pub server_max_window_bits: u8,
+}
+
+/// Checks the server's `Sec-WebSocket-Extensions` answer against what was
+/// offered: `Some` when it accepted permessage-deflate. An extension that was
+/// not offered (RFC 6455 §4.1), or an unknown, repeated or invalid parameter
+/// (RFC 7692 §5, §7.1), fails the connection.
+pub fn parse_extensions(
+    answer: Option<&str>,
+    offered: bool,
+) -> Result<Option<DeflateParams>, BenchError> {
+    let mut agreed = None;
+    let elements = answer.unwrap_or_default().split(',').map(str::trim);
+    for ext in elements.filter(|e| !e.is_empty()) {
+        let mut parts = ext.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        if !offered || !name.eq_ignore_ascii_case(DEFLATE_EXTENSION) {
+            return Err(BenchError::protocol(format!(
+                "the server answered with WebSocket extension {name:?}, which was not offered"
+            )));
+        }
+        if agreed.is_some() {
+            return Err(BenchError::protocol(
+                "the server accepted permessage-deflate twice",
+            ));
+        }
+        let mut params = DeflateParams {
+            server_no_context_takeover: false,
+            server_max_window_bits: 15,
+        };
+        let mut seen = [false; 4];
+        for param in parts {
+            let (key, value) = match param.split_once('=') {
+                Some((k, v)) => {
+                    let v = v.trim();
+                    let unquoted = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+                    (k.trim(), Some(unquoted.unwrap_or(v)))
+                }
+                None => (param, None),
+            };
+            let bad = || {
+                BenchError::protocol(format!(
+                    "bad permessage-deflate parameter {param:?} in the server's answer"
+                ))
+            };
+            let is = |name: &str| key.eq_ignore_ascii_case(name);
+            let slot = match value {
+                None if is("server_no_context_takeover") => {
+                    params.server_no_context_takeover = true;
+                    0
+                }
+                None if is("client_no_context_takeover") => 1,
+                Some(v) if is("server_max_window_bits") => {
+                    params.server_max_window_bits = window_bits(v).ok_or_else(bad)?;
+                    2
+                }
+                // Allowed because the offer had client_max_window_bits.
+                Some(v) if is("client_max_window_bits") => {
+                    window_bits(v).ok_or_else(bad)?;
+                    3
+                }
+                _ => return Err(bad()),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(BenchError::protocol(format!(
+                    "permessage-deflate parameter {key:?} repeated in the server's answer"
+                )));
+            }
+        }
+        agreed = Some(params);
+    }
+    Ok(agreed)
+}
+
+/// RFC 7692 §7.1.2: a decimal integer from 8 to 15 without leading zeros.
+fn window_bits(v: &str) -> Option<u8> {
+    if v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok().filter(|b| (8..=15).contains(b))
+}
+
+/// How compressed messages are inflated on one connection.
+#[derive(Debug, Default)]
+enum Inflate {
+    /// permessage-deflate was not negotiated: RSV1 is a protocol error.
+    #[default]
+    Off,
+    /// `server_no_context_takeover`: every message is a DEFLATE stream of its
+    /// own, inflated by this thread's shared decompressor after a reset.
+    PerMessage,
+    /// Context takeover: a message may refer back into earlier ones, so the
+    /// connection keeps its own decompressor, created at the first
+    /// compressed message so that idle connections do not pay for it.
+    Takeover(Option<Decompress>),
+}
+
+/// What the connections of one worker thread share for inflating. Borrowed
+/// only inside one synchronous `feed`, never across an await.
+#[derive(Default)]
+struct InflateScratch {
+    /// The decompressor of every `Inflate::PerMessage` connection.
+    shared: Option<Decompress>,
+    /// The inflated message; keeps its capacity for the next one.
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static INFLATE_SCRATCH: RefCell<InflateScratch> = RefCell::new(InflateScratch::default());
+}
+
+/// Inflates one complete compressed message (RFC 7692 §7.2.2) and hands it on.
+fn inflate_message(
+    inflate: &mut Inflate,
+    data: &[u8],
+    limit: usize,
+    on_event: &mut impl FnMut(WsEvent<'_>),
+) -> Result<(), BenchError> {
+    INFLATE_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let InflateScratch { shared, out } = &mut *scratch;
+        let (d, takeover) = match inflate {
+            Inflate::Off => {
+                return Err(BenchError::new(
+                    ErrorKind::Internal,
+                    "compressed WebSocket message without permessage-deflate",
+                ))
+            }
+            Inflate::PerMessage => {
+                let d = shared.get_or_insert_with(|| Decompress::new(false));
+                d.reset(false);
+                (d, false)
+            }
+            Inflate::Takeover(d) => (d.get_or_insert_with(|| Decompress::new(false)), true),
+        };
+        out.clear();
+        let mut ended = inflate_into(d, data, out, limit)?;
+        if !ended {
+            ended = inflate_into(d, &DEFLATE_TAIL, out, limit)?;
+        }
+        if ended && takeover {
+            // A final block (BFINAL) ended the DEFLATE stream; whatever comes
+            // next starts a new one.
+            d.reset(false);
+        }
+        on_event(WsEvent::Message(out));
+        Ok(())
+    })
+}
+
+/// Feeds all of `input` to `d`, appending to `out` but never past `limit`
+/// bytes. Returns whether the DEFLATE stream ended (a final block).
+fn inflate_into(
+    d: &mut Decompress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, BenchError> {
+    loop {
+        if out.len() == out.capacity() {
+            // Doubling, but at most to one byte past the limit: reaching that
+            // byte is what tells an oversized message from one that fits.
+            let grow = out.len().max(4096).min(limit + 1 - out.len());
+            out.reserve(grow);
+        }
+        let (in_before, out_before) = (d.total_in(), d.total_out());
+        let status = d
+            .decompress_vec(input, out, FlushDecompress::Sync)
+            .map_err(|e| {
+                BenchError::protocol(format!("invalid compressed WebSocket message: {e}"))
+            })?;
+        if out.len() > limit {
+            return Err(BenchError::protocol(format!(
+                "compressed WebSocket message inflates to more than {limit} bytes"
+            )));
+        }
+        let consumed = (d.total_in() - in_before) as usize;
+        let progressed = consumed > 0 || d.total_out() > out_before;
+        input = &input[consumed..];
+        let room = out.len() < out.capacity();
+        match status {
+            Status::StreamEnd => return Ok(true),
+            // All input taken and room to spare: nothing more is pending.
+            _ if input.is_empty() && room => return Ok(false),
+            _ if !progressed && room => {
+                return Err(BenchError::protocol(
+                    "invalid compressed WebSocket message: the decompressor is stuck",
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Turns the byte stream into events, keeping only an unfinished frame or
 /// fragmented message between reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WsDecoder {
     pending: Vec<u8>,
-    fragments: Option<Vec<u8>>,
+    /// The payload so far of a fragmented message; emptied (and released if
+    /// large) once the message is complete.
+    fragments: Vec<u8>,
+    /// `Some(compressed)` while a fragmented message is incomplete.
+    fragmented: Option<bool>,
+    inflate: Inflate,
+    /// Compressed messages inflated so far.
+    compressed: u64,
+    /// Largest frame, message and inflated message accepted.
+    max_message: usize,
     /// `Some` once a Close frame arrived, with its status code if it had one.
     closed: Option<Option<u16>>,
+}
+
+impl Default for WsDecoder {
+    fn default() -> Self {
+        WsDecoder {
+            pending: Vec::new(),
+            fragments: Vec::new(),
+            fragmented: None,
+            inflate: Inflate::Off,
+            compressed: 0,
+            max_message: MAX_MESSAGE,
+            closed: None,
+        }
+    }
 }
 
 impl WsDecoder {
@@ -164,6 +433,28 @@ impl WsDecoder {
             pending,
             ..Self::default()
         }
+    }
+
+    /// Accepts compressed messages as the server's permessage-deflate answer
+    /// agreed; `None` keeps RSV1 a protocol error.
+    pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
+        self.inflate = match params {
+            None => Inflate::Off,
+            Some(p) if p.server_no_context_takeover => Inflate::PerMessage,
+            Some(_) => Inflate::Takeover(None),
+        };
+        self
+    }
+
+    /// Lowers the size limit for frames, messages and inflated messages.
+    pub fn with_max_message(mut self, max: usize) -> Self {
+        self.max_message = max.min(MAX_MESSAGE);
+        self
+    }
+
+    /// Compressed messages inflated so far.
+    pub fn compressed_messages(&self) -> u64 {
+        self.compressed
     }
 
     pub fn is_closed(&self) -> bool {
@@ -183,43 +474,59 @@ impl WsDecoder {
         let WsDecoder {
             pending,
             fragments,
+            fragmented,
+            inflate,
+            compressed,
+            max_message,
             closed,
         } = self;
         if closed.is_some() {
             return Ok(());
         }
+        let max = *max_message;
+        let deflate = !matches!(inflate, Inflate::Off);
         net::feed_with_pending(pending, input, |buf| {
             let mut used = 0;
-            while let Some((frame, n)) = parse_frame(&buf[used..], MAX_MESSAGE)? {
+            while let Some((frame, n)) = parse_frame(&buf[used..], max, deflate)? {
                 used += n;
                 match frame.opcode {
                     Opcode::Text | Opcode::Binary => {
-                        if fragments.is_some() {
+                        if fragmented.is_some() {
                             return Err(BenchError::protocol(
                                 "new WebSocket message inside a fragmented one",
                             ));
                         }
-                        if frame.fin {
-                            on_event(WsEvent::Message(frame.payload));
+                        if !frame.fin {
+                            fragments.extend_from_slice(frame.payload);
+                            *fragmented = Some(frame.rsv1);
+                        } else if frame.rsv1 {
+                            *compressed += 1;
+                            inflate_message(inflate, frame.payload, max, &mut on_event)?;
                         } else {
-                            *fragments = Some(frame.payload.to_vec());
+                            on_event(WsEvent::Message(frame.payload));
                         }
                     }
                     Opcode::Continuation => {
-                        let Some(msg) = fragments.as_mut() else {
+                        let Some(is_compressed) = *fragmented else {
                             return Err(BenchError::protocol(
                                 "WebSocket continuation frame without a message to continue",
                             ));
                         };
-                        if msg.len() + frame.payload.len() > MAX_MESSAGE {
+                        if fragments.len() + frame.payload.len() > max {
                             return Err(BenchError::protocol(format!(
-                                "fragmented WebSocket message exceeds {MAX_MESSAGE} bytes"
+                                "fragmented WebSocket message exceeds {max} bytes"
                             )));
                         }
-                        msg.extend_from_slice(frame.payload);
+                        fragments.extend_from_slice(frame.payload);
                         if frame.fin {
-                            let msg = fragments.take().unwrap_or_default();
-                            on_event(WsEvent::Message(&msg));
+                            *fragmented = None;
+                            if is_compressed {
+                                *compressed += 1;
+                                inflate_message(inflate, fragments, max, &mut on_event)?;
+                            } else {
+                                on_event(WsEvent::Message(fragments));
+                            }
+                            net::trim(fragments);
                         }
                     }
                     Opcode::Ping => on_event(WsEvent::Ping(frame.payload)),
@@ -318,13 +625,16 @@ pub fn socketio_step(msg: &[u8]) -> SocketIoStep {
     }
 }
 
-/// Subscribes over WebSocket and reads until the connection ends.
+/// Subscribes over WebSocket and reads until the connection ends. With
+/// `deflate`, offers permessage-deflate and counts in the run's totals whether
+/// the server accepted it and how many compressed messages arrived.
 pub async fn run(
     target: &Target,
     source: Option<IpAddr>,
     sub: &mut Subscriber,
     mode: WsMode,
     seed: u64,
+    deflate: bool,
 ) -> Result<(), BenchError> {
     let mut stream = net::connect(target.addr, source)
         .await
@@ -334,9 +644,14 @@ pub async fn run(
     nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
     nonce[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
     let key = STANDARD.encode(nonce);
+    let extensions = if deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
         target.path_and_query, target.authority
     );
     stream
@@ -346,18 +661,22 @@ pub async fn run(
     drop(request);
     let mut pending = Vec::new();
     let head = http::read_head(&mut stream, &mut pending).await?;
-    check_handshake(&head, &key)?;
+    let agreed = check_handshake(&head, &key, deflate)?;
     sub.connected();
+    if agreed.is_some() {
+        sub.shared().ws_deflate_negotiated.fetch_add(1, Relaxed);
+    }
     if mode == WsMode::Plain {
         sub.mark_subscribed();
     }
 
-    let mut decoder = WsDecoder::new(Vec::new());
+    let mut decoder = WsDecoder::new(Vec::new()).with_deflate(agreed);
     let mut out = Vec::new();
     let mut refused = false;
     let mut handle = |data: &[u8], sub: &mut Subscriber, out: &mut Vec<u8>| {
         let now = marker::unix_nanos();
-        decoder.feed(data, |event| match event {
+        let compressed_before = decoder.compressed_messages();
+        let fed = decoder.feed(data, |event| match event {
             WsEvent::Message(msg) => {
                 if sub.on_message(msg, now) {
                     return;
@@ -385,7 +704,15 @@ pub async fn run(
                 };
                 write_client_frame(out, Opcode::Close, body, rng.mask());
             }
-        })?;
+        });
+        // One shared update per read, not per message.
+        let compressed = decoder.compressed_messages() - compressed_before;
+        if compressed > 0 {
+            sub.shared()
+                .ws_deflate_messages
+                .fetch_add(compressed, Relaxed);
+        }
+        fed?;
         if refused {
             return Err(BenchError::new(
                 ErrorKind::Connect,
@@ -429,7 +756,13 @@ pub async fn run(
     }
 }
 
-fn check_handshake(head: &http::ResponseHead, key: &str) -> Result<(), BenchError> {
+/// Checks the 101 answer; returns the permessage-deflate parameters if the
+/// server accepted the extension (only possible when `offered`).
+fn check_handshake(
+    head: &http::ResponseHead,
+    key: &str,
+    offered: bool,
+) -> Result<Option<DeflateParams>, BenchError> {
     if head.status != 101 {
         return Err(BenchError::new(
             ErrorKind::Http,
@@ -446,7 +779,7 @@ fn check_handshake(head: &http::ResponseHead, key: &str) -> Result<(), BenchErro
             "wrong Sec-WebSocket-Accept in the 101 response",
         ));
     }
-    Ok(())
+    parse_extensions(head.ws_extensions.as_deref(), offered)
 }
 
 fn is_subscribed_ack(msg: &[u8]) -> bool {
@@ -490,7 +823,7 @@ mod tests {
         for len in [0usize, 125, 126, 65535, 65536, 70000] {
             let payload = vec![b'a'; len];
             let wire = server_frame(true, 1, &payload);
-            let (frame, n) = parse_frame(&wire, MAX_MESSAGE).unwrap().unwrap();
+            let (frame, n) = parse_frame(&wire, MAX_MESSAGE, false).unwrap().unwrap();
             assert_eq!(n, wire.len());
             assert_eq!(frame.payload.len(), len);
             assert!(frame.fin);
@@ -498,7 +831,9 @@ mod tests {
             // Every proper prefix is incomplete, never an error.
             for cut in [0, 1, 2, 3, 9, wire.len() - 1] {
                 if cut < wire.len() {
-                    assert!(parse_frame(&wire[..cut], MAX_MESSAGE).unwrap().is_none());
+                    assert!(parse_frame(&wire[..cut], MAX_MESSAGE, false)
+                        .unwrap()
+                        .is_none());
                 }
             }
         }
@@ -541,6 +876,8 @@ mod tests {
     fn protocol_violations() {
         let bad = [
             vec![0x81 | 0x40, 0],                       // RSV1
+            vec![0x81 | 0x20, 0],                       // RSV2
+            vec![0x81 | 0x10, 0],                       // RSV3
             vec![0x83, 0],                              // reserved opcode
             vec![0x81, 0x80, 0, 0, 0, 0],               // masked
             vec![0x09, 0],                              // fragmented ping
@@ -548,9 +885,9 @@ mod tests {
             vec![0x81, 127, 0x80, 0, 0, 0, 0, 0, 0, 1], // 64-bit top bit
         ];
         for wire in bad {
-            assert!(parse_frame(&wire, MAX_MESSAGE).is_err(), "{wire:?}");
+            assert!(parse_frame(&wire, MAX_MESSAGE, false).is_err(), "{wire:?}");
         }
-        assert!(parse_frame(&server_frame(true, 1, &[0; 100]), 99).is_err());
+        assert!(parse_frame(&server_frame(true, 1, &[0; 100]), 99, false).is_err());
         let mut d = WsDecoder::default();
         assert!(events(&mut d, &server_frame(true, 0, b"x")).is_err());
         let mut d = WsDecoder::default();
@@ -559,6 +896,276 @@ mod tests {
         assert!(events(&mut d, &wire).is_err());
         let mut d = WsDecoder::default();
         assert!(events(&mut d, &server_frame(true, 8, b"x")).is_err());
+    }
+
+    /// A server frame with RSV1 set: the first frame of a compressed message.
+    fn compressed_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = server_frame(fin, opcode, payload);
+        f[0] |= 0x40;
+        f
+    }
+
+    const NO_TAKEOVER: DeflateParams = DeflateParams {
+        server_no_context_takeover: true,
+        server_max_window_bits: 15,
+    };
+    const TAKEOVER: DeflateParams = DeflateParams {
+        server_no_context_takeover: false,
+        server_max_window_bits: 15,
+    };
+
+    fn deflating(params: DeflateParams) -> WsDecoder {
+        WsDecoder::default().with_deflate(Some(params))
+    }
+
+    /// The messages (as text) and other events `input` gives, fed in pieces of `step`.
+    fn messages(
+        decoder: &mut WsDecoder,
+        input: &[u8],
+        step: usize,
+    ) -> Result<Vec<String>, BenchError> {
+        let mut out = Vec::new();
+        for piece in input.chunks(step) {
+            decoder.feed(piece, |e| {
+                out.push(match e {
+                    WsEvent::Message(m) => String::from_utf8_lossy(m).into_owned(),
+                    WsEvent::Ping(p) => format!("ping:{}", String::from_utf8_lossy(p)),
+                    WsEvent::Close(c) => format!("close:{c:?}"),
+                })
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// What a server with `c` sends for `data`: DEFLATE, sync-flushed, with
+    /// the `00 00 ff ff` tail removed (RFC 7692 §7.2.1).
+    fn compress(c: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        let start = c.total_in();
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.len());
+            }
+            let done = (c.total_in() - start) as usize;
+            c.compress_vec(&data[done..], &mut out, flate2::FlushCompress::Sync)
+                .unwrap();
+            if (c.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        assert!(out.ends_with(&DEFLATE_TAIL));
+        out.truncate(out.len() - DEFLATE_TAIL.len());
+        out
+    }
+
+    /// RFC 7692 §7.2.3.1: "Hello" compressed, in one frame, next to
+    /// uncompressed messages (servers skip small ones), under both modes.
+    #[test]
+    fn deflate_hello_in_one_frame() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut wire = compressed_frame(true, 1, &hello);
+        wire.extend(server_frame(true, 1, b"plain"));
+        wire.extend(compressed_frame(true, 2, &hello));
+        assert_eq!(&wire[..2], &[0xc1, 0x07]);
+        for params in [NO_TAKEOVER, TAKEOVER] {
+            for step in [1, 3, wire.len()] {
+                let mut d = deflating(params);
+                let got = messages(&mut d, &wire, step).unwrap();
+                assert_eq!(got, ["Hello", "plain", "Hello"], "{params:?} step {step}");
+                assert_eq!(d.compressed_messages(), 2);
+            }
+        }
+    }
+
+    /// RFC 7692 §7.2.3.2–5: context takeover (the second "Hello" is a
+    /// back-reference into the first), a stored block, BFINAL, two blocks.
+    #[test]
+    fn deflate_rfc_examples() {
+        let first = compressed_frame(true, 1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        let mut wire = first.clone();
+        wire.extend(compressed_frame(true, 1, &[0xf2, 0x00, 0x11, 0x00, 0x00]));
+        let mut d = deflating(TAKEOVER);
+        assert_eq!(messages(&mut d, &wire, 1).unwrap(), ["Hello", "Hello"]);
+        // Without context takeover the second message cannot be inflated.
+        let mut d = deflating(NO_TAKEOVER);
+        let err = messages(&mut d, &wire, wire.len()).unwrap_err();
+        assert!(err.to_string().contains("invalid compressed"), "{err}");
+
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
+        let bfinal = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        let two_blocks = [
+            0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+        ];
+        for params in [NO_TAKEOVER, TAKEOVER] {
+            let mut wire = compressed_frame(true, 1, &stored);
+            wire.extend(compressed_frame(true, 1, &bfinal));
+            // After BFINAL a new stream starts, with or without takeover.
+            wire.extend(first.clone());
+            wire.extend(compressed_frame(true, 1, &two_blocks));
+            let mut d = deflating(params);
+            assert_eq!(
+                messages(&mut d, &wire, 2).unwrap(),
+                ["Hello", "Hello", "Hello", "Hello"],
+                "{params:?}"
+            );
+        }
+    }
+
+    /// RFC 7692 §7.2.3.1 fragmented: RSV1 on the first frame only, with a
+    /// ping between the fragments.
+    #[test]
+    fn deflate_fragmented_message() {
+        let mut wire = compressed_frame(false, 1, &[0xf2, 0x48, 0xcd]);
+        wire.extend(server_frame(true, 9, b"hb"));
+        wire.extend(server_frame(true, 0, &[0xc9, 0xc9, 0x07, 0x00]));
+        assert_eq!(&wire[..2], &[0x41, 0x03]);
+        wire.extend(server_frame(false, 1, b"pl"));
+        wire.extend(server_frame(true, 0, b"ain"));
+        for params in [NO_TAKEOVER, TAKEOVER] {
+            for step in [1, 5, wire.len()] {
+                let mut d = deflating(params);
+                assert_eq!(
+                    messages(&mut d, &wire, step).unwrap(),
+                    ["ping:hb", "Hello", "plain"],
+                    "{params:?} step {step}"
+                );
+                assert_eq!(d.compressed_messages(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn deflate_rsv1_on_continuation_is_an_error() {
+        let mut wire = compressed_frame(false, 1, &[0xf2, 0x48, 0xcd]);
+        wire.extend(compressed_frame(true, 0, &[0xc9, 0xc9, 0x07, 0x00]));
+        let mut d = deflating(NO_TAKEOVER);
+        let err = messages(&mut d, &wire, wire.len()).unwrap_err();
+        assert!(err.to_string().contains("continuation"), "{err}");
+        // Nor on control frames.
+        let mut d = deflating(NO_TAKEOVER);
+        assert!(messages(&mut d, &compressed_frame(true, 9, b"hb"), 64).is_err());
+        // RSV2/RSV3 stay errors with deflate.
+        let mut rsv2 = server_frame(true, 1, b"x");
+        rsv2[0] |= 0x20;
+        assert!(messages(&mut deflating(TAKEOVER), &rsv2, 64).is_err());
+    }
+
+    #[test]
+    fn deflate_rsv1_without_negotiation_is_an_error() {
+        let wire = compressed_frame(true, 1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        let mut d = WsDecoder::default();
+        let err = messages(&mut d, &wire, wire.len()).unwrap_err();
+        assert!(err.to_string().contains("not negotiated"), "{err}");
+        let mut d = WsDecoder::default().with_deflate(None);
+        assert!(messages(&mut d, &wire, 1).is_err());
+    }
+
+    #[test]
+    fn deflate_size_limit_and_garbage() {
+        let data = vec![b'a'; 100_000];
+        let packed = compress(
+            &mut flate2::Compress::new(flate2::Compression::default(), false),
+            &data,
+        );
+        assert!(packed.len() < 1000);
+        let wire = compressed_frame(true, 1, &packed);
+        let mut d = deflating(NO_TAKEOVER).with_max_message(100_000);
+        assert_eq!(
+            messages(&mut d, &wire, wire.len()).unwrap()[0].len(),
+            100_000
+        );
+        let mut d = deflating(NO_TAKEOVER).with_max_message(99_999);
+        let err = messages(&mut d, &wire, wire.len()).unwrap_err();
+        assert!(
+            err.to_string().contains("inflates to more than 99999"),
+            "{err}"
+        );
+
+        // Not DEFLATE (block type 3 is reserved).
+        let mut d = deflating(TAKEOVER);
+        assert!(messages(&mut d, &compressed_frame(true, 1, &[0xff, 0xff]), 64).is_err());
+    }
+
+    /// A stream of messages from one compressor with context takeover, some
+    /// large and incompressible, some too small to compress (sent plain),
+    /// some fragmented: every one arrives intact.
+    #[test]
+    fn deflate_context_takeover_stream() {
+        let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+        let mut rng = XorShift::new(7);
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..40usize {
+            let len = [10, 300, 5_000, 200_000][i % 4];
+            let msg: Vec<u8> = if i % 8 == 3 {
+                (0..len)
+                    .map(|_| b'a' + (rng.next_u64() % 26) as u8)
+                    .collect()
+            } else {
+                format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(len)).into_bytes()
+            };
+            if msg.len() < 64 {
+                wire.extend(server_frame(true, 1, &msg));
+            } else {
+                let packed = compress(&mut c, &msg);
+                if i % 3 == 0 {
+                    let (a, b) = packed.split_at(packed.len() / 2);
+                    wire.extend(compressed_frame(false, 1, a));
+                    wire.extend(server_frame(true, 0, b));
+                } else {
+                    wire.extend(compressed_frame(true, 1, &packed));
+                }
+            }
+            want.push(String::from_utf8(msg).unwrap());
+        }
+        for step in [1000, 65536] {
+            let mut d = deflating(TAKEOVER);
+            assert_eq!(messages(&mut d, &wire, step).unwrap(), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn deflate_negotiation_answers() {
+        let ok = |answer: Option<&str>| parse_extensions(answer, true).unwrap();
+        assert_eq!(ok(None), None);
+        assert_eq!(ok(Some("")), None);
+        assert_eq!(ok(Some("permessage-deflate")), Some(TAKEOVER));
+        assert_eq!(
+            ok(Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            )),
+            Some(NO_TAKEOVER)
+        );
+        assert_eq!(
+            ok(Some(
+                "Permessage-Deflate ; Server_No_Context_Takeover;server_max_window_bits=\"10\"; client_max_window_bits=9"
+            )),
+            Some(DeflateParams {
+                server_no_context_takeover: true,
+                server_max_window_bits: 10
+            })
+        );
+        let bad = [
+            "x-webkit-deflate-frame",
+            "permessage-deflate, permessage-deflate",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=7",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=010",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; unknown",
+            "permessage-deflate;",
+        ];
+        for answer in bad {
+            assert!(parse_extensions(Some(answer), true).is_err(), "{answer}");
+        }
+        // An extension in the answer that was never offered.
+        assert!(parse_extensions(Some("permessage-deflate"), false).is_err());
+        assert_eq!(parse_extensions(None, false).unwrap(), None);
     }
 
     #[test]

@@ -163,6 +163,24 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A text message, compressed (RSV1, RFC 7692 §7.2.1) when `deflate` is
+/// given and the message is not tiny.
+fn message_frame(deflate: Option<&mut flate2::Compress>, msg: &[u8]) -> Vec<u8> {
+    let Some(c) = deflate.filter(|_| msg.len() >= 64) else {
+        return ws_frame(1, msg);
+    };
+    let start = c.total_in();
+    let mut packed = Vec::with_capacity(msg.len() + 64);
+    c.compress_vec(msg, &mut packed, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert_eq!((c.total_in() - start) as usize, msg.len());
+    assert!(packed.ends_with(&[0, 0, 0xff, 0xff]));
+    packed.truncate(packed.len() - 4);
+    let mut f = ws_frame(1, &packed);
+    f[0] |= 0x40;
+    f
+}
+
 fn chunk(data: &[u8]) -> Vec<u8> {
     let mut c = format!("{:x}\r\n", data.len()).into_bytes();
     c.extend_from_slice(data);
@@ -195,8 +213,19 @@ async fn serve_ws(hub: Arc<Hub>, mut sock: TcpStream, req: Request) {
     let accept = STANDARD.encode(sha.finalize());
     let channels = req.params("channel");
     let mut rx = merge(&hub, &channels);
+    // permessage-deflate with context takeover (pushgate never does that, so
+    // this is where the generator's takeover path meets a server).
+    let mut deflate = req
+        .header("sec-websocket-extensions")
+        .is_some_and(|v| v.contains("permessage-deflate"))
+        .then(|| flate2::Compress::new(flate2::Compression::fast(), false));
+    let extensions = if deflate.is_some() {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     )
     .into_bytes();
     for ch in &channels {
@@ -241,7 +270,7 @@ async fn serve_ws(hub: Arc<Hub>, mut sock: TcpStream, req: Request) {
         tokio::select! {
             _ = &mut reader => break,
             m = rx.recv() => match m {
-                Some(m) if wr.write_all(&ws_frame(1, m.as_bytes())).await.is_ok() => {}
+                Some(m) if wr.write_all(&message_frame(deflate.as_mut(), m.as_bytes())).await.is_ok() => {}
                 _ => break,
             },
         }
@@ -429,6 +458,38 @@ async fn fanout_over_websocket() {
     // JSON is one object with the same numbers.
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(v["fanout"]["deliveries_received"], 8000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_websocket_with_deflate() {
+    let (url, _hub) = start_server().await;
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "-c",
+        "20",
+        "-m",
+        "100",
+        "--size",
+        "300",
+        "--rate",
+        "0",
+        "--settle",
+        "0",
+        "--ws-deflate",
+    ])
+    .await
+    .unwrap();
+    assert_clean(&r, 100 * 20);
+    let d = r.ws_deflate.as_ref().expect("ws_deflate section");
+    assert_eq!((d.connections, d.negotiated), (20, 20), "{r}");
+    assert_eq!(d.compressed_messages, 100 * 20, "{r}");
+    assert!(r
+        .to_string()
+        .contains("deflate negotiated on 20 of 20 connections"));
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["ws_deflate"]["negotiated"], 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
