@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::broker::{Broker, Subscriber, SubscriberId};
 use crate::channel::ChannelName;
 use crate::cursor::Since;
 use crate::error::Error;
-use crate::outbox::{Outbox, OutboxEvent};
+use crate::outbox::{DirectSink, Outbox, OutboxEvent};
 use crate::protocol::{Command, Reply, Request};
 use crate::session::{start_at, Emit, Session};
 
@@ -114,6 +116,20 @@ impl Connection {
     /// Turns one event into what must be sent (see [`Session::accept`]).
     pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
         self.session.accept(event, out);
+    }
+
+    /// Parks the connection: fan-out may write its next messages through
+    /// `sink` until [`Connection::unpark`]. `false` when events are queued.
+    pub fn park(&self, sink: &Arc<dyn DirectSink>) -> bool {
+        self.subscriber.outbox.park(sink, self.session.positions())
+    }
+
+    /// Ends parking, bringing the session up to date with what fan-out
+    /// wrote; returns the unwritten end of a frame, to be written first.
+    pub fn unpark(&mut self) -> Option<Bytes> {
+        let (positions, leftover) = self.subscriber.outbox.unpark()?;
+        self.session.delivered_up_to(&positions);
+        leftover
     }
 
     /// [`Connection::accept`] for every event, in order.

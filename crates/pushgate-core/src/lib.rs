@@ -44,6 +44,6 @@ pub use cursor::{Cursor, Position, Since};
 pub use epoch::Epoch;
 pub use error::{Error, ErrorKind};
 pub use history::History;
-pub use outbox::{Outbox, OutboxEvent, PushOutcome};
+pub use outbox::{DirectSink, Outbox, OutboxEvent, PushOutcome, Sent};
 pub use publication::{Data, Publication};
 pub use session::Session;

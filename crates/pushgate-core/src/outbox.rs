@@ -10,9 +10,50 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
+
 use crate::channel::ChannelName;
 use crate::cursor::Position;
+use crate::epoch::Epoch;
 use crate::publication::Publication;
+
+/// Writes a message straight to a connection's socket from fan-out, while
+/// the connection's task waits with nothing to write (it is *parked*). An
+/// isolated message then costs one `write(2)` on the publisher's thread, as
+/// in the bare-socket floor, instead of a task wake-up, a scheduler round
+/// and a write.
+pub trait DirectSink: Send + Sync {
+    /// Writes the message's frame without blocking.
+    fn try_send(&self, p: &Publication) -> Sent;
+}
+
+/// What [`DirectSink::try_send`] managed.
+#[derive(Debug)]
+pub enum Sent {
+    /// The whole frame.
+    All,
+    /// Nothing (the socket is full or failed): queue the message instead.
+    Nothing,
+    /// Part of it: these bytes must go out before anything else.
+    Part(Bytes),
+}
+
+/// A channel, its epoch and the last offset a connection received of it.
+pub type Standing = (ChannelName, Epoch, u64);
+
+/// A parked connection's sink and where each of its channels stands.
+struct Parked {
+    sink: Arc<dyn DirectSink>,
+    positions: Vec<Standing>,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("positions", &self.positions)
+            .finish()
+    }
+}
 
 /// What fan-out hands a connection.
 #[derive(Debug, Clone)]
@@ -29,6 +70,8 @@ pub enum OutboxEvent {
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum PushOutcome {
     Queued,
+    /// Written straight to the parked connection's socket.
+    Written,
     /// The queue was full: this connection is now overflowed and must close.
     Overflowed,
     /// Already overflowed or closed; the event was dropped.
@@ -59,6 +102,40 @@ struct State {
     waker: Option<Waker>,
     overflowed: bool,
     shut_down: bool,
+    parked: Option<Box<Parked>>,
+    /// The unwritten end of a frame a direct write began.
+    leftover: Option<Bytes>,
+}
+
+impl State {
+    /// Writes `event` through the parked connection's sink when it is the
+    /// next message of one of its channels and nothing is queued before it.
+    fn try_direct(&mut self, event: &OutboxEvent) -> bool {
+        if !self.queue.is_empty() || self.shut_down || self.leftover.is_some() {
+            return false;
+        }
+        let (Some(parked), OutboxEvent::Message(p)) = (self.parked.as_deref_mut(), event) else {
+            return false;
+        };
+        let Some(pos) = parked
+            .positions
+            .iter_mut()
+            .find(|(c, _, _)| *c == p.channel)
+        else {
+            return false;
+        };
+        if pos.2 + 1 != p.offset || pos.1 != p.epoch {
+            // A duplicate, a gap or a new epoch: the session decides.
+            return false;
+        }
+        match parked.sink.try_send(p) {
+            Sent::All => {}
+            Sent::Nothing => return false,
+            Sent::Part(rest) => self.leftover = Some(rest),
+        }
+        pos.2 = p.offset;
+        true
+    }
 }
 
 impl Outbox {
@@ -80,9 +157,31 @@ impl Outbox {
     }
 
     pub fn push(&self, event: OutboxEvent) -> PushOutcome {
+        self.push_inner(event, false)
+    }
+
+    /// [`Outbox::push`], writing the message straight to the socket when the
+    /// connection is parked (see [`DirectSink`]).
+    pub fn offer(&self, event: OutboxEvent) -> PushOutcome {
+        self.push_inner(event, true)
+    }
+
+    fn push_inner(&self, event: OutboxEvent, direct: bool) -> PushOutcome {
         let mut st = self.lock();
         if st.overflowed {
             return PushOutcome::Dropped;
+        }
+        if direct && st.try_direct(&event) {
+            if st.leftover.is_none() {
+                return PushOutcome::Written;
+            }
+            // The connection must finish the frame before anything else.
+            let waker = st.waker.take();
+            drop(st);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return PushOutcome::Written;
         }
         let outcome = if st.queue.len() >= self.capacity {
             st.overflowed = true;
@@ -137,6 +236,36 @@ impl Outbox {
             st.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Lets fan-out write this connection's next messages itself, through
+    /// `sink`, while the connection waits with nothing to write. `positions`
+    /// are the connection's (channel, epoch, last offset). Refused (returns
+    /// `false`) when something is queued: the connection has work to do.
+    pub fn park(
+        &self,
+        sink: &Arc<dyn DirectSink>,
+        positions: impl Iterator<Item = Standing>,
+    ) -> bool {
+        let mut st = self.lock();
+        if !st.queue.is_empty() || st.overflowed || st.shut_down || st.leftover.is_some() {
+            return false;
+        }
+        st.parked = Some(Box::new(Parked {
+            sink: sink.clone(),
+            positions: positions.collect(),
+        }));
+        true
+    }
+
+    /// Ends parking: the positions as fan-out left them (to bring the
+    /// session up to date) and the unwritten end of a frame, to write first.
+    /// `None` when not parked.
+    pub fn unpark(&self) -> Option<(Vec<Standing>, Option<Bytes>)> {
+        let mut st = self.lock();
+        let parked = st.parked.take()?;
+        let leftover = st.leftover.take();
+        Some((parked.positions, leftover))
     }
 
     /// Tells the connection to end once what is queued is delivered
@@ -276,5 +405,148 @@ mod tests {
         assert_eq!(ob.len(), 1, "polling for overflow leaves events queued");
         assert_eq!(ob.push(msg(2)), PushOutcome::Overflowed);
         assert!(ob.poll_overflowed(&mut cx).is_ready());
+    }
+}
+
+/// The parking protocol against a model: whatever mix of direct writes
+/// (whole, partial, refused), queued pushes, duplicates and connection
+/// wake-ups, the client receives every offset exactly once, in order, and
+/// bytes of a partial frame come before anything else.
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+    use crate::broker::Catchup;
+    use crate::session::{Emit, Session};
+    use crate::{Data, Epoch};
+    use proptest::prelude::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// What the client got, in wire order: (offset, whole?) — a partial
+    /// write puts the offset on the wire and its tail must come next.
+    #[derive(Default)]
+    struct Wire {
+        got: Vec<(u64, bool)>,
+        script: Vec<u8>,
+    }
+
+    struct Sink(StdMutex<Wire>);
+
+    impl DirectSink for Sink {
+        fn try_send(&self, p: &Publication) -> Sent {
+            let mut w = self.0.lock().unwrap();
+            let pick = if w.script.is_empty() {
+                0
+            } else {
+                w.script.remove(0)
+            };
+            match pick % 3 {
+                0 => {
+                    w.got.push((p.offset, true));
+                    Sent::All
+                }
+                1 => Sent::Nothing,
+                _ => {
+                    w.got.push((p.offset, false));
+                    Sent::Part(Bytes::from(p.offset.to_string()))
+                }
+            }
+        }
+    }
+
+    fn publication(offset: u64) -> Arc<Publication> {
+        Arc::new(Publication::new(
+            ChannelName::new("c").unwrap(),
+            Epoch::new("e").unwrap(),
+            offset,
+            None,
+            Data::Json("0".into()),
+            0,
+        ))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Publish the next message, straight to the socket if allowed.
+        Publish { direct: bool },
+        /// Fan-out delivers an old message again (a catch-up overlap).
+        Duplicate,
+        /// The connection's task runs.
+        Wake,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => any::<bool>().prop_map(|direct| Op::Publish { direct }),
+            1 => Just(Op::Duplicate),
+            2 => Just(Op::Wake),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn exactly_once_in_order(ops in proptest::collection::vec(op(), 1..60),
+                                 script in proptest::collection::vec(any::<u8>(), 0..60)) {
+            let outbox = Outbox::new(1000);
+            let wire = Arc::new(Sink(StdMutex::new(Wire { got: Vec::new(), script })));
+            let sink: Arc<dyn DirectSink> = wire.clone();
+            let mut session = Session::new(8);
+            let top = Position::new(Epoch::new("e").unwrap(), 0);
+            session.subscribed(
+                ChannelName::new("c").unwrap(),
+                Catchup { position: top, messages: vec![], reset: false, truncated: false },
+            );
+            let mut next = 0u64;
+            // The task: finish a partial frame, deliver what is queued, park.
+            let run_task = |session: &mut Session, outbox: &Outbox| {
+                if let Some((positions, leftover)) = outbox.unpark() {
+                    session.delivered_up_to(&positions);
+                    if let Some(rest) = leftover {
+                        let off: u64 = std::str::from_utf8(&rest).unwrap().parse().unwrap();
+                        let mut w = wire.0.lock().unwrap();
+                        // The tail of the partial frame must be the very next bytes.
+                        assert_eq!(w.got.last(), Some(&(off, false)));
+                        w.got.pop();
+                        w.got.push((off, true));
+                    }
+                }
+                let mut events = Vec::new();
+                outbox.try_drain(&mut events);
+                for e in events {
+                    session.accept_with(e, |emit| {
+                        if let Emit::Message(p) = emit {
+                            wire.0.lock().unwrap().got.push((p.offset, true));
+                        }
+                    });
+                }
+                outbox.park(&sink, session.positions());
+            };
+            for op in ops {
+                match op {
+                    Op::Publish { direct } => {
+                        next += 1;
+                        let e = OutboxEvent::Message(publication(next));
+                        if direct { outbox.offer(e); } else { outbox.push(e); }
+                    }
+                    Op::Duplicate if next > 0 => {
+                        outbox.offer(OutboxEvent::Message(publication(next)));
+                    }
+                    Op::Duplicate => {}
+                    Op::Wake => run_task(&mut session, &outbox),
+                }
+            }
+            run_task(&mut session, &outbox);
+            let got = wire.0.lock().unwrap().got.clone();
+            let want: Vec<(u64, bool)> = (1..=next).map(|o| (o, true)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn parking_is_refused_with_work_queued() {
+        let outbox = Outbox::new(10);
+        let sink: Arc<dyn DirectSink> = Arc::new(Sink(StdMutex::new(Wire::default())));
+        outbox.push(OutboxEvent::Message(publication(1)));
+        assert!(!outbox.park(&sink, std::iter::empty()));
+        assert!(outbox.unpark().is_none());
     }
 }

@@ -170,6 +170,26 @@ impl Session {
         }
     }
 
+    /// Where each channel stands: (channel, epoch, last offset delivered).
+    pub fn positions(&self) -> impl Iterator<Item = (ChannelName, Epoch, u64)> + '_ {
+        self.subs
+            .iter()
+            .map(|s| (s.channel.clone(), s.epoch.clone(), s.offset))
+    }
+
+    /// Records messages delivered outside [`Session::accept`] (written
+    /// straight from fan-out): each channel moves forward to its new
+    /// position if it is in the same epoch. Never moves a channel back.
+    pub fn delivered_up_to(&mut self, positions: &[(ChannelName, Epoch, u64)]) {
+        for (channel, epoch, offset) in positions {
+            if let Some(sub) = self.subs.iter_mut().find(|s| s.channel == *channel) {
+                if sub.epoch == *epoch && *offset > sub.offset {
+                    sub.offset = *offset;
+                }
+            }
+        }
+    }
+
     /// The cursor covering every subscribed channel.
     pub fn cursor(&self) -> Cursor {
         let mut c = Cursor::new();

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use crate::cors;
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, SUBSCRIBE_PATHS};
+use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
 use crate::transport::stream::EventStream;
 use crate::transport::ws;
@@ -80,10 +81,11 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                     .await
                     .is_ok()
                 {
-                    let io = PrefixIo::new(prefix(buf), stream);
+                    let stream = Arc::new(stream);
+                    let io = PrefixIo::new(prefix(buf), SharedTcp(stream.clone()));
                     // A task of its own, and this one ends: the WebSocket loop is
                     // the largest state, and nothing of the front is needed any more.
-                    tokio::spawn(ws::run(state, io, *up));
+                    tokio::spawn(ws::run(state, io, *up, Some(stream)));
                 }
                 return;
             }

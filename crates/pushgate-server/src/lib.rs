@@ -26,6 +26,7 @@ pub mod prefix_io;
 pub mod registry;
 pub mod routes;
 pub mod server;
+pub mod shared_tcp;
 pub mod state;
 pub mod transport;
 pub mod web;

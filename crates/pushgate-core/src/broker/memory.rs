@@ -50,9 +50,16 @@ struct ChannelState {
     history: History,
     subscribers: HashMap<SubscriberId, Arc<Outbox>>,
     last_activity: Millis,
+    /// When the last message was published (for the direct-write decision).
+    last_publish: Option<Millis>,
     /// Set when the sweeper dropped this state from the map; holders retry.
     removed: bool,
 }
+
+/// A message published less than this long after the previous one's
+/// fan-out ended goes through the queues rather than straight to sockets
+/// (see `publish`).
+pub const DIRECT_GAP_MS: Millis = 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the state consistent before anything that
@@ -97,6 +104,7 @@ impl MemoryBroker {
                             ),
                             subscribers: HashMap::new(),
                             last_activity: self.config.clock.now(),
+                            last_publish: None,
                             removed: false,
                         }))
                     })
@@ -207,10 +215,24 @@ impl Broker for MemoryBroker {
                 now,
             ));
             st.history.push(p.clone(), now);
+            // An isolated message is written straight to parked sockets (one
+            // write each, no wake-up); one that follows closely goes through
+            // the queues, where messages that pile up leave in one write.
+            let direct = st
+                .last_publish
+                .is_none_or(|t| now.saturating_sub(t) >= DIRECT_GAP_MS);
             // Under the channel lock, so every subscriber sees offsets in order.
             for outbox in st.subscribers.values() {
-                outbox.push(OutboxEvent::Message(p.clone()));
+                let event = OutboxEvent::Message(p.clone());
+                if direct {
+                    outbox.offer(event);
+                } else {
+                    outbox.push(event);
+                }
             }
+            // Measured from the end of fan-out: a publisher that sends its
+            // next message as soon as this one is done is bursting.
+            st.last_publish = Some(if direct { self.config.clock.now() } else { now });
             p
         }))
     }
@@ -270,6 +292,36 @@ mod tests {
             clock: Arc::new(clock.clone()),
         });
         (b, clock)
+    }
+
+    #[tokio::test]
+    async fn isolated_messages_go_straight_to_parked_sockets_bursts_to_queues() {
+        use crate::outbox::{DirectSink, Sent};
+        use crate::Epoch;
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl DirectSink for Count {
+            fn try_send(&self, _: &Publication) -> Sent {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Sent::All
+            }
+        }
+        let (b, clock) = broker(10, 60_000);
+        let sub = Subscriber {
+            id: 1,
+            outbox: Outbox::new(16),
+        };
+        let c = b.subscribe(&ch("a"), StartAt::Now, &sub).await.unwrap();
+        let count = Arc::new(Count(Default::default()));
+        let sink: Arc<dyn DirectSink> = count.clone();
+        let epoch: Epoch = c.position.epoch.clone();
+        sub.outbox.park(&sink, [(ch("a"), epoch, 0)].into_iter());
+        publish(&b, "a", 1).await; // the first: written
+        clock.advance(DIRECT_GAP_MS - 1);
+        publish(&b, "a", 2).await; // right behind it: queued
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(sub.outbox.len(), 1);
+        let (positions, _) = sub.outbox.unpark().unwrap();
+        assert_eq!(positions[0].2, 1, "fan-out recorded what it wrote");
     }
 
     async fn publish(b: &MemoryBroker, c: &str, n: u64) -> Arc<Publication> {

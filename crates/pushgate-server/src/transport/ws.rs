@@ -22,7 +22,7 @@ use pushgate_core::outbox::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
-use pushgate_core::{Connection, OutboxEvent};
+use pushgate_core::{Connection, DirectSink, OutboxEvent, Publication, Sent};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -106,21 +106,36 @@ pub async fn handle(
     let res = switching_protocols(&up);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, TokioIo::new(upgraded), up).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), up, None).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
     res
 }
 
-/// Runs one WebSocket connection after the 101 was sent.
-pub async fn run<S: Io>(state: Arc<AppState>, io: S, up: Upgrade) {
+/// Runs one WebSocket connection after the 101 was sent. With `socket`
+/// (the front's connections), fan-out writes isolated messages to it
+/// directly while the connection waits with nothing to write.
+pub async fn run<S: Io>(
+    state: Arc<AppState>,
+    io: S,
+    up: Upgrade,
+    socket: Option<Arc<tokio::net::TcpStream>>,
+) {
     let _open = state.metrics.connection(Transport::Ws);
+    let direct = socket.map(|stream| {
+        Arc::new(DirectWs {
+            stream,
+            deflate: up.deflate,
+            metrics: state.metrics.clone(),
+        }) as Arc<dyn DirectSink>
+    });
     let mut ws = Socket {
         rx: Receiver::new(state.config.max_message_size, up.deflate),
         io,
         out: VecDeque::new(),
         deflate: up.deflate,
+        direct,
     };
     let mut conn = state.connection();
     let _registered = state.registry.register(conn.outbox());
@@ -159,6 +174,36 @@ struct Socket<S> {
     /// Frames waiting to be written, oldest first.
     out: VecDeque<Bytes>,
     deflate: Option<Deflate>,
+    /// What fan-out writes through while this connection is parked.
+    direct: Option<Arc<dyn DirectSink>>,
+}
+
+/// Fan-out's direct path to a WebSocket: the message's shared frame, one
+/// non-blocking write.
+struct DirectWs {
+    stream: Arc<tokio::net::TcpStream>,
+    deflate: Option<Deflate>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl DirectSink for DirectWs {
+    fn try_send(&self, p: &Publication) -> Sent {
+        let frame = p.ws_frame_for(self.deflate.as_ref());
+        match self.stream.try_write(frame) {
+            Ok(n) if n == frame.len() => {}
+            Ok(n) if n > 0 => return self.sent(Sent::Part(frame.slice(n..))),
+            // Full or failed: the connection's task queues it, or finds the error.
+            _ => return Sent::Nothing,
+        }
+        self.sent(Sent::All)
+    }
+}
+
+impl DirectWs {
+    fn sent(&self, sent: Sent) -> Sent {
+        self.metrics.delivered(Transport::Ws, 1);
+        sent
+    }
 }
 
 const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
@@ -224,9 +269,10 @@ impl<S: Io> Socket<S> {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, got: &mut Vec<Incoming>) -> Poll<Read> {
-        // On the stack for the duration of one poll only.
-        let mut buf = [0u8; READ_CHUNK];
-        let mut rb = ReadBuf::new(&mut buf);
+        // On the stack for the duration of one poll only, and never zeroed:
+        // most polls find nothing to read.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut rb = ReadBuf::uninit(&mut buf);
         match ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
             Err(_) => Poll::Ready(Read::Eof),
             Ok(()) if rb.filled().is_empty() => Poll::Ready(Read::Eof),
@@ -298,6 +344,9 @@ async fn serve<S: Io>(
 
     loop {
         let wake = poll_fn(|cx| {
+            if let Some(rest) = conn.unpark() {
+                ws.out.push_front(rest);
+            }
             if !ws.out.is_empty() {
                 if let Poll::Ready(r) = ws.poll_write(cx) {
                     return Poll::Ready(Wake::Written(r));
@@ -320,6 +369,10 @@ async fn serve<S: Io>(
             }
             if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
                 return Poll::Ready(Wake::Idle);
+            }
+            if let (true, Some(sink)) = (ws.out.is_empty(), &ws.direct) {
+                // Waiting with nothing to write: fan-out may write for us.
+                conn.park(sink);
             }
             Poll::Pending
         })
