@@ -35,6 +35,13 @@ pub struct Config {
     pub ws_deflate_window_bits: u8,
     /// WebSocket messages shorter than this many bytes are sent uncompressed.
     pub ws_deflate_min_size: usize,
+    /// Fan-out writes a message straight to waiting WebSocket, SSE and
+    /// NDJSON sockets (one write each, no task wake-up) unless it follows
+    /// the previous message of its channel by less than this; closer
+    /// messages go through the queues and leave several per write.
+    /// `0`: always straight.
+    #[serde(deserialize_with = "de_duration")]
+    pub direct_write_gap: Duration,
     /// Keep-alive interval of streaming responses: SSE `: ping` comments,
     /// NDJSON `{"type":"ping"}` lines, iframe `<!-- ping -->` comments.
     #[serde(deserialize_with = "de_duration")]
@@ -83,6 +90,7 @@ impl Default for Config {
             ws_deflate: false,
             ws_deflate_window_bits: 15,
             ws_deflate_min_size: 128,
+            direct_write_gap: Duration::from_millis(10),
             stream_ping_interval: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
             longpoll_timeout: Duration::from_secs(25),

@@ -28,9 +28,10 @@ use crate::prefix_io::PrefixIo;
 use crate::routes::{self, SUBSCRIBE_PATHS};
 use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
-use crate::transport::stream::EventStream;
+use crate::transport::stream::{chunk_size_line, EventStream};
 use crate::transport::ws;
 use crate::web::Body;
+use pushgate_core::DirectSink;
 
 /// A request head must arrive within this time (slow-loris defence).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +72,9 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Stream(mut events)) => {
                 drop(buf);
-                pump(&mut stream, &mut events, &state).await;
+                let stream = Arc::new(stream);
+                let direct = events.direct_sink(&stream);
+                pump(SharedTcp(stream), &mut events, direct, &state).await;
                 return;
             }
             Ok(Next::Upgrade(up)) => {
@@ -271,30 +274,59 @@ fn watch_peer(
 
 /// Writes an event stream as chunked transfer encoding until the stream
 /// ends, the client leaves, or the client stops reading.
-async fn pump(stream: &mut TcpStream, events: &mut EventStream, state: &AppState) {
+async fn pump(
+    mut stream: SharedTcp,
+    events: &mut EventStream,
+    direct: Option<Arc<dyn DirectSink>>,
+    state: &AppState,
+) {
+    enum Out {
+        Chunk(Bytes),
+        /// The tail of a chunk fan-out began: already framed.
+        Raw(Bytes),
+        End,
+        PeerGone,
+    }
     loop {
         let next = poll_fn(|cx| {
-            if let Poll::Ready(chunk) = events.poll_next(cx) {
-                return Poll::Ready(Some(chunk));
+            if let Some(rest) = events.unpark() {
+                return Poll::Ready(Out::Raw(rest));
             }
-            watch_peer(stream, cx, None).map(|()| None)
+            if let Poll::Ready(chunk) = events.poll_next(cx) {
+                return Poll::Ready(chunk.map_or(Out::End, Out::Chunk));
+            }
+            if watch_peer(&stream.0, cx, None).is_ready() {
+                return Poll::Ready(Out::PeerGone);
+            }
+            if let Some(sink) = &direct {
+                // Waiting with nothing to write: fan-out may write for us.
+                events.park(sink);
+            }
+            Poll::Pending
         })
         .await;
-        let chunk = match next {
-            Some(Some(chunk)) => chunk,
-            Some(None) => {
+        let mut size = [0u8; 20];
+        let (chunk, framed) = match next {
+            Out::Chunk(chunk) => (chunk, true),
+            Out::Raw(rest) => (rest, false),
+            Out::End => {
                 let _ = stream.write_all(b"0\r\n\r\n").await;
                 return;
             }
-            None => return,
+            Out::PeerGone => return,
         };
-        let size = format!("{:x}\r\n", chunk.len());
+        let n = if framed {
+            chunk_size_line(chunk.len(), &mut size)
+        } else {
+            0
+        };
+        let tail: &[u8] = if framed { b"\r\n" } else { b"" };
         let mut slices = [
-            IoSlice::new(size.as_bytes()),
+            IoSlice::new(&size[..n]),
             IoSlice::new(&chunk),
-            IoSlice::new(b"\r\n"),
+            IoSlice::new(tail),
         ];
-        let write = write_all_vectored(stream, &mut slices);
+        let write = write_all_vectored(&mut stream, &mut slices);
         // A client that stopped reading blocks the write; its outbox
         // overflowing, or the idle timeout, ends it (it resumes from its cursor).
         tokio::select! {
@@ -309,7 +341,7 @@ async fn pump(stream: &mut TcpStream, events: &mut EventStream, state: &AppState
 }
 
 async fn write_all_vectored(
-    stream: &mut TcpStream,
+    stream: &mut SharedTcp,
     mut slices: &mut [IoSlice<'_>],
 ) -> io::Result<()> {
     while !slices.is_empty() {

@@ -32,6 +32,7 @@ impl Server {
         let broker = MemoryBroker::new(MemoryBrokerConfig {
             history_size: config.history_size,
             history_ttl_ms: config.history_ttl.as_millis() as u64,
+            direct_gap_ms: config.direct_write_gap.as_millis() as u64,
             ..Default::default()
         });
         Self::with_broker(config, Arc::new(broker)).await

@@ -69,6 +69,10 @@ struct ServeArgs {
     /// WebSocket messages shorter than this are sent uncompressed [default: 128].
     #[arg(long, env = "PUSHGATE_WS_DEFLATE_MIN_SIZE")]
     ws_deflate_min_size: Option<usize>,
+    /// Messages closer than this to the previous one of their channel go
+    /// through the queues instead of straight to sockets; 0 = always straight [default: 10ms].
+    #[arg(long, env = "PUSHGATE_DIRECT_WRITE_GAP", value_parser = duration)]
+    direct_write_gap: Option<Duration>,
     /// Keep-alive interval of SSE, NDJSON and iframe streams [default: 15s].
     #[arg(long, env = "PUSHGATE_STREAM_PING_INTERVAL", value_parser = duration)]
     stream_ping_interval: Option<Duration>,
@@ -133,6 +137,7 @@ impl ServeArgs {
             ws_idle_timeout,
             ws_deflate_window_bits,
             ws_deflate_min_size,
+            direct_write_gap,
             stream_ping_interval,
             sse_retry,
             longpoll_timeout,

@@ -25,6 +25,11 @@ pub struct MemoryBrokerConfig {
     pub history_size: usize,
     /// How long a publication stays in history (default 10 minutes).
     pub history_ttl_ms: Millis,
+    /// A message published less than this long after the previous one's
+    /// fan-out ended goes through the connections' queues (so bursts
+    /// coalesce); otherwise it is written straight to parked connections.
+    /// 0: always straight; `Millis::MAX`: never. Default [`DIRECT_GAP_MS`].
+    pub direct_gap_ms: Millis,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -33,6 +38,7 @@ impl Default for MemoryBrokerConfig {
         MemoryBrokerConfig {
             history_size: 1000,
             history_ttl_ms: 10 * 60 * 1000,
+            direct_gap_ms: DIRECT_GAP_MS,
             clock: Arc::new(SystemClock),
         }
     }
@@ -56,9 +62,7 @@ struct ChannelState {
     removed: bool,
 }
 
-/// A message published less than this long after the previous one's
-/// fan-out ended goes through the queues rather than straight to sockets
-/// (see `publish`).
+/// The default of [`MemoryBrokerConfig::direct_gap_ms`].
 pub const DIRECT_GAP_MS: Millis = 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,7 +224,7 @@ impl Broker for MemoryBroker {
             // the queues, where messages that pile up leave in one write.
             let direct = st
                 .last_publish
-                .is_none_or(|t| now.saturating_sub(t) >= DIRECT_GAP_MS);
+                .is_none_or(|t| now.saturating_sub(t) >= self.config.direct_gap_ms);
             // Under the channel lock, so every subscriber sees offsets in order.
             for outbox in st.subscribers.values() {
                 let event = OutboxEvent::Message(p.clone());
@@ -290,6 +294,7 @@ mod tests {
             history_size: size,
             history_ttl_ms: ttl,
             clock: Arc::new(clock.clone()),
+            ..Default::default()
         });
         (b, clock)
     }

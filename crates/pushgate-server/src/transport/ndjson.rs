@@ -11,7 +11,7 @@ use http::Response;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::ndjson;
-use pushgate_core::Connection;
+use pushgate_core::{Connection, Publication};
 
 use super::stream::{self, Encoder};
 use crate::metrics::Transport;
@@ -36,6 +36,10 @@ impl Encoder for NdjsonEncoder {
 
     fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.encode_one(conn, emit));
+    }
+
+    fn shared(&self, _: &Connection) -> Option<super::stream::SharedBytes> {
+        Some(Publication::ndjson_line)
     }
 
     fn encode_one(&mut self, _: &Connection, emit: &Emit) -> Bytes {

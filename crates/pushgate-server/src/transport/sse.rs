@@ -13,7 +13,7 @@ use pushgate_core::cursor::{Cursor, Since};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::sse;
-use pushgate_core::{Connection, Error, ErrorKind};
+use pushgate_core::{Connection, Error, ErrorKind, Publication};
 
 use super::stream::{self, Encoder};
 use crate::metrics::Transport;
@@ -39,6 +39,11 @@ impl Encoder for SseEncoder {
 
     fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.encode_one(conn, emit));
+    }
+
+    fn shared(&self, conn: &Connection) -> Option<super::stream::SharedBytes> {
+        // The same condition as encode_one's shared event.
+        (conn.session().len() == 1).then_some(Publication::sse_single as super::stream::SharedBytes)
     }
 
     fn encode_one(&mut self, conn: &Connection, emit: &Emit) -> Bytes {

@@ -15,7 +15,8 @@ use http_body::Frame;
 use pushgate_core::cursor::Since;
 use pushgate_core::outbox::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{ChannelName, Connection, OutboxEvent};
+use pushgate_core::{ChannelName, Connection, DirectSink, OutboxEvent, Publication, Sent};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
@@ -44,11 +45,63 @@ pub trait Encoder: Send + 'static {
         Bytes::from(out)
     }
 
+    /// For fan-out's direct writes: how to find a live message's bytes
+    /// when they are the same for every such stream (`None`: they depend on
+    /// this stream, e.g. a multi-channel SSE id).
+    fn shared(&self, _conn: &Connection) -> Option<SharedBytes> {
+        None
+    }
+
     /// Appended once the catch-up is written.
     fn after_catchup(&mut self, _conn: &Connection, _out: &mut Vec<u8>) {}
 
     /// The keep-alive chunk.
     fn ping(&self) -> Bytes;
+}
+
+/// Picks a publication's pre-built bytes for one wire format.
+pub type SharedBytes = fn(&Publication) -> &Bytes;
+
+/// Fan-out's direct path to a stream the front serves: the message's shared
+/// bytes as one HTTP/1.1 chunk, in one non-blocking write.
+pub struct DirectChunk {
+    stream: Arc<TcpStream>,
+    bytes: SharedBytes,
+    metrics: Arc<Metrics>,
+    transport: Transport,
+}
+
+impl DirectSink for DirectChunk {
+    fn try_send(&self, p: &Publication) -> Sent {
+        let data = (self.bytes)(p);
+        let mut size = [0u8; 20];
+        let n = chunk_size_line(data.len(), &mut size);
+        let parts = [&size[..n], &data[..], b"\r\n"];
+        let total: usize = parts.iter().map(|b| b.len()).sum();
+        let slices = parts.map(std::io::IoSlice::new);
+        let written = match self.stream.try_write_vectored(&slices) {
+            Ok(w) if w > 0 => w,
+            // Full or failed: the stream's task queues it, or finds the error.
+            _ => return Sent::Nothing,
+        };
+        self.metrics.delivered(self.transport, 1);
+        if written == total {
+            return Sent::All;
+        }
+        let rest: Vec<u8> = parts.concat().split_off(written);
+        Sent::Part(Bytes::from(rest))
+    }
+}
+
+/// Writes `{len:x}\r\n` into `out`; returns its length.
+pub fn chunk_size_line(len: usize, out: &mut [u8; 20]) -> usize {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, digit) in out[..digits].iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xF];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
 }
 
 /// Subscribes to every channel from `since`, then answers with a stream that
@@ -133,6 +186,30 @@ impl EventStream {
             _open: state.metrics.connection(transport),
             _registered: state.registry.register(conn_outbox),
         }
+    }
+
+    /// The sink through which fan-out may write to this stream on `stream`,
+    /// when its messages' bytes are shared.
+    pub fn direct_sink(&self, stream: &Arc<TcpStream>) -> Option<Arc<dyn DirectSink>> {
+        let bytes = self.encoder.shared(self.conn.as_ref()?)?;
+        Some(Arc::new(DirectChunk {
+            stream: stream.clone(),
+            bytes,
+            metrics: self.metrics.clone(),
+            transport: self.transport,
+        }))
+    }
+
+    /// See [`Connection::park`]; only with nothing left to send first.
+    pub fn park(&self, sink: &Arc<dyn DirectSink>) {
+        if let (None, Some(conn)) = (&self.first, &self.conn) {
+            conn.park(sink);
+        }
+    }
+
+    /// See [`Connection::unpark`]: bytes to write before anything else.
+    pub fn unpark(&mut self) -> Option<Bytes> {
+        self.conn.as_mut()?.unpark()
     }
 
     /// Ready when the subscriber fell behind while a write was blocked;
@@ -249,5 +326,19 @@ impl http_body::Body for EventStream {
         self.get_mut()
             .poll_next(cx)
             .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size_line;
+
+    #[test]
+    fn chunk_size_lines() {
+        for len in [0usize, 1, 9, 10, 15, 16, 255, 256, 4095, 65_536, usize::MAX] {
+            let mut out = [0u8; 20];
+            let n = chunk_size_line(len, &mut out);
+            assert_eq!(&out[..n], format!("{len:x}\r\n").as_bytes());
+        }
     }
 }
