@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (in memory; demo at http://127.0.0.1:7070/).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one message through the server API.
     Publish(PublishArgs),
     /// Print messages of channels as they arrive, one JSON object per line.
