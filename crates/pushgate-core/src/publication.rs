@@ -37,7 +37,7 @@ pub struct Publication {
     json: Bytes,
     binary: Option<BinaryFrame>,
     /// Per-format encodings for one-channel readers, built on first use.
-    single: [OnceLock<Bytes>; 3],
+    single: [OnceLock<Bytes>; 5],
     /// The WebSocket frame, built on first use.
     ws: OnceLock<Bytes>,
     /// permessage-deflate frames by window size (2^9..2^15), built on first
@@ -51,6 +51,8 @@ enum Single {
     Sse = 0,
     Poll = 1,
     Ndjson = 2,
+    SseChunk = 3,
+    NdjsonChunk = 4,
 }
 
 #[derive(Debug)]
@@ -210,6 +212,21 @@ impl Publication {
         })
         .as_ref()
         .unwrap_or_else(|| self.ws_frame())
+    }
+
+    /// [`Publication::sse_single`] as one HTTP/1.1 chunk, for writes
+    /// straight from fan-out to chunked SSE responses.
+    pub fn sse_single_chunk(&self) -> &Bytes {
+        self.single(Single::SseChunk, || {
+            crate::wire::chunked::chunk(self.sse_single())
+        })
+    }
+
+    /// [`Publication::ndjson_line`] as one HTTP/1.1 chunk.
+    pub fn ndjson_chunk(&self) -> &Bytes {
+        self.single(Single::NdjsonChunk, || {
+            crate::wire::chunked::chunk(self.ndjson_line())
+        })
     }
 
     /// The NDJSON line (`json` and `\n`), shared by every stream.

@@ -28,9 +28,10 @@ use crate::prefix_io::PrefixIo;
 use crate::routes::{self, SUBSCRIBE_PATHS};
 use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
-use crate::transport::stream::{chunk_size_line, EventStream};
+use crate::transport::stream::EventStream;
 use crate::transport::ws;
 use crate::web::Body;
+use pushgate_core::wire::chunked;
 use pushgate_core::DirectSink;
 
 /// A request head must arrive within this time (slow-loris defence).
@@ -316,7 +317,7 @@ async fn pump(
             Out::PeerGone => return,
         };
         let n = if framed {
-            chunk_size_line(chunk.len(), &mut size)
+            chunked::size_line(chunk.len(), &mut size)
         } else {
             0
         };

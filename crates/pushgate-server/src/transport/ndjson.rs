@@ -39,7 +39,7 @@ impl Encoder for NdjsonEncoder {
     }
 
     fn shared(&self, _: &Connection) -> Option<super::stream::SharedBytes> {
-        Some(Publication::ndjson_line)
+        Some(Publication::ndjson_chunk)
     }
 
     fn encode_one(&mut self, _: &Connection, emit: &Emit) -> Bytes {

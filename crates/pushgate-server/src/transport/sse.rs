@@ -43,7 +43,8 @@ impl Encoder for SseEncoder {
 
     fn shared(&self, conn: &Connection) -> Option<super::stream::SharedBytes> {
         // The same condition as encode_one's shared event.
-        (conn.session().len() == 1).then_some(Publication::sse_single as super::stream::SharedBytes)
+        (conn.session().len() == 1)
+            .then_some(Publication::sse_single_chunk as super::stream::SharedBytes)
     }
 
     fn encode_one(&mut self, conn: &Connection, emit: &Emit) -> Bytes {

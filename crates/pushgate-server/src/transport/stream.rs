@@ -45,9 +45,9 @@ pub trait Encoder: Send + 'static {
         Bytes::from(out)
     }
 
-    /// For fan-out's direct writes: how to find a live message's bytes
-    /// when they are the same for every such stream (`None`: they depend on
-    /// this stream, e.g. a multi-channel SSE id).
+    /// For fan-out's direct writes: how to find a live message's bytes,
+    /// framed as one HTTP/1.1 chunk, when they are the same for every such
+    /// stream (`None`: they depend on this stream, e.g. a multi-channel SSE id).
     fn shared(&self, _conn: &Connection) -> Option<SharedBytes> {
         None
     }
@@ -62,46 +62,30 @@ pub trait Encoder: Send + 'static {
 /// Picks a publication's pre-built bytes for one wire format.
 pub type SharedBytes = fn(&Publication) -> &Bytes;
 
-/// Fan-out's direct path to a stream the front serves: the message's shared
-/// bytes as one HTTP/1.1 chunk, in one non-blocking write.
+/// Fan-out's direct path to a stream the front serves: the message's
+/// shared, already chunk-framed bytes in one non-blocking write.
 pub struct DirectChunk {
     stream: Arc<TcpStream>,
-    bytes: SharedBytes,
+    chunk: SharedBytes,
     metrics: Arc<Metrics>,
     transport: Transport,
 }
 
 impl DirectSink for DirectChunk {
     fn try_send(&self, p: &Publication) -> Sent {
-        let data = (self.bytes)(p);
-        let mut size = [0u8; 20];
-        let n = chunk_size_line(data.len(), &mut size);
-        let parts = [&size[..n], &data[..], b"\r\n"];
-        let total: usize = parts.iter().map(|b| b.len()).sum();
-        let slices = parts.map(std::io::IoSlice::new);
-        let written = match self.stream.try_write_vectored(&slices) {
+        let chunk = (self.chunk)(p);
+        let written = match self.stream.try_write(chunk) {
             Ok(w) if w > 0 => w,
             // Full or failed: the stream's task queues it, or finds the error.
             _ => return Sent::Nothing,
         };
         self.metrics.delivered(self.transport, 1);
-        if written == total {
-            return Sent::All;
+        if written == chunk.len() {
+            Sent::All
+        } else {
+            Sent::Part(chunk.slice(written..))
         }
-        let rest: Vec<u8> = parts.concat().split_off(written);
-        Sent::Part(Bytes::from(rest))
     }
-}
-
-/// Writes `{len:x}\r\n` into `out`; returns its length.
-pub fn chunk_size_line(len: usize, out: &mut [u8; 20]) -> usize {
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, digit) in out[..digits].iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xF];
-    }
-    out[digits] = b'\r';
-    out[digits + 1] = b'\n';
-    digits + 2
 }
 
 /// Subscribes to every channel from `since`, then answers with a stream that
@@ -191,10 +175,10 @@ impl EventStream {
     /// The sink through which fan-out may write to this stream on `stream`,
     /// when its messages' bytes are shared.
     pub fn direct_sink(&self, stream: &Arc<TcpStream>) -> Option<Arc<dyn DirectSink>> {
-        let bytes = self.encoder.shared(self.conn.as_ref()?)?;
+        let chunk = self.encoder.shared(self.conn.as_ref()?)?;
         Some(Arc::new(DirectChunk {
             stream: stream.clone(),
-            bytes,
+            chunk,
             metrics: self.metrics.clone(),
             transport: self.transport,
         }))
@@ -326,19 +310,5 @@ impl http_body::Body for EventStream {
         self.get_mut()
             .poll_next(cx)
             .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chunk_size_line;
-
-    #[test]
-    fn chunk_size_lines() {
-        for len in [0usize, 1, 9, 10, 15, 16, 255, 256, 4095, 65_536, usize::MAX] {
-            let mut out = [0u8; 20];
-            let n = chunk_size_line(len, &mut out);
-            assert_eq!(&out[..n], format!("{len:x}\r\n").as_bytes());
-        }
     }
 }
