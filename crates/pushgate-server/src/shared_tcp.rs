@@ -9,8 +9,34 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
+use pushgate_core::Sent;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::metrics::{Metrics, Transport};
+
+/// A direct write from fan-out: `bytes` (a publication's shared frame or
+/// chunk) in one non-blocking write, counted as a delivery when any of it
+/// went out. A full or failed socket writes nothing: the connection's task
+/// then queues the message, or finds the error.
+pub fn try_send(
+    stream: &TcpStream,
+    bytes: &Bytes,
+    metrics: &Metrics,
+    transport: Transport,
+) -> Sent {
+    let written = match stream.try_write(bytes) {
+        Ok(n) if n > 0 => n,
+        _ => return Sent::Nothing,
+    };
+    metrics.delivered(transport, 1);
+    if written == bytes.len() {
+        Sent::All
+    } else {
+        Sent::Part(bytes.slice(written..))
+    }
+}
 
 #[derive(Clone)]
 pub struct SharedTcp(pub Arc<TcpStream>);

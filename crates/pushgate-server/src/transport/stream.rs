@@ -73,18 +73,7 @@ pub struct DirectChunk {
 
 impl DirectSink for DirectChunk {
     fn try_send(&self, p: &Publication) -> Sent {
-        let chunk = (self.chunk)(p);
-        let written = match self.stream.try_write(chunk) {
-            Ok(w) if w > 0 => w,
-            // Full or failed: the stream's task queues it, or finds the error.
-            _ => return Sent::Nothing,
-        };
-        self.metrics.delivered(self.transport, 1);
-        if written == chunk.len() {
-            Sent::All
-        } else {
-            Sent::Part(chunk.slice(written..))
-        }
+        crate::shared_tcp::try_send(&self.stream, (self.chunk)(p), &self.metrics, self.transport)
     }
 }
 

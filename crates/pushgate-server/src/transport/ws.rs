@@ -29,6 +29,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::ws_handshake;
 use crate::error::close;
 use crate::metrics::Transport;
+use crate::shared_tcp;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
 
@@ -189,20 +190,7 @@ struct DirectWs {
 impl DirectSink for DirectWs {
     fn try_send(&self, p: &Publication) -> Sent {
         let frame = p.ws_frame_for(self.deflate.as_ref());
-        match self.stream.try_write(frame) {
-            Ok(n) if n == frame.len() => {}
-            Ok(n) if n > 0 => return self.sent(Sent::Part(frame.slice(n..))),
-            // Full or failed: the connection's task queues it, or finds the error.
-            _ => return Sent::Nothing,
-        }
-        self.sent(Sent::All)
-    }
-}
-
-impl DirectWs {
-    fn sent(&self, sent: Sent) -> Sent {
-        self.metrics.delivered(Transport::Ws, 1);
-        sent
+        shared_tcp::try_send(&self.stream, frame, &self.metrics, Transport::Ws)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The server side of the RFC 6455 opening handshake (§4.2), ours so that the
-//! WebSocket library stays replaceable and every refusal is a clear JSON error.
+//! The server side of the RFC 6455 opening handshake (§4.2): every refusal
+//! is a clear JSON error.
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use pushgate_core::ErrorKind;
