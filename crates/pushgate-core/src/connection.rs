@@ -77,10 +77,10 @@ impl Connection {
             .subscribe(&channel, start_at(since, &channel), &self.subscriber)
             .await?;
         let reply = Reply::Subscribed {
-            channel: channel.clone(),
+            channel,
             position: catchup.position.clone(),
         };
-        let events = self.session.subscribed(channel, catchup);
+        let events = self.session.subscribed(catchup);
         Ok((reply, events))
     }
 

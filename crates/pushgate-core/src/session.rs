@@ -86,7 +86,8 @@ impl Session {
     /// Records a completed subscription at the position it starts from and
     /// returns the catch-up as events to pass through [`Session::accept`] one
     /// by one, so that a per-event cursor (SSE `id:`) is exact at every step.
-    pub fn subscribed(&mut self, channel: ChannelName, catchup: Catchup) -> Vec<OutboxEvent> {
+    pub fn subscribed(&mut self, catchup: Catchup) -> Vec<OutboxEvent> {
+        let channel = catchup.channel;
         let top = catchup.position;
         if catchup.reset {
             self.subs.push(Sub {
@@ -251,8 +252,9 @@ mod tests {
             .collect()
     }
 
-    fn catchup(e: &str, top: u64, msgs: Vec<Arc<Publication>>, reset: bool) -> Catchup {
+    fn catchup(c: &str, e: &str, top: u64, msgs: Vec<Arc<Publication>>, reset: bool) -> Catchup {
         Catchup {
+            channel: ch(c),
             position: Position::new(Epoch::new(e).unwrap(), top),
             messages: msgs,
             reset,
@@ -264,10 +266,13 @@ mod tests {
     fn live_duplicates_of_catchup_are_dropped() {
         let mut s = Session::new(10);
         let mut out = Vec::new();
-        let first = s.subscribed(
-            ch("a"),
-            catchup("e", 3, vec![publ("a", "e", 2), publ("a", "e", 3)], false),
-        );
+        let first = s.subscribed(catchup(
+            "a",
+            "e",
+            3,
+            vec![publ("a", "e", 2), publ("a", "e", 3)],
+            false,
+        ));
         assert_eq!(
             s.cursor().get(&ch("a")).unwrap().offset,
             1,
@@ -286,7 +291,7 @@ mod tests {
     #[test]
     fn epoch_change_or_hole_resets_before_delivering() {
         let mut s = Session::new(10);
-        s.subscribed(ch("a"), catchup("e", 1, vec![], false));
+        s.subscribed(catchup("a", "e", 1, vec![], false));
         let mut out = Vec::new();
         s.accept(OutboxEvent::Message(publ("a", "e", 3)), &mut out);
         s.accept(OutboxEvent::Message(publ("a", "f", 1)), &mut out);
@@ -297,7 +302,7 @@ mod tests {
     fn reset_catchup_and_limits() {
         let mut s = Session::new(1);
         let mut e = Vec::new();
-        for ev in s.subscribed(ch("a"), catchup("e", 9, vec![], true)) {
+        for ev in s.subscribed(catchup("a", "e", 9, vec![], true)) {
             s.accept(ev, &mut e);
         }
         assert_eq!(offsets(&e), vec!["r9"]);
@@ -325,8 +330,8 @@ mod tests {
     #[test]
     fn cursor_text_matches_cursor_encode() {
         let mut s = Session::new(10);
-        s.subscribed(ch("a"), catchup("e", 1, vec![], false));
-        s.subscribed(ch("b"), catchup("f", 2, vec![], false));
+        s.subscribed(catchup("a", "e", 1, vec![], false));
+        s.subscribed(catchup("b", "f", 2, vec![], false));
         let mut text = String::new();
         s.encode_cursor(&mut text);
         assert_eq!(text, s.cursor().encode());

@@ -26,7 +26,8 @@ pub struct MemoryBrokerConfig {
     /// How long a publication stays in history (default 10 minutes).
     pub history_ttl_ms: Millis,
     /// A message published less than this long after the previous one's
-    /// fan-out ended goes through the connections' queues (so bursts
+    /// fan-out ended, when the previous one also followed its predecessor
+    /// that closely, goes through the connections' queues (so bursts
     /// coalesce); otherwise it is written straight to parked connections.
     /// 0: always straight; `Millis::MAX`: never. Default [`DIRECT_GAP_MS`].
     pub direct_gap_ms: Millis,
@@ -51,13 +52,17 @@ pub struct MemoryBroker {
 }
 
 struct ChannelState {
+    /// Shared by every publication and subscriber of the channel.
+    name: ChannelName,
     epoch: Epoch,
     top: u64,
     history: History,
     subscribers: HashMap<SubscriberId, Arc<Outbox>>,
     last_activity: Millis,
-    /// When the last message was published (for the direct-write decision).
+    /// When the last message's fan-out ended (for the direct-write decision).
     last_publish: Option<Millis>,
+    /// Whether the last message followed its predecessor within the gap.
+    short_gap: bool,
     /// Set when the sweeper dropped this state from the map; holders retry.
     removed: bool,
 }
@@ -100,6 +105,7 @@ impl MemoryBroker {
                     .entry(channel.clone())
                     .or_insert_with(|| {
                         Arc::new(Mutex::new(ChannelState {
+                            name: channel.clone(),
                             epoch: Epoch::random(),
                             top: 0,
                             history: History::new(
@@ -109,6 +115,7 @@ impl MemoryBroker {
                             subscribers: HashMap::new(),
                             last_activity: self.config.clock.now(),
                             last_publish: None,
+                            short_gap: false,
                             removed: false,
                         }))
                     })
@@ -158,6 +165,7 @@ impl MemoryBroker {
 fn catchup(st: &ChannelState, start: &StartAt, limit: usize) -> Catchup {
     let position = Position::new(st.epoch.clone(), st.top);
     let complete = |messages: Vec<Arc<Publication>>, more: bool| Catchup {
+        channel: st.name.clone(),
         position: position.clone(),
         messages,
         reset: false,
@@ -176,6 +184,7 @@ fn catchup(st: &ChannelState, start: &StartAt, limit: usize) -> Catchup {
             let same_epoch = pos.epoch == st.epoch || pos.offset == 0;
             if !same_epoch || pos.offset > st.top {
                 return Catchup {
+                    channel: st.name.clone(),
                     position,
                     messages: Vec::new(),
                     reset: true,
@@ -189,6 +198,7 @@ fn catchup(st: &ChannelState, start: &StartAt, limit: usize) -> Catchup {
                     complete(messages, more)
                 }
                 Replay::Gap => Catchup {
+                    channel: st.name.clone(),
                     position,
                     messages: Vec::new(),
                     reset: true,
@@ -211,7 +221,7 @@ impl Broker for MemoryBroker {
         Ok(self.with_channel(&channel, |st, now| {
             st.top += 1;
             let p = Arc::new(Publication::new(
-                channel.clone(),
+                st.name.clone(),
                 st.epoch.clone(),
                 st.top,
                 event.clone(),
@@ -220,18 +230,23 @@ impl Broker for MemoryBroker {
             ));
             st.history.push(p.clone(), now);
             // An isolated message is written straight to parked sockets (one
-            // write each, no wake-up); one that follows closely goes through
-            // the queues, where messages that pile up leave in one write.
-            let direct = st
+            // write each, no wake-up); in a burst messages go through the
+            // queues, where those that pile up leave in one write. A burst is
+            // two short gaps in a row: one alone is more often a publisher
+            // that fell behind its schedule, or a fan-out that ran long, and
+            // queueing a lone message coalesces nothing and costs a wake-up
+            // per subscriber.
+            let short = st
                 .last_publish
-                .is_none_or(|t| now.saturating_sub(t) >= self.config.direct_gap_ms);
+                .is_some_and(|t| now.saturating_sub(t) < self.config.direct_gap_ms);
+            let direct = !(short && st.short_gap);
+            st.short_gap = short;
             // Under the channel lock, so every subscriber sees offsets in order.
             for outbox in st.subscribers.values() {
-                let event = OutboxEvent::Message(p.clone());
                 if direct {
-                    outbox.offer(event);
+                    outbox.offer(&p);
                 } else {
-                    outbox.push(event);
+                    outbox.push(OutboxEvent::Message(p.clone()));
                 }
             }
             // Measured from the end of fan-out: a publisher that sends its
@@ -320,13 +335,40 @@ mod tests {
         let sink: Arc<dyn DirectSink> = count.clone();
         let epoch: Epoch = c.position.epoch.clone();
         sub.outbox.park(&sink, [(ch("a"), epoch, 0)].into_iter());
+        let written = || count.0.load(std::sync::atomic::Ordering::SeqCst);
         publish(&b, "a", 1).await; // the first: written
         clock.advance(DIRECT_GAP_MS - 1);
-        publish(&b, "a", 2).await; // right behind it: queued
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(sub.outbox.len(), 1);
+        publish(&b, "a", 2).await; // one short gap: still written
+        clock.advance(DIRECT_GAP_MS);
+        publish(&b, "a", 3).await; // isolated again: written
+        clock.advance(DIRECT_GAP_MS - 1);
+        publish(&b, "a", 4).await; // one short gap: written
+        assert_eq!((written(), sub.outbox.len()), (4, 0));
+        clock.advance(DIRECT_GAP_MS - 1);
+        publish(&b, "a", 5).await; // the second in a row: a burst, queued
+        clock.advance(1);
+        publish(&b, "a", 6).await;
+        assert_eq!((written(), sub.outbox.len()), (4, 2));
         let (positions, _) = sub.outbox.unpark().unwrap();
-        assert_eq!(positions[0].2, 1, "fan-out recorded what it wrote");
+        assert_eq!(positions[0].2, 4, "fan-out recorded what it wrote");
+        clock.advance(DIRECT_GAP_MS);
+        publish(&b, "a", 7).await; // the burst is over
+        assert!(!sub.outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn catchups_and_publications_share_the_brokers_channel_name() {
+        let (b, _) = broker(10, 60_000);
+        let sub = Subscriber {
+            id: 1,
+            outbox: Outbox::new(16),
+        };
+        publish(&b, "a", 1).await;
+        // Each call passes its own copy of the name; the broker answers with
+        // one allocation, so fan-out compares names by pointer.
+        let c = b.subscribe(&ch("a"), StartAt::Now, &sub).await.unwrap();
+        let p = publish(&b, "a", 2).await;
+        assert_eq!(c.channel.as_str().as_ptr(), p.channel.as_str().as_ptr());
     }
 
     async fn publish(b: &MemoryBroker, c: &str, n: u64) -> Arc<Publication> {

@@ -43,6 +43,9 @@ pub enum StartAt {
 /// caller missed since its start position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catchup {
+    /// The channel, as the broker holds it. Keeping this name (rather than
+    /// the caller's equal copy) lets fan-out compare names by pointer.
+    pub channel: ChannelName,
     /// The channel's epoch and newest offset at the time of the call.
     pub position: Position,
     /// Missed publications, oldest first; empty when `reset`.
