@@ -73,9 +73,9 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Stream(mut events)) => {
                 drop(buf);
-                let stream = Arc::new(stream);
-                let direct = events.direct_sink(&stream);
-                pump(SharedTcp(stream), &mut events, direct, &state).await;
+                let stream = SharedTcp::new(stream, events.direct_wire(), &state.metrics);
+                let direct = stream.direct_sink();
+                pump(stream, &mut events, direct, &state).await;
                 return;
             }
             Ok(Next::Upgrade(up)) => {
@@ -85,11 +85,12 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                     .await
                     .is_ok()
                 {
-                    let stream = Arc::new(stream);
-                    let io = PrefixIo::new(prefix(buf), SharedTcp(stream.clone()));
+                    let stream = SharedTcp::new(stream, Some(up.direct_wire()), &state.metrics);
+                    let direct = stream.direct_sink();
+                    let io = PrefixIo::new(prefix(buf), stream);
                     // A task of its own, and this one ends: the WebSocket loop is
                     // the largest state, and nothing of the front is needed any more.
-                    tokio::spawn(ws::run(state, io, *up, Some(stream)));
+                    tokio::spawn(ws::run(state, io, *up, direct));
                 }
                 return;
             }
@@ -296,7 +297,7 @@ async fn pump(
             if let Poll::Ready(chunk) = events.poll_next(cx) {
                 return Poll::Ready(chunk.map_or(Out::End, Out::Chunk));
             }
-            if watch_peer(&stream.0, cx, None).is_ready() {
+            if watch_peer(stream.tcp(), cx, None).is_ready() {
                 return Poll::Ready(Out::PeerGone);
             }
             if let Some(sink) = &direct {

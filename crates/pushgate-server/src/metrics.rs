@@ -52,7 +52,10 @@ const N: usize = Transport::ALL.len();
 pub struct Metrics {
     connections: [AtomicI64; N],
     connections_total: [AtomicU64; N],
+    /// Deliveries a connection's task wrote.
     delivered: [AtomicU64; N],
+    /// Deliveries fan-out wrote itself (see `DirectSink`).
+    delivered_direct: [AtomicU64; N],
     dropped_slow: [AtomicU64; N],
     published: AtomicU64,
     publish_errors: AtomicU64,
@@ -75,6 +78,11 @@ impl Metrics {
 
     pub fn delivered(&self, t: Transport, n: u64) {
         self.delivered[t.index()].fetch_add(n, Relaxed);
+    }
+
+    /// A delivery fan-out wrote straight to a parked connection's socket.
+    pub fn delivered_direct(&self, t: Transport) {
+        self.delivered_direct[t.index()].fetch_add(1, Relaxed);
     }
 
     pub fn dropped_slow(&self, t: Transport) {
@@ -152,7 +160,18 @@ impl Metrics {
             "pushgate_messages_delivered_total",
             "counter",
             "Messages written to subscribers.",
-            &|i| self.delivered[i].load(Relaxed).to_string(),
+            &|i| {
+                (self.delivered[i].load(Relaxed) + self.delivered_direct[i].load(Relaxed))
+                    .to_string()
+            },
+        );
+        per_transport(
+            &mut out,
+            "pushgate_messages_delivered_direct_total",
+            "counter",
+            "Of the messages delivered, those fan-out wrote straight to a waiting socket \
+             (no task wake-up); the rest went through the connection's queue.",
+            &|i| self.delivered_direct[i].load(Relaxed).to_string(),
         );
         per_transport(
             &mut out,

@@ -20,6 +20,14 @@ fn metric_delivered(text: &str, transport: &str) -> i64 {
     .unwrap_or(0)
 }
 
+fn metric_direct(text: &str, transport: &str) -> i64 {
+    metric(
+        text,
+        &format!("pushgate_messages_delivered_direct_total{{transport=\"{transport}\"}}"),
+    )
+    .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn straight_writes_arrive_once_and_in_order_on_every_transport() {
     let server = start_with(|c| c.direct_write_gap = Duration::ZERO).await;
@@ -73,7 +81,33 @@ async fn straight_writes_arrive_once_and_in_order_on_every_transport() {
     for transport in ["ws", "sse", "stream"] {
         let want = if transport == "sse" { 2 } else { 1 } * (MESSAGES as i64 + 1);
         assert_eq!(metric_delivered(&text, transport), want, "{transport}");
+        assert!(metric_direct(&text, transport) <= want, "{transport}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_written_by_fan_out() {
+    let server = start_with(|c| c.direct_write_gap = Duration::ZERO).await;
+    let mut ws = server.ws("/ws?channel=i").await;
+    assert_subscribed(&ws.next_json().await, "i");
+    let mut sse = server.sse("channel=i").await;
+    sse.expect_subscribed("i").await;
+    // A connection parks just after its last write, so the client may see
+    // that write before it is parked; a few messages, each read before the
+    // next is published, find both parked.
+    let mut n = 0;
+    let text = loop {
+        n += 1;
+        server.publish("i", json!(n)).await;
+        assert_message(&ws.next_json().await, "i", n);
+        sse.expect_message("i", n).await;
+        let text = server.metrics_text().await;
+        if (metric_direct(&text, "ws") > 0 && metric_direct(&text, "sse") > 0) || n == 50 {
+            break text;
+        }
+    };
+    assert!(metric_direct(&text, "ws") > 0, "{text}");
+    assert!(metric_direct(&text, "sse") > 0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

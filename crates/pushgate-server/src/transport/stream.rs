@@ -15,12 +15,13 @@ use http_body::Frame;
 use pushgate_core::cursor::Since;
 use pushgate_core::outbox::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{ChannelName, Connection, DirectSink, OutboxEvent, Publication, Sent};
-use tokio::net::TcpStream;
+use pushgate_core::{ChannelName, Connection, DirectSink, OutboxEvent};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
 use crate::registry::Registration;
+use crate::shared_tcp::DirectWire;
+pub use crate::shared_tcp::SharedBytes;
 use crate::state::AppState;
 use crate::web::{self, Body};
 
@@ -57,24 +58,6 @@ pub trait Encoder: Send + 'static {
 
     /// The keep-alive chunk.
     fn ping(&self) -> Bytes;
-}
-
-/// Picks a publication's pre-built bytes for one wire format.
-pub type SharedBytes = fn(&Publication) -> &Bytes;
-
-/// Fan-out's direct path to a stream the front serves: the message's
-/// shared, already chunk-framed bytes in one non-blocking write.
-pub struct DirectChunk {
-    stream: Arc<TcpStream>,
-    chunk: SharedBytes,
-    metrics: Arc<Metrics>,
-    transport: Transport,
-}
-
-impl DirectSink for DirectChunk {
-    fn try_send(&self, p: &Publication) -> Sent {
-        crate::shared_tcp::try_send(&self.stream, (self.chunk)(p), &self.metrics, self.transport)
-    }
 }
 
 /// Subscribes to every channel from `since`, then answers with a stream that
@@ -161,16 +144,11 @@ impl EventStream {
         }
     }
 
-    /// The sink through which fan-out may write to this stream on `stream`,
-    /// when its messages' bytes are shared.
-    pub fn direct_sink(&self, stream: &Arc<TcpStream>) -> Option<Arc<dyn DirectSink>> {
+    /// How fan-out may write this stream's messages itself: when their
+    /// bytes are shared.
+    pub fn direct_wire(&self) -> Option<DirectWire> {
         let chunk = self.encoder.shared(self.conn.as_ref()?)?;
-        Some(Arc::new(DirectChunk {
-            stream: stream.clone(),
-            chunk,
-            metrics: self.metrics.clone(),
-            transport: self.transport,
-        }))
+        Some(DirectWire::Chunk(chunk, self.transport))
     }
 
     /// See [`Connection::park`]; only with nothing left to send first.

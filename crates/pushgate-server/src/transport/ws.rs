@@ -22,14 +22,14 @@ use pushgate_core::outbox::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
-use pushgate_core::{Connection, DirectSink, OutboxEvent, Publication, Sent};
+use pushgate_core::{Connection, DirectSink, OutboxEvent};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::ws_handshake;
 use crate::error::close;
 use crate::metrics::Transport;
-use crate::shared_tcp;
+use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
 
@@ -58,6 +58,13 @@ pub struct Upgrade {
     deflate: Option<Deflate>,
     query: SubscribeQuery,
     mode: Mode,
+}
+
+impl Upgrade {
+    /// How fan-out frames this connection's messages when it writes them.
+    pub fn direct_wire(&self) -> DirectWire {
+        DirectWire::Ws(self.deflate)
+    }
 }
 
 /// Validates an upgrade request and negotiates extensions.
@@ -114,23 +121,16 @@ pub async fn handle(
     res
 }
 
-/// Runs one WebSocket connection after the 101 was sent. With `socket`
-/// (the front's connections), fan-out writes isolated messages to it
-/// directly while the connection waits with nothing to write.
+/// Runs one WebSocket connection after the 101 was sent. With `direct`
+/// (the front's connections), fan-out writes isolated messages to the
+/// socket itself while the connection waits with nothing to write.
 pub async fn run<S: Io>(
     state: Arc<AppState>,
     io: S,
     up: Upgrade,
-    socket: Option<Arc<tokio::net::TcpStream>>,
+    direct: Option<Arc<dyn DirectSink>>,
 ) {
     let _open = state.metrics.connection(Transport::Ws);
-    let direct = socket.map(|stream| {
-        Arc::new(DirectWs {
-            stream,
-            deflate: up.deflate,
-            metrics: state.metrics.clone(),
-        }) as Arc<dyn DirectSink>
-    });
     let mut ws = Socket {
         rx: Receiver::new(state.config.max_message_size, up.deflate),
         io,
@@ -177,21 +177,6 @@ struct Socket<S> {
     deflate: Option<Deflate>,
     /// What fan-out writes through while this connection is parked.
     direct: Option<Arc<dyn DirectSink>>,
-}
-
-/// Fan-out's direct path to a WebSocket: the message's shared frame, one
-/// non-blocking write.
-struct DirectWs {
-    stream: Arc<tokio::net::TcpStream>,
-    deflate: Option<Deflate>,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl DirectSink for DirectWs {
-    fn try_send(&self, p: &Publication) -> Sent {
-        let frame = p.ws_frame_for(self.deflate.as_ref());
-        shared_tcp::try_send(&self.stream, frame, &self.metrics, Transport::Ws)
-    }
 }
 
 const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
