@@ -71,6 +71,9 @@ pub struct Config {
     /// telling them to (WebSocket 1012, streams ended, long-polls answered).
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
+    /// Threads that run connections. 0 (the default): one per CPU this
+    /// process may run on. With 1, everything runs on the main thread.
+    pub worker_threads: usize,
     /// Serve the demo page at `/` and publish the time on channel `clock`.
     pub demo: bool,
     /// Expose `/echo`, a WebSocket that sends every frame back through the
@@ -101,6 +104,7 @@ impl Default for Config {
             max_subscriptions: 128,
             log_json: false,
             shutdown_timeout: Duration::from_secs(10),
+            worker_threads: 0,
             demo: true,
             echo: false,
         }
@@ -120,6 +124,14 @@ impl Config {
     /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::config(format!("config file: {e}")))
+    }
+
+    /// [`Config::worker_threads`], with 0 resolved to the CPUs available.
+    pub fn worker_count(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Rejects combinations that cannot work.
@@ -142,6 +154,7 @@ impl Config {
             ),
             (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),
             (self.max_subscriptions == 0, "max_subscriptions must be at least 1"),
+            (self.worker_threads > 1024, "worker_threads must be at most 1024"),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(Error::config(*why)),
@@ -214,5 +227,12 @@ mod tests {
         assert_eq!(c.history_size, 1000);
         assert!(Config::from_toml("histroy_size = 1").is_err());
         assert!(Config::default().validate().is_ok());
+        let c = Config::from_toml("worker_threads = 1").unwrap();
+        assert_eq!(c.worker_count(), 1);
+        assert!(Config::default().worker_count() >= 1);
+        assert!(Config::from_toml("worker_threads = 5000")
+            .unwrap()
+            .validate()
+            .is_err());
     }
 }

@@ -101,6 +101,10 @@ struct ServeArgs {
     /// Subscriptions per connection [default: 128].
     #[arg(long, env = "PUSHGATE_MAX_SUBSCRIPTIONS")]
     max_subscriptions: Option<usize>,
+    /// Threads running connections; 0 = one per CPU this process may use
+    /// (with 1, everything runs on the main thread) [default: 0].
+    #[arg(long, env = "PUSHGATE_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Log JSON lines instead of text.
     #[arg(long, env = "PUSHGATE_LOG_JSON")]
     log_json: bool,
@@ -145,7 +149,8 @@ impl ServeArgs {
             shutdown_timeout,
             max_message_size,
             outbox_capacity,
-            max_subscriptions
+            max_subscriptions,
+            worker_threads
         );
         if !self.allowed_origins.is_empty() {
             c.allowed_origins = self.allowed_origins;
@@ -193,20 +198,17 @@ struct SubscribeArgs {
 
 pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
         Command::Serve(args) => {
             let config = args.into_config()?;
             init_logging(config.log_json);
-            rt.block_on(async {
+            runtime(config.worker_count())?.block_on(async {
                 let server = Server::bind(config).await?;
                 server.run(shutdown_signal()).await
             })?;
         }
         Command::Publish(a) => {
-            let reply = rt.block_on(client::publish(
+            let reply = runtime(1)?.block_on(client::publish(
                 &a.url,
                 a.api_key.as_deref(),
                 &a.channel,
@@ -216,10 +218,28 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("{reply}");
         }
         Command::Subscribe(a) => {
-            rt.block_on(client::subscribe(&a.url, &a.channels, a.since.as_deref()))?;
+            runtime(1)?.block_on(client::subscribe(&a.url, &a.channels, a.since.as_deref()))?;
         }
     }
     Ok(())
+}
+
+/// One thread runs everything on a current-thread runtime: a single-CPU
+/// container or a server pinned to one core gains nothing from a worker
+/// thread beside the main one, and pays for it with cross-thread wake-ups
+/// and, in the kernel, a reference count taken on the file at every socket
+/// call of a multi-threaded process.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
 }
 
 fn init_logging(json: bool) {
