@@ -71,8 +71,8 @@ pub struct Config {
     /// telling them to (WebSocket 1012, streams ended, long-polls answered).
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
-    /// Threads that run connections. 0 (the default): one per CPU this
-    /// process may run on. With 1, everything runs on the main thread.
+    /// Worker threads that serve connections. 0 (the default): one per CPU
+    /// this process may run on.
     pub worker_threads: usize,
     /// Serve the demo page at `/` and publish the time on channel `clock`.
     pub demo: bool,

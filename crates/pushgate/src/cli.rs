@@ -101,8 +101,7 @@ struct ServeArgs {
     /// Subscriptions per connection [default: 128].
     #[arg(long, env = "PUSHGATE_MAX_SUBSCRIPTIONS")]
     max_subscriptions: Option<usize>,
-    /// Threads running connections; 0 = one per CPU this process may use
-    /// (with 1, everything runs on the main thread) [default: 0].
+    /// Worker threads serving connections; 0 = one per CPU this process may use [default: 0].
     #[arg(long, env = "PUSHGATE_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// Log JSON lines instead of text.
@@ -208,7 +207,7 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
             })?;
         }
         Command::Publish(a) => {
-            let reply = runtime(1)?.block_on(client::publish(
+            let reply = client_runtime()?.block_on(client::publish(
                 &a.url,
                 a.api_key.as_deref(),
                 &a.channel,
@@ -218,28 +217,35 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("{reply}");
         }
         Command::Subscribe(a) => {
-            runtime(1)?.block_on(client::subscribe(&a.url, &a.channels, a.since.as_deref()))?;
+            client_runtime()?.block_on(client::subscribe(
+                &a.url,
+                &a.channels,
+                a.since.as_deref(),
+            ))?;
         }
     }
     Ok(())
 }
 
-/// One thread runs everything on a current-thread runtime: a single-CPU
-/// container or a server pinned to one core gains nothing from a worker
-/// thread beside the main one, and pays for it with cross-thread wake-ups
-/// and, in the kernel, a reference count taken on the file at every socket
-/// call of a multi-threaded process.
+/// The server's runtime. Always tokio's multi-thread scheduler, even with one
+/// worker: its LIFO slot runs a task woken by I/O (a publisher's next
+/// request) before the tasks a fan-out just woke, so in a burst messages
+/// pile up in the connections' queues and leave several per write. The
+/// current-thread scheduler runs tasks strictly in turn: measured, bursts to
+/// 1,000 WebSockets fell from 529,000 to 147,000 deliveries/s with it, and
+/// isolated messages cost no less.
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+}
+
+/// The CLI's own client commands: one thread is plenty.
+fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn init_logging(json: bool) {
