@@ -36,10 +36,10 @@ pub struct Config {
     /// WebSocket messages shorter than this many bytes are sent uncompressed.
     pub ws_deflate_min_size: usize,
     /// Fan-out writes a message straight to waiting WebSocket, SSE and
-    /// NDJSON sockets (one write each, no task wake-up) unless it follows
-    /// the previous message of its channel by less than this; closer
-    /// messages go through the queues and leave several per write.
-    /// `0`: always straight.
+    /// NDJSON sockets (one write each, no task wake-up) unless the channel
+    /// is in a burst: this message and the one before each followed their
+    /// predecessor by less than this. Messages of a burst go through the
+    /// queues and leave several per write. `0`: always straight.
     #[serde(deserialize_with = "de_duration")]
     pub direct_write_gap: Duration,
     /// Keep-alive interval of streaming responses: SSE `: ping` comments,

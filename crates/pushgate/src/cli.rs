@@ -69,8 +69,9 @@ struct ServeArgs {
     /// WebSocket messages shorter than this are sent uncompressed [default: 128].
     #[arg(long, env = "PUSHGATE_WS_DEFLATE_MIN_SIZE")]
     ws_deflate_min_size: Option<usize>,
-    /// Messages closer than this to the previous one of their channel go
-    /// through the queues instead of straight to sockets; 0 = always straight [default: 10ms].
+    /// Two messages in a row this close to the previous one of their channel
+    /// make a burst, which goes through the queues instead of straight to
+    /// sockets; 0 = always straight [default: 10ms].
     #[arg(long, env = "PUSHGATE_DIRECT_WRITE_GAP", value_parser = duration)]
     direct_write_gap: Option<Duration>,
     /// Keep-alive interval of SSE, NDJSON and iframe streams [default: 15s].
