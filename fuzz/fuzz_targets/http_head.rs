@@ -4,10 +4,12 @@
 //!
 //! `parse_head` properties: "read more" only for an incomplete head under
 //! `MAX_HEAD`; a head the front takes is an HTTP/1.1 GET of `/ws`, `/echo`
-//! or a subscribing path without a body, its `Parts` carry the path the
-//! front routed on and every header in order, the same bytes alone give the
-//! same answer, and a strict prefix of them asks to read more (or, from
-//! `MAX_HEAD` bytes on, goes to hyper).
+//! or a subscribing path without a body, or an HTTP/1.1 POST to a body
+//! path with exactly one all-digit `Content-Length` equal to the body
+//! length it reports; its `Parts` carry the path the front routed on and
+//! every header in order, the same bytes alone give the same answer, and a
+//! strict prefix of them asks to read more (or, from `MAX_HEAD` bytes on,
+//! goes to hyper).
 //!
 //! `accept_key` properties: the outcome equals an independent model of RFC
 //! 6455 §4.2.1 (405 for a non-GET with `Allow: GET`, 426 without the upgrade
@@ -19,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use pushgate_server::front::{parse_head, Head, MAX_HEAD};
+use pushgate_server::front::{parse_head, Head, BODY_PATHS, MAX_HEAD};
 use pushgate_server::routes::SUBSCRIBE_PATHS;
 use pushgate_server::transport::ws_handshake::{accept_key, switching_protocols};
 use pushgate_server::web::Body;
@@ -35,27 +37,43 @@ fn check_head(buf: &[u8]) {
             assert!(matches!(status, Ok(httparse::Status::Partial)));
         }
         Some(Head::Hyper) => {}
-        Some(Head::Ours(parts, len)) => {
+        Some(Head::Ours {
+            parts,
+            head: len,
+            body,
+        }) => {
             assert_eq!(status, Ok(httparse::Status::Complete(len)));
             assert!(buf[..len].ends_with(b"\n"));
-            assert_eq!(parts.method, Method::GET);
             assert_eq!(parts.version, http::Version::HTTP_11);
             assert_eq!(raw.version, Some(1));
             let path = parts.uri.path();
-            assert!(
-                path == "/ws" || path == "/echo" || SUBSCRIBE_PATHS.contains(&path),
-                "{path:?}"
-            );
+            let lengths: Vec<&[u8]> = parts
+                .headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            if parts.method == Method::GET {
+                assert!(
+                    path == "/ws" || path == "/echo" || SUBSCRIBE_PATHS.contains(&path),
+                    "{path:?}"
+                );
+                assert_eq!(body, 0);
+                assert!(lengths.iter().all(|v| *v == b"0"));
+            } else {
+                assert_eq!(parts.method, Method::POST);
+                assert!(BODY_PATHS.contains(&path), "{path:?}");
+                let [length] = lengths[..] else {
+                    panic!("{lengths:?}")
+                };
+                assert!(length.iter().all(u8::is_ascii_digit));
+                assert_eq!(std::str::from_utf8(length).unwrap().parse::<usize>(), Ok(body));
+            }
             // Handlers see the path the front routed on, and the query.
             // (`http` drops a `#fragment`, as browsers never send one.)
             let target = raw.path.unwrap().split('#').next().unwrap();
             assert_eq!(target.split('?').next(), Some(path));
             assert_eq!(parts.uri.query(), target.split_once('?').map(|(_, q)| q));
-            assert!(parts
-                .headers
-                .get_all(header::CONTENT_LENGTH)
-                .iter()
-                .all(|v| v == "0"));
             assert!(!parts.headers.contains_key(header::TRANSFER_ENCODING));
             assert!(!parts.headers.contains_key(header::EXPECT));
             // Every header, in order, with its value.
@@ -77,8 +95,12 @@ fn check_head(buf: &[u8]) {
             }
             // The head alone gives the same answer; a strict prefix asks for more.
             match parse_head(&buf[..len]) {
-                Some(Head::Ours(again, len2)) => {
-                    assert_eq!(len2, len);
+                Some(Head::Ours {
+                    parts: again,
+                    head: len2,
+                    body: body2,
+                }) => {
+                    assert_eq!((len2, body2), (len, body));
                     assert_eq!(again.uri, parts.uri);
                     assert_eq!(again.headers, parts.headers);
                 }
@@ -90,7 +112,9 @@ fn check_head(buf: &[u8]) {
             } else {
                 assert!(matches!(prefix, Some(Head::Hyper)));
             }
-            check_handshake(&parts.method, &parts.headers);
+            if parts.method == Method::GET {
+                check_handshake(&parts.method, &parts.headers);
+            }
         }
     }
 }

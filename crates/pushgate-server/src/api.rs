@@ -3,20 +3,20 @@
 //! Guarded by `Authorization: Bearer <api key>` when a key is configured;
 //! without one, only loopback peers are served (and the startup log says so).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use pushgate_core::broker::StartAt;
 use pushgate_core::cursor::Since;
 use pushgate_core::protocol::{self, Command};
 use pushgate_core::{ChannelName, Data, Error, ErrorKind, EventName};
 
 use crate::state::AppState;
-use crate::web::{self as h, Body};
+use crate::web::{self as h, Body, RequestBody};
 
 /// Most messages one history request returns.
 pub const MAX_HISTORY_LIMIT: usize = 1000;
@@ -58,25 +58,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a request body of at most `max` bytes within [`BODY_TIMEOUT`].
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Error> {
+pub async fn read_body(body: RequestBody, max: usize) -> Result<Bytes, Error> {
+    let body = match body {
+        RequestBody::Read(bytes) if bytes.len() > max => return Err(body_too_large(max)),
+        RequestBody::Read(bytes) => return Ok(bytes),
+        RequestBody::Incoming(body) => body,
+    };
     let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect());
     let Ok(read) = read.await else {
-        return Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "the request body did not arrive within {} s",
-                BODY_TIMEOUT.as_secs()
-            ),
-        ));
+        return Err(body_timed_out());
     };
     match read {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(
-            ErrorKind::TooLarge,
-            format!("body is larger than {max} bytes (max_message_size)"),
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(body_too_large(max)),
         Err(e) => Err(Error::bad_request(format!("could not read the body: {e}"))),
     }
+}
+
+pub fn body_timed_out() -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "the request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        ),
+    )
+}
+
+fn body_too_large(max: usize) -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("body is larger than {max} bytes (max_message_size)"),
+    )
 }
 
 fn is_octet_stream(headers: &HeaderMap) -> bool {
@@ -94,7 +107,7 @@ fn is_octet_stream(headers: &HeaderMap) -> bool {
 
 /// `POST /api/publish`: JSON `{"channel","data","event"?}`, or raw bytes with
 /// `Content-Type: application/octet-stream` and `?channel=…[&event=…]`.
-pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let binary = is_octet_stream(req.headers());
     let query = req.uri().query().map(str::to_owned);
     let body = match read_body(req.into_body(), state.config.max_message_size).await {
@@ -123,10 +136,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Response<B
             let mut out = String::with_capacity(80);
             out.push_str("{\"channel\":");
             pushgate_core::json::push_string(&mut out, p.channel.as_str());
-            out.push_str(&format!(
-                ",\"epoch\":\"{}\",\"offset\":{}}}",
-                p.epoch, p.offset
-            ));
+            let _ = write!(out, ",\"epoch\":\"{}\",\"offset\":{}}}", p.epoch, p.offset);
             h::json(StatusCode::OK, out)
         }
         Err(e) => {
@@ -163,7 +173,7 @@ fn binary_publish(query: Option<&str>, body: Bytes) -> Result<Command, Error> {
 
 /// `GET /api/history?channel=C[&since=CURSOR][&limit=N]`: retained messages
 /// after `since` (from the oldest without it), in the `/poll` body shape.
-pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn history(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let q = match h::parse_subscribe_query(req.uri().query(), &["limit"], 1) {
         Ok(q) => q,
         Err(e) => return h::error(&e),

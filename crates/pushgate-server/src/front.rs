@@ -1,17 +1,21 @@
 //! The HTTP/1.1 front: reads each request head itself and serves the
 //! long-lived GET endpoints (`/ws`, `/sse`, `/stream`, `/iframe`, `/poll`,
-//! `/longpoll`) directly on the socket; everything else — request bodies,
-//! HTTP/1.0, odd requests, the API — goes to hyper with the bytes read so far.
+//! `/longpoll`) and the `Content-Length` POSTs of `/api/publish` and
+//! `/command` directly on the socket; everything else — chunked bodies,
+//! `Expect`, HTTP/1.0, odd requests, the other endpoints — goes to hyper
+//! with the bytes read so far, and hyper keeps that connection.
 //!
 //! Why: an idle connection is the unit of cost of a push server. Through
 //! hyper an idle SSE connection kept hyper's 8 KiB read buffer and 8 KiB
 //! write buffer for its whole life (about 13 KiB RSS each, measured); here
-//! it keeps only the socket, its `EventStream` and one small task. The same
+//! it keeps only the socket, its `EventStream` and one small task. Publishes
+//! are the other hot path: a publisher's keep-alive connection served here
+//! skips hyper's per-request dispatch (see docs/benchmarks.md). The same
 //! handlers build the responses on both paths, so behaviour is identical;
 //! only the serialisation of the head and the chunked framing differ.
 
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,6 +27,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::api;
 use crate::cors;
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, SUBSCRIBE_PATHS};
@@ -30,7 +35,7 @@ use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
 use crate::transport::stream::EventStream;
 use crate::transport::ws;
-use crate::web::Body;
+use crate::web::{Body, RequestBody};
 use pushgate_core::wire::chunked;
 use pushgate_core::DirectSink;
 
@@ -52,16 +57,20 @@ enum Next {
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let parts = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buf)).await
-        {
-            Ok(Ok(Some(Head::Ours(parts, len)))) => {
-                buf.drain(..len);
-                parts
-            }
-            Ok(Ok(Some(Head::Hyper))) => break,
-            // Closed, failed, or too slow: nothing to answer.
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
-        };
+        let (parts, body) =
+            match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buf)).await {
+                // Too large: hyper refuses it (413), from the head on.
+                Ok(Ok(Some(Head::Ours { body, .. }))) if body > state.config.max_message_size => {
+                    break
+                }
+                Ok(Ok(Some(Head::Ours { parts, head, body }))) => {
+                    buf.drain(..head);
+                    (parts, body)
+                }
+                Ok(Ok(Some(Head::Hyper))) => break,
+                // Closed, failed, or too slow: nothing to answer.
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+            };
         if buf.is_empty() {
             // Idle connections must not keep the head buffer.
             buf = Vec::new();
@@ -69,7 +78,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
         // Boxed, like the WebSocket and hyper futures below: handling a
         // request needs far more state than an idle stream, and a task's
         // allocation is the size of its largest state, for its whole life.
-        match Box::pin(serve_one(&mut stream, &mut buf, *parts, &state)).await {
+        match Box::pin(serve_one(&mut stream, &mut buf, *parts, body, peer, &state)).await {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Stream(mut events)) => {
                 drop(buf);
@@ -118,8 +127,13 @@ fn prefix(buf: Vec<u8>) -> Bytes {
 /// What the front makes of a request head.
 #[derive(Debug)]
 pub enum Head {
-    /// A request the front serves, and the length of its head in the buffer.
-    Ours(Box<Parts>, usize),
+    /// A request the front serves: its head, the head's length in the
+    /// buffer, and the length of the body that follows (`Content-Length`).
+    Ours {
+        parts: Box<Parts>,
+        head: usize,
+        body: usize,
+    },
     /// Anything else: hyper serves the connection from here on.
     Hyper,
 }
@@ -130,8 +144,12 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Some(match ours(&req) {
-            Some(parts) => Head::Ours(Box::new(parts), len),
+        Ok(httparse::Status::Complete(head)) => Some(match ours(&req) {
+            Some((parts, body)) => Head::Ours {
+                parts: Box::new(parts),
+                head,
+                body,
+            },
             None => Head::Hyper,
         }),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
@@ -147,38 +165,88 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
                 return Ok(Some(head));
             }
         }
-        buf.reserve(1024);
-        if tokio::io::AsyncReadExt::read_buf(stream, buf).await? == 0 {
+        if read_some(stream, buf).await? == 0 {
             return Ok(None);
         }
     }
 }
 
-/// The head as `Parts` when the front serves it: HTTP/1.1 GET of a
-/// subscribing endpoint, without a body.
-fn ours(req: &httparse::Request<'_, '_>) -> Option<Parts> {
-    if req.method != Some("GET") || req.version != Some(1) {
+/// Reads what has arrived into `buf`, which grows by only that much.
+async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        match try_read_into(stream, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
+thread_local! {
+    /// Where reads land before what arrived is copied to the connection's
+    /// buffer: one per worker thread, zeroed once. Reading into the buffer
+    /// itself needs a reservation per request, and 1 KiB is glibc's "large"
+    /// size, each of which consolidated the allocator's free lists; a stack
+    /// array is zeroed on every read (both measured on the publish path).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; 16 * 1024].into_boxed_slice());
+}
+
+/// One non-blocking read appended to `buf`.
+fn try_read_into(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    SCRATCH.with_borrow_mut(|chunk| {
+        let n = stream.try_read(chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    })
+}
+
+/// The POST endpoints whose `Content-Length` bodies the front reads itself.
+pub const BODY_PATHS: &[&str] = &["/api/publish", "/command"];
+
+/// The head as `Parts`, and the length of the body, when the front serves
+/// it: an HTTP/1.1 GET of a subscribing endpoint without a body, or a POST
+/// to one of [`BODY_PATHS`] with one plain decimal `Content-Length`.
+fn ours(req: &httparse::Request<'_, '_>) -> Option<(Parts, usize)> {
+    if req.version != Some(1) {
         return None;
     }
     let path = req.path?;
     let route = path.split('?').next().unwrap_or("");
-    if route != "/ws" && route != "/echo" && !SUBSCRIBE_PATHS.contains(&route) {
-        return None;
-    }
+    let method = match req.method? {
+        "GET" if route == "/ws" || route == "/echo" || SUBSCRIBE_PATHS.contains(&route) => {
+            Method::GET
+        }
+        "POST" if BODY_PATHS.contains(&route) => Method::POST,
+        _ => return None,
+    };
+    let mut length = None;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let has_body = (name == header::CONTENT_LENGTH && h.value != b"0")
-            || name == header::TRANSFER_ENCODING
-            || name == header::EXPECT;
-        if has_body {
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT {
             return None;
+        }
+        if name == header::CONTENT_LENGTH {
+            // A repeat, a list or a sign is hyper's to judge (RFC 9112 §6.3).
+            if length.is_some() || h.value.is_empty() || h.value.len() > 12 {
+                return None;
+            }
+            if !h.value.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            length = std::str::from_utf8(h.value).ok()?.parse::<usize>().ok();
         }
         headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
-    let mut builder = Request::builder().method(Method::GET).uri(path);
+    let body = match (&method, length) {
+        (&Method::GET, None | Some(0)) => 0,
+        (&Method::POST, Some(n)) => n,
+        _ => return None,
+    };
+    let mut builder = Request::builder().method(method).uri(path);
     *builder.headers_mut()? = headers;
-    Some(builder.body(()).ok()?.into_parts().0)
+    Some((builder.body(()).ok()?.into_parts().0, body))
 }
 
 fn wants_close(headers: &HeaderMap) -> bool {
@@ -188,14 +256,49 @@ fn wants_close(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Reads until `buf` holds `len` bytes; false if the peer closed first.
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> io::Result<bool> {
+    while buf.len() < len {
+        if read_some(stream, buf).await? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 async fn serve_one(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     parts: Parts,
+    body: usize,
+    peer: SocketAddr,
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
-    let keep_alive = !wants_close(&parts.headers);
-    let res = if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
+    let mut keep_alive = !wants_close(&parts.headers);
+    let res = if parts.method == Method::POST {
+        match tokio::time::timeout(api::BODY_TIMEOUT, read_body(stream, buf, body)).await {
+            Ok(Ok(true)) => {
+                let bytes = if buf.len() == body {
+                    Bytes::from(std::mem::take(buf))
+                } else {
+                    let bytes = Bytes::copy_from_slice(&buf[..body]);
+                    buf.drain(..body);
+                    bytes
+                };
+                let req = Request::from_parts(parts, RequestBody::Read(bytes));
+                match routes::route(state.clone(), peer, req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                }
+            }
+            Ok(Ok(false)) | Ok(Err(_)) => return Ok(Next::Close),
+            Err(_) => {
+                // The rest of the body may still come: answer, and close.
+                keep_alive = false;
+                crate::web::error(&api::body_timed_out())
+            }
+        }
+    } else if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
         match cors::guard(&state.config, &parts.headers)
             .and_then(|()| ws::check(state, &parts, mode))
         {
@@ -257,11 +360,8 @@ fn watch_peer(
             Poll::Ready(Ok(())) => {
                 let read = match keep.as_deref_mut() {
                     Some(buf) if buf.len() >= MAX_HEAD => return Poll::Ready(()),
-                    Some(buf) => {
-                        buf.reserve(1024);
-                        stream.try_read_buf(buf)
-                    }
-                    None => stream.try_read(&mut [0u8; 256]),
+                    Some(buf) => try_read_into(stream, buf),
+                    None => SCRATCH.with_borrow_mut(|chunk| stream.try_read(chunk)),
                 };
                 match read {
                     Ok(0) => return Poll::Ready(()),
@@ -374,7 +474,9 @@ fn encode_head<B>(res: &Response<B>, len: Option<usize>, keep_alive: bool) -> Ve
     }
     if status != http::StatusCode::SWITCHING_PROTOCOLS {
         match len {
-            Some(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+            Some(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
             None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
         if !keep_alive {
@@ -392,7 +494,12 @@ mod tests {
     #[test]
     fn parse_head_decides() {
         let head = b"GET /sse?channel=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e\r\n\r\nnext";
-        let Some(Head::Ours(parts, len)) = parse_head(head) else {
+        let Some(Head::Ours {
+            parts,
+            head: len,
+            body: 0,
+        }) = parse_head(head)
+        else {
             panic!("not ours")
         };
         assert_eq!(len, head.len() - 4);
@@ -410,6 +517,41 @@ mod tests {
             b"GET /sse HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
             b"GET /sse HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"\x00garbage\r\n\r\n",
+        ] {
+            assert!(matches!(parse_head(other), Some(Head::Hyper)), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn parse_head_takes_posts_with_a_plain_length() {
+        let head = b"POST /api/publish HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"channel\":";
+        let Some(Head::Ours {
+            parts,
+            head: len,
+            body,
+        }) = parse_head(head)
+        else {
+            panic!("not ours")
+        };
+        assert_eq!(
+            (parts.method, len, body),
+            (Method::POST, head.len() - 11, 12)
+        );
+        assert!(matches!(
+            parse_head(b"POST /command HTTP/1.1\r\ncontent-length: 0\r\n\r\n"),
+            Some(Head::Ours { body: 0, .. })
+        ));
+        // Everything else about a body is hyper's to judge or refuse.
+        for other in [
+            &b"POST /api/publish HTTP/1.1\r\n\r\n"[..],
+            b"POST /api/publish HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
+            b"POST /api/history HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            b"POST /api/publish HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST /api/publish HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+            b"POST /api/publish HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST /api/publish HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n",
+            b"POST /api/publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /command HTTP/1.1\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
         ] {
             assert!(matches!(parse_head(other), Some(Head::Hyper)), "{other:?}");
         }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use pushgate_core::ErrorKind;
 
 use crate::api;
@@ -16,7 +15,7 @@ use crate::cors;
 use crate::demo;
 use crate::state::AppState;
 use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
-use crate::web::{error_status, Body};
+use crate::web::{error_status, Body, RequestBody};
 
 /// Paths and the methods they accept, for 405 answers.
 const ROUTES: &[(&str, &str)] = &[
@@ -41,7 +40,7 @@ const CORS_PATHS: &[&str] = &["/sse", "/stream", "/poll", "/longpoll", "/command
 pub async fn route(
     state: Arc<AppState>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::routes::route;
 use crate::state::AppState;
+use crate::web::RequestBody;
 
 pub struct Server {
     listener: TcpListener,
@@ -135,7 +136,9 @@ pub async fn serve_hyper<I>(io: I, peer: SocketAddr, state: Arc<AppState>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| route(state.clone(), peer, req));
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        route(state.clone(), peer, req.map(RequestBody::Incoming))
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))

@@ -18,6 +18,14 @@ use crate::transport::stream::EventStream;
 /// Longest query string accepted.
 pub const MAX_QUERY_LEN: usize = 32 * 1024;
 
+/// A request's body: still to be read from hyper, or already read by the
+/// front (`crate::front` reads `Content-Length` bodies of the POST endpoints
+/// itself, so a publisher's keep-alive connection never needs hyper).
+pub enum RequestBody {
+    Incoming(hyper::body::Incoming),
+    Read(Bytes),
+}
+
 /// Every response body: a complete one, or an event stream. An enum rather
 /// than a boxed trait object keeps the common case allocation-free.
 pub enum Body {

@@ -1,13 +1,15 @@
 //! HTTP/1.1 as clients speak it, on the polling transports: keep-alive
 //! (several requests, one after the other, on ONE TCP connection all get
 //! answers), pipelining, heads split across writes, `Connection: close`,
-//! and a connection that moves on to requests the front hands to hyper.
+//! a connection that moves on to requests the front hands to hyper, and a
+//! publisher that keeps one connection for every publish.
 
 mod common;
 
 use common::*;
 use pushgate_server::metrics::Transport;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 fn assert_kept_alive(res: &RawResponse) {
     assert_eq!(res.status, 200, "{}", res.head);
@@ -262,4 +264,122 @@ async fn garbage_is_refused_without_a_hang() {
         // And the server does not wait for more on that connection.
         conn.expect_closed().await;
     }
+}
+
+/// `POST /api/publish` with `{"channel":…,"data":n}`, as a publisher's HTTP
+/// client writes it.
+fn publish_request(host: std::net::SocketAddr, channel: &str, n: u64) -> String {
+    let body = format!(r#"{{"channel":"{channel}","data":{n}}}"#);
+    format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_publisher_keeps_one_connection_for_every_publish() {
+    let server = start().await;
+    let host = server.addr;
+    let mut conn = RawHttp::connect(server.addr, None).await;
+    conn.stream.set_nodelay(true).unwrap();
+    let expect_offset = |res: RawResponse, offset: u64| {
+        assert_kept_alive(&res);
+        assert_eq!(res.json()["offset"], offset, "{}", res.head);
+    };
+
+    // One after the other, then three pipelined in one write.
+    let one = conn_publish(&mut conn, host, 1).await;
+    expect_offset(one, 1);
+    conn.send(
+        &(2..=4)
+            .map(|n| publish_request(host, "kp", n))
+            .collect::<String>(),
+    )
+    .await;
+    for offset in 2..=4 {
+        let res = conn.read_response().await;
+        expect_offset(res, offset);
+    }
+
+    // The body in a later write than the head, and split itself.
+    let request = publish_request(host, "kp", 5);
+    let (head, body) = request.split_at(request.find("\r\n\r\n").unwrap() + 4);
+    conn.send(head).await;
+    tokio::task::yield_now().await;
+    conn.send(&body[..4]).await;
+    tokio::task::yield_now().await;
+    conn.send(&body[4..]).await;
+    let res = conn.read_response().await;
+    expect_offset(res, 5);
+
+    // A chunked body (hyper's to read), then plain ones again on the same socket.
+    let body = r#"{"channel":"kp","data":6}"#;
+    conn.send(&format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    ))
+    .await;
+    let res = conn.read_response().await;
+    expect_offset(res, 6);
+    let seven = conn_publish(&mut conn, host, 7).await;
+    expect_offset(seven, 7);
+
+    // Every message is in the channel's history once, in order.
+    let history = server.poll("/poll?channel=kp&since=earliest").await;
+    let data: Vec<i64> = history
+        .messages
+        .iter()
+        .map(|m| m["data"].as_i64().unwrap())
+        .collect();
+    assert_eq!(data, [1, 2, 3, 4, 5, 6, 7]);
+}
+
+async fn conn_publish(conn: &mut RawHttp, host: std::net::SocketAddr, n: u64) -> RawResponse {
+    conn.send(&publish_request(host, "kp", n)).await;
+    conn.read_response().await
+}
+
+#[tokio::test]
+async fn publish_bodies_over_the_limit_or_cut_short_are_refused() {
+    let server = start_with(|c| c.max_message_size = 128).await;
+    let host = server.addr;
+
+    // Announced larger than max_message_size: 413, nothing published.
+    let mut conn = RawHttp::connect(server.addr, None).await;
+    let data = "x".repeat(200);
+    let body = format!(r#"{{"channel":"lim","data":"{data}"}}"#);
+    conn.send(&format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+    .await;
+    let res = conn.read_response().await;
+    assert_eq!(res.status, 413, "{}", res.head);
+    assert_eq!(res.json()["code"], "too_large");
+
+    // The peer leaves in the middle of a body: no answer, nothing published.
+    let mut cut = RawHttp::connect(server.addr, None).await;
+    let request = publish_request(host, "lim", 1);
+    cut.send(&request[..request.len() - 3]).await;
+    cut.stream.shutdown().await.unwrap();
+    cut.expect_closed().await;
+
+    // A command body that is not JSON: 400 on a connection that goes on.
+    let mut bad = RawHttp::connect(server.addr, None).await;
+    bad.send(&format!(
+        "POST /command HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nnope!"
+    ))
+    .await;
+    let res = bad.read_response().await;
+    assert_eq!(res.status, 400, "{}", res.head);
+    assert_eq!(res.json()["code"], "bad_json");
+    let ok = conn_publish(&mut bad, host, 2).await;
+    assert_kept_alive(&ok);
+
+    let history = server.poll("/poll?channel=lim&since=earliest").await;
+    assert!(history.messages.is_empty(), "{history:?}");
+    let history = server.poll("/poll?channel=kp&since=earliest").await;
+    assert_eq!(history.messages.len(), 1);
 }

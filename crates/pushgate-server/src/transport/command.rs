@@ -8,16 +8,15 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use pushgate_core::protocol::{self, Command, Reply};
 use pushgate_core::Error;
 
 use crate::api::read_body;
 use crate::error::http_status;
 use crate::state::AppState;
-use crate::web::{self, Body};
+use crate::web::{self, Body, RequestBody};
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let body = match read_body(req.into_body(), state.config.max_message_size).await {
         Ok(b) => b,
         Err(e) => return web::error(&e),

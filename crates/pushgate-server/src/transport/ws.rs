@@ -98,7 +98,7 @@ pub fn switching_protocols(up: &Upgrade) -> Response<Body> {
 /// The hyper path: answer 101 and run the connection once hyper hands over the socket.
 pub async fn handle(
     state: Arc<AppState>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<crate::web::RequestBody>,
     mode: Mode,
 ) -> Response<Body> {
     let (mut parts, _) = req.into_parts();
