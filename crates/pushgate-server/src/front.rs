@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use crate::api;
 use crate::cors;
 use crate::prefix_io::PrefixIo;
-use crate::routes::{self, SUBSCRIBE_PATHS};
+use crate::routes::{self, BODY_PATHS, SUBSCRIBE_PATHS};
 use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
 use crate::transport::stream::EventStream;
@@ -78,7 +78,21 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
         // Boxed, like the WebSocket and hyper futures below: handling a
         // request needs far more state than an idle stream, and a task's
         // allocation is the size of its largest state, for its whole life.
-        match Box::pin(serve_one(&mut stream, &mut buf, *parts, body, peer, &state)).await {
+        // Apart, so that a task holds only the state of the request it runs.
+        let next = if parts.method == Method::POST {
+            Box::pin(serve_post(
+                &mut stream,
+                &mut buf,
+                *parts,
+                body,
+                peer,
+                &state,
+            ))
+            .await
+        } else {
+            Box::pin(serve_one(&mut stream, &mut buf, *parts, &state)).await
+        };
+        match next {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Stream(mut events)) => {
                 drop(buf);
@@ -201,9 +215,6 @@ fn try_read_into(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     })
 }
 
-/// The POST endpoints whose `Content-Length` bodies the front reads itself.
-pub const BODY_PATHS: &[&str] = &["/api/publish", "/command"];
-
 /// The head as `Parts`, and the length of the body, when the front serves
 /// it: an HTTP/1.1 GET of a subscribing endpoint without a body, or a POST
 /// to one of [`BODY_PATHS`] with one plain decimal `Content-Length`.
@@ -266,7 +277,9 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> io:
     Ok(true)
 }
 
-async fn serve_one(
+/// Serves a POST of [`BODY_PATHS`]: reads its `Content-Length` body, then
+/// the same handler as hyper's path.
+async fn serve_post(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     parts: Parts,
@@ -274,31 +287,34 @@ async fn serve_one(
     peer: SocketAddr,
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
-    let mut keep_alive = !wants_close(&parts.headers);
-    let res = if parts.method == Method::POST {
-        match tokio::time::timeout(api::BODY_TIMEOUT, read_body(stream, buf, body)).await {
-            Ok(Ok(true)) => {
-                let bytes = if buf.len() == body {
-                    Bytes::from(std::mem::take(buf))
-                } else {
-                    let bytes = Bytes::copy_from_slice(&buf[..body]);
-                    buf.drain(..body);
-                    bytes
-                };
-                let req = Request::from_parts(parts, RequestBody::Read(bytes));
-                match routes::route(state.clone(), peer, req).await {
-                    Ok(res) => res,
-                    Err(never) => match never {},
-                }
-            }
-            Ok(Ok(false)) | Ok(Err(_)) => return Ok(Next::Close),
-            Err(_) => {
-                // The rest of the body may still come: answer, and close.
-                keep_alive = false;
-                crate::web::error(&api::body_timed_out())
-            }
+    let keep_alive = !wants_close(&parts.headers);
+    match tokio::time::timeout(api::BODY_TIMEOUT, read_body(stream, buf, body)).await {
+        Ok(Ok(true)) => {
+            let bytes = if buf.len() == body {
+                Bytes::from(std::mem::take(buf))
+            } else {
+                let bytes = Bytes::copy_from_slice(&buf[..body]);
+                buf.drain(..body);
+                bytes
+            };
+            let req = Request::from_parts(parts, RequestBody::Read(bytes));
+            let res = routes::post(state, peer, req).await;
+            respond(stream, res, keep_alive).await
         }
-    } else if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
+        Ok(Ok(false)) | Ok(Err(_)) => Ok(Next::Close),
+        // The rest of the body may still come: answer, and close.
+        Err(_) => respond(stream, crate::web::error(&api::body_timed_out()), false).await,
+    }
+}
+
+async fn serve_one(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parts: Parts,
+    state: &Arc<AppState>,
+) -> io::Result<Next> {
+    let keep_alive = !wants_close(&parts.headers);
+    let res = if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
         match cors::guard(&state.config, &parts.headers)
             .and_then(|()| ws::check(state, &parts, mode))
         {
@@ -324,6 +340,16 @@ async fn serve_one(
             None => return Ok(Next::Close),
         }
     };
+    respond(stream, res, keep_alive).await
+}
+
+/// Writes a response: a complete one, head and body in one write, or the
+/// head of an event stream, which is pumped from then on.
+async fn respond(
+    stream: &mut TcpStream,
+    res: Response<Body>,
+    keep_alive: bool,
+) -> io::Result<Next> {
     let (parts, body) = res.into_parts();
     let res = Response::from_parts(parts, ());
     match body {

@@ -62,14 +62,7 @@ pub async fn route(
             let (parts, _) = req.into_parts();
             subscribe(&state, &parts).await
         }
-        (&Method::POST, "/command") => match cors::guard(&state.config, req.headers()) {
-            Ok(()) => command::handle(state.clone(), req).await,
-            Err(res) => res,
-        },
-        (&Method::POST, "/api/publish") => match api::authorize(&state, peer, req.headers()) {
-            Ok(()) => api::publish(state.clone(), req).await,
-            Err(res) => res,
-        },
+        (&Method::POST, p) if BODY_PATHS.contains(&p) => return Ok(post(&state, peer, req).await),
         (&Method::GET, "/api/history") => match api::authorize(&state, peer, req.headers()) {
             Ok(()) => api::history(state.clone(), req).await,
             Err(res) => res,
@@ -107,6 +100,35 @@ pub async fn route(
         cors::decorate(&origin, &mut res);
     }
     Ok(res)
+}
+
+/// The POST endpoints with a request body.
+pub const BODY_PATHS: &[&str] = &["/api/publish", "/command"];
+
+/// Serves a POST to one of [`BODY_PATHS`] (CORS headers included). Apart
+/// from [`route`] so that the front, which serves these itself, holds only
+/// their state while a request runs, not that of every endpoint.
+pub async fn post(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    req: Request<RequestBody>,
+) -> Response<Body> {
+    let origin = cors::classify(&state.config, req.headers());
+    match req.uri().path() {
+        "/command" => {
+            let mut res = match cors::guard(&state.config, req.headers()) {
+                Ok(()) => command::handle(state.clone(), req).await,
+                Err(res) => res,
+            };
+            cors::decorate(&origin, &mut res);
+            res
+        }
+        "/api/publish" => match api::authorize(state, peer, req.headers()) {
+            Ok(()) => api::publish(state.clone(), req).await,
+            Err(res) => res,
+        },
+        other => unreachable!("{other} is not in BODY_PATHS"),
+    }
 }
 
 pub fn not_found(path: &str) -> Response<Body> {
