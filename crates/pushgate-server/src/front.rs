@@ -482,11 +482,12 @@ async fn write_all_vectored(
     Ok(())
 }
 
-/// The status line and headers. `len`: `Content-Length`; `None` on a
+/// The status line and headers. `len`: `Content-Length`, and room for
+/// that body after the head (both leave in one `write`); `None` on a
 /// non-101 response: chunked.
 fn encode_head<B>(res: &Response<B>, len: Option<usize>, keep_alive: bool) -> Vec<u8> {
     let status = res.status();
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256 + len.unwrap_or(0));
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
