@@ -141,7 +141,8 @@ pub fn parse_subscribe_query(
         ));
     }
     let mut q = SubscribeQuery::default();
-    let mut since: Option<String> = None;
+    // Borrowed from the query unless it was percent-encoded.
+    let mut since: Option<std::borrow::Cow<'_, str>> = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
             "channel" => {
@@ -160,7 +161,7 @@ pub fn parse_subscribe_query(
                 q.channels.push(channel);
             }
             "since" => {
-                if since.replace(value.into_owned()).is_some() {
+                if since.replace(value).is_some() {
                     return Err(Error::bad_request("since is given twice"));
                 }
             }
