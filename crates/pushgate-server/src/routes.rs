@@ -85,14 +85,7 @@ pub async fn route(
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
                 res
             }
-            None => error_status(
-                StatusCode::NOT_FOUND,
-                ErrorKind::BadRequest,
-                format!(
-                    "no such endpoint: {}",
-                    path.chars().take(100).collect::<String>()
-                ),
-            ),
+            None => not_found(path),
         },
     };
     let decorated_already = method == Method::GET && SUBSCRIBE_PATHS.contains(&path.as_str());
@@ -127,7 +120,8 @@ pub async fn post(
             Ok(()) => api::publish(state.clone(), req).await,
             Err(res) => res,
         },
-        other => unreachable!("{other} is not in BODY_PATHS"),
+        // Callers route only BODY_PATHS here; anything else is unknown, not a panic.
+        other => not_found(other),
     }
 }
 
@@ -163,7 +157,8 @@ pub async fn subscribe(state: &Arc<AppState>, req: &Parts) -> Response<Body> {
         "/iframe" => iframe::handle(state.clone(), req).await,
         "/poll" => poll::handle(state.clone(), req).await,
         "/longpoll" => longpoll::handle(state.clone(), req).await,
-        other => unreachable!("{other} is not in SUBSCRIBE_PATHS"),
+        // Callers route only SUBSCRIBE_PATHS here; anything else is unknown.
+        other => not_found(other),
     };
     cors::decorate(&origin, &mut res);
     res
