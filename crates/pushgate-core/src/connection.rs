@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::{Broker, Subscriber, SubscriberId};
 use crate::channel::ChannelName;
 use crate::cursor::Since;
 use crate::error::Error;
-use crate::outbox::{DirectSink, Outbox, OutboxEvent};
-use crate::protocol::{Command, Reply, Request};
+use crate::hub::{DirectSink, Hub, Outbox, OutboxEvent, Subscriber, SubscriberId};
+use crate::protocol::{Command, Publish, Reply, Request};
 use crate::session::{start_at, Emit, Session};
 
 /// Per-connection limits.
@@ -35,15 +34,15 @@ impl Default for Limits {
 }
 
 pub struct Connection {
-    broker: Arc<dyn Broker>,
+    hub: Arc<Hub>,
     subscriber: Subscriber,
     session: Session,
 }
 
 impl Connection {
-    pub fn new(broker: Arc<dyn Broker>, id: SubscriberId, limits: Limits) -> Self {
+    pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits) -> Self {
         Connection {
-            broker,
+            hub,
             subscriber: Subscriber {
                 id,
                 outbox: Outbox::new(limits.outbox_capacity),
@@ -60,8 +59,8 @@ impl Connection {
         &self.session
     }
 
-    pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// Subscribes to `channel` from `since`. On success the caller sends the
@@ -73,7 +72,7 @@ impl Connection {
     ) -> Result<(Reply, Vec<OutboxEvent>), Error> {
         self.session.check_subscribe(&channel)?;
         let catchup = self
-            .broker
+            .hub
             .subscribe(&channel, start_at(since, &channel), &self.subscriber)
             .await?;
         let reply = Reply::Subscribed {
@@ -90,16 +89,16 @@ impl Connection {
             Command::Subscribe { channel, since } => self.subscribe(channel, &since).await,
             Command::Unsubscribe { channel } => match self.session.unsubscribe(&channel) {
                 Ok(()) => {
-                    self.broker.unsubscribe(&channel, self.subscriber.id);
+                    self.hub.unsubscribe(&channel, self.subscriber.id);
                     Ok((Reply::Unsubscribed { channel }, Vec::new()))
                 }
                 Err(e) => Err(e),
             },
-            Command::Publish {
+            Command::Publish(Publish {
                 channel,
                 event,
                 data,
-            } => self.broker.publish(channel, event, data).await.map(|p| {
+            }) => self.hub.publish(channel, event, data).await.map(|p| {
                 (
                     Reply::Published {
                         channel: p.channel.clone(),
@@ -120,16 +119,14 @@ impl Connection {
 
     /// Parks the connection: fan-out may write its next messages through
     /// `sink` until [`Connection::unpark`]. `false` when events are queued.
-    pub fn park(&self, sink: &Arc<dyn DirectSink>) -> bool {
-        self.subscriber.outbox.park(sink, self.session.positions())
+    pub fn park(&mut self, sink: &Arc<dyn DirectSink>) -> bool {
+        self.session.park(&self.subscriber.outbox, sink)
     }
 
-    /// Ends parking, bringing the session up to date with what fan-out
-    /// wrote; returns the unwritten end of a frame, to be written first.
+    /// Ends parking; the session stands where fan-out's writes left it.
+    /// Returns the unwritten end of a frame, to be written first.
     pub fn unpark(&mut self) -> Option<Bytes> {
-        let (positions, leftover) = self.subscriber.outbox.unpark()?;
-        self.session.delivered_up_to(&positions);
-        leftover
+        self.session.unpark(&self.subscriber.outbox)
     }
 
     /// [`Connection::accept`] for every event, in order.
@@ -155,11 +152,12 @@ impl Connection {
 }
 
 /// Dropping a connection, however its request or socket ended, removes its
-/// subscriptions from the broker: no waiter or subscriber outlives its client.
+/// subscriptions from the hub: no waiter or subscriber outlives its client.
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.unpark();
         for channel in self.session.channels() {
-            self.broker.unsubscribe(channel, self.subscriber.id);
+            self.hub.unsubscribe(channel, self.subscriber.id);
         }
     }
 }

@@ -39,6 +39,19 @@ impl Position {
     }
 }
 
+/// Where a connection stands in one of its channels: the last offset it
+/// received (or was reset to), in an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub channel: ChannelName,
+    pub epoch: Epoch,
+    pub offset: u64,
+}
+
+/// A connection's standings. Most connections follow one channel: it is
+/// kept inline, so fan-out finds it without following another pointer.
+pub type Positions = smallvec::SmallVec<[Standing; 1]>;
+
 /// Positions in several channels, at most one per channel, in insertion order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Cursor {

@@ -1,6 +1,7 @@
 //! The one error type of the core, with a kind that maps to a wire error code.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, in terms a client can act on. Each kind has a stable wire
 /// code (see `docs/protocol.md`); transports map kinds to HTTP statuses and
@@ -36,6 +37,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The client did not send (a part of) its request in time.
     Timeout,
+    /// No such endpoint.
+    NotFound,
 }
 
 impl ErrorKind {
@@ -56,23 +59,43 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::NotFound => "not_found",
         }
     }
 }
 
 /// An error with a kind and a message written for the person who has to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The message goes on the wire; the cause, when there is one (a storage
+/// backend's own error), stays for logs through [`std::error::Error::source`].
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Two errors are equal when kind and message are: a cause is for logs.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, caused by `source`.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -98,4 +121,33 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_cause_is_kept_for_logs_and_ignored_by_equality() {
+        let io = std::io::Error::other("connection refused");
+        let e = Error::new(ErrorKind::Unavailable, "the store is unreachable").with_source(io);
+        assert_eq!(
+            e.to_string(),
+            "the store is unreachable",
+            "Display is this level only"
+        );
+        assert_eq!(e.source().unwrap().to_string(), "connection refused");
+        assert_eq!(
+            e,
+            Error::new(ErrorKind::Unavailable, "the store is unreachable")
+        );
+        assert_eq!(ErrorKind::NotFound.code(), "not_found");
+    }
+}

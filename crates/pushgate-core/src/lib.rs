@@ -12,13 +12,15 @@
 //! * [`History`] is the per-channel ring with a size limit and a TTL.
 //! * [`Publication`] is encoded once per wire format when it is published; every
 //!   subscriber shares the same bytes.
-//! * [`Broker`] is the async seam for history and fan-out; [`MemoryBroker`] is the
-//!   single-node implementation.
+//! * [`Log`] is the async seam a storage backend implements: offsets, epochs,
+//!   history, range reads, announcements of appends. [`MemoryLog`] is the
+//!   single-node implementation; [`log::conformance`] is the contract as tests.
+//! * [`Hub`] is local fan-out over a log: subscribers per channel, offset
+//!   order, the direct-or-queue rule.
 //! * [`Outbox`] is a connection's bounded queue; [`Session`] is a connection's
 //!   subscription state (resume, de-duplication, cursor).
 //! * [`protocol`] holds client commands, replies and error codes.
 
-pub mod broker;
 pub mod channel;
 pub mod clock;
 pub mod connection;
@@ -26,24 +28,25 @@ pub mod cursor;
 pub mod epoch;
 pub mod error;
 pub mod history;
+pub mod hub;
 pub mod json;
-pub mod outbox;
+pub mod log;
 pub mod protocol;
 pub mod publication;
 pub mod session;
 pub mod websocket;
 pub mod wire;
 
-pub use broker::{
-    Broker, Catchup, MemoryBroker, MemoryBrokerConfig, StartAt, Subscriber, SubscriberId,
-};
 pub use channel::{ChannelName, EventName};
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use connection::{Connection, Limits};
-pub use cursor::{Cursor, Position, Since};
+pub use cursor::{Cursor, Position, Positions, Since, Standing};
 pub use epoch::Epoch;
 pub use error::{Error, ErrorKind};
 pub use history::History;
-pub use outbox::{DirectSink, Outbox, OutboxEvent, PushOutcome, Sent};
+pub use hub::{
+    DirectSink, Hub, HubConfig, Outbox, OutboxEvent, PushOutcome, Sent, Subscriber, SubscriberId,
+};
+pub use log::{Appended, Catchup, Log, MemoryLog, MemoryLogConfig, StartAt};
 pub use publication::{Data, Publication};
 pub use session::Session;

@@ -27,19 +27,19 @@ impl CommandId {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Subscribe {
-        channel: ChannelName,
-        since: Since,
-    },
-    Unsubscribe {
-        channel: ChannelName,
-    },
-    Publish {
-        channel: ChannelName,
-        event: Option<EventName>,
-        data: Data,
-    },
+    Subscribe { channel: ChannelName, since: Since },
+    Unsubscribe { channel: ChannelName },
+    Publish(Publish),
     Ping,
+}
+
+/// A publication as a client or the publish API sends it: what `publish`
+/// carries, and all that [`decode_publish`] can return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub channel: ChannelName,
+    pub event: Option<EventName>,
+    pub data: Data,
 }
 
 impl Command {
@@ -47,7 +47,7 @@ impl Command {
         match self {
             Command::Subscribe { .. } => "subscribe",
             Command::Unsubscribe { .. } => "unsubscribe",
-            Command::Publish { .. } => "publish",
+            Command::Publish(_) => "publish",
             Command::Ping => "ping",
         }
     }
@@ -122,7 +122,7 @@ fn decode_id(raw: Option<&RawValue>) -> Result<Option<CommandId>, Error> {
     )))
 }
 
-fn publish_fields(raw: &RawCommand<'_>) -> Result<Command, Error> {
+fn publish_fields(raw: &RawCommand<'_>) -> Result<Publish, Error> {
     let name = required(string_field(raw.channel, "channel")?, "publish", "channel")?;
     let channel = ChannelName::new(&name)?;
     let event = string_field(raw.event, "event")?
@@ -131,7 +131,7 @@ fn publish_fields(raw: &RawCommand<'_>) -> Result<Command, Error> {
     let data = raw
         .data
         .ok_or_else(|| Error::bad_request("publish needs a \"data\" field"))?;
-    Ok(Command::Publish {
+    Ok(Publish {
         channel,
         event,
         data: Data::Json(json::compact_escaped(data.get())),
@@ -158,14 +158,14 @@ fn utf8(bytes: &[u8]) -> Result<&str, Error> {
 
 /// Decodes the body of the server publish API, `{"channel","data","event"?}`:
 /// the fields of a `publish` command without `type`.
-pub fn decode_publish(bytes: &[u8]) -> Result<Command, Error> {
+pub fn decode_publish(bytes: &[u8]) -> Result<Publish, Error> {
     let not_object =
         || Error::bad_request("the body must be a JSON object {\"channel\",\"data\",\"event\"?}");
     let raw: RawCommand<'_> = serde_json::from_str(utf8(bytes)?).map_err(|e| {
         if e.is_data() {
             not_object()
         } else {
-            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}"))
+            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}")).with_source(e)
         }
     })?;
     if !is_object(bytes) {
@@ -181,7 +181,7 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
         let error = if e.is_data() {
             Error::bad_request("a command must be a JSON object with a \"type\" field")
         } else {
-            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}"))
+            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}")).with_source(e)
         };
         Rejected { id: None, error }
     })?;
@@ -214,7 +214,7 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
                 Command::Subscribe { channel, since }
             }
             "unsubscribe" => Command::Unsubscribe { channel: channel()? },
-            "publish" => publish_fields(&raw)?,
+            "publish" => Command::Publish(publish_fields(&raw)?),
             "ping" => Command::Ping,
             other => {
                 let mut shown = String::new();
@@ -344,11 +344,11 @@ mod tests {
             ok(r#"{"type":"publish","channel":"a","data":{"x": [1, "<"]},"event":"e","id":"q"}"#);
         assert_eq!(r.id.unwrap().as_json(), "\"q\"");
         match r.command {
-            Command::Publish {
+            Command::Publish(Publish {
                 data: Data::Json(d),
                 event,
                 ..
-            } => {
+            }) => {
                 assert_eq!(d, r#"{"x":[1,"\u003c"]}"#);
                 assert_eq!(event.unwrap().as_str(), "e");
             }
@@ -356,7 +356,7 @@ mod tests {
         }
         assert!(matches!(
             ok(r#"{"type":"publish","channel":"a","data":null}"#).command,
-            Command::Publish { .. }
+            Command::Publish(_)
         ));
         assert_eq!(ok(r#"{"type":"ping","extra":true}"#).command, Command::Ping);
     }

@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
-use crate::broker::{Catchup, StartAt};
+use bytes::Bytes;
+
 use crate::channel::ChannelName;
-use crate::cursor::{Cursor, Position, Since};
-use crate::epoch::Epoch;
+use crate::cursor::{Cursor, Position, Positions, Since, Standing};
 use crate::error::{Error, ErrorKind};
-use crate::outbox::OutboxEvent;
+use crate::hub::outbox::{DirectSink, Outbox, OutboxEvent};
+use crate::log::{Catchup, StartAt};
 use crate::publication::Publication;
 
 /// What to send for one event the outbox produced.
@@ -25,42 +26,68 @@ pub enum Emit {
     },
 }
 
-#[derive(Debug)]
-struct Sub {
-    channel: ChannelName,
-    epoch: Epoch,
-    /// Last offset delivered (or skipped over by a reset).
-    offset: u64,
-}
-
+/// A connection's subscriptions: for each channel, the last offset
+/// delivered (or skipped over by a reset).
 #[derive(Debug, Default)]
 pub struct Session {
-    subs: Vec<Sub>,
+    subs: Positions,
     max_subscriptions: usize,
+    /// The positions are lent to the outbox (see [`Session::park`]).
+    parked: bool,
 }
 
 impl Session {
     pub fn new(max_subscriptions: usize) -> Self {
         Session {
-            subs: Vec::new(),
+            subs: Positions::new(),
             max_subscriptions,
+            parked: false,
         }
     }
 
+    /// Lends the positions to `outbox`, so that fan-out may write the next
+    /// messages through `sink` and move them along (see [`Outbox::park`]).
+    /// The session must not be used again before [`Session::unpark`].
+    pub fn park(&mut self, outbox: &Outbox, sink: &Arc<dyn DirectSink>) -> bool {
+        if !self.parked {
+            self.parked = outbox.park(sink, &mut self.subs);
+        }
+        self.parked
+    }
+
+    /// Takes the positions back, as fan-out left them; returns the unwritten
+    /// end of a frame fan-out began, to be written before anything else.
+    pub fn unpark(&mut self, outbox: &Outbox) -> Option<Bytes> {
+        if !std::mem::take(&mut self.parked) {
+            return None;
+        }
+        outbox.unpark(&mut self.subs)
+    }
+
+    fn subs(&self) -> &Positions {
+        debug_assert!(!self.parked, "a parked session's positions are lent out");
+        &self.subs
+    }
+
+    fn subs_mut(&mut self) -> &mut Positions {
+        debug_assert!(!self.parked, "a parked session's positions are lent out");
+        &mut self.subs
+    }
+
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
-        self.subs.iter().any(|s| s.channel == *channel)
+        self.subs().iter().any(|s| s.channel == *channel)
     }
 
     pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
-        self.subs.iter().map(|s| &s.channel)
+        self.subs().iter().map(|s| &s.channel)
     }
 
     pub fn len(&self) -> usize {
-        self.subs.len()
+        self.subs().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.subs.is_empty()
+        self.subs().is_empty()
     }
 
     /// Checks that `channel` may be subscribed now.
@@ -71,7 +98,7 @@ impl Session {
                 format!("already subscribed to {channel}"),
             ));
         }
-        if self.subs.len() >= self.max_subscriptions {
+        if self.subs().len() >= self.max_subscriptions {
             return Err(Error::new(
                 ErrorKind::TooManySubscriptions,
                 format!(
@@ -90,7 +117,7 @@ impl Session {
         let channel = catchup.channel;
         let top = catchup.position;
         if catchup.reset {
-            self.subs.push(Sub {
+            self.subs_mut().push(Standing {
                 channel: channel.clone(),
                 epoch: top.epoch.clone(),
                 offset: top.offset,
@@ -104,7 +131,7 @@ impl Session {
             .messages
             .first()
             .map_or(top.offset, |first| first.offset - 1);
-        self.subs.push(Sub {
+        self.subs_mut().push(Standing {
             channel,
             epoch: top.epoch,
             offset: start,
@@ -117,9 +144,10 @@ impl Session {
     }
 
     pub fn unsubscribe(&mut self, channel: &ChannelName) -> Result<(), Error> {
-        let before = self.subs.len();
-        self.subs.retain(|s| s.channel != *channel);
-        if self.subs.len() == before {
+        let subs = self.subs_mut();
+        let before = subs.len();
+        subs.retain(|s| s.channel != *channel);
+        if subs.len() == before {
             return Err(Error::new(
                 ErrorKind::NotSubscribed,
                 format!("not subscribed to {channel}"),
@@ -138,7 +166,7 @@ impl Session {
     pub fn accept_with(&mut self, event: OutboxEvent, mut out: impl FnMut(Emit)) {
         match event {
             OutboxEvent::Message(p) => {
-                let Some(sub) = self.subs.iter_mut().find(|s| s.channel == p.channel) else {
+                let Some(sub) = self.subs_mut().iter_mut().find(|s| s.channel == p.channel) else {
                     return;
                 };
                 if p.epoch == sub.epoch {
@@ -161,7 +189,7 @@ impl Session {
                 out(Emit::Message(p));
             }
             OutboxEvent::Reset { channel, position } => {
-                let Some(sub) = self.subs.iter_mut().find(|s| s.channel == channel) else {
+                let Some(sub) = self.subs_mut().iter_mut().find(|s| s.channel == channel) else {
                     return;
                 };
                 sub.epoch = position.epoch.clone();
@@ -171,30 +199,10 @@ impl Session {
         }
     }
 
-    /// Where each channel stands: (channel, epoch, last offset delivered).
-    pub fn positions(&self) -> impl Iterator<Item = (ChannelName, Epoch, u64)> + '_ {
-        self.subs
-            .iter()
-            .map(|s| (s.channel.clone(), s.epoch.clone(), s.offset))
-    }
-
-    /// Records messages delivered outside [`Session::accept`] (written
-    /// straight from fan-out): each channel moves forward to its new
-    /// position if it is in the same epoch. Never moves a channel back.
-    pub fn delivered_up_to(&mut self, positions: &[(ChannelName, Epoch, u64)]) {
-        for (channel, epoch, offset) in positions {
-            if let Some(sub) = self.subs.iter_mut().find(|s| s.channel == *channel) {
-                if sub.epoch == *epoch && *offset > sub.offset {
-                    sub.offset = *offset;
-                }
-            }
-        }
-    }
-
     /// The cursor covering every subscribed channel.
     pub fn cursor(&self) -> Cursor {
         let mut c = Cursor::new();
-        for s in &self.subs {
+        for s in self.subs() {
             c.set(s.channel.clone(), Position::new(s.epoch.clone(), s.offset));
         }
         c
@@ -203,7 +211,7 @@ impl Session {
     /// Writes the cursor text into `out`, reusing its buffer; for per-event SSE ids.
     pub fn encode_cursor(&self, out: &mut String) {
         out.clear();
-        for (i, s) in self.subs.iter().enumerate() {
+        for (i, s) in self.subs().iter().enumerate() {
             if i > 0 {
                 out.push('~');
             }
@@ -226,7 +234,7 @@ pub fn start_at(since: &Since, channel: &ChannelName) -> StartAt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Data;
+    use crate::{Data, Epoch};
 
     fn ch(s: &str) -> ChannelName {
         ChannelName::new(s).unwrap()

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use pushgate_core::broker::StartAt;
 use pushgate_core::cursor::Since;
-use pushgate_core::protocol::{self, Command};
+use pushgate_core::protocol::{self, Publish};
+use pushgate_core::StartAt;
 use pushgate_core::{ChannelName, Data, Error, ErrorKind, EventName};
 
 use crate::state::AppState;
@@ -119,18 +119,15 @@ pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
     } else {
         protocol::decode_publish(&body)
     };
-    let Command::Publish {
+    let Publish {
         channel,
         event,
         data,
-    } = (match parsed {
-        Ok(c) => c,
+    } = match parsed {
+        Ok(p) => p,
         Err(e) => return h::error(&e),
-    })
-    else {
-        unreachable!("decode_publish only returns publish commands")
     };
-    match state.broker.publish(channel, event, data).await {
+    match state.hub.publish(channel, event, data).await {
         Ok(p) => {
             state.metrics.published();
             let mut out = String::with_capacity(80);
@@ -146,7 +143,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
     }
 }
 
-fn binary_publish(query: Option<&str>, body: Bytes) -> Result<Command, Error> {
+fn binary_publish(query: Option<&str>, body: Bytes) -> Result<Publish, Error> {
     let mut channel = None;
     let mut event = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -164,7 +161,7 @@ fn binary_publish(query: Option<&str>, body: Bytes) -> Result<Command, Error> {
     let channel = channel.ok_or_else(|| {
         Error::bad_request("binary publish needs ?channel=NAME (the body is the raw payload)")
     })?;
-    Ok(Command::Publish {
+    Ok(Publish {
         channel,
         event,
         data: Data::Binary(body),
@@ -197,7 +194,7 @@ pub async fn history(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
             .cloned()
             .map_or(StartAt::Earliest, StartAt::After),
     };
-    match state.broker.read(&channel, start, limit).await {
+    match state.hub.read(&channel, start, limit).await {
         Ok(catchup) => h::json(StatusCode::OK, crate::web::catchup_body(&channel, &catchup)),
         Err(e) => h::error(&e),
     }

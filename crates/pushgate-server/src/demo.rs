@@ -28,7 +28,7 @@ pub async fn clock(state: Arc<AppState>) {
             .unwrap_or(0);
         let data = format!("{{\"unix_ms\":{ms}}}");
         if let Err(e) = state
-            .broker
+            .hub
             .publish(channel.clone(), None, Data::Json(data))
             .await
         {

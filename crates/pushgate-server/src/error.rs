@@ -17,10 +17,12 @@ pub enum Kind {
 }
 
 /// A startup or serving failure of the whole server (not of one request).
+/// `Display` is this level only; the cause (an I/O error) is `source()`.
 #[derive(Debug)]
 pub struct Error {
     kind: Kind,
     message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -28,20 +30,25 @@ impl Error {
         Error {
             kind: Kind::Config,
             message: message.into(),
+            source: None,
         }
     }
 
     pub fn bind(addr: std::net::SocketAddr, e: std::io::Error) -> Self {
         Error {
             kind: Kind::Bind,
-            message: format!("cannot listen on {addr}: {e} (is another server using it? pick another with --listen)"),
+            message: format!(
+                "cannot listen on {addr} (is another server using it? pick another with --listen)"
+            ),
+            source: Some(Box::new(e)),
         }
     }
 
     pub fn io(e: std::io::Error) -> Self {
         Error {
             kind: Kind::Io,
-            message: e.to_string(),
+            message: "I/O error while serving".to_owned(),
+            source: Some(Box::new(e)),
         }
     }
 
@@ -56,7 +63,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// The HTTP status for a request that failed with `kind`.
 pub fn http_status(kind: ErrorKind) -> StatusCode {
@@ -66,6 +79,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
     }
 }

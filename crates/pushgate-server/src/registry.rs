@@ -84,7 +84,7 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
-    use pushgate_core::outbox::Drained;
+    use pushgate_core::hub::Drained;
     use std::task::{Context, Poll, Waker};
 
     #[test]

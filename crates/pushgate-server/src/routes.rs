@@ -128,7 +128,7 @@ pub async fn post(
 pub fn not_found(path: &str) -> Response<Body> {
     error_status(
         StatusCode::NOT_FOUND,
-        ErrorKind::BadRequest,
+        ErrorKind::NotFound,
         format!(
             "no such endpoint: {}",
             path.chars().take(100).collect::<String>()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pushgate_core::{Broker, MemoryBroker, MemoryBrokerConfig};
+use pushgate_core::{Hub, HubConfig, Log, MemoryLog, MemoryLogConfig};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -28,23 +28,30 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening socket with the in-memory broker.
+    /// Binds the listening socket with the in-memory log.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let broker = MemoryBroker::new(MemoryBrokerConfig {
+        let log = MemoryLog::new(MemoryLogConfig {
             history_size: config.history_size,
             history_ttl_ms: config.history_ttl.as_millis() as u64,
-            direct_gap_ms: config.direct_write_gap.as_millis() as u64,
             ..Default::default()
         });
-        Self::with_broker(config, Arc::new(broker)).await
+        Self::with_log(config, Arc::new(log)).await
     }
 
-    pub async fn with_broker(config: Config, broker: Arc<dyn Broker>) -> Result<Self, Error> {
+    /// Binds the listening socket with history kept by `log`.
+    pub async fn with_log(config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
         config.validate()?;
         let listener = listen(config.listen).map_err(|e| Error::bind(config.listen, e))?;
+        let hub = Hub::new(
+            log,
+            HubConfig {
+                direct_gap_ms: config.direct_write_gap.as_millis() as u64,
+                ..Default::default()
+            },
+        );
         Ok(Server {
             listener,
-            state: AppState::new(config, broker),
+            state: AppState::new(config, Arc::new(hub)),
         })
     }
 
@@ -155,6 +162,6 @@ async fn sweeper(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        state.broker.sweep().await;
+        state.hub.sweep().await;
     }
 }

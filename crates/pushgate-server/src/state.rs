@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pushgate_core::{Broker, Connection, Limits};
+use pushgate_core::{Connection, Hub, Limits};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -11,7 +11,7 @@ use crate::registry::Registry;
 
 pub struct AppState {
     pub config: Config,
-    pub broker: Arc<dyn Broker>,
+    pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     /// Live connections, for graceful shutdown.
     pub registry: Arc<Registry>,
@@ -19,10 +19,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Arc<Self> {
+    pub fn new(config: Config, hub: Arc<Hub>) -> Arc<Self> {
         Arc::new(AppState {
             config,
-            broker,
+            hub,
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
             next_subscriber: AtomicU64::new(1),
@@ -39,6 +39,6 @@ impl AppState {
     /// A new client connection with a process-unique subscriber id.
     pub fn connection(&self) -> Connection {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        Connection::new(self.broker.clone(), id, self.limits())
+        Connection::new(self.hub.clone(), id, self.limits())
     }
 }

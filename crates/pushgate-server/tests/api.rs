@@ -268,6 +268,7 @@ async fn unknown_paths_wrong_methods_and_plain_gets_on_ws_are_refused() {
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["type"], "error");
+    assert_eq!(body["code"], "not_found", "{body}");
 
     // With demo off, `/` is unknown too.
     assert_eq!(server.get("/").await.status(), 404);

@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
 use common::*;
-use pushgate_core::broker::{Catchup, StartAt, Subscriber, SubscriberId};
 use pushgate_core::{
-    Broker, ChannelName, Data, Error, EventName, MemoryBroker, Outbox, Publication,
+    Appended, Catchup, ChannelName, Data, Error, EventName, Hub, Log, MemoryLog, Outbox,
+    Publication, StartAt, SubscriberId,
 };
 use pushgate_server::metrics::Transport;
 use serde_json::json;
@@ -199,52 +200,44 @@ async fn stalled_sse_subscriber_is_cut_off_while_a_reading_one_gets_every_messag
     reader_still_gets_messages(&mut reader, &mut publisher).await;
 }
 
-/// The memory broker, plus the longest queue each subscriber's outbox held
+/// The memory log, plus the longest queue each subscriber's outbox held
 /// right after a fan-out — the server's own accounting of what waits for a
-/// connection, read at the only moment a queue grows.
+/// connection, read at the only moment a queue grows. Fan-out runs inside
+/// the log's append (the hub hears of it there), so it is over when
+/// `append` returns; the outboxes are those the server's hub holds.
 struct OutboxProbe {
-    memory: Arc<MemoryBroker>,
-    /// Every subscription, in order: its outbox and the longest queue seen.
-    seen: Mutex<Vec<(Arc<Outbox>, usize)>>,
+    memory: Arc<MemoryLog>,
+    /// The server's hub, once it runs.
+    hub: OnceLock<Weak<Hub>>,
+    /// Every subscription, oldest first: its outbox and the longest queue seen.
+    seen: Mutex<BTreeMap<SubscriberId, (Arc<Outbox>, usize)>>,
 }
 
 impl OutboxProbe {
     fn longest(&self, i: usize) -> (Arc<Outbox>, usize) {
         let seen = self.seen.lock().unwrap();
-        seen[i].clone()
+        seen.values().nth(i).expect("a subscription").clone()
     }
 }
 
 #[async_trait]
-impl Broker for OutboxProbe {
-    async fn publish(
+impl Log for OutboxProbe {
+    async fn append(
         &self,
         channel: ChannelName,
         event: Option<EventName>,
         data: Data,
     ) -> Result<Arc<Publication>, Error> {
-        let p = self.memory.publish(channel, event, data).await?;
-        for (outbox, longest) in self.seen.lock().unwrap().iter_mut() {
+        let p = self.memory.append(channel, event, data).await?;
+        let hub = self.hub.get().and_then(Weak::upgrade);
+        let mut seen = self.seen.lock().unwrap();
+        for s in hub.iter().flat_map(|hub| hub.subscribers(&p.channel)) {
+            seen.entry(s.id).or_insert((s.outbox, 0));
+        }
+        for (outbox, longest) in seen.values_mut() {
             *longest = (*longest).max(outbox.len());
         }
         Ok(p)
-    }
-
-    async fn subscribe(
-        &self,
-        channel: &ChannelName,
-        start: StartAt,
-        subscriber: &Subscriber,
-    ) -> Result<Catchup, Error> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push((subscriber.outbox.clone(), 0));
-        self.memory.subscribe(channel, start, subscriber).await
-    }
-
-    fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId) {
-        self.memory.unsubscribe(channel, subscriber)
     }
 
     async fn read(
@@ -256,8 +249,12 @@ impl Broker for OutboxProbe {
         self.memory.read(channel, start, limit).await
     }
 
-    async fn sweep(&self) {
-        self.memory.sweep().await
+    fn watch(&self, listener: Arc<dyn Appended>) {
+        self.memory.watch(listener)
+    }
+
+    async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
+        self.memory.sweep(in_use).await
     }
 }
 
@@ -276,7 +273,8 @@ async fn a_stalled_ws_subscriber_of_a_10000_message_flood_is_cut_off_with_a_boun
         |memory| {
             let p = Arc::new(OutboxProbe {
                 memory,
-                seen: Mutex::new(Vec::new()),
+                hub: OnceLock::new(),
+                seen: Mutex::new(BTreeMap::new()),
             });
             *probe.lock().unwrap() = Some(p.clone());
             p
@@ -284,6 +282,7 @@ async fn a_stalled_ws_subscriber_of_a_10000_message_flood_is_cut_off_with_a_boun
     )
     .await;
     let probe = probe.lock().unwrap().take().expect("the probe is built");
+    let _ = probe.hub.set(Arc::downgrade(&server.state.hub));
     let capacity = server.state.config.outbox_capacity;
     assert_eq!(capacity, 1024, "the default");
 

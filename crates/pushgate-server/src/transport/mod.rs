@@ -22,7 +22,7 @@ pub async fn execute(
     conn: &mut Connection,
     request: Request,
 ) -> (Reply, Vec<OutboxEvent>) {
-    let is_publish = matches!(request.command, Command::Publish { .. });
+    let is_publish = matches!(request.command, Command::Publish(_));
     let (reply, events) = conn.execute(request).await;
     let ok = !matches!(reply, Reply::Error(_));
     if is_publish {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use pushgate_core::cursor::Since;
-use pushgate_core::outbox::Drained;
+use pushgate_core::hub::Drained;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::poll;

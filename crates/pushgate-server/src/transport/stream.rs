@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use pushgate_core::cursor::Since;
-use pushgate_core::outbox::Drained;
+use pushgate_core::hub::Drained;
 use pushgate_core::session::Emit;
 use pushgate_core::{ChannelName, Connection, DirectSink, OutboxEvent};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -152,8 +152,8 @@ impl EventStream {
     }
 
     /// See [`Connection::park`]; only with nothing left to send first.
-    pub fn park(&self, sink: &Arc<dyn DirectSink>) {
-        if let (None, Some(conn)) = (&self.first, &self.conn) {
+    pub fn park(&mut self, sink: &Arc<dyn DirectSink>) {
+        if let (None, Some(conn)) = (&self.first, &mut self.conn) {
             conn.park(sink);
         }
     }

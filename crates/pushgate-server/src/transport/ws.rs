@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
-use pushgate_core::outbox::Drained;
+use pushgate_core::hub::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};

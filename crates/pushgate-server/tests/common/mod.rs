@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
-use pushgate_core::{Broker, ChannelName, MemoryBroker, MemoryBrokerConfig};
+use pushgate_core::{ChannelName, Log, MemoryLog, MemoryLogConfig};
 use pushgate_server::metrics::Transport;
 use pushgate_server::state::AppState;
 use pushgate_server::{Config, Server};
@@ -60,8 +60,6 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
-    /// The server's broker, kept to look at its subscriber lists.
-    pub broker: Arc<MemoryBroker>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     run: Option<tokio::task::JoinHandle<Result<(), pushgate_server::Error>>>,
@@ -77,12 +75,11 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
     start_wrapped(configure, |memory| memory).await
 }
 
-/// The same with the server's broker built by `wrap` around the memory
-/// broker, to watch what fan-out does; [`TestServer::broker`] stays the
-/// memory broker underneath.
+/// The same with the server's log built by `wrap` around the memory log,
+/// to watch what the log and fan-out do.
 pub async fn start_wrapped(
     configure: impl FnOnce(&mut Config),
-    wrap: impl FnOnce(Arc<MemoryBroker>) -> Arc<dyn Broker>,
+    wrap: impl FnOnce(Arc<MemoryLog>) -> Arc<dyn Log>,
 ) -> TestServer {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -90,14 +87,13 @@ pub async fn start_wrapped(
         ..Default::default()
     };
     configure(&mut config);
-    // `Server::bind` would build this same broker from the config; building
-    // it here keeps a handle that can count a channel's subscribers.
-    let broker = Arc::new(MemoryBroker::new(MemoryBrokerConfig {
+    // `Server::bind` would build this same log from the config.
+    let log = Arc::new(MemoryLog::new(MemoryLogConfig {
         history_size: config.history_size,
         history_ttl_ms: config.history_ttl.as_millis() as u64,
         ..Default::default()
     }));
-    let server = Server::with_broker(config, wrap(broker.clone()))
+    let server = Server::with_log(config, wrap(log))
         .await
         .expect("the server binds");
     let addr = server.local_addr();
@@ -113,7 +109,6 @@ pub async fn start_wrapped(
     TestServer {
         addr,
         state,
-        broker,
         http,
         stop: Some(stop),
         run: Some(run),
@@ -260,9 +255,10 @@ impl TestServer {
         self.state.metrics.open_connections(t)
     }
 
-    /// Subscribers the broker has on `channel`, over every transport.
+    /// Subscribers the hub has on `channel`, over every transport.
     pub fn subscribers(&self, channel: &str) -> usize {
-        self.broker
+        self.state
+            .hub
             .subscriber_count(&ChannelName::new(channel).expect("a valid channel name"))
     }
 

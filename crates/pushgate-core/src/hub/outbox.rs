@@ -11,11 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 use crate::channel::ChannelName;
-use crate::cursor::Position;
-use crate::epoch::Epoch;
+use crate::cursor::{Position, Positions};
 use crate::publication::Publication;
 
 /// Writes a message straight to a connection's socket from fan-out, while
@@ -38,13 +36,6 @@ pub enum Sent {
     /// Part of it: these bytes must go out before anything else.
     Part(Bytes),
 }
-
-/// A channel, its epoch and the last offset a connection received of it.
-pub type Standing = (ChannelName, Epoch, u64);
-
-/// Where a parked connection's channels stand. Most connections follow one
-/// channel: it is kept inline, so fan-out touches no other allocation.
-pub type Positions = SmallVec<[Standing; 1]>;
 
 /// What fan-out hands a connection.
 #[derive(Debug, Clone)]
@@ -96,6 +87,9 @@ struct State {
     /// Set while parked. Kept inline with `positions` rather than boxed: at
     /// 10,000 subscribers every pointer fan-out follows is a cache miss.
     sink: Option<Arc<dyn DirectSink>>,
+    /// The connection's positions while it is parked: lent by its session,
+    /// moved here and back, never copied, so fan-out's direct writes and the
+    /// session never disagree on where the connection stands.
     positions: Positions,
     /// The unwritten end of a frame a direct write began.
     leftover: Option<Bytes>,
@@ -125,10 +119,10 @@ impl State {
         };
         // Channel names and epochs usually share the publication's `Arc`
         // (the broker hands out its own), so these compare pointers.
-        let Some(pos) = self.positions.iter_mut().find(|(c, _, _)| *c == p.channel) else {
+        let Some(pos) = self.positions.iter_mut().find(|s| s.channel == p.channel) else {
             return false;
         };
-        if pos.2 + 1 != p.offset || pos.1 != p.epoch {
+        if pos.offset + 1 != p.offset || pos.epoch != p.epoch {
             // A duplicate, a gap or a new epoch: the session decides.
             return false;
         }
@@ -137,7 +131,7 @@ impl State {
             Sent::Nothing => return false,
             Sent::Part(rest) => self.leftover = Some(rest),
         }
-        pos.2 = p.offset;
+        pos.offset = p.offset;
         true
     }
 }
@@ -247,33 +241,35 @@ impl Outbox {
     }
 
     /// Lets fan-out write this connection's next messages itself, through
-    /// `sink`, while the connection waits with nothing to write. `positions`
-    /// are the connection's (channel, epoch, last offset). Refused (returns
-    /// `false`) when something is queued: the connection has work to do.
-    pub fn park(
-        &self,
-        sink: &Arc<dyn DirectSink>,
-        positions: impl Iterator<Item = Standing>,
-    ) -> bool {
+    /// `sink`, while the connection waits with nothing to write. Takes the
+    /// connection's `positions` (leaving them empty) until
+    /// [`Outbox::unpark`] gives them back, moved along by what fan-out
+    /// wrote. Refused (returns `false`, `positions` untouched) when
+    /// something is queued: the connection has work to do.
+    pub fn park(&self, sink: &Arc<dyn DirectSink>, positions: &mut Positions) -> bool {
         let mut st = self.lock();
-        if !st.queue.is_empty() || st.overflowed || st.shut_down || st.leftover.is_some() {
+        if st.sink.is_some()
+            || !st.queue.is_empty()
+            || st.overflowed
+            || st.shut_down
+            || st.leftover.is_some()
+        {
             return false;
         }
         st.sink = Some(sink.clone());
-        st.positions.clear();
-        st.positions.extend(positions);
+        std::mem::swap(&mut st.positions, positions);
         true
     }
 
-    /// Ends parking: the positions as fan-out left them (to bring the
-    /// session up to date) and the unwritten end of a frame, to write first.
-    /// `None` when not parked.
-    pub fn unpark(&self) -> Option<(Positions, Option<Bytes>)> {
+    /// Ends parking: moves the positions back into `positions` and returns
+    /// the unwritten end of a frame a direct write began, to write first.
+    /// Does nothing when not parked.
+    pub fn unpark(&self, positions: &mut Positions) -> Option<Bytes> {
         let mut st = self.lock();
         st.sink.take()?;
-        let positions = std::mem::take(&mut st.positions);
-        let leftover = st.leftover.take();
-        Some((positions, leftover))
+        std::mem::swap(&mut st.positions, positions);
+        st.positions.clear();
+        st.leftover.take()
     }
 
     /// Tells the connection to end once what is queued is delivered
@@ -423,7 +419,7 @@ mod tests {
 #[cfg(test)]
 mod direct_tests {
     use super::*;
-    use crate::broker::Catchup;
+    use crate::log::Catchup;
     use crate::session::{Emit, Session};
     use crate::{Data, Epoch};
     use proptest::prelude::*;
@@ -509,16 +505,13 @@ mod direct_tests {
             let mut next = 0u64;
             // The task: finish a partial frame, deliver what is queued, park.
             let run_task = |session: &mut Session, outbox: &Outbox| {
-                if let Some((positions, leftover)) = outbox.unpark() {
-                    session.delivered_up_to(&positions);
-                    if let Some(rest) = leftover {
-                        let off: u64 = std::str::from_utf8(&rest).unwrap().parse().unwrap();
-                        let mut w = wire.0.lock().unwrap();
-                        // The tail of the partial frame must be the very next bytes.
-                        assert_eq!(w.got.last(), Some(&(off, false)));
-                        w.got.pop();
-                        w.got.push((off, true));
-                    }
+                if let Some(rest) = session.unpark(outbox) {
+                    let off: u64 = std::str::from_utf8(&rest).unwrap().parse().unwrap();
+                    let mut w = wire.0.lock().unwrap();
+                    // The tail of the partial frame must be the very next bytes.
+                    assert_eq!(w.got.last(), Some(&(off, false)));
+                    w.got.pop();
+                    w.got.push((off, true));
                 }
                 let mut events = Vec::new();
                 outbox.try_drain(&mut events);
@@ -529,7 +522,7 @@ mod direct_tests {
                         }
                     });
                 }
-                outbox.park(&sink, session.positions());
+                session.park(outbox, &sink);
             };
             for op in ops {
                 match op {
@@ -557,7 +550,8 @@ mod direct_tests {
         let outbox = Outbox::new(10);
         let sink: Arc<dyn DirectSink> = Arc::new(Sink(StdMutex::new(Wire::default())));
         outbox.push(OutboxEvent::Message(publication(1)));
-        assert!(!outbox.park(&sink, std::iter::empty()));
-        assert!(outbox.unpark().is_none());
+        let mut positions = Positions::new();
+        assert!(!outbox.park(&sink, &mut positions));
+        assert!(outbox.unpark(&mut positions).is_none());
     }
 }

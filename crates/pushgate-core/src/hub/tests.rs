@@ -1,0 +1,467 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::connection::{Connection, Limits};
+use crate::cursor::{Cursor, Positions, Since};
+use crate::error::ErrorKind;
+use crate::log::{MemoryLog, MemoryLogConfig};
+use crate::protocol::Reply;
+use crate::session::Emit;
+use crate::Epoch;
+
+fn ch(s: &str) -> ChannelName {
+    ChannelName::new(s).unwrap()
+}
+
+/// A hub over a memory log, with a clock the test moves.
+fn hub(history_size: usize, ttl: Millis, direct_gap_ms: Millis) -> (Arc<Hub>, ManualClock) {
+    let clock = ManualClock::new(1_000);
+    let log = MemoryLog::new(MemoryLogConfig {
+        history_size,
+        history_ttl_ms: ttl,
+        clock: Arc::new(clock.clone()),
+    });
+    let config = HubConfig {
+        direct_gap_ms,
+        clock: Arc::new(clock.clone()),
+    };
+    (Arc::new(Hub::new(Arc::new(log), config)), clock)
+}
+
+/// Runs a future of the memory log, which never waits.
+fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+    f.now_or_never().expect("the memory log answers at once")
+}
+
+fn publish(hub: &Hub, c: &str, n: u64) -> Arc<Publication> {
+    now(hub.publish(ch(c), None, Data::Json(n.to_string()))).unwrap()
+}
+
+fn subscriber(id: SubscriberId) -> Subscriber {
+    Subscriber {
+        id,
+        outbox: Outbox::new(16),
+    }
+}
+
+#[test]
+fn isolated_messages_go_straight_to_parked_sockets_bursts_to_queues() {
+    struct Count(AtomicUsize);
+    impl DirectSink for Count {
+        fn try_send(&self, _: &Publication) -> Sent {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Sent::All
+        }
+    }
+    let (hub, clock) = hub(10, 60_000, DIRECT_GAP_MS);
+    let sub = subscriber(1);
+    let c = now(hub.subscribe(&ch("a"), StartAt::Now, &sub)).unwrap();
+    let count = Arc::new(Count(Default::default()));
+    let sink: Arc<dyn DirectSink> = count.clone();
+    let mut positions = Positions::new();
+    positions.push(crate::cursor::Standing {
+        channel: c.channel.clone(),
+        epoch: c.position.epoch.clone(),
+        offset: 0,
+    });
+    assert!(sub.outbox.park(&sink, &mut positions));
+    let written = || count.0.load(Ordering::SeqCst);
+    publish(&hub, "a", 1); // the first: written
+    clock.advance(DIRECT_GAP_MS - 1);
+    publish(&hub, "a", 2); // one short gap: still written
+    clock.advance(DIRECT_GAP_MS);
+    publish(&hub, "a", 3); // isolated again: written
+    clock.advance(DIRECT_GAP_MS - 1);
+    publish(&hub, "a", 4); // one short gap: written
+    assert_eq!((written(), sub.outbox.len()), (4, 0));
+    clock.advance(DIRECT_GAP_MS - 1);
+    publish(&hub, "a", 5); // the second in a row: a burst, queued
+    clock.advance(1);
+    publish(&hub, "a", 6);
+    assert_eq!((written(), sub.outbox.len()), (4, 2));
+    assert!(sub.outbox.unpark(&mut positions).is_none());
+    assert_eq!(positions[0].offset, 4, "fan-out moved the position along");
+    clock.advance(DIRECT_GAP_MS);
+    publish(&hub, "a", 7); // the burst is over
+    assert_eq!(sub.outbox.len(), 3, "not parked: queued");
+}
+
+#[test]
+fn subscribe_replays_after_the_position_then_fans_out_until_unsubscribed() {
+    let (hub, _) = hub(10, 60_000, DIRECT_GAP_MS);
+    let p1 = publish(&hub, "a", 1);
+    publish(&hub, "a", 2);
+    let sub = subscriber(1);
+    let c = now(hub.subscribe(&ch("a"), StartAt::After(p1.position()), &sub)).unwrap();
+    assert!(!c.reset);
+    assert_eq!(c.messages.iter().map(|p| p.offset).collect::<Vec<_>>(), [2]);
+    assert_eq!(c.position.offset, 2);
+    publish(&hub, "a", 3);
+    assert_eq!(sub.outbox.len(), 1);
+    assert_eq!(hub.subscriber_count(&ch("a")), 1);
+    hub.unsubscribe(&ch("a"), 1);
+    hub.unsubscribe(&ch("a"), 1);
+    publish(&hub, "a", 4);
+    assert_eq!(sub.outbox.len(), 1, "nothing after unsubscribing");
+    assert_eq!(hub.subscriber_count(&ch("a")), 0);
+}
+
+#[test]
+fn subscribed_channels_keep_their_epoch_through_sweeps() {
+    let (hub, clock) = hub(10, 1_000, DIRECT_GAP_MS);
+    let sub = subscriber(7);
+    let c = now(hub.subscribe(&ch("a"), StartAt::Now, &sub)).unwrap();
+    clock.advance(10_000);
+    now(hub.sweep());
+    assert_eq!(hub.subscriber_count(&ch("a")), 1);
+    let p = publish(&hub, "a", 1);
+    assert_eq!(p.epoch, c.position.epoch, "no reset for a quiet channel");
+    hub.unsubscribe(&ch("a"), 7);
+    clock.advance(10_000);
+    now(hub.sweep());
+    let again = publish(&hub, "a", 2);
+    assert_eq!(
+        (again.offset, again.epoch != p.epoch),
+        (1, true),
+        "unused, idle and expired: forgotten"
+    );
+}
+
+#[test]
+fn a_lost_log_resets_every_local_subscriber() {
+    let (hub, _) = hub(10, 60_000, DIRECT_GAP_MS);
+    let sub = subscriber(1);
+    now(hub.subscribe(&ch("a"), StartAt::Now, &sub)).unwrap();
+    let position = Position::new(Epoch::new("fresh").unwrap(), 0);
+    hub.fanout.lost(&ch("a"), position.clone());
+    let mut out = Vec::new();
+    sub.outbox.try_drain(&mut out);
+    assert!(matches!(
+        &out[..],
+        [OutboxEvent::Reset { channel, position: p }] if *channel == ch("a") && *p == position
+    ));
+}
+
+/// A log whose store is down.
+struct Down;
+
+#[async_trait]
+impl Log for Down {
+    async fn append(
+        &self,
+        _: ChannelName,
+        _: Option<EventName>,
+        _: Data,
+    ) -> Result<Arc<Publication>, Error> {
+        Err(Error::new(ErrorKind::Unavailable, "store down"))
+    }
+
+    async fn read(&self, _: &ChannelName, _: StartAt, _: usize) -> Result<Catchup, Error> {
+        Err(Error::new(ErrorKind::Unavailable, "store down"))
+    }
+
+    fn watch(&self, _: Arc<dyn Appended>) {}
+}
+
+#[test]
+fn log_errors_reach_the_caller_and_leave_nothing_registered() {
+    let hub = Hub::new(Arc::new(Down), HubConfig::default());
+    let e = now(hub.publish(ch("a"), None, Data::Json("1".into()))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    let sub = subscriber(1);
+    let e = now(hub.subscribe(&ch("a"), StartAt::Now, &sub)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        hub.subscriber_count(&ch("a")),
+        0,
+        "a failed subscribe unregisters"
+    );
+    let mut conn = Connection::new(Arc::new(hub), 2, Limits::default());
+    let (reply, _) = now(conn.execute(crate::protocol::Request {
+        id: None,
+        command: crate::protocol::Command::Subscribe {
+            channel: ch("a"),
+            since: Since::Now,
+        },
+    }));
+    assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::Unavailable));
+    assert!(
+        conn.session().is_empty(),
+        "the session holds no failed subscription"
+    );
+}
+
+/// A log whose reads never finish: the caller gives up while waiting.
+struct Stuck(MemoryLog);
+
+#[async_trait]
+impl Log for Stuck {
+    async fn append(
+        &self,
+        c: ChannelName,
+        e: Option<EventName>,
+        d: Data,
+    ) -> Result<Arc<Publication>, Error> {
+        self.0.append(c, e, d).await
+    }
+
+    async fn read(&self, _: &ChannelName, _: StartAt, _: usize) -> Result<Catchup, Error> {
+        std::future::pending().await
+    }
+
+    fn watch(&self, listener: Arc<dyn Appended>) {
+        self.0.watch(listener)
+    }
+}
+
+#[test]
+fn a_subscribe_abandoned_during_its_read_leaves_nothing_registered() {
+    let hub = Hub::new(
+        Arc::new(Stuck(MemoryLog::new(MemoryLogConfig::default()))),
+        HubConfig::default(),
+    );
+    let sub = subscriber(1);
+    let a = ch("a");
+    let mut pending = Box::pin(hub.subscribe(&a, StartAt::Now, &sub));
+    assert!((&mut pending).now_or_never().is_none());
+    assert_eq!(
+        hub.subscriber_count(&ch("a")),
+        1,
+        "registered before the read"
+    );
+    drop(pending);
+    assert_eq!(hub.subscriber_count(&ch("a")), 0);
+}
+
+/// The session/hub promise as a property: whatever mix of publishes on two
+/// channels, direct writes (whole, partial, refused), bursts, reconnects
+/// that resume from the client's own cursor while messages keep coming,
+/// and history trims, the client sees each channel's messages exactly once
+/// and in order; where history could not cover its cursor it is told to
+/// reset (and only then); and in the end it stands at the top of each
+/// channel.
+mod promise {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Mutex as StdMutex;
+
+    const CHANNELS: [&str; 2] = ["a", "b"];
+
+    /// What the client received on one channel.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Got {
+        Message(Epoch, u64),
+        Reset(Epoch, u64),
+    }
+
+    /// The client: what reached it, per channel, and a frame whose tail is
+    /// still owed by the server (a partial direct write).
+    #[derive(Default)]
+    struct Client {
+        got: Vec<(ChannelName, Got)>,
+        owed: Option<(ChannelName, Got)>,
+        /// How the next direct writes go: 0 whole, 1 refused, 2 in part.
+        script: Vec<u8>,
+    }
+
+    impl Client {
+        fn receive(&mut self, c: ChannelName, g: Got) {
+            assert!(self.owed.is_none(), "a frame began before another ended");
+            self.got.push((c, g));
+        }
+
+        /// Where the client stands in `c`, by what it fully received.
+        fn standing(&self, c: &ChannelName) -> Option<Position> {
+            self.got
+                .iter()
+                .rev()
+                .find(|(n, _)| n == c)
+                .map(|(_, g)| match g {
+                    Got::Message(e, o) | Got::Reset(e, o) => Position::new(e.clone(), *o),
+                })
+        }
+
+        fn cursor(&self) -> Cursor {
+            let mut cursor = Cursor::new();
+            for name in CHANNELS {
+                if let Some(p) = self.standing(&ch(name)) {
+                    cursor.set(ch(name), p);
+                }
+            }
+            cursor
+        }
+    }
+
+    struct Wire(StdMutex<Client>);
+
+    impl DirectSink for Wire {
+        fn try_send(&self, p: &Publication) -> Sent {
+            let mut c = self.0.lock().unwrap();
+            let pick = if c.script.is_empty() {
+                0
+            } else {
+                c.script.remove(0) % 3
+            };
+            let got = Got::Message(p.epoch.clone(), p.offset);
+            match pick {
+                0 => {
+                    c.receive(p.channel.clone(), got);
+                    Sent::All
+                }
+                1 => Sent::Nothing,
+                _ => {
+                    assert!(c.owed.is_none());
+                    c.owed = Some((p.channel.clone(), got));
+                    Sent::Part(Bytes::from_static(b"tail"))
+                }
+            }
+        }
+    }
+
+    use bytes::Bytes;
+
+    /// The connection's task: finish an owed frame, deliver what is queued,
+    /// park.
+    fn run_task(conn: &mut Connection, wire: &Arc<Wire>, sink: &Arc<dyn DirectSink>) {
+        if conn.unpark().is_some() {
+            let mut c = wire.0.lock().unwrap();
+            let (name, got) = c.owed.take().expect("a tail is owed");
+            c.receive(name, got);
+        }
+        let mut events = Vec::new();
+        conn.outbox().try_drain(&mut events);
+        let mut client = wire.0.lock().unwrap();
+        conn.accept_each(events, |emit| match emit {
+            Emit::Message(p) => {
+                client.receive(p.channel.clone(), Got::Message(p.epoch.clone(), p.offset))
+            }
+            Emit::Reset { channel, position } => {
+                client.receive(channel, Got::Reset(position.epoch, position.offset))
+            }
+        });
+        drop(client);
+        conn.park(sink);
+    }
+
+    /// A new connection that subscribes to both channels from the client's
+    /// cursor and delivers its catch-up.
+    fn connect(
+        hub: &Arc<Hub>,
+        id: SubscriberId,
+        wire: &Arc<Wire>,
+        sink: &Arc<dyn DirectSink>,
+    ) -> Connection {
+        let mut conn = Connection::new(hub.clone(), id, Limits::default());
+        let since = Since::Cursor(wire.0.lock().unwrap().cursor());
+        for name in CHANNELS {
+            let (reply, events) = now(conn.subscribe(ch(name), &since)).unwrap();
+            let Reply::Subscribed { position, .. } = reply else {
+                panic!("not subscribed: {reply:?}")
+            };
+            {
+                let mut c = wire.0.lock().unwrap();
+                if c.standing(&ch(name)).is_none() {
+                    // A client without a position starts where the reply says.
+                    c.receive(ch(name), Got::Reset(position.epoch, position.offset));
+                }
+            }
+            let mut client = wire.0.lock().unwrap();
+            conn.accept_each(events, |emit| match emit {
+                Emit::Message(p) => {
+                    client.receive(p.channel.clone(), Got::Message(p.epoch.clone(), p.offset))
+                }
+                Emit::Reset { channel, position } => {
+                    client.receive(channel, Got::Reset(position.epoch, position.offset))
+                }
+            });
+        }
+        run_task(&mut conn, wire, sink);
+        conn
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Publish(usize),
+        Wake,
+        /// Time passes (ends or continues a burst).
+        Advance(u64),
+        /// The connection drops (an owed frame never arrives) and the client
+        /// comes back with its cursor.
+        Reconnect,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..2usize).prop_map(Op::Publish),
+            3 => Just(Op::Wake),
+            2 => (0..25u64).prop_map(Op::Advance),
+            1 => Just(Op::Reconnect),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn exactly_once_in_order_resets_only_where_history_ran_out(
+            ops in proptest::collection::vec(op(), 1..80),
+            script in proptest::collection::vec(any::<u8>(), 0..80),
+            history_size in prop_oneof![Just(1000usize), 2..6usize],
+        ) {
+            let (hub, clock) = hub(history_size, 3_600_000, DIRECT_GAP_MS);
+            let wire = Arc::new(Wire(StdMutex::new(Client { script, ..Default::default() })));
+            let sink: Arc<dyn DirectSink> = wire.clone();
+            let mut next_id = 1;
+            let mut conn = connect(&hub, next_id, &wire, &sink);
+            let mut published = [0u64; 2];
+            for op in ops {
+                match op {
+                    Op::Publish(i) => {
+                        publish(&hub, CHANNELS[i], published[i]);
+                        published[i] += 1;
+                    }
+                    Op::Wake => run_task(&mut conn, &wire, &sink),
+                    Op::Advance(ms) => clock.advance(ms),
+                    Op::Reconnect => {
+                        drop(conn);
+                        wire.0.lock().unwrap().owed = None;
+                        next_id += 1;
+                        conn = connect(&hub, next_id, &wire, &sink);
+                    }
+                }
+            }
+            run_task(&mut conn, &wire, &sink);
+            let client = wire.0.lock().unwrap();
+            prop_assert!(client.owed.is_none());
+            for (i, name) in CHANNELS.iter().enumerate() {
+                let name = ch(name);
+                let seen: Vec<&Got> = client.got.iter().filter(|(c, _)| *c == name).map(|(_, g)| g).collect();
+                // The first entry is where the client started.
+                let mut at = match seen[0] {
+                    Got::Reset(e, o) => Position::new(e.clone(), *o),
+                    other => panic!("the client started with {other:?}"),
+                };
+                for g in &seen[1..] {
+                    match g {
+                        Got::Message(e, o) => {
+                            prop_assert_eq!((e, *o), (&at.epoch, at.offset + 1),
+                                "{:?}: exactly once and in order after {:?}", name, at);
+                            at.offset = *o;
+                        }
+                        Got::Reset(e, o) => {
+                            prop_assert!(history_size < 1000, "{:?}: a reset with nothing trimmed", name);
+                            prop_assert!(*e != at.epoch || *o > at.offset, "{:?}: a reset never goes back", name);
+                            at = Position::new(e.clone(), *o);
+                        }
+                    }
+                }
+                let top = now(hub.read(&name, StartAt::Now, 0)).unwrap().position;
+                prop_assert_eq!(&at, &top, "{:?}: the client ends at the top", name);
+                prop_assert_eq!(top.offset, published[i]);
+            }
+        }
+    }
+}
