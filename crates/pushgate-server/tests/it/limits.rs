@@ -1,12 +1,10 @@
 //! Limits: message size (close 1009), subscriptions per connection, and the
 //! slow-consumer cut-off that protects everyone else on a channel.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use async_trait::async_trait;
-use common::*;
 use pushgate_core::broker::{Catchup, StartAt, Subscriber, SubscriberId};
 use pushgate_core::{
     Broker, ChannelName, Data, Error, EventName, MemoryBroker, Outbox, Publication,
