@@ -1,11 +1,9 @@
 //! The WebSocket transport: ping command, heartbeat Pings, idle timeout,
 //! error replies that leave the connection usable, close codes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use pushgate_server::metrics::Transport;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;

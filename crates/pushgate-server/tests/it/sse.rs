@@ -1,11 +1,9 @@
 //! The SSE transport: stream layout, keep-alives, named events, refusals;
 //! and the test suite's own incremental SSE parser.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! `POST /command`: one client command per request, its reply frame as the
 //! response, with the status of its error code.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 #[tokio::test]

@@ -4,9 +4,7 @@
 //! a connection that moves on to requests the front hands to hyper, and a
 //! publisher that keeps one connection for every publish.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pushgate_server::metrics::Transport;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;

@@ -1,13 +1,11 @@
 //! Limits: message size (close 1009), subscriptions per connection, and the
 //! slow-consumer cut-off that protects everyone else on a channel.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use crate::common::*;
 use async_trait::async_trait;
-use common::*;
 use pushgate_core::{
     Appended, Catchup, ChannelName, Data, Error, EventName, Hub, Log, MemoryLog, Outbox,
     Publication, StartAt, SubscriberId,

@@ -6,9 +6,6 @@
 //! Every wait is bounded by [`STEP`] and fails with a message naming what
 //! was awaited, so a broken server fails a test instead of hanging it.
 
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;

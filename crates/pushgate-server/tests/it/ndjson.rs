@@ -2,11 +2,9 @@
 //! `subscribed`, then missed messages, then live ones; `ping` keep-alives;
 //! resume with `since`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -2,11 +2,9 @@
 //! cursor or the timeout passes; nothing lost between requests; a client
 //! that leaves frees its waiter; one publish answers a thousand waiters.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::future::join_all;
 use pushgate_server::metrics::Transport;
 use serde_json::json;

@@ -2,9 +2,7 @@
 //! with a JSON error body and the right code, and none of them hangs (each
 //! request is bounded by the suite's step timeout).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The subscribing endpoints, with what each needs besides the channel.

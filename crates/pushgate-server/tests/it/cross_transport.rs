@@ -2,9 +2,7 @@
 //! SSE, long-poll, short poll, iframe, NDJSON — while messages are published
 //! on each and between them, receives every message exactly once, in order.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pushgate_server::metrics::Transport;
 use serde_json::{json, Value};
 

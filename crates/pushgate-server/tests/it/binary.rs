@@ -1,11 +1,9 @@
 //! Binary publish: raw bytes in, a binary frame on WebSocket, base64 on SSE
 //! and in history.
 
-mod common;
-
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::*;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 

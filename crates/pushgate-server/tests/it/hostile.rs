@@ -7,12 +7,10 @@
 //! each case, and at the end must have received every one, in order: no
 //! hostile client disturbs the others.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,9 +2,7 @@
 //! client and an independent inflater (flate2): negotiation, shared
 //! compressed frames, window limits, compressed commands, bombs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;

@@ -3,11 +3,9 @@
 //! with the connections' own queued writes; nothing may be lost, doubled,
 //! reordered or cut, including when the kernel takes only part of a frame.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const MESSAGES: u64 = 60;

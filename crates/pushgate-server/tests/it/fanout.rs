@@ -1,8 +1,6 @@
 //! Fan-out to many concurrent subscribers on one channel, on both transports.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::future::join_all;
 use serde_json::json;
 use tokio::task::JoinSet;

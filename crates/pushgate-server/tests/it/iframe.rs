@@ -2,11 +2,9 @@
 //! document is padding and then only `parent.NAME(<json>);` scripts, however
 //! hostile the published data; hostile callbacks are refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 #[tokio::test]

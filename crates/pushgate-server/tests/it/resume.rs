@@ -2,9 +2,7 @@
 //! subscribing transport, `since=earliest`, and `reset` when history cannot
 //! cover the gap.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Reads `n` message events; returns (channel, offset) of each, in order.

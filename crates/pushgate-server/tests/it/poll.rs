@@ -2,11 +2,9 @@
 //! exactly; `since=earliest`; a `reset` entry when the cursor cannot be
 //! honoured; several channels in one request.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

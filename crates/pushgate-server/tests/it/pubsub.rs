@@ -1,8 +1,6 @@
 //! Publish/subscribe on several channels, over WebSocket and SSE.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! The HTTP API and routing: publish errors, the API key, history, health,
 //! metrics, 404/405/426.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pushgate_server::metrics::Transport;
 use serde_json::{json, Value};
 

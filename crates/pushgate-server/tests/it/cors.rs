@@ -2,9 +2,7 @@
 //! the browser-facing endpoints, preflights, and refusal of `POST /command`
 //! and WebSocket upgrades from origins that are neither allowed nor ours.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::header::HeaderMap;
 use serde_json::json;
 

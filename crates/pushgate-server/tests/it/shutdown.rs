@@ -2,11 +2,9 @@
 //! WebSockets with 1012, ends event streams, answers waiting long-polls,
 //! and `Server::run` returns.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pushgate_server::metrics::Transport;
 use serde_json::Value;
 

@@ -1,0 +1,29 @@
+//! pushgate-server's integration tests: a real server on an ephemeral port,
+//! driven over the wire by every transport and the publish API.
+//!
+//! One test binary with a module per area, not a binary per file: the whole
+//! tree is linked once instead of ~20 times (faster builds, much less disk).
+
+mod common;
+
+mod api;
+mod bad_input;
+mod binary;
+mod command;
+mod cors;
+mod cross_transport;
+mod direct;
+mod fanout;
+mod hostile;
+mod http1;
+mod iframe;
+mod limits;
+mod longpoll;
+mod ndjson;
+mod poll;
+mod pubsub;
+mod resume;
+mod shutdown;
+mod sse;
+mod websocket;
+mod websocket_deflate;
