@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use pushgate_server::front::{parse_head, Head, MAX_HEAD};
+use pushgate_server::http1::{parse_head, Head, MAX_HEAD};
 use pushgate_server::routes::{BODY_PATHS, SUBSCRIBE_PATHS};
 use pushgate_server::transport::ws_handshake::{accept_key, switching_protocols};
 use pushgate_server::web::Body;

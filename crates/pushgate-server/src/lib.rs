@@ -20,7 +20,7 @@ pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod error;
-pub mod front;
+pub mod http1;
 pub mod metrics;
 pub mod prefix_io;
 pub mod registry;

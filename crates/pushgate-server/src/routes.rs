@@ -145,7 +145,7 @@ pub fn websocket_mode(config: &crate::config::Config, path: &str) -> Option<ws::
     }
 }
 
-/// The GET endpoints that subscribe, which `crate::front` also serves itself.
+/// The GET endpoints that subscribe, which `crate::http1` also serves itself.
 pub const SUBSCRIBE_PATHS: &[&str] = &["/sse", "/stream", "/iframe", "/poll", "/longpoll"];
 
 /// Serves a GET on one of [`SUBSCRIBE_PATHS`] (CORS headers included).

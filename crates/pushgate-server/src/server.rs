@@ -101,7 +101,7 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(crate::front::serve(stream, peer, state.clone()));
+            tokio::spawn(crate::http1::serve(stream, peer, state.clone()));
         }
         // Graceful shutdown: stop accepting (the listener is dropped here),
         // tell every connection to end, and wait for them, within a deadline.
@@ -138,7 +138,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves a connection with hyper (everything `crate::front` does not take).
+/// Serves a connection with hyper (everything `crate::http1` does not take).
 pub async fn serve_hyper<I>(io: I, peer: SocketAddr, state: Arc<AppState>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

@@ -13,13 +13,13 @@ use pushgate_core::protocol::encode_error;
 use pushgate_core::{ChannelName, Error, ErrorKind};
 
 use crate::error::http_status;
-use crate::transport::stream::EventStream;
+use crate::transport::event_stream::EventStream;
 
 /// Longest query string accepted.
 pub const MAX_QUERY_LEN: usize = 32 * 1024;
 
 /// A request's body: still to be read from hyper, or already read by the
-/// front (`crate::front` reads `Content-Length` bodies of the POST endpoints
+/// front (`crate::http1` reads `Content-Length` bodies of the POST endpoints
 /// itself, so a publisher's keep-alive connection never needs hyper).
 pub enum RequestBody {
     Incoming(hyper::body::Incoming),
@@ -101,6 +101,25 @@ pub fn text(
     *res.status_mut() = status;
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// `200` with an event stream as the body.
+pub fn event_stream(stream: Result<EventStream, Error>) -> Response<Body> {
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => return error(&e),
+    };
+    let content_type = stream.content_type();
+    let mut res = Response::new(Body::Stream(Box::new(stream)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    // Tell buffering proxies (nginx) to pass events through at once.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     res
 }
 

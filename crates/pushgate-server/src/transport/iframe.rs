@@ -19,7 +19,7 @@ use pushgate_core::session::Emit;
 use pushgate_core::wire::iframe;
 use pushgate_core::{Connection, Error};
 
-use super::stream::{self, Encoder};
+use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
@@ -74,14 +74,16 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
     if let Err(e) = iframe::validate_callback(&callback) {
         return web::error(&e);
     }
-    let mut res = stream::open(
-        state,
-        query.channels,
-        query.since,
-        Box::new(IframeEncoder { callback }),
-        Transport::Iframe,
-    )
-    .await;
+    let mut res = web::event_stream(
+        event_stream::open(
+            state,
+            query.channels,
+            query.since,
+            Box::new(IframeEncoder { callback }),
+            Transport::Iframe,
+        )
+        .await,
+    );
     // Only a same-origin parent can use the frame; say so to the browser too.
     res.headers_mut().insert(
         "x-frame-options",

@@ -1,16 +1,23 @@
-//! Long polling at `GET /longpoll?channel=…[&since=CURSOR][&timeout=S]`: held
-//! until at least one message after the cursor exists, or until the timeout
-//! (then an empty list). The body is `/poll`'s. Pending requests are cheap —
-//! a subscription and a parked hyper task — and a client that disconnects
-//! frees its waiter at once, because hyper drops the request future.
+//! Long polling at `GET /longpoll?channel=…[&since=CURSOR][&timeout=S]`:
+//! held until at least one message after the cursor exists (or a reset), or
+//! until the timeout (then an empty list). The body is `/poll`'s.
+//!
+//! A pending request is cheap — a subscription, a timer and the request's
+//! task — and a client that disconnects frees it at once: the HTTP layer
+//! drops the request future, which drops the subscription with it.
 
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use http::request::Parts;
 use http::Response;
-use pushgate_core::Error;
+use pushgate_core::hub::Drained;
+use pushgate_core::session::Emit;
+use pushgate_core::{Connection, Error};
 
-use super::poll::respond;
+use super::poll::{answer, collect};
 use crate::config::parse_duration;
 use crate::metrics::Transport;
 use crate::state::AppState;
@@ -38,12 +45,38 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
             Err(why) => return web::error(&Error::bad_request(format!("timeout: {why}"))),
         },
     };
-    respond(
-        &state,
-        q.channels,
-        &q.since,
-        Some(timeout),
-        Transport::LongPoll,
-    )
-    .await
+    let (mut conn, mut emits) = match collect(&state, q.channels, &q.since).await {
+        Ok(collected) => collected,
+        Err(res) => return res,
+    };
+    if emits.is_empty() {
+        wait(&state, &mut conn, &mut emits, timeout).await;
+    }
+    answer(&state, &conn, &emits, Transport::LongPoll)
+}
+
+/// Holds the request until fan-out brings something to deliver, the time
+/// is up, the connection overflowed or the server shuts down.
+async fn wait(state: &AppState, conn: &mut Connection, emits: &mut Vec<Emit>, timeout: Duration) {
+    let _waiting = state.metrics.connection(Transport::LongPoll);
+    let _registered = state.registry.register(conn.outbox());
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let outbox = conn.outbox().clone();
+    let mut events = Vec::new();
+    while emits.is_empty() {
+        let woke = poll_fn(|cx| {
+            if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
+                return Poll::Ready(Some(d));
+            }
+            deadline.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match woke {
+            Some(Drained::Events) => conn.accept_all(events.drain(..), emits),
+            // Overflowed: answer with what was accepted; the cursor still
+            // stands before anything dropped, so the next request catches up.
+            Some(Drained::Overflowed | Drained::ShutDown) | None => break,
+        }
+    }
 }

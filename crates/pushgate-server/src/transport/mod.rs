@@ -2,12 +2,12 @@
 //! One module per transport, named after it.
 
 pub mod command;
+pub mod event_stream;
 pub mod iframe;
 pub mod longpoll;
 pub mod ndjson;
 pub mod poll;
 pub mod sse;
-pub mod stream;
 pub mod ws;
 pub mod ws_handshake;
 

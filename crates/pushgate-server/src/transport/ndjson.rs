@@ -13,7 +13,7 @@ use pushgate_core::session::Emit;
 use pushgate_core::wire::ndjson;
 use pushgate_core::{Connection, Publication};
 
-use super::stream::{self, Encoder};
+use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
@@ -38,7 +38,7 @@ impl Encoder for NdjsonEncoder {
         out.extend_from_slice(&self.encode_one(conn, emit));
     }
 
-    fn shared(&self, _: &Connection) -> Option<super::stream::SharedBytes> {
+    fn shared(&self, _: &Connection) -> Option<super::event_stream::SharedBytes> {
         Some(Publication::ndjson_chunk)
     }
 
@@ -58,16 +58,16 @@ impl Encoder for NdjsonEncoder {
 
 pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
     match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
-        Ok(q) => {
-            stream::open(
+        Ok(q) => web::event_stream(
+            event_stream::open(
                 state,
                 q.channels,
                 q.since,
                 Box::new(NdjsonEncoder),
                 Transport::Stream,
             )
-            .await
-        }
+            .await,
+        ),
         Err(e) => web::error(&e),
     }
 }

@@ -15,7 +15,7 @@ use pushgate_core::session::Emit;
 use pushgate_core::wire::sse;
 use pushgate_core::{Connection, Error, ErrorKind, Publication};
 
-use super::stream::{self, Encoder};
+use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
@@ -41,10 +41,10 @@ impl Encoder for SseEncoder {
         out.extend_from_slice(&self.encode_one(conn, emit));
     }
 
-    fn shared(&self, conn: &Connection) -> Option<super::stream::SharedBytes> {
+    fn shared(&self, conn: &Connection) -> Option<super::event_stream::SharedBytes> {
         // The same condition as encode_one's shared event.
         (conn.session().len() == 1)
-            .then_some(Publication::sse_single_chunk as super::stream::SharedBytes)
+            .then_some(Publication::sse_single_chunk as super::event_stream::SharedBytes)
     }
 
     fn encode_one(&mut self, conn: &Connection, emit: &Emit) -> Bytes {
@@ -108,5 +108,7 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
         Err(e) => return web::error(&e),
     };
     let encoder = Box::new(SseEncoder { id: String::new() });
-    stream::open(state, query.channels, since, encoder, Transport::Sse).await
+    web::event_stream(
+        event_stream::open(state, query.channels, since, encoder, Transport::Sse).await,
+    )
 }

@@ -34,7 +34,7 @@ use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
 
 /// What the codec runs on: a hyper upgrade, or the socket the HTTP front
-/// (`crate::front`) kept for itself.
+/// (`crate::http1`) kept for itself.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 

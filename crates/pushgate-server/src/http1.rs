@@ -33,7 +33,7 @@ use crate::prefix_io::PrefixIo;
 use crate::routes::{self, BODY_PATHS, SUBSCRIBE_PATHS};
 use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
-use crate::transport::stream::EventStream;
+use crate::transport::event_stream::EventStream;
 use crate::transport::ws;
 use crate::web::{Body, RequestBody};
 use pushgate_core::wire::chunked;

@@ -1,7 +1,7 @@
 //! A streaming HTTP response fed by a connection's outbox, shared by the
 //! streaming HTTP transports: SSE, NDJSON (`/stream`) and the hidden iframe.
 //!
-//! No task of its own: the connection's task (`crate::front::pump`, or hyper
+//! No task of its own: the connection's task (`crate::http1::pump`, or hyper
 //! on its path) polls this body, and the body polls the outbox. While idle it
 //! holds the connection state, one timer and nothing else.
 
@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use pushgate_core::cursor::Since;
 use pushgate_core::hub::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{ChannelName, Connection, DirectSink, OutboxEvent};
+use pushgate_core::{ChannelName, Connection, DirectSink, Error, OutboxEvent};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
@@ -23,7 +22,6 @@ use crate::registry::Registration;
 use crate::shared_tcp::DirectWire;
 pub use crate::shared_tcp::SharedBytes;
 use crate::state::AppState;
-use crate::web::{self, Body};
 
 /// How one streaming transport turns events into bytes.
 pub trait Encoder: Send + 'static {
@@ -60,18 +58,19 @@ pub trait Encoder: Send + 'static {
     fn ping(&self) -> Bytes;
 }
 
-/// Subscribes to every channel from `since`, then answers with a stream that
+/// Subscribes to every channel from `since`, then returns a stream that
 /// starts with the encoder's preamble, the `subscribed` replies and the
-/// catch-up, and continues live.
+/// catch-up, and continues live (`crate::web::event_stream` makes it a
+/// response).
 pub async fn open(
     state: Arc<AppState>,
     channels: Vec<ChannelName>,
     since: Since,
     mut encoder: Box<dyn Encoder>,
     transport: Transport,
-) -> Response<Body> {
+) -> Result<EventStream, Error> {
     if channels.is_empty() {
-        return web::error(&pushgate_core::Error::bad_request(
+        return Err(Error::bad_request(
             "give at least one channel: ?channel=NAME",
         ));
     }
@@ -84,7 +83,7 @@ pub async fn open(
                 encoder.reply(&reply.encode(None), &mut first);
                 catchup.extend(events);
             }
-            Err(e) => return web::error(&e),
+            Err(e) => return Err(e),
         }
     }
     if let Some(bytes) = encode_events(&mut conn, &mut *encoder, catchup, &state.metrics, transport)
@@ -93,19 +92,13 @@ pub async fn open(
     }
     encoder.after_catchup(&conn, &mut first);
 
-    let content_type = encoder.content_type();
-    let stream = EventStream::new(conn, encoder, Bytes::from(first), &state, transport);
-    let mut res = Response::new(Body::Stream(Box::new(stream)));
-    *res.status_mut() = StatusCode::OK;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-    // Tell buffering proxies (nginx) to pass events through at once.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    res
+    Ok(EventStream::new(
+        conn,
+        encoder,
+        Bytes::from(first),
+        &state,
+        transport,
+    ))
 }
 
 pub struct EventStream {
@@ -142,6 +135,11 @@ impl EventStream {
             _open: state.metrics.connection(transport),
             _registered: state.registry.register(conn_outbox),
         }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(&self) -> &'static str {
+        self.encoder.content_type()
     }
 
     /// How fan-out may write this stream's messages itself: when their
