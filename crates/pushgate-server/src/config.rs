@@ -1,31 +1,34 @@
-//! Server configuration: defaults, the TOML file, and durations written for people.
+//! Server configuration: defaults, the settings people write (TOML keys,
+//! flags, environment variables), and durations written for people.
+
+mod reference;
+mod setting;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-
 use crate::error::Error;
 
-/// Everything `pushgate serve` can be told. The CLI fills it from flags,
-/// `PUSHGATE_*` variables and an optional TOML file (flags win).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+pub use reference::reference;
+pub use setting::{sections, Kind, Mark, Setting};
+
+/// Everything `pushgate serve` can be told. Each field is a setting of
+/// [`SETTINGS`], which names it in the file, on the command line and in the
+/// environment; the CLI fills it from flags, `PUSHGATE_*` variables and an
+/// optional TOML file (flags win).
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (default `127.0.0.1:7070`).
+    /// Address to listen on.
     pub listen: SocketAddr,
     /// Bearer key for `/api/*`. Without one the API answers loopback peers only.
     pub api_key: Option<String>,
     /// Publications kept per channel.
     pub history_size: usize,
     /// How long a publication stays in history.
-    #[serde(deserialize_with = "de_duration")]
     pub history_ttl: Duration,
     /// Interval of WebSocket Ping frames.
-    #[serde(deserialize_with = "de_duration")]
     pub ws_ping_interval: Duration,
     /// A WebSocket that sends nothing (not even Pong) for this long is closed.
-    #[serde(deserialize_with = "de_duration")]
     pub ws_idle_timeout: Duration,
     /// Accept permessage-deflate (RFC 7692) when a client offers it. Always
     /// without context takeover: each message is compressed once and the
@@ -40,20 +43,15 @@ pub struct Config {
     /// is in a burst: this message and the one before each followed their
     /// predecessor by less than this. Messages of a burst go through the
     /// queues and leave several per write. `0`: always straight.
-    #[serde(deserialize_with = "de_duration")]
     pub direct_write_gap: Duration,
     /// Keep-alive interval of streaming responses: SSE `: ping` comments,
     /// NDJSON `{"type":"ping"}` lines, iframe `<!-- ping -->` comments.
-    #[serde(deserialize_with = "de_duration")]
     pub stream_ping_interval: Duration,
     /// The `retry:` hint sent first on SSE streams.
-    #[serde(deserialize_with = "de_duration")]
     pub sse_retry: Duration,
     /// How long `/longpoll` holds a request when it gives no `timeout`.
-    #[serde(deserialize_with = "de_duration")]
     pub longpoll_timeout: Duration,
     /// The longest `timeout` a `/longpoll` request may ask for.
-    #[serde(deserialize_with = "de_duration")]
     pub longpoll_max_timeout: Duration,
     /// Origins allowed to call the HTTP transports and `/command` from a
     /// browser (CORS), e.g. `https://app.example.com`; `*` allows any.
@@ -69,10 +67,9 @@ pub struct Config {
     pub log_json: bool,
     /// On SIGTERM or Ctrl-C: how long to wait for connections to end after
     /// telling them to (WebSocket 1012, streams ended, long-polls answered).
-    #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
-    /// Worker threads that serve connections. 0 (the default): one per CPU
-    /// this process may run on.
+    /// Worker threads that serve connections. 0: one per CPU this process
+    /// may run on.
     pub worker_threads: usize,
     /// Serve the demo page at `/` and publish the time on channel `clock`.
     pub demo: bool,
@@ -111,6 +108,77 @@ impl Default for Config {
     }
 }
 
+setting::settings! {
+    [http]
+    /// Address to listen on
+    listen: listen, "listen", "PUSHGATE_LISTEN";
+    /// Bearer key for /api/*; without one the API answers loopback clients only
+    api_key: api_key, "api-key", "PUSHGATE_API_KEY", Secret;
+    /// Origins allowed to use the HTTP transports and /command from a browser
+    /// (CORS), e.g. https://app.example.com; `*` allows any; none: same-origin
+    /// pages only
+    allowed_origins: allowed_origins, "allowed-origin", "PUSHGATE_ALLOWED_ORIGINS";
+
+    [history]
+    /// Messages kept per channel
+    size: history_size, "history-size", "PUSHGATE_HISTORY_SIZE";
+    /// How long a message stays in history
+    ttl: history_ttl, "history-ttl", "PUSHGATE_HISTORY_TTL";
+
+    [websocket]
+    /// Interval of WebSocket Ping frames
+    ping_interval: ws_ping_interval, "ws-ping-interval", "PUSHGATE_WS_PING_INTERVAL";
+    /// Close WebSockets that send nothing, not even a Pong, for this long
+    idle_timeout: ws_idle_timeout, "ws-idle-timeout", "PUSHGATE_WS_IDLE_TIMEOUT";
+    /// Accept permessage-deflate (RFC 7692, no context takeover) when clients
+    /// offer it; each message is compressed once for all subscribers
+    deflate: ws_deflate, "ws-deflate", "PUSHGATE_WS_DEFLATE";
+    /// Largest compression window, 9 to 15 (2^N bytes)
+    deflate_window_bits: ws_deflate_window_bits, "ws-deflate-window-bits",
+        "PUSHGATE_WS_DEFLATE_WINDOW_BITS";
+    /// Messages shorter than this many bytes are sent uncompressed
+    deflate_min_size: ws_deflate_min_size, "ws-deflate-min-size", "PUSHGATE_WS_DEFLATE_MIN_SIZE";
+
+    [streams]
+    /// Keep-alive interval of SSE, NDJSON and iframe streams
+    ping_interval: stream_ping_interval, "stream-ping-interval", "PUSHGATE_STREAM_PING_INTERVAL";
+    /// SSE reconnect hint, sent first as `retry:`
+    sse_retry: sse_retry, "sse-retry", "PUSHGATE_SSE_RETRY";
+
+    [longpoll]
+    /// How long /longpoll holds a request that gives no `timeout`
+    timeout: longpoll_timeout, "longpoll-timeout", "PUSHGATE_LONGPOLL_TIMEOUT";
+    /// The longest `timeout` a /longpoll request may ask for
+    max_timeout: longpoll_max_timeout, "longpoll-max-timeout", "PUSHGATE_LONGPOLL_MAX_TIMEOUT";
+
+    [limits]
+    /// Largest WebSocket message, command or publish body, in bytes
+    max_message_size: max_message_size, "max-message-size", "PUSHGATE_MAX_MESSAGE_SIZE";
+    /// Events queued for one connection before it is cut off as too slow
+    outbox_capacity: outbox_capacity, "outbox-capacity", "PUSHGATE_OUTBOX_CAPACITY";
+    /// Subscriptions one connection may hold
+    max_subscriptions: max_subscriptions, "max-subscriptions", "PUSHGATE_MAX_SUBSCRIPTIONS";
+
+    [fanout]
+    /// Two messages in a row this close to the previous one of their channel
+    /// make a burst, which goes through the queues instead of straight to
+    /// sockets; 0: always straight
+    direct_write_gap: direct_write_gap, "direct-write-gap", "PUSHGATE_DIRECT_WRITE_GAP";
+
+    [server]
+    /// Worker threads serving connections; 0: one per CPU this process may use
+    worker_threads: worker_threads, "worker-threads", "PUSHGATE_WORKER_THREADS";
+    /// On SIGTERM or Ctrl-C, how long to wait for connections to end
+    shutdown_timeout: shutdown_timeout, "shutdown-timeout", "PUSHGATE_SHUTDOWN_TIMEOUT";
+    /// Log JSON lines instead of text
+    log_json: log_json, "log-json", "PUSHGATE_LOG_JSON";
+    /// Serve the demo page at / and publish the time on channel `clock`
+    demo: demo, "no-demo", "PUSHGATE_NO_DEMO", Inverted;
+    /// Expose /echo, a WebSocket echo through the /ws code path, for
+    /// conformance tests (Autobahn); never in production
+    echo: echo, "echo", "PUSHGATE_ECHO";
+}
+
 impl Config {
     /// What WebSocket handshakes may agree to.
     pub fn deflate(&self) -> pushgate_core::websocket::DeflateConfig {
@@ -121,9 +189,16 @@ impl Config {
         }
     }
 
-    /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
+    /// Reads a TOML file over the defaults; unknown keys are errors so typos
+    /// do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::config(format!("config file: {e}")))
+        let fail = |e: String| Error::config(format!("config file: {e}"));
+        let file: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail(e.to_string()))?;
+        let mut config = Config::default();
+        setting::apply_toml(&mut config, file).map_err(fail)?;
+        Ok(config)
     }
 
     /// [`Config::worker_threads`], with 0 resolved to the CPUs available.
@@ -185,19 +260,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     d.ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +296,127 @@ mod tests {
             .unwrap()
             .validate()
             .is_err());
+    }
+
+    fn toml_error(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn toml_sections() {
+        let c = Config::from_toml(
+            "[http]\nlisten = \"127.0.0.1:9000\"\nallowed_origins = [\"https://a.example\", \"*\"]\n\
+             [history]\nttl = \"2m\"\n\
+             [websocket]\nping_interval = \"10s\"\ndeflate = true\n\
+             [streams]\nping_interval = 5\n\
+             [server]\ndemo = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.allowed_origins, ["https://a.example", "*"]);
+        assert_eq!(c.history_ttl, Duration::from_secs(120));
+        assert_eq!(c.ws_ping_interval, Duration::from_secs(10));
+        assert_eq!(c.stream_ping_interval, Duration::from_secs(5));
+        assert!(c.ws_deflate);
+        assert!(!c.demo);
+        assert_eq!(c.history_size, 1000);
+    }
+
+    #[test]
+    fn toml_mistakes_are_named_with_a_suggestion() {
+        let e = toml_error("[websocket]\nping_intervall = \"10s\"");
+        assert!(e.contains("`websocket.ping_intervall`"), "{e}");
+        assert!(e.contains("`ping_interval` in [websocket]"), "{e}");
+        // A flat name, or a key of another section, below a section header.
+        let e = toml_error("[websocket]\nhistory_ttl = \"2m\"");
+        assert!(e.contains("`ttl` in [history]"), "{e}");
+        let e = toml_error("[websocket]\nsse_retry = \"2s\"");
+        assert!(e.contains("`sse_retry` in [streams]"), "{e}");
+        let e = toml_error("histroy_size = 1");
+        assert!(e.contains("`size` in [history]"), "{e}");
+        let e = toml_error("[websockets]\nping_interval = 1");
+        assert!(
+            e.contains("[websockets]") && e.contains("[websocket]?"),
+            "{e}"
+        );
+        let e = toml_error("history = 5");
+        assert!(e.contains("section"), "{e}");
+        let e = toml_error("history_size = 5\n[history]\nsize = 6");
+        assert!(
+            e.contains("`history_size`") && e.contains("`history.size`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn toml_bad_values_name_the_setting() {
+        let e = toml_error("[history]\nttl = \"7d\"");
+        assert!(e.contains("`history.ttl`") && e.contains("unit"), "{e}");
+        let e = toml_error("history_ttl = \"7d\"");
+        assert!(e.contains("`history_ttl`"), "{e}");
+        let e = toml_error("[history]\nsize = \"many\"");
+        assert!(e.contains("`history.size` must be a whole number"), "{e}");
+        let e = toml_error("[history]\nsize = -1");
+        assert!(e.contains("`history.size`"), "{e}");
+        let e = toml_error("[websocket]\ndeflate_window_bits = 300");
+        assert!(e.contains("too large"), "{e}");
+        let e = toml_error("[http]\nlisten = \"localhost\"");
+        assert!(e.contains("`http.listen`"), "{e}");
+        let e = toml_error("[http]\nallowed_origins = \"https://a.example\"");
+        assert!(e.contains("list"), "{e}");
+        let e = toml_error("[server]\necho = \"yes\"");
+        assert!(e.contains("true or false"), "{e}");
+    }
+
+    /// Each setting's setter reads what its getter shows, writes its own
+    /// field and no other.
+    #[test]
+    fn every_setting_round_trips() {
+        let defaults = Config::default();
+        let shown = |c: &Config| SETTINGS.iter().map(|s| (s.get)(c)).collect::<Vec<_>>();
+        for (i, s) in SETTINGS.iter().enumerate() {
+            let default = s.default_text();
+            let other = match s.kind {
+                Kind::Duration => "3s",
+                Kind::Integer => "9",
+                Kind::Switch if default == "true" => "false",
+                Kind::Switch => "true",
+                Kind::Address => "10.0.0.1:1",
+                Kind::Text => "k",
+                Kind::List => "a,b",
+            };
+            let mut c = Config::default();
+            (s.set)(&mut c, other).unwrap();
+            let mut want = shown(&defaults);
+            want[i] = other.to_owned();
+            assert_eq!(shown(&c), want, "{}", s.name());
+            (s.set)(&mut c, &default).unwrap();
+            assert_eq!(shown(&c), shown(&defaults), "{}", s.name());
+        }
+    }
+
+    #[test]
+    fn settings_are_named_once() {
+        let sections = sections();
+        let mut seen: [std::collections::HashSet<String>; 4] = Default::default();
+        for s in SETTINGS {
+            let names = [s.name(), s.field.into(), s.flag.into(), s.env.into()];
+            for (seen, name) in seen.iter_mut().zip(names) {
+                assert!(!seen.contains(&name), "{name} is used twice");
+                seen.insert(name);
+            }
+            assert!(s.env.starts_with("PUSHGATE_"), "{}", s.env);
+            assert!(
+                !sections.contains(&s.field),
+                "{} is also a section",
+                s.field
+            );
+            assert!(!s.help.is_empty() && !s.help.ends_with('.'), "{}", s.name());
+            assert!(
+                s.kind == Kind::Switch || !s.has(Mark::Inverted),
+                "{}",
+                s.name()
+            );
+        }
     }
 }

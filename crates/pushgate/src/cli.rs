@@ -2,12 +2,10 @@
 //! flags and `PUSHGATE_*` variables override the TOML file, which overrides
 //! the defaults.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use pushgate_server::config::parse_duration;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use pushgate_server::config::{Kind, Mark, Setting, SETTINGS};
 use pushgate_server::{Config, Server};
 
 use crate::client;
@@ -26,101 +24,107 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (in memory; demo at http://127.0.0.1:7070/).
-    Serve(Box<ServeArgs>),
+    Serve(ServeArgs),
     /// Publish one message through the server API.
     Publish(PublishArgs),
     /// Print messages of channels as they arrive, one JSON object per line.
     Subscribe(SubscribeArgs),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
+/// `serve`'s arguments: `--config`, and a flag per setting of [`SETTINGS`],
+/// each also read from its `PUSHGATE_*` variable.
+struct ServeArgs {
+    config: Option<PathBuf>,
+    /// The settings given, with their values as written.
+    given: Vec<(&'static Setting, String)>,
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    /// TOML file with any of the settings below (snake_case keys).
-    #[arg(long, env = "PUSHGATE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7070].
-    #[arg(long, env = "PUSHGATE_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Bearer key for /api/*; without one the API answers loopback clients only.
-    #[arg(long, env = "PUSHGATE_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Messages kept per channel [default: 1000].
-    #[arg(long, env = "PUSHGATE_HISTORY_SIZE")]
-    history_size: Option<usize>,
-    /// How long messages stay in history, e.g. 10m [default: 10m].
-    #[arg(long, env = "PUSHGATE_HISTORY_TTL", value_parser = duration)]
-    history_ttl: Option<Duration>,
-    /// WebSocket ping interval [default: 25s].
-    #[arg(long, env = "PUSHGATE_WS_PING_INTERVAL", value_parser = duration)]
-    ws_ping_interval: Option<Duration>,
-    /// Close WebSockets silent for this long [default: 60s].
-    #[arg(long, env = "PUSHGATE_WS_IDLE_TIMEOUT", value_parser = duration)]
-    ws_idle_timeout: Option<Duration>,
-    /// Accept permessage-deflate (RFC 7692, no context takeover) when clients offer it.
-    #[arg(long, env = "PUSHGATE_WS_DEFLATE")]
-    ws_deflate: bool,
-    /// Largest compression window, 9-15 (2^N bytes) [default: 15].
-    #[arg(long, env = "PUSHGATE_WS_DEFLATE_WINDOW_BITS")]
-    ws_deflate_window_bits: Option<u8>,
-    /// WebSocket messages shorter than this are sent uncompressed [default: 128].
-    #[arg(long, env = "PUSHGATE_WS_DEFLATE_MIN_SIZE")]
-    ws_deflate_min_size: Option<usize>,
-    /// Two messages in a row this close to the previous one of their channel
-    /// make a burst, which goes through the queues instead of straight to
-    /// sockets; 0 = always straight [default: 10ms].
-    #[arg(long, env = "PUSHGATE_DIRECT_WRITE_GAP", value_parser = duration)]
-    direct_write_gap: Option<Duration>,
-    /// Keep-alive interval of SSE, NDJSON and iframe streams [default: 15s].
-    #[arg(long, env = "PUSHGATE_STREAM_PING_INTERVAL", value_parser = duration)]
-    stream_ping_interval: Option<Duration>,
-    /// SSE reconnect hint sent as `retry:` [default: 2s].
-    #[arg(long, env = "PUSHGATE_SSE_RETRY", value_parser = duration)]
-    sse_retry: Option<Duration>,
-    /// How long /longpoll holds a request by default [default: 25s].
-    #[arg(long, env = "PUSHGATE_LONGPOLL_TIMEOUT", value_parser = duration)]
-    longpoll_timeout: Option<Duration>,
-    /// The longest timeout a /longpoll request may ask for [default: 120s].
-    #[arg(long, env = "PUSHGATE_LONGPOLL_MAX_TIMEOUT", value_parser = duration)]
-    longpoll_max_timeout: Option<Duration>,
-    /// Origin allowed to use the HTTP transports from a browser (CORS); repeat, or `*` for any.
-    #[arg(
-        long = "allowed-origin",
-        env = "PUSHGATE_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    allowed_origins: Vec<String>,
-    /// Largest message, command or publish body in bytes [default: 65536].
-    #[arg(long, env = "PUSHGATE_MAX_MESSAGE_SIZE")]
-    max_message_size: Option<usize>,
-    /// Events queued per connection before it is cut off as too slow [default: 1024].
-    #[arg(long, env = "PUSHGATE_OUTBOX_CAPACITY")]
-    outbox_capacity: Option<usize>,
-    /// Subscriptions per connection [default: 128].
-    #[arg(long, env = "PUSHGATE_MAX_SUBSCRIPTIONS")]
-    max_subscriptions: Option<usize>,
-    /// Worker threads serving connections; 0 = one per CPU this process may use [default: 0].
-    #[arg(long, env = "PUSHGATE_WORKER_THREADS")]
-    worker_threads: Option<usize>,
-    /// Log JSON lines instead of text.
-    #[arg(long, env = "PUSHGATE_LOG_JSON")]
-    log_json: bool,
-    /// On SIGTERM/Ctrl-C, how long to wait for connections to end [default: 10s].
-    #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", value_parser = duration)]
-    shutdown_timeout: Option<Duration>,
-    /// Expose /echo, a WebSocket echo through the /ws code path, for conformance
-    /// tests (Autobahn). Never in production.
-    #[arg(long, env = "PUSHGATE_ECHO")]
-    echo: bool,
-    /// Do not serve the demo page or publish the demo clock.
-    #[arg(long, env = "PUSHGATE_NO_DEMO")]
-    no_demo: bool,
+const CONFIG: &str = "config";
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = Arg::new(CONFIG)
+            .long("config")
+            .env("PUSHGATE_CONFIG")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help(
+                "TOML file with any of the settings below, in sections (see docs/configuration.md)",
+            );
+        SETTINGS
+            .iter()
+            .fold(cmd.arg(config), |cmd, s| cmd.arg(setting_arg(s)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// The flag of `s`, its id the field's name. Values are checked by the
+/// setting's own parser, so that clap reports a bad one with the flag.
+fn setting_arg(s: &'static Setting) -> Arg {
+    let mut arg = Arg::new(s.field)
+        .long(s.flag)
+        .env(s.env)
+        .hide_env_values(s.has(Mark::Secret));
+    let mut help = s.help.to_owned();
+    let value_name = match s.kind {
+        Kind::Switch if s.has(Mark::Inverted) => {
+            help.push_str(" [default: on; this flag turns it off]");
+            return arg.action(ArgAction::SetTrue).help(help);
+        }
+        Kind::Switch => return arg.action(ArgAction::SetTrue).help(help),
+        Kind::List => {
+            arg = arg.action(ArgAction::Append).value_delimiter(',');
+            help.push_str("; repeat the flag or separate with commas");
+            "LIST"
+        }
+        Kind::Duration => "DURATION",
+        Kind::Integer => "N",
+        Kind::Address => "ADDR",
+        Kind::Text => "TEXT",
+    };
+    let default = s.default_text();
+    if !default.is_empty() {
+        help.push_str(&format!(" [default: {default}]"));
+    }
+    let check = move |text: &str| (s.set)(&mut Config::default(), text).map(|()| text.to_owned());
+    arg.value_name(value_name).value_parser(check).help(help)
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = ServeArgs {
+            config: None,
+            given: Vec::new(),
+        };
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(path) = matches.get_one::<PathBuf>(CONFIG) {
+            self.config = Some(path.clone());
+        }
+        for s in SETTINGS {
+            let value = match s.kind {
+                Kind::Switch => matches.get_flag(s.field).then(|| s.flag_value().to_owned()),
+                _ => matches
+                    .get_many::<String>(s.field)
+                    .map(|values| values.map(String::as_str).collect::<Vec<_>>().join(",")),
+            };
+            if let Some(value) = value {
+                self.given.retain(|(given, _)| given.field != s.field);
+                self.given.push((s, value));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ServeArgs {
+    /// The defaults, then the file, then flags and variables.
     fn into_config(self) -> Result<Config, Box<dyn std::error::Error>> {
         let mut c = match &self.config {
             Some(path) => {
@@ -130,39 +134,8 @@ impl ServeArgs {
             }
             None => Config::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v.into(); } )* };
-        }
-        set!(
-            listen,
-            history_size,
-            history_ttl,
-            ws_ping_interval,
-            ws_idle_timeout,
-            ws_deflate_window_bits,
-            ws_deflate_min_size,
-            direct_write_gap,
-            stream_ping_interval,
-            sse_retry,
-            longpoll_timeout,
-            longpoll_max_timeout,
-            shutdown_timeout,
-            max_message_size,
-            outbox_capacity,
-            max_subscriptions,
-            worker_threads
-        );
-        if !self.allowed_origins.is_empty() {
-            c.allowed_origins = self.allowed_origins;
-        }
-        if self.api_key.is_some() {
-            c.api_key = self.api_key;
-        }
-        c.log_json |= self.log_json;
-        c.echo |= self.echo;
-        c.ws_deflate |= self.ws_deflate;
-        if self.no_demo {
-            c.demo = false;
+        for (s, value) in &self.given {
+            (s.set)(&mut c, value).map_err(|e| format!("--{}: {e}", s.flag))?;
         }
         c.validate()?;
         Ok(c)
@@ -290,4 +263,94 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from(["pushgate", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(args) => args.into_config(),
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    #[test]
+    fn commands_are_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_help_shows_every_setting() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        for s in SETTINGS {
+            assert!(
+                help.contains(&format!("--{} ", s.flag))
+                    || help.contains(&format!("--{}\n", s.flag)),
+                "{}",
+                s.flag
+            );
+            assert!(help.contains(s.env), "{}", s.env);
+        }
+        assert!(help.contains("[default: 10m]"), "{help}");
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let path = std::env::temp_dir().join(format!("pushgate-cli-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[history]\nttl = \"5m\"\nsize = 7\n[server]\ndemo = true\n",
+        )
+        .unwrap();
+        let c = serve(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--history-ttl",
+            "2m",
+            "--no-demo",
+            "--ws-deflate",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example,https://c.example",
+        ]);
+        std::fs::remove_file(&path).unwrap();
+        let c = c.unwrap();
+        assert_eq!(c.history_ttl, std::time::Duration::from_secs(120));
+        assert_eq!(c.history_size, 7);
+        assert!(!c.demo && c.ws_deflate && !c.echo);
+        assert_eq!(
+            c.allowed_origins,
+            [
+                "https://a.example",
+                "https://b.example",
+                "https://c.example"
+            ]
+        );
+        assert_eq!(c.ws_ping_interval, Config::default().ws_ping_interval);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = serve(&["--history-ttl", "7d"]).unwrap_err().to_string();
+        assert!(e.contains("--history-ttl") && e.contains("unit"), "{e}");
+        let e = serve(&["--ws-deflate-window-bits", "300"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--ws-deflate-window-bits"), "{e}");
+        let e = serve(&["--worker-threads", "5000"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker_threads"), "{e}");
+    }
 }
