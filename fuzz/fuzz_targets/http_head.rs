@@ -22,7 +22,7 @@ use base64::Engine;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use pushgate_server::http1::{parse_head, Head, MAX_HEAD};
-use pushgate_server::routes::{BODY_PATHS, SUBSCRIBE_PATHS};
+use pushgate_server::routes::{self, Front};
 use pushgate_server::transport::ws_handshake::{accept_key, switching_protocols};
 use pushgate_server::web::Body;
 use sha1::{Digest, Sha1};
@@ -53,16 +53,14 @@ fn check_head(buf: &[u8]) {
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect();
+            let front = routes::find(path).map(|r| r.front);
             if parts.method == Method::GET {
-                assert!(
-                    path == "/ws" || path == "/echo" || SUBSCRIBE_PATHS.contains(&path),
-                    "{path:?}"
-                );
+                assert_eq!(front, Some(Front::Get), "{path:?}");
                 assert_eq!(body, 0);
                 assert!(lengths.iter().all(|v| *v == b"0"));
             } else {
                 assert_eq!(parts.method, Method::POST);
-                assert!(BODY_PATHS.contains(&path), "{path:?}");
+                assert_eq!(front, Some(Front::Post), "{path:?}");
                 let [length] = lengths[..] else {
                     panic!("{lengths:?}")
                 };

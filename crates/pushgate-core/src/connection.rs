@@ -12,6 +12,7 @@ use crate::channel::ChannelName;
 use crate::cursor::Since;
 use crate::error::Error;
 use crate::hub::{DirectSink, Hub, Outbox, OutboxEvent, Subscriber, SubscriberId};
+use crate::principal::Principal;
 use crate::protocol::{Command, Publish, Reply, Request};
 use crate::session::{start_at, Emit, Session};
 
@@ -35,14 +36,16 @@ impl Default for Limits {
 
 pub struct Connection {
     hub: Arc<Hub>,
+    principal: Principal,
     subscriber: Subscriber,
     session: Session,
 }
 
 impl Connection {
-    pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits) -> Self {
+    pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits, principal: Principal) -> Self {
         Connection {
             hub,
+            principal,
             subscriber: Subscriber {
                 id,
                 outbox: Outbox::new(limits.outbox_capacity),
@@ -57,6 +60,11 @@ impl Connection {
 
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Who this connection is, as admission established it.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

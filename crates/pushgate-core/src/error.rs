@@ -39,6 +39,8 @@ pub enum ErrorKind {
     Timeout,
     /// No such endpoint.
     NotFound,
+    /// The endpoint exists but not with this method.
+    MethodNotAllowed,
 }
 
 impl ErrorKind {
@@ -60,6 +62,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod history;
 pub mod hub;
 pub mod json;
 pub mod log;
+pub mod principal;
 pub mod protocol;
 pub mod publication;
 pub mod session;
@@ -48,5 +49,6 @@ pub use hub::{
     DirectSink, Hub, HubConfig, Outbox, OutboxEvent, PushOutcome, Sent, Subscriber, SubscriberId,
 };
 pub use log::{Appended, Catchup, Log, MemoryLog, MemoryLogConfig, StartAt};
+pub use principal::Principal;
 pub use publication::{Data, Publication};
 pub use session::Session;

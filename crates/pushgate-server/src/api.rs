@@ -1,10 +1,9 @@
 //! The server API for application backends: publish, history, health, metrics.
 //!
-//! Guarded by `Authorization: Bearer <api key>` when a key is configured;
-//! without one, only loopback peers are served (and the startup log says so).
+//! Admission (`crate::admission`) lets in only the API key's holder, or
+//! loopback peers when no key is configured (and the startup log says so).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,39 +19,6 @@ use crate::web::{self as h, Body, RequestBody};
 
 /// Most messages one history request returns.
 pub const MAX_HISTORY_LIMIT: usize = 1000;
-
-pub fn authorize(
-    state: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<(), Response<Body>> {
-    match &state.config.api_key {
-        Some(key) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
-                Ok(())
-            } else {
-                Err(h::error(&Error::new(
-                    ErrorKind::Unauthorized,
-                    "send Authorization: Bearer <api key> (the key given to pushgate serve --api-key)",
-                )))
-            }
-        }
-        None if peer.ip().is_loopback() => Ok(()),
-        None => Err(h::error(&Error::new(
-            ErrorKind::Forbidden,
-            "no API key is configured, so the API only answers loopback clients; start pushgate with --api-key",
-        ))),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// A request body must arrive within this time, like a head (slow-loris defence).
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

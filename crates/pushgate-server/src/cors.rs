@@ -11,7 +11,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use pushgate_core::{Error, ErrorKind};
 
 use crate::config::Config;
-use crate::web::{self, Body};
+use crate::web::Body;
 
 /// What the request's `Origin` is to us.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,16 +47,12 @@ pub fn classify(config: &Config, headers: &HeaderMap) -> Origin {
     Origin::Refused
 }
 
-/// Refuses requests from origins that are neither ours nor allowed.
-pub fn guard(config: &Config, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    match classify(config, headers) {
-        Origin::Refused => Err(web::error_status(
-            StatusCode::FORBIDDEN,
-            ErrorKind::Forbidden,
-            "this page's origin is not allowed; add it to allowed_origins (--allowed-origin)",
-        )),
-        _ => Ok(()),
-    }
+/// Why a foreign origin is refused where it may not act.
+pub fn refused_origin() -> Error {
+    Error::new(
+        ErrorKind::Forbidden,
+        "this page's origin is not allowed; add it to allowed_origins (--allowed-origin)",
+    )
 }
 
 /// Adds `Access-Control-Allow-Origin` for an allowed cross-origin request.
@@ -68,18 +64,12 @@ pub fn decorate(origin: &Origin, res: &mut Response<Body>) {
     }
 }
 
-/// Answers a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`).
-pub fn preflight(config: &Config, headers: &HeaderMap) -> Response<Body> {
-    let origin = classify(config, headers);
-    if origin == Origin::Refused {
-        return web::error(&Error::new(
-            ErrorKind::Forbidden,
-            "this page's origin is not allowed; add it to allowed_origins (--allowed-origin)",
-        ));
-    }
+/// Answers a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`)
+/// that admission let in.
+pub fn preflight(origin: &Origin) -> Response<Body> {
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::NO_CONTENT;
-    decorate(&origin, &mut res);
+    decorate(origin, &mut res);
     let h = res.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,

@@ -27,10 +27,10 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::admission;
 use crate::api;
-use crate::cors;
 use crate::prefix_io::PrefixIo;
-use crate::routes::{self, BODY_PATHS, SUBSCRIBE_PATHS};
+use crate::routes::{self, Endpoint, Front};
 use crate::shared_tcp::SharedTcp;
 use crate::state::AppState;
 use crate::transport::event_stream::EventStream;
@@ -90,7 +90,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
             ))
             .await
         } else {
-            Box::pin(serve_one(&mut stream, &mut buf, *parts, &state)).await
+            Box::pin(serve_one(&mut stream, &mut buf, *parts, peer, &state)).await
         };
         match next {
             Ok(Next::KeepAlive) => continue,
@@ -121,7 +121,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
         }
     }
     // Boxed: hyper's connection state is large and only hyper's connections need it.
-    Box::pin(crate::server::serve_hyper(
+    Box::pin(crate::hyper_conn::serve(
         PrefixIo::new(prefix(buf), stream),
         peer,
         state,
@@ -216,19 +216,17 @@ fn try_read_into(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// The head as `Parts`, and the length of the body, when the front serves
-/// it: an HTTP/1.1 GET of a subscribing endpoint without a body, or a POST
-/// to one of [`BODY_PATHS`] with one plain decimal `Content-Length`.
+/// it: an HTTP/1.1 GET without a body of a [`Front::Get`] route, or a POST
+/// to a [`Front::Post`] route with one plain decimal `Content-Length`.
 fn ours(req: &httparse::Request<'_, '_>) -> Option<(Parts, usize)> {
     if req.version != Some(1) {
         return None;
     }
     let path = req.path?;
-    let route = path.split('?').next().unwrap_or("");
-    let method = match req.method? {
-        "GET" if route == "/ws" || route == "/echo" || SUBSCRIBE_PATHS.contains(&route) => {
-            Method::GET
-        }
-        "POST" if BODY_PATHS.contains(&route) => Method::POST,
+    let route = routes::find(path.split('?').next().unwrap_or(""))?;
+    let method = match (req.method?, route.front) {
+        ("GET", Front::Get) => Method::GET,
+        ("POST", Front::Post) => Method::POST,
         _ => return None,
     };
     let mut length = None;
@@ -277,8 +275,8 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> io:
     Ok(true)
 }
 
-/// Serves a POST of [`BODY_PATHS`]: reads its `Content-Length` body, then
-/// the same handler as hyper's path.
+/// Serves a POST of a [`Front::Post`] route: reads its `Content-Length`
+/// body, then admission and the same handler as hyper's path.
 async fn serve_post(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -297,8 +295,21 @@ async fn serve_post(
                 buf.drain(..body);
                 bytes
             };
-            let req = Request::from_parts(parts, RequestBody::Read(bytes));
-            let res = routes::post(state, peer, req).await;
+            let res = match admission::admit(
+                state,
+                peer,
+                &parts.method,
+                parts.uri.path(),
+                &parts.headers,
+            ) {
+                Ok(admitted) => {
+                    let req = Request::from_parts(parts, RequestBody::Read(bytes));
+                    let mut res = routes::post(state, &admitted, req).await;
+                    admitted.finish(&mut res);
+                    res
+                }
+                Err(rejected) => rejected.into_response(),
+            };
             respond(stream, res, keep_alive).await
         }
         Ok(Ok(false)) | Ok(Err(_)) => Ok(Next::Close),
@@ -311,23 +322,25 @@ async fn serve_one(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     parts: Parts,
+    peer: SocketAddr,
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
     let keep_alive = !wants_close(&parts.headers);
-    let res = if let Some(mode) = routes::websocket_mode(&state.config, parts.uri.path()) {
-        match cors::guard(&state.config, &parts.headers)
-            .and_then(|()| ws::check(state, &parts, mode))
-        {
+    let admitted =
+        match admission::admit(state, peer, &parts.method, parts.uri.path(), &parts.headers) {
+            Ok(admitted) => admitted,
+            Err(rejected) => return respond(stream, rejected.into_response(), keep_alive).await,
+        };
+    let res = if let Endpoint::WebSocket(_) = admitted.route().endpoint {
+        match ws::check(state, &admitted, &parts) {
             Ok(up) => return Ok(Next::Upgrade(Box::new(up))),
             Err(res) => res,
         }
-    } else if parts.uri.path() == "/echo" {
-        routes::not_found("/echo")
     } else {
         // A long-poll waits here: give up at once if the client leaves.
         // Boxed for the same reason as the WebSocket loop: it is only alive
         // while a request is handled, not while a stream idles.
-        let mut handler = Box::pin(routes::subscribe(state, &parts));
+        let mut handler = Box::pin(routes::subscribe(state, &admitted, &parts));
         let res = poll_fn(|cx| {
             if let Poll::Ready(res) = handler.as_mut().poll(cx) {
                 return Poll::Ready(Some(res));
@@ -336,7 +349,10 @@ async fn serve_one(
         })
         .await;
         match res {
-            Some(res) => res,
+            Some(mut res) => {
+                admitted.finish(&mut res);
+                res
+            }
             None => return Ok(Next::Close),
         }
     };

@@ -14,6 +14,7 @@
 // straight to hyper, so boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod api;
 pub mod client_js;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod http1;
+pub mod hyper_conn;
 pub mod metrics;
 pub mod prefix_io;
 pub mod registry;

@@ -1,165 +1,266 @@
-//! The route table. A plain `match`: a dozen fixed paths need no router
-//! framework, and every refusal stays a JSON error of ours.
+//! The route table, as data: every endpoint with its methods, how the
+//! HTTP/1.1 front treats it, its CORS policy and who may call it. Admission
+//! (`crate::admission`) reads the table; the handlers below run only with
+//! what admission let in.
+//!
+//! A dozen fixed paths need no router framework, and every refusal stays a
+//! JSON error of ours.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use pushgate_core::ErrorKind;
+use http::{Method, Request, Response};
 
+use crate::admission::{self, Admitted};
 use crate::api;
 use crate::client_js;
+use crate::config::Config;
 use crate::cors;
 use crate::demo;
 use crate::state::AppState;
 use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
-use crate::web::{error_status, Body, RequestBody};
+use crate::web::{Body, RequestBody};
 
-/// Paths and the methods they accept, for 405 answers.
-const ROUTES: &[(&str, &str)] = &[
-    ("/", "GET, HEAD"),
-    ("/pushgate.js", "GET, HEAD"),
-    ("/ws", "GET"),
-    ("/sse", "GET, OPTIONS"),
-    ("/stream", "GET, OPTIONS"),
-    ("/iframe", "GET"),
-    ("/poll", "GET, OPTIONS"),
-    ("/longpoll", "GET, OPTIONS"),
-    ("/command", "POST, OPTIONS"),
-    ("/api/publish", "POST"),
-    ("/api/history", "GET"),
-    ("/healthz", "GET, HEAD"),
-    ("/metrics", "GET"),
+/// What a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The demo page at `/` (only with `demo`).
+    Demo,
+    /// `/pushgate.js`, the browser client.
+    ClientJs,
+    /// A WebSocket: `/ws`, or `/echo` (only with `echo`).
+    WebSocket(ws::Mode),
+    Sse,
+    Ndjson,
+    Iframe,
+    Poll,
+    LongPoll,
+    /// `POST /command`: one client command.
+    Command,
+    /// `POST /api/publish`.
+    Publish,
+    /// `GET /api/history`.
+    History,
+    Healthz,
+    Metrics,
+}
+
+/// How the HTTP/1.1 front (`crate::http1`) treats a route's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// hyper serves it.
+    Hyper,
+    /// A body-less GET the front serves on the socket: a subscription that
+    /// may wait or stream, or a WebSocket upgrade.
+    Get,
+    /// A POST whose `Content-Length` body the front reads itself.
+    Post,
+}
+
+/// Who may call a route from a page of another origin (see `crate::cors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cors {
+    /// Not meant for cross-origin pages: no preflight, no CORS headers.
+    Off,
+    /// Reads: preflights answered, allowed origins get CORS headers; a
+    /// foreign origin's page cannot read the answer.
+    Read,
+    /// Acts on the server (`/command`): as `Read`, and a foreign origin is
+    /// refused outright, since browsers send such a POST cross-site without
+    /// asking.
+    Act,
+    /// A WebSocket handshake: browsers open one cross-site without any
+    /// CORS check, so a foreign origin is refused outright.
+    Upgrade,
+}
+
+/// What a caller must prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone (the page, the client script, health and metrics).
+    Public,
+    /// A client of the push transports.
+    Client,
+    /// An application backend: the API key (or loopback without a key).
+    Api,
+}
+
+/// One endpoint.
+#[derive(Debug)]
+pub struct Route {
+    pub path: &'static str,
+    /// Accepted methods, as the `Allow` header lists them.
+    pub methods: &'static [&'static str],
+    pub endpoint: Endpoint,
+    pub front: Front,
+    pub cors: Cors,
+    pub auth: Auth,
+}
+
+impl Route {
+    /// Whether the configuration serves this route at all.
+    pub fn available(&self, config: &Config) -> bool {
+        match self.endpoint {
+            Endpoint::Demo => config.demo,
+            Endpoint::WebSocket(ws::Mode::Echo) => config.echo,
+            _ => true,
+        }
+    }
+
+    pub fn allows(&self, method: &Method) -> bool {
+        self.methods.contains(&method.as_str())
+    }
+
+    /// The `Allow` header of a 405.
+    pub fn allow_header(&self) -> String {
+        self.methods.join(", ")
+    }
+}
+
+const fn entry(
+    path: &'static str,
+    methods: &'static [&'static str],
+    endpoint: Endpoint,
+    front: Front,
+    cors: Cors,
+    auth: Auth,
+) -> Route {
+    Route {
+        path,
+        methods,
+        endpoint,
+        front,
+        cors,
+        auth,
+    }
+}
+
+use Auth::{Api, Client, Public};
+use Endpoint as E;
+
+/// Every endpoint pushgate serves.
+#[rustfmt::skip]
+pub static ROUTES: &[Route] = &[
+    //     path            methods             endpoint                           front         cors           auth
+    entry("/",             &["GET", "HEAD"],    E::Demo,                           Front::Hyper, Cors::Off,     Public),
+    entry("/pushgate.js",  &["GET", "HEAD"],    E::ClientJs,                       Front::Hyper, Cors::Off,     Public),
+    entry("/ws",           &["GET"],            E::WebSocket(ws::Mode::Commands),  Front::Get,   Cors::Upgrade, Client),
+    entry("/echo",         &["GET"],            E::WebSocket(ws::Mode::Echo),      Front::Get,   Cors::Upgrade, Client),
+    entry("/sse",          &["GET", "OPTIONS"], E::Sse,                            Front::Get,   Cors::Read,    Client),
+    entry("/stream",       &["GET", "OPTIONS"], E::Ndjson,                         Front::Get,   Cors::Read,    Client),
+    entry("/iframe",       &["GET"],            E::Iframe,                         Front::Get,   Cors::Off,     Client),
+    entry("/poll",         &["GET", "OPTIONS"], E::Poll,                           Front::Get,   Cors::Read,    Client),
+    entry("/longpoll",     &["GET", "OPTIONS"], E::LongPoll,                       Front::Get,   Cors::Read,    Client),
+    entry("/command",      &["POST", "OPTIONS"], E::Command,                       Front::Post,  Cors::Act,     Client),
+    entry("/api/publish",  &["POST"],           E::Publish,                        Front::Post,  Cors::Off,     Api),
+    entry("/api/history",  &["GET"],            E::History,                        Front::Hyper, Cors::Off,     Api),
+    entry("/healthz",      &["GET", "HEAD"],    E::Healthz,                        Front::Hyper, Cors::Off,     Public),
+    entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
 ];
 
-/// Browser-facing endpoints that answer CORS preflights.
-const CORS_PATHS: &[&str] = &["/sse", "/stream", "/poll", "/longpoll", "/command"];
+/// The route at `path`, whether or not the configuration serves it.
+pub fn find(path: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.path == path)
+}
 
+/// hyper's service: admission, then the endpoint.
 pub async fn route(
     state: Arc<AppState>,
     peer: SocketAddr,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let origin = cors::classify(&state.config, req.headers());
-    let mut res = match (&method, path.as_str()) {
-        (&Method::OPTIONS, p) if CORS_PATHS.contains(&p) => {
-            cors::preflight(&state.config, req.headers())
-        }
-        (&Method::GET | &Method::HEAD, "/") if state.config.demo => demo::index(),
-        (&Method::GET | &Method::HEAD, "/pushgate.js") => client_js::serve(),
-        (_, p) if websocket_mode(&state.config, p).is_some() => {
-            let mode = websocket_mode(&state.config, p).unwrap_or(ws::Mode::Commands);
-            match cors::guard(&state.config, req.headers()) {
-                Ok(()) => ws::handle(state.clone(), req, mode).await,
-                Err(res) => res,
-            }
-        }
-        (&Method::GET, p) if SUBSCRIBE_PATHS.contains(&p) => {
-            let (parts, _) = req.into_parts();
-            subscribe(&state, &parts).await
-        }
-        (&Method::POST, p) if BODY_PATHS.contains(&p) => return Ok(post(&state, peer, req).await),
-        (&Method::GET, "/api/history") => match api::authorize(&state, peer, req.headers()) {
-            Ok(()) => api::history(state.clone(), req).await,
-            Err(res) => res,
-        },
-        (&Method::GET | &Method::HEAD, "/healthz") => api::healthz(),
-        (&Method::GET, "/metrics") => api::metrics(&state),
-        // `/` exists only with the demo page; otherwise it is unknown (404),
-        // not a 405 that names the very method that was used.
-        (_, path) => match ROUTES
-            .iter()
-            .find(|(p, _)| *p == path && (path != "/" || state.config.demo))
-        {
-            Some((_, allow)) => {
-                let mut res = error_status(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    ErrorKind::BadRequest,
-                    format!("{path} accepts {allow}"),
-                );
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                res
-            }
-            None => not_found(path),
-        },
-    };
-    let decorated_already = method == Method::GET && SUBSCRIBE_PATHS.contains(&path.as_str());
-    if CORS_PATHS.contains(&path.as_str()) && method != Method::OPTIONS && !decorated_already {
-        cors::decorate(&origin, &mut res);
-    }
+    let admitted =
+        match admission::admit(&state, peer, req.method(), req.uri().path(), req.headers()) {
+            Ok(a) => a,
+            Err(rejected) => return Ok(rejected.into_response()),
+        };
+    let mut res = serve(&state, &admitted, req).await;
+    admitted.finish(&mut res);
     Ok(res)
 }
 
-/// The POST endpoints with a request body.
-pub const BODY_PATHS: &[&str] = &["/api/publish", "/command"];
-
-/// Serves a POST to one of [`BODY_PATHS`] (CORS headers included). Apart
-/// from [`route`] so that the front, which serves these itself, holds only
-/// their state while a request runs, not that of every endpoint.
-pub async fn post(
+async fn serve(
     state: &Arc<AppState>,
-    peer: SocketAddr,
+    admitted: &Admitted,
     req: Request<RequestBody>,
 ) -> Response<Body> {
-    let origin = cors::classify(&state.config, req.headers());
-    match req.uri().path() {
-        "/command" => {
-            let mut res = match cors::guard(&state.config, req.headers()) {
-                Ok(()) => command::handle(state.clone(), req).await,
-                Err(res) => res,
-            };
-            cors::decorate(&origin, &mut res);
-            res
+    if admitted.is_preflight() {
+        return cors::preflight(admitted.origin());
+    }
+    match admitted.route().endpoint {
+        Endpoint::Demo => demo::index(),
+        Endpoint::ClientJs => client_js::serve(),
+        Endpoint::WebSocket(_) => ws::handle(state.clone(), admitted, req).await,
+        Endpoint::Sse
+        | Endpoint::Ndjson
+        | Endpoint::Iframe
+        | Endpoint::Poll
+        | Endpoint::LongPoll => {
+            let (parts, _) = req.into_parts();
+            subscribe(state, admitted, &parts).await
         }
-        "/api/publish" => match api::authorize(state, peer, req.headers()) {
-            Ok(()) => api::publish(state.clone(), req).await,
-            Err(res) => res,
-        },
-        // Callers route only BODY_PATHS here; anything else is unknown, not a panic.
-        other => not_found(other),
+        Endpoint::Command | Endpoint::Publish => post(state, admitted, req).await,
+        Endpoint::History => api::history(state.clone(), req).await,
+        Endpoint::Healthz => api::healthz(),
+        Endpoint::Metrics => api::metrics(state),
     }
 }
 
-pub fn not_found(path: &str) -> Response<Body> {
-    error_status(
-        StatusCode::NOT_FOUND,
-        ErrorKind::NotFound,
-        format!(
-            "no such endpoint: {}",
-            path.chars().take(100).collect::<String>()
-        ),
-    )
-}
-
-/// The WebSocket endpoints: `/ws` always, `/echo` only with `--echo`.
-pub fn websocket_mode(config: &crate::config::Config, path: &str) -> Option<ws::Mode> {
-    match path {
-        "/ws" => Some(ws::Mode::Commands),
-        "/echo" if config.echo => Some(ws::Mode::Echo),
-        _ => None,
+/// Serves an admitted POST with a body ([`Front::Post`] routes). Apart from
+/// [`route`] so that the front, which serves these itself, holds only their
+/// state while a request runs, not that of every endpoint.
+pub async fn post(
+    state: &Arc<AppState>,
+    admitted: &Admitted,
+    req: Request<RequestBody>,
+) -> Response<Body> {
+    match admitted.route().endpoint {
+        Endpoint::Command => command::handle(state.clone(), admitted.principal(), req).await,
+        Endpoint::Publish => api::publish(state.clone(), req).await,
+        _ => admission::Rejection::not_found(req.uri().path()).into_response(),
     }
 }
 
-/// The GET endpoints that subscribe, which `crate::http1` also serves itself.
-pub const SUBSCRIBE_PATHS: &[&str] = &["/sse", "/stream", "/iframe", "/poll", "/longpoll"];
+/// Serves an admitted subscribing GET (`/sse`, `/stream`, `/iframe`,
+/// `/poll`, `/longpoll`), which the front also serves itself.
+pub async fn subscribe(state: &Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
+    let principal = admitted.principal();
+    match admitted.route().endpoint {
+        Endpoint::Sse => sse::handle(state.clone(), principal, req).await,
+        Endpoint::Ndjson => ndjson::handle(state.clone(), principal, req).await,
+        Endpoint::Iframe => iframe::handle(state.clone(), principal, req).await,
+        Endpoint::Poll => poll::handle(state.clone(), principal, req).await,
+        Endpoint::LongPoll => longpoll::handle(state.clone(), principal, req).await,
+        _ => admission::Rejection::not_found(req.uri.path()).into_response(),
+    }
+}
 
-/// Serves a GET on one of [`SUBSCRIBE_PATHS`] (CORS headers included).
-pub async fn subscribe(state: &Arc<AppState>, req: &Parts) -> Response<Body> {
-    let origin = cors::classify(&state.config, &req.headers);
-    let mut res = match req.uri.path() {
-        "/sse" => sse::handle(state.clone(), req).await,
-        "/stream" => ndjson::handle(state.clone(), req).await,
-        "/iframe" => iframe::handle(state.clone(), req).await,
-        "/poll" => poll::handle(state.clone(), req).await,
-        "/longpoll" => longpoll::handle(state.clone(), req).await,
-        // Callers route only SUBSCRIBE_PATHS here; anything else is unknown.
-        other => not_found(other),
-    };
-    cors::decorate(&origin, &mut res);
-    res
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_unique_and_the_front_takes_only_what_it_can_serve() {
+        for (i, r) in ROUTES.iter().enumerate() {
+            assert!(
+                ROUTES[i + 1..].iter().all(|o| o.path != r.path),
+                "{} twice",
+                r.path
+            );
+            match r.front {
+                Front::Get => assert_eq!(r.methods[0], "GET", "{}", r.path),
+                Front::Post => assert_eq!(r.methods[0], "POST", "{}", r.path),
+                Front::Hyper => {}
+            }
+            // A preflight is answered exactly where CORS is on.
+            assert_eq!(
+                r.methods.contains(&"OPTIONS"),
+                matches!(r.cors, Cors::Read | Cors::Act),
+                "{}",
+                r.path
+            );
+        }
+    }
 }

@@ -1,26 +1,17 @@
-//! The accept loop: one hyper HTTP/1.1 connection per socket.
-//!
-//! hyper's `http1::Builder` is used directly rather than a framework's
-//! auto-protocol server: it keeps per-connection memory lower (one
-//! measurement found idle SSE connections cost about twice as much through
-//! hyper-util's auto builder) and gives us the upgrade and timeout knobs.
+//! The server: binds, runs the accept loop (each socket goes to the HTTP/1.1
+//! front, `crate::http1`), sweeps, and shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use pushgate_core::{Hub, HubConfig, Log, MemoryLog, MemoryLogConfig};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::routes::route;
 use crate::state::AppState;
-use crate::web::RequestBody;
 
 pub struct Server {
     listener: TcpListener,
@@ -136,25 +127,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// Serves a connection with hyper (everything `crate::http1` does not take).
-pub async fn serve_hyper<I>(io: I, peer: SocketAddr, state: Arc<AppState>)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        route(state.clone(), peer, req.map(RequestBody::Incoming))
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
 }
 
 /// Expires history and forgets idle channels.

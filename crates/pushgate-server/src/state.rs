@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pushgate_core::{Connection, Hub, Limits};
+use pushgate_core::{Connection, Hub, Limits, Principal};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -36,9 +36,10 @@ impl AppState {
         }
     }
 
-    /// A new client connection with a process-unique subscriber id.
-    pub fn connection(&self) -> Connection {
+    /// A new client connection of `principal`, with a process-unique
+    /// subscriber id.
+    pub fn connection(&self, principal: &Principal) -> Connection {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        Connection::new(self.hub.clone(), id, self.limits())
+        Connection::new(self.hub.clone(), id, self.limits(), principal.clone())
     }
 }

@@ -180,7 +180,7 @@ fn log_errors_reach_the_caller_and_leave_nothing_registered() {
         0,
         "a failed subscribe unregisters"
     );
-    let mut conn = Connection::new(Arc::new(hub), 2, Limits::default());
+    let mut conn = Connection::new(Arc::new(hub), 2, Limits::default(), Default::default());
     let (reply, _) = now(conn.execute(crate::protocol::Request {
         id: None,
         command: crate::protocol::Command::Subscribe {
@@ -355,7 +355,7 @@ mod promise {
         wire: &Arc<Wire>,
         sink: &Arc<dyn DirectSink>,
     ) -> Connection {
-        let mut conn = Connection::new(hub.clone(), id, Limits::default());
+        let mut conn = Connection::new(hub.clone(), id, Limits::default(), Default::default());
         let since = Since::Cursor(wire.0.lock().unwrap().cursor());
         for name in CHANNELS {
             let (reply, events) = now(conn.subscribe(ch(name), &since)).unwrap();

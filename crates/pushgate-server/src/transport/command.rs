@@ -9,14 +9,18 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use pushgate_core::protocol::{self, Command, Reply};
-use pushgate_core::Error;
+use pushgate_core::{Error, Principal};
 
 use crate::api::read_body;
 use crate::error::http_status;
 use crate::state::AppState;
 use crate::web::{self, Body, RequestBody};
 
-pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    principal: &Principal,
+    req: Request<RequestBody>,
+) -> Response<Body> {
     let body = match read_body(req.into_body(), state.config.max_message_size).await {
         Ok(b) => b,
         Err(e) => return web::error(&e),
@@ -31,7 +35,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>) -> Response
                         "subscriptions need a connection: use /ws, /sse, /stream, /iframe, /longpoll or /poll",
                     ))
                 }
-                _ => super::execute(&state, &mut state.connection(), req).await.0,
+                _ => {
+                    super::execute(&state, &mut state.connection(principal), req)
+                        .await
+                        .0
+                }
             };
             (reply, id)
         }

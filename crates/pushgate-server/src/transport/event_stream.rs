@@ -14,7 +14,7 @@ use http_body::Frame;
 use pushgate_core::cursor::Since;
 use pushgate_core::hub::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{ChannelName, Connection, DirectSink, Error, OutboxEvent};
+use pushgate_core::{ChannelName, Connection, DirectSink, Error, OutboxEvent, Principal};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
@@ -64,6 +64,7 @@ pub trait Encoder: Send + 'static {
 /// response).
 pub async fn open(
     state: Arc<AppState>,
+    principal: &Principal,
     channels: Vec<ChannelName>,
     since: Since,
     mut encoder: Box<dyn Encoder>,
@@ -74,7 +75,7 @@ pub async fn open(
             "give at least one channel: ?channel=NAME",
         ));
     }
-    let mut conn = state.connection();
+    let mut conn = state.connection(principal);
     let mut first = encoder.preamble(&state).to_vec();
     let mut catchup: Vec<OutboxEvent> = Vec::new();
     for channel in channels {

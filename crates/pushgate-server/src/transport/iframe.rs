@@ -17,7 +17,7 @@ use http::Response;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::iframe;
-use pushgate_core::{Connection, Error};
+use pushgate_core::{Connection, Error, Principal};
 
 use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
@@ -57,7 +57,7 @@ impl Encoder for IframeEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
     let query = match parse_subscribe_query(
         req.uri.query(),
         &["callback"],
@@ -77,6 +77,7 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
     let mut res = web::event_stream(
         event_stream::open(
             state,
+            principal,
             query.channels,
             query.since,
             Box::new(IframeEncoder { callback }),

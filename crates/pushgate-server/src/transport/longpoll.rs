@@ -15,7 +15,7 @@ use http::request::Parts;
 use http::Response;
 use pushgate_core::hub::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{Connection, Error};
+use pushgate_core::{Connection, Error, Principal};
 
 use super::poll::{answer, collect};
 use crate::config::parse_duration;
@@ -23,7 +23,7 @@ use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
     let q = match parse_subscribe_query(
         req.uri.query(),
         &["timeout"],
@@ -45,7 +45,7 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
             Err(why) => return web::error(&Error::bad_request(format!("timeout: {why}"))),
         },
     };
-    let (mut conn, mut emits) = match collect(&state, q.channels, &q.since).await {
+    let (mut conn, mut emits) = match collect(&state, principal, q.channels, &q.since).await {
         Ok(collected) => collected,
         Err(res) => return res,
     };

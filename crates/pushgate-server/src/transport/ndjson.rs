@@ -11,7 +11,7 @@ use http::Response;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::ndjson;
-use pushgate_core::{Connection, Publication};
+use pushgate_core::{Connection, Principal, Publication};
 
 use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
@@ -56,11 +56,12 @@ impl Encoder for NdjsonEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
     match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => web::event_stream(
             event_stream::open(
                 state,
+                principal,
                 q.channels,
                 q.since,
                 Box::new(NdjsonEncoder),

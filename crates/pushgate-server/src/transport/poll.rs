@@ -12,18 +12,18 @@ use pushgate_core::cursor::Since;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::poll;
-use pushgate_core::{ChannelName, Connection, Error};
+use pushgate_core::{ChannelName, Connection, Error, Principal};
 
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
     let q = match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => q,
         Err(e) => return web::error(&e),
     };
-    match collect(&state, q.channels, &q.since).await {
+    match collect(&state, principal, q.channels, &q.since).await {
         Ok((conn, emits)) => answer(&state, &conn, &emits, Transport::Poll),
         Err(res) => res,
     }
@@ -35,6 +35,7 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
 /// request ends, or the client left) drops it.
 pub async fn collect(
     state: &AppState,
+    principal: &Principal,
     channels: Vec<ChannelName>,
     since: &Since,
 ) -> Result<(Connection, Vec<Emit>), Response<Body>> {
@@ -43,7 +44,7 @@ pub async fn collect(
             "give at least one channel: ?channel=NAME",
         )));
     }
-    let mut conn = state.connection();
+    let mut conn = state.connection(principal);
     let mut emits: Vec<Emit> = Vec::new();
     for channel in channels {
         match conn.subscribe(channel, since).await {

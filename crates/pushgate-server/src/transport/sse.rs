@@ -13,7 +13,7 @@ use pushgate_core::cursor::{Cursor, Since};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::sse;
-use pushgate_core::{Connection, Error, ErrorKind, Publication};
+use pushgate_core::{Connection, Error, ErrorKind, Principal, Publication};
 
 use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
@@ -98,7 +98,7 @@ pub fn since_from(headers: &HeaderMap, query_since: Since) -> Result<Since, Erro
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
     let query = match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => q,
         Err(e) => return web::error(&e),
@@ -109,6 +109,14 @@ pub async fn handle(state: Arc<AppState>, req: &Parts) -> Response<Body> {
     };
     let encoder = Box::new(SseEncoder { id: String::new() });
     web::event_stream(
-        event_stream::open(state, query.channels, since, encoder, Transport::Sse).await,
+        event_stream::open(
+            state,
+            principal,
+            query.channels,
+            since,
+            encoder,
+            Transport::Sse,
+        )
+        .await,
     )
 }

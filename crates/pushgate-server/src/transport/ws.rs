@@ -22,13 +22,15 @@ use pushgate_core::hub::Drained;
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::Emit;
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
-use pushgate_core::{Connection, DirectSink, OutboxEvent};
+use pushgate_core::{Connection, DirectSink, OutboxEvent, Principal};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::ws_handshake;
+use crate::admission::{Admitted, Rejection};
 use crate::error::close;
 use crate::metrics::Transport;
+use crate::routes::Endpoint;
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body, SubscribeQuery};
@@ -58,6 +60,7 @@ pub struct Upgrade {
     deflate: Option<Deflate>,
     query: SubscribeQuery,
     mode: Mode,
+    principal: Principal,
 }
 
 impl Upgrade {
@@ -67,8 +70,15 @@ impl Upgrade {
     }
 }
 
-/// Validates an upgrade request and negotiates extensions.
-pub fn check(state: &AppState, req: &Parts, mode: Mode) -> Result<Upgrade, Response<Body>> {
+/// Validates an admitted upgrade request and negotiates extensions.
+pub fn check(
+    state: &AppState,
+    admitted: &Admitted,
+    req: &Parts,
+) -> Result<Upgrade, Response<Body>> {
+    let Endpoint::WebSocket(mode) = admitted.route().endpoint else {
+        return Err(Rejection::not_found(req.uri.path()).into_response());
+    };
     let accept = ws_handshake::accept_key(&req.method, &req.headers)?;
     let query = parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions)
         .map_err(|e| web::error(&e))?;
@@ -87,6 +97,7 @@ pub fn check(state: &AppState, req: &Parts, mode: Mode) -> Result<Upgrade, Respo
         deflate,
         query,
         mode,
+        principal: admitted.principal().clone(),
     })
 }
 
@@ -98,11 +109,11 @@ pub fn switching_protocols(up: &Upgrade) -> Response<Body> {
 /// The hyper path: answer 101 and run the connection once hyper hands over the socket.
 pub async fn handle(
     state: Arc<AppState>,
+    admitted: &Admitted,
     req: Request<crate::web::RequestBody>,
-    mode: Mode,
 ) -> Response<Body> {
     let (mut parts, _) = req.into_parts();
-    let up = match check(&state, &parts, mode) {
+    let up = match check(&state, admitted, &parts) {
         Ok(ok) => ok,
         Err(res) => return res,
     };
@@ -138,7 +149,7 @@ pub async fn run<S: Io>(
         deflate: up.deflate,
         direct,
     };
-    let mut conn = state.connection();
+    let mut conn = state.connection(&up.principal);
     let _registered = state.registry.register(conn.outbox());
     let end = serve(&state, &mut ws, &mut conn, up.query, up.mode).await;
     drop(conn);

@@ -18,7 +18,7 @@ pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Respon
     if method != Method::GET {
         let mut res = error_status(
             StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::BadRequest,
+            ErrorKind::MethodNotAllowed,
             "a WebSocket handshake must use GET",
         );
         // RFC 9110 §15.5.6: a 405 lists the methods the resource accepts.

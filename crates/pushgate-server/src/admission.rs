@@ -1,0 +1,296 @@
+//! Admission: the one step every request passes before an endpoint runs,
+//! whichever HTTP implementation read it (the front, or hyper). In order:
+//!
+//! 1. the route: an unknown path is 404, a wrong method 405 with `Allow`;
+//! 2. the origin: a page of a foreign origin may not act (`/command`) or
+//!    open a WebSocket, nor be answered a preflight (`docs/security.md`);
+//! 3. the caller: the API key for `/api/*` (or loopback without a key),
+//!    which makes the [`Principal`] that travels into the connection.
+//!
+//! Every refusal is a [`Rejection`], mapped once to a status and the JSON
+//! error body.
+
+use std::net::SocketAddr;
+
+use http::{header, HeaderMap, HeaderValue, Method, Response};
+use pushgate_core::{Error, ErrorKind, Principal};
+
+use crate::cors::{self, Origin};
+use crate::routes::{self, Auth, Cors, Route};
+use crate::state::AppState;
+use crate::web::{self, Body};
+
+/// A request admission let in: its route, who is calling, and its origin.
+#[derive(Debug)]
+pub struct Admitted {
+    route: &'static Route,
+    principal: Principal,
+    origin: Origin,
+    preflight: bool,
+}
+
+impl Admitted {
+    pub fn route(&self) -> &'static Route {
+        self.route
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// A CORS preflight (`OPTIONS`), which admission let in but no endpoint
+    /// serves: `cors::preflight` answers it.
+    pub fn is_preflight(&self) -> bool {
+        self.preflight
+    }
+
+    /// Adds what the route's CORS policy puts on every answer.
+    pub fn finish(&self, res: &mut Response<Body>) {
+        if !self.preflight && matches!(self.route.cors, Cors::Read | Cors::Act) {
+            cors::decorate(&self.origin, res);
+        }
+    }
+}
+
+/// Why admission refused a request.
+#[derive(Debug)]
+pub struct Rejection {
+    error: Error,
+    /// For a 405: the route, whose methods go in `Allow`.
+    route: Option<&'static Route>,
+}
+
+impl Rejection {
+    pub fn not_found(path: &str) -> Self {
+        Rejection {
+            error: Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no such endpoint: {}",
+                    path.chars().take(100).collect::<String>()
+                ),
+            ),
+            route: None,
+        }
+    }
+
+    fn method_not_allowed(route: &'static Route) -> Self {
+        Rejection {
+            error: Error::new(
+                ErrorKind::MethodNotAllowed,
+                format!("{} accepts {}", route.path, route.allow_header()),
+            ),
+            route: Some(route),
+        }
+    }
+
+    fn refused(error: Error) -> Self {
+        Rejection { error, route: None }
+    }
+
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The HTTP answer: the status of the error's kind and the JSON body.
+    pub fn into_response(self) -> Response<Body> {
+        let mut res = web::error(&self.error);
+        if let Some(route) = self.route {
+            if let Ok(allow) = HeaderValue::from_str(&route.allow_header()) {
+                res.headers_mut().insert(header::ALLOW, allow);
+            }
+        }
+        res
+    }
+}
+
+/// Runs the admission steps for one request.
+pub fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Admitted, Rejection> {
+    let config = &state.config;
+    let route = routes::find(path)
+        .filter(|r| r.available(config))
+        .ok_or_else(|| Rejection::not_found(path))?;
+    if !route.allows(method) {
+        return Err(Rejection::method_not_allowed(route));
+    }
+    let preflight = method == Method::OPTIONS;
+    let origin = cors::classify(config, headers);
+    let acts = preflight || matches!(route.cors, Cors::Act | Cors::Upgrade);
+    if acts && origin == Origin::Refused {
+        return Err(Rejection::refused(cors::refused_origin()));
+    }
+    let principal = match route.auth {
+        Auth::Public | Auth::Client => Principal::Anonymous,
+        Auth::Api => api_caller(state, peer, headers).map_err(Rejection::refused)?,
+    };
+    Ok(Admitted {
+        route,
+        principal,
+        origin,
+        preflight,
+    })
+}
+
+/// The API key, or a loopback peer when no key is configured.
+fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Principal, Error> {
+    // An empty key would let anyone in with an empty `Bearer`: it is no key.
+    match state.config.api_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(key) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
+                Ok(Principal::Api)
+            } else {
+                Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    "send Authorization: Bearer <api key> (the key given to pushgate serve --api-key)",
+                ))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(Principal::Api),
+        None => Err(Error::new(
+            ErrorKind::Forbidden,
+            "no API key is configured, so the API only answers loopback clients; start pushgate with --api-key",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::sync::Arc;
+
+    fn state(configure: impl FnOnce(&mut Config)) -> Arc<AppState> {
+        let mut config = Config::default();
+        configure(&mut config);
+        let log = Arc::new(pushgate_core::MemoryLog::new(Default::default()));
+        AppState::new(
+            config,
+            Arc::new(pushgate_core::Hub::new(log, Default::default())),
+        )
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    const LOCAL: &str = "127.0.0.1:5000";
+    const REMOTE: &str = "192.0.2.7:5000";
+
+    fn kind(r: Result<Admitted, Rejection>) -> Result<Principal, ErrorKind> {
+        r.map(|a| a.principal).map_err(|e| e.error.kind())
+    }
+
+    #[test]
+    fn each_step_refuses_with_its_own_kind() {
+        let s = state(|c| c.demo = false);
+        let get = |path: &str, peer: &str, h: &HeaderMap| {
+            kind(admit(&s, peer.parse().unwrap(), &Method::GET, path, h))
+        };
+        let none = HeaderMap::new();
+        assert_eq!(get("/nope", LOCAL, &none), Err(ErrorKind::NotFound));
+        assert_eq!(get("/", LOCAL, &none), Err(ErrorKind::NotFound), "demo off");
+        assert_eq!(
+            get("/echo", LOCAL, &none),
+            Err(ErrorKind::NotFound),
+            "echo off"
+        );
+        assert_eq!(
+            kind(admit(
+                &s,
+                LOCAL.parse().unwrap(),
+                &Method::POST,
+                "/sse",
+                &none
+            )),
+            Err(ErrorKind::MethodNotAllowed)
+        );
+        assert_eq!(get("/sse", REMOTE, &none), Ok(Principal::Anonymous));
+        let foreign = headers(&[("origin", "http://evil.example"), ("host", "push.example")]);
+        assert_eq!(get("/ws", REMOTE, &foreign), Err(ErrorKind::Forbidden));
+        assert_eq!(
+            get("/sse", REMOTE, &foreign),
+            Ok(Principal::Anonymous),
+            "a foreign page may open a read; it just cannot read the answer"
+        );
+        assert_eq!(get("/api/history", LOCAL, &none), Ok(Principal::Api));
+        assert_eq!(
+            get("/api/history", REMOTE, &none),
+            Err(ErrorKind::Forbidden)
+        );
+    }
+
+    #[test]
+    fn the_api_key_makes_the_api_principal() {
+        let s = state(|c| c.api_key = Some("sekret".into()));
+        let history = |h: &HeaderMap| {
+            kind(admit(
+                &s,
+                REMOTE.parse().unwrap(),
+                &Method::GET,
+                "/api/history",
+                h,
+            ))
+        };
+        assert_eq!(history(&HeaderMap::new()), Err(ErrorKind::Unauthorized));
+        assert_eq!(
+            history(&headers(&[("authorization", "Bearer wrong!")])),
+            Err(ErrorKind::Unauthorized)
+        );
+        assert_eq!(
+            history(&headers(&[("authorization", "Bearer sekret")])),
+            Ok(Principal::Api)
+        );
+        let empty = state(|c| c.api_key = Some(String::new()));
+        let remote = admit(
+            &empty,
+            REMOTE.parse().unwrap(),
+            &Method::GET,
+            "/api/history",
+            &headers(&[("authorization", "Bearer ")]),
+        );
+        assert_eq!(
+            kind(remote),
+            Err(ErrorKind::Forbidden),
+            "an empty key is no key"
+        );
+    }
+
+    #[test]
+    fn a_405_lists_the_allowed_methods() {
+        let s = state(|_| {});
+        let r = admit(
+            &s,
+            LOCAL.parse().unwrap(),
+            &Method::DELETE,
+            "/command",
+            &HeaderMap::new(),
+        )
+        .unwrap_err();
+        let res = r.into_response();
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()[header::ALLOW], "POST, OPTIONS");
+    }
+}

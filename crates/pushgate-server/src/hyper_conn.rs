@@ -1,0 +1,41 @@
+//! Connections hyper serves: everything the HTTP/1.1 front (`crate::http1`)
+//! hands over — other endpoints, chunked bodies, `Expect`, HTTP/1.0 and
+//! anything unusual. hyper keeps such a connection from then on, and every
+//! request on it passes the same admission as the front's
+//! (`crate::routes::route`).
+//!
+//! hyper's `http1::Builder` is used directly rather than a framework's
+//! auto-protocol server: it keeps per-connection memory lower (one
+//! measurement found idle SSE connections cost about twice as much through
+//! hyper-util's auto builder) and gives us the upgrade and timeout knobs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::routes::route;
+use crate::state::AppState;
+use crate::web::RequestBody;
+
+/// Serves `io` until the peer is done.
+pub async fn serve<I>(io: I, peer: SocketAddr, state: Arc<AppState>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        route(state.clone(), peer, req.map(RequestBody::Incoming))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
