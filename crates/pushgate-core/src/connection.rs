@@ -33,6 +33,9 @@ impl Default for Limits {
     }
 }
 
+/// One client connection as every transport sees it: its session, its
+/// outbox, and the hub it subscribes through. Dropping it unsubscribes
+/// everything.
 pub struct Connection {
     hub: Arc<Hub>,
     subscriber: Subscriber,
@@ -40,6 +43,8 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection with no subscriptions; `id` must be unique among the hub's
+    /// live connections.
     pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits) -> Self {
         Connection {
             hub,
@@ -51,14 +56,17 @@ impl Connection {
         }
     }
 
+    /// Where fan-out puts this connection's events; the transport drains it.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.subscriber.outbox
     }
 
+    /// Its subscriptions, positions and cursor.
     pub fn session(&self) -> &Session {
         &self.session
     }
 
+    /// The hub it subscribes and publishes through.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
