@@ -23,6 +23,7 @@ fn is_channel_byte(b: u8) -> bool {
 }
 
 impl ChannelName {
+    /// Checks `name` against the rules above; the error says which one it breaks.
     pub fn new(name: &str) -> Result<Self, Error> {
         if name.is_empty() {
             return Err(Error::new(
@@ -47,6 +48,7 @@ impl ChannelName {
         Ok(ChannelName(Arc::from(name)))
     }
 
+    /// The name as clients write it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -77,6 +79,7 @@ impl AsRef<str> for ChannelName {
 pub struct EventName(Arc<str>);
 
 impl EventName {
+    /// Checks `name` against the rules above.
     pub fn new(name: &str) -> Result<Self, Error> {
         let ok = !name.is_empty()
             && name.len() <= MAX_EVENT_LEN
@@ -92,6 +95,7 @@ impl EventName {
         Ok(EventName(Arc::from(name)))
     }
 
+    /// The name as it goes into the SSE `event:` field.
     pub fn as_str(&self) -> &str {
         &self.0
     }

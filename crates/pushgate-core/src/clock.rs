@@ -7,7 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
 
+/// Where the core reads the time: [`SystemClock`] in the server, [`ManualClock`]
+/// in tests.
 pub trait Clock: Send + Sync + 'static {
+    /// The current time. It may step backwards (the wall clock does): every
+    /// comparison saturates.
     fn now(&self) -> Millis;
 }
 
@@ -29,10 +33,12 @@ impl Clock for SystemClock {
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
+    /// A clock standing at `start`; its clones share it.
     pub fn new(start: Millis) -> Self {
         ManualClock(Arc::new(AtomicU64::new(start)))
     }
 
+    /// Moves the clock, and every clone, forward by `by`.
     pub fn advance(&self, by: Millis) {
         self.0.fetch_add(by, Ordering::SeqCst);
     }

@@ -34,6 +34,9 @@ impl Default for Limits {
     }
 }
 
+/// One client connection as every transport sees it: its session, its
+/// outbox, and the hub it subscribes through. Dropping it unsubscribes
+/// everything.
 pub struct Connection {
     hub: Arc<Hub>,
     principal: Principal,
@@ -42,6 +45,8 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection of `principal` with no subscriptions; `id` must be
+    /// unique among the hub's live connections.
     pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits, principal: Principal) -> Self {
         Connection {
             hub,
@@ -54,10 +59,12 @@ impl Connection {
         }
     }
 
+    /// Where fan-out puts this connection's events; the transport drains it.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.subscriber.outbox
     }
 
+    /// Its subscriptions, positions and cursor.
     pub fn session(&self) -> &Session {
         &self.session
     }
@@ -67,6 +74,7 @@ impl Connection {
         &self.principal
     }
 
+    /// The hub it subscribes and publishes through.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }

@@ -29,11 +29,14 @@ pub const MAX_CURSOR_ENTRIES: usize = 256;
 /// A position in one channel: the last offset seen, in an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
+    /// The history lifetime `offset` counts in.
     pub epoch: Epoch,
+    /// The last offset seen; 0 is before the first message.
     pub offset: u64,
 }
 
 impl Position {
+    /// Offset `offset` of `epoch`.
     pub fn new(epoch: Epoch, offset: u64) -> Self {
         Position { epoch, offset }
     }
@@ -43,8 +46,11 @@ impl Position {
 /// received (or was reset to), in an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
+    /// The channel subscribed to.
     pub channel: ChannelName,
+    /// The epoch followed: a message of another one means history was lost.
     pub epoch: Epoch,
+    /// The last offset delivered, or reset to.
     pub offset: u64,
 }
 
@@ -59,18 +65,22 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The empty cursor: every channel starts now.
     pub fn new() -> Self {
         Cursor::default()
     }
 
+    /// Whether it names no channel.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// How many channels it names.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Where `channel` resumes; `None` when the cursor does not name it.
     pub fn get(&self, channel: &ChannelName) -> Option<&Position> {
         self.entries
             .iter()
@@ -86,10 +96,12 @@ impl Cursor {
         }
     }
 
+    /// Forgets `channel`, which then starts now.
     pub fn remove(&mut self, channel: &ChannelName) {
         self.entries.retain(|(c, _)| c != channel);
     }
 
+    /// Every channel with its position, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&ChannelName, &Position)> {
         self.entries.iter().map(|(c, p)| (c, p))
     }

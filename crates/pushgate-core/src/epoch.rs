@@ -8,6 +8,7 @@ use base64::Engine;
 
 use crate::error::{Error, ErrorKind};
 
+/// Longest epoch, in characters.
 pub const MAX_EPOCH_LEN: usize = 32;
 
 /// 1–32 characters of the base64url alphabet (`A-Z a-z 0-9 - _`), so an epoch
@@ -22,6 +23,8 @@ impl Epoch {
         Epoch(Arc::from(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
+    /// Checks an epoch a client sent. Clients send epochs only inside cursors,
+    /// so a bad one is an [`ErrorKind::InvalidCursor`].
     pub fn new(s: &str) -> Result<Self, Error> {
         let ok = !s.is_empty()
             && s.len() <= MAX_EPOCH_LEN
@@ -36,6 +39,7 @@ impl Epoch {
         Ok(Epoch(Arc::from(s)))
     }
 
+    /// The epoch as it appears in cursors and replies.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -87,6 +87,7 @@ impl PartialEq for Error {
 impl Eq for Error {}
 
 impl Error {
+    /// An error of `kind`. `message` goes on the wire: say what to do about it.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -101,18 +102,22 @@ impl Error {
         self
     }
 
+    /// What went wrong, to pick a status, a close code or a retry by.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// The stable wire code of its kind.
     pub fn code(&self) -> &'static str {
         self.kind.code()
     }
 
+    /// The text for the client (no cause: that is for logs).
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// An [`ErrorKind::BadRequest`], the most common kind.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::BadRequest, message)
     }

@@ -25,6 +25,7 @@ pub enum Replay {
 }
 
 impl History {
+    /// An empty ring; a `capacity` of 0 keeps nothing (history off).
     pub fn new(capacity: usize, ttl_ms: Millis) -> Self {
         History {
             ring: VecDeque::new(),
@@ -33,10 +34,12 @@ impl History {
         }
     }
 
+    /// Publications retained.
     pub fn len(&self) -> usize {
         self.ring.len()
     }
 
+    /// Whether nothing is retained.
     pub fn is_empty(&self) -> bool {
         self.ring.is_empty()
     }

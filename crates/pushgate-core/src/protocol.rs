@@ -20,16 +20,32 @@ pub const MAX_ID_LEN: usize = 128;
 pub struct CommandId(String);
 
 impl CommandId {
+    /// The id as JSON text (a number, or a string with its quotes), to splice
+    /// into a reply.
     pub fn as_json(&self) -> &str {
         &self.0
     }
 }
 
+/// What a client asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Subscribe { channel: ChannelName, since: Since },
-    Unsubscribe { channel: ChannelName },
+    /// Follow a channel.
+    Subscribe {
+        /// The channel to follow.
+        channel: ChannelName,
+        /// Where to start: now, the oldest retained message, or after a
+        /// cursor's position.
+        since: Since,
+    },
+    /// Stop following a channel.
+    Unsubscribe {
+        /// The channel to leave.
+        channel: ChannelName,
+    },
+    /// Publish a message.
     Publish(Publish),
+    /// A keep-alive; answered with [`Reply::Pong`].
     Ping,
 }
 
@@ -37,12 +53,16 @@ pub enum Command {
 /// carries, and all that [`decode_publish`] can return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
+    /// Where to publish.
     pub channel: ChannelName,
+    /// The event name, for SSE's `event:` field.
     pub event: Option<EventName>,
+    /// The payload; JSON arrives here compact and script-safe.
     pub data: Data,
 }
 
 impl Command {
+    /// The command's `type`.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Subscribe { .. } => "subscribe",
@@ -53,9 +73,12 @@ impl Command {
     }
 }
 
+/// A decoded command and the id its reply echoes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The client's id for the command, if it gave one.
     pub id: Option<CommandId>,
+    /// What it asks for.
     pub command: Command,
 }
 
@@ -63,7 +86,9 @@ pub struct Request {
 /// the id itself was readable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejected {
+    /// The command's id, when it could be read.
     pub id: Option<CommandId>,
+    /// Why, for the error reply.
     pub error: Error,
 }
 
@@ -233,18 +258,28 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
 /// A server reply to a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
+    /// The subscription is live; catch-up events follow it.
     Subscribed {
+        /// The channel subscribed to.
         channel: ChannelName,
+        /// The channel's epoch and newest offset when it was read.
         position: Position,
     },
+    /// No more events of `channel` follow.
     Unsubscribed {
+        /// The channel left.
         channel: ChannelName,
     },
+    /// The message was appended.
     Published {
+        /// The channel it went to.
         channel: ChannelName,
+        /// Its epoch and offset.
         position: Position,
     },
+    /// The answer to [`Command::Ping`].
     Pong,
+    /// The command failed: a code to act on and a message for a person.
     Error(Error),
 }
 

@@ -28,9 +28,13 @@ pub enum Data {
 /// shares these bytes (`Arc<Publication>`), so fan-out never encodes JSON.
 #[derive(Debug)]
 pub struct Publication {
+    /// The channel, sharing the log's allocation (fan-out compares pointers).
     pub channel: ChannelName,
+    /// The channel's epoch at publication.
     pub epoch: Epoch,
+    /// 1, 2, 3, … within the epoch.
     pub offset: u64,
+    /// The publisher's event name, if any.
     pub event: Option<EventName>,
     /// When it was published (ms since the Unix epoch); drives history expiry.
     pub time: Millis,
@@ -69,6 +73,8 @@ impl PartialEq for Publication {
 }
 
 impl Publication {
+    /// The message with its JSON text; the other wire forms are built on
+    /// first use.
     pub fn new(
         channel: ChannelName,
         epoch: Epoch,
@@ -144,10 +150,12 @@ impl Publication {
         self.binary.as_ref().map(|b| b.frame.slice(b.header_len..))
     }
 
+    /// Whether the publisher sent raw bytes rather than JSON.
     pub fn is_binary(&self) -> bool {
         self.binary.is_some()
     }
 
+    /// Where a reader stands once it has this message.
     pub fn position(&self) -> Position {
         Position::new(self.epoch.clone(), self.offset)
     }

@@ -18,10 +18,13 @@ use crate::publication::Publication;
 /// What to send for one event the outbox produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Emit {
+    /// Send this message.
     Message(Arc<Publication>),
     /// Tell the client to reload state for `channel`; it now stands at `position`.
     Reset {
+        /// The channel to reload.
         channel: ChannelName,
+        /// Where the client stands once it has.
         position: Position,
     },
 }
@@ -37,6 +40,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session with no subscriptions that allows at most `max_subscriptions`.
     pub fn new(max_subscriptions: usize) -> Self {
         Session {
             subs: Positions::new(),
@@ -74,18 +78,22 @@ impl Session {
         &mut self.subs
     }
 
+    /// Whether it follows `channel`.
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
         self.subs().iter().any(|s| s.channel == *channel)
     }
 
+    /// The channels it follows, oldest subscription first.
     pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
         self.subs().iter().map(|s| &s.channel)
     }
 
+    /// How many channels it follows.
     pub fn len(&self) -> usize {
         self.subs().len()
     }
 
+    /// Whether it follows none.
     pub fn is_empty(&self) -> bool {
         self.subs().is_empty()
     }
@@ -143,6 +151,8 @@ impl Session {
             .collect()
     }
 
+    /// Stops following `channel`: its later events are dropped. The caller
+    /// unsubscribes from the hub too.
     pub fn unsubscribe(&mut self, channel: &ChannelName) -> Result<(), Error> {
         let subs = self.subs_mut();
         let before = subs.len();

@@ -33,7 +33,9 @@ pub type SubscriberId = u64;
 /// A connection as fan-out sees it: where to put its events.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
+    /// Unique among this process's live connections.
     pub id: SubscriberId,
+    /// Where fan-out puts its events.
     pub outbox: Arc<Outbox>,
 }
 
@@ -43,6 +45,7 @@ const SHARDS: usize = 64;
 /// The default of [`HubConfig::direct_gap_ms`].
 pub const DIRECT_GAP_MS: Millis = 10;
 
+/// How a [`Hub`] fans out.
 #[derive(Clone)]
 pub struct HubConfig {
     /// A message published less than this long after the previous one's
@@ -51,6 +54,7 @@ pub struct HubConfig {
     /// coalesce); otherwise it is written straight to parked connections.
     /// 0: always straight; `Millis::MAX`: never. Default [`DIRECT_GAP_MS`].
     pub direct_gap_ms: Millis,
+    /// Time for the burst rule; a [`crate::ManualClock`] in tests.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -107,6 +111,7 @@ impl Hub {
         Hub { log, fanout }
     }
 
+    /// The log it fans out from.
     pub fn log(&self) -> &Arc<dyn Log> {
         &self.log
     }

@@ -40,17 +40,23 @@ pub enum Sent {
 /// What fan-out hands a connection.
 #[derive(Debug, Clone)]
 pub enum OutboxEvent {
+    /// A publication of a subscribed channel; may repeat one the catch-up
+    /// delivered ([`crate::Session`] drops those).
     Message(Arc<Publication>),
     /// The backend lost messages of this channel (e.g. it restarted): the
     /// connection must tell its client to reload state.
     Reset {
+        /// The channel that lost messages.
         channel: ChannelName,
+        /// Where the channel stands now.
         position: Position,
     },
 }
 
+/// What became of an event handed to an [`Outbox`].
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum PushOutcome {
+    /// Queued; the connection's task is woken if it waits.
     Queued,
     /// Written straight to the parked connection's socket.
     Written,
@@ -72,6 +78,8 @@ pub enum Drained {
     ShutDown,
 }
 
+/// A connection's bounded queue between fan-out and its transport, and its
+/// positions while parked (see the module docs and [`Outbox::park`]).
 #[derive(Debug)]
 pub struct Outbox {
     capacity: usize,
@@ -137,6 +145,7 @@ impl State {
 }
 
 impl Outbox {
+    /// An empty outbox that overflows past `capacity` events (at least 1).
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Outbox {
             capacity: capacity.max(1),
@@ -144,6 +153,7 @@ impl Outbox {
         })
     }
 
+    /// Events it holds before the connection overflows.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -154,6 +164,8 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Queues `event` and wakes the connection: for what must not be written
+    /// from fan-out (resets, messages in a burst).
     pub fn push(&self, event: OutboxEvent) -> PushOutcome {
         let st = self.lock();
         self.enqueue(st, event)
@@ -303,10 +315,12 @@ impl Outbox {
         self.lock().queue.len()
     }
 
+    /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether the connection fell behind and must close (see [`Drained::Overflowed`]).
     pub fn is_overflowed(&self) -> bool {
         self.lock().overflowed
     }

@@ -26,6 +26,7 @@ pub struct MemoryLogConfig {
     /// How long a publication stays in history (default 10 minutes); also
     /// how long an unused channel with empty history keeps its epoch.
     pub history_ttl_ms: Millis,
+    /// Time for expiry and idleness; a [`crate::ManualClock`] in tests.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -67,6 +68,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MemoryLog {
+    /// An empty log; give it to [`crate::Hub::new`].
     pub fn new(config: MemoryLogConfig) -> Self {
         MemoryLog {
             config,

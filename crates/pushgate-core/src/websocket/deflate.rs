@@ -21,10 +21,12 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 
 use super::Violation;
 
+/// The extension's token in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
 /// RFC 7692 §7.1.2: window sizes are 2^8..2^15; zlib cannot compress with
 /// 2^8, so pushgate never agrees to compress with less than 2^9.
 pub const MIN_WINDOW_BITS: u8 = 9;
+/// The largest window RFC 7692 allows.
 pub const MAX_WINDOW_BITS: u8 = 15;
 
 /// What the operator allows.

@@ -5,13 +5,20 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Violation;
 
+/// What a frame carries (RFC 6455 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
+    /// The next fragment of a text or binary message.
     Continuation,
+    /// A UTF-8 text message, or its first fragment.
     Text,
+    /// A binary message, or its first fragment.
     Binary,
+    /// Starts or answers the closing handshake.
     Close,
+    /// Asks the peer for a pong.
     Ping,
+    /// Answers a ping (or is an unasked-for heartbeat).
     Pong,
 }
 
@@ -39,6 +46,8 @@ impl OpCode {
         }
     }
 
+    /// Close, ping and pong: never fragmented, at most 125 bytes, and allowed
+    /// between the fragments of a message.
     pub fn is_control(self) -> bool {
         matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
     }
@@ -48,11 +57,15 @@ impl OpCode {
 /// state (the receiver checks fragmentation and extensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The last frame of its message.
     pub fin: bool,
     /// RSV1: "compressed" under permessage-deflate.
     pub rsv1: bool,
+    /// What it carries.
     pub opcode: OpCode,
+    /// The masking key, for [`apply_mask`].
     pub mask: [u8; 4],
+    /// Payload length in bytes.
     pub len: u64,
 }
 

@@ -22,23 +22,28 @@ pub use receiver::{Incoming, Receiver};
 /// and reason to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Violation {
+    /// The close code to send.
     pub code: u16,
+    /// The close reason to send, for whoever debugs the client.
     pub reason: &'static str,
 }
 
 impl Violation {
+    /// 1002: the client broke RFC 6455.
     pub const fn protocol(reason: &'static str) -> Self {
         Violation {
             code: close::PROTOCOL_ERROR,
             reason,
         }
     }
+    /// 1007: text that is not UTF-8, or data that does not inflate.
     pub const fn invalid_data(reason: &'static str) -> Self {
         Violation {
             code: close::INVALID_DATA,
             reason,
         }
     }
+    /// 1009: a message over the size limit.
     pub const fn too_big(reason: &'static str) -> Self {
         Violation {
             code: close::TOO_BIG,
@@ -49,9 +54,13 @@ impl Violation {
 
 /// Close codes of RFC 6455 §7.4.1 that the codec itself sends or checks.
 pub mod close {
+    /// The connection did what it was for.
     pub const NORMAL: u16 = 1000;
+    /// The peer broke the protocol.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A message's data does not match its type.
     pub const INVALID_DATA: u16 = 1007;
+    /// A message too big to take.
     pub const TOO_BIG: u16 = 1009;
 
     /// Whether a peer may send `code` in a close frame: the codes RFC 6455

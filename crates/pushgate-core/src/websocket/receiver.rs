@@ -11,8 +11,11 @@ use super::{close, Violation};
 pub enum Incoming {
     /// A whole text message, valid UTF-8.
     Text(Bytes),
+    /// A whole binary message.
     Binary(Bytes),
+    /// A ping; answer with a pong carrying the same payload.
     Ping(Bytes),
+    /// A pong: the answer to the server's ping, or a heartbeat.
     Pong(Bytes),
     /// The closing handshake began: the code, if any, and the reason.
     Close(Option<(u16, String)>),

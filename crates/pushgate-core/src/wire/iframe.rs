@@ -49,6 +49,7 @@ pub fn script(callback: &str, json: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`script`], appended to `out`: several events in one buffer.
 pub fn push_script(out: &mut Vec<u8>, callback: &str, json: &[u8]) {
     out.extend_from_slice(b"<script>parent.");
     out.extend_from_slice(callback.as_bytes());

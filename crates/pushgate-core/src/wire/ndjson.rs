@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+/// `json` as one line.
 pub fn line(json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(json.len() + 1);
     out.extend_from_slice(json);
