@@ -64,12 +64,12 @@
 //! use futures_util::FutureExt as _;
 //! use pushgate_core::session::Emit;
 //! use pushgate_core::{protocol, ChannelName, Connection, Data, Hub, HubConfig};
-//! use pushgate_core::{Limits, MemoryLog, MemoryLogConfig};
+//! use pushgate_core::{Limits, MemoryLog, MemoryLogConfig, Principal};
 //!
 //! // The memory log never waits: its futures are ready when first polled.
 //! let log = Arc::new(MemoryLog::new(MemoryLogConfig::default()));
 //! let hub = Arc::new(Hub::new(log, HubConfig::default()));
-//! let mut conn = Connection::new(hub.clone(), 1, Limits::default());
+//! let mut conn = Connection::new(hub.clone(), 1, Limits::default(), Principal::Anonymous);
 //!
 //! let request = protocol::decode(br#"{"type":"subscribe","channel":"news","id":7}"#)
 //!     .expect("a valid command");
