@@ -24,6 +24,7 @@ fn check_data(data: &Data, original: Option<&Value>) {
     let Data::Json(json) = data else {
         panic!("a JSON command gave binary data")
     };
+    let json = json.as_str();
     assert!(is_json(json), "data is not JSON: {json:?}");
     assert!(is_script_safe(json), "data not script-safe: {json:?}");
     if let Some(original) = original {

@@ -113,7 +113,7 @@ mod tests {
             Epoch::new("e").unwrap(),
             offset,
             None,
-            Data::Json("1".into()),
+            Data::json("1").unwrap(),
             time,
         ))
     }

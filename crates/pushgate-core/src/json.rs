@@ -6,15 +6,48 @@
 //! put unchanged into an SSE `data:` line, an NDJSON line, a WebSocket text
 //! frame or an inline `<script>` (iframe transport) without breaking out.
 
+use std::fmt;
+
 use serde_json::value::RawValue;
 
 use crate::error::{Error, ErrorKind};
 
-/// Validates `raw` as one JSON value and returns its compact, script-safe form.
+/// JSON text in its compact, script-safe form (see the module docs). Only
+/// this module makes one, from bytes it validated or from a value serde
+/// already parsed, so no caller can put unsanitised text on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeJson(String);
+
+impl SafeJson {
+    /// Validates `raw` as one JSON value and rewrites it.
+    pub fn parse(raw: &[u8]) -> Result<Self, Error> {
+        let value: &RawValue = serde_json::from_slice(raw).map_err(|e| {
+            Error::new(ErrorKind::BadJson, format!("data is not valid JSON: {e}")).with_source(e)
+        })?;
+        Ok(SafeJson::from_valid(value))
+    }
+
+    /// Rewrites a value serde already validated (a field of a decoded command).
+    pub fn from_valid(value: &RawValue) -> Self {
+        SafeJson(compact_escaped(value.get()))
+    }
+
+    /// The text, for a wire format to embed as it is.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SafeJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates `raw` as one JSON value and returns its compact, script-safe
+/// text ([`SafeJson::parse`], as a `String`).
 pub fn sanitize(raw: &[u8]) -> Result<String, Error> {
-    let value: &RawValue = serde_json::from_slice(raw)
-        .map_err(|e| Error::new(ErrorKind::BadJson, format!("data is not valid JSON: {e}")))?;
-    Ok(compact_escaped(value.get()))
+    SafeJson::parse(raw).map(|j| j.0)
 }
 
 /// The bytes [`compact_escaped`] stops at, outside a string (`[0]`: a
@@ -44,7 +77,7 @@ static STOPS: [[bool; 256]; 2] = {
 /// char rebuild was the largest user-space cost of the publish API.
 /// Cutting only at ASCII bytes and at the lead byte of U+2028/U+2029 keeps
 /// every slice on a char boundary, whatever the input.
-pub fn compact_escaped(valid_json: &str) -> String {
+pub(crate) fn compact_escaped(valid_json: &str) -> String {
     let bytes = valid_json.as_bytes();
     let mut out = String::with_capacity(valid_json.len());
     let mut in_string = false;

@@ -79,7 +79,7 @@
 //! assert!(catchup.is_empty(), "a new channel has no history");
 //!
 //! let news = ChannelName::new("news")?;
-//! let data = Data::Json(r#"{"text":"hello"}"#.into());
+//! let data = Data::json(r#"{"text":"hello"}"#)?;
 //! hub.publish(news, None, data).now_or_never().unwrap()?;
 //!
 //! // Not parked, so fan-out queued the message (and woke the task).

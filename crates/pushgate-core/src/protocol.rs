@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use crate::channel::{ChannelName, EventName};
 use crate::cursor::{Position, Since};
 use crate::error::{Error, ErrorKind};
-use crate::json;
+use crate::json::{self, SafeJson};
 use crate::publication::Data;
 
 /// Longest string accepted as a command `id`.
@@ -159,7 +159,7 @@ fn publish_fields(raw: &RawCommand<'_>) -> Result<Publish, Error> {
     Ok(Publish {
         channel,
         event,
-        data: Data::Json(json::compact_escaped(data.get())),
+        data: Data::Json(SafeJson::from_valid(data)),
     })
 }
 
@@ -384,7 +384,7 @@ mod tests {
                 event,
                 ..
             }) => {
-                assert_eq!(d, r#"{"x":[1,"\u003c"]}"#);
+                assert_eq!(d.as_str(), r#"{"x":[1,"\u003c"]}"#);
                 assert_eq!(event.unwrap().as_str(), "e");
             }
             other => panic!("{other:?}"),

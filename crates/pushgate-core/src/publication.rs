@@ -1,6 +1,7 @@
 //! A published message, encoded once per wire format at publish time.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD;
@@ -11,17 +12,24 @@ use crate::channel::{ChannelName, EventName};
 use crate::clock::Millis;
 use crate::cursor::Position;
 use crate::epoch::Epoch;
-use crate::json;
+use crate::json::{self, SafeJson};
 use crate::websocket::deflate::{self, Deflate};
 use crate::websocket::frame::{self, OpCode};
 
 /// What a publisher sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
-    /// JSON text, already passed through [`json::sanitize`].
-    Json(String),
+    /// JSON text, script-safe by construction.
+    Json(SafeJson),
     /// Raw bytes (`Content-Type: application/octet-stream` on the publish API).
     Binary(Bytes),
+}
+
+impl Data {
+    /// JSON data from publisher text, validated and made script-safe.
+    pub fn json(text: &str) -> Result<Self, crate::Error> {
+        SafeJson::parse(text.as_bytes()).map(Data::Json)
+    }
 }
 
 /// One message of one channel. Built once; every subscriber on every transport
@@ -40,8 +48,10 @@ pub struct Publication {
     pub time: Millis,
     json: Bytes,
     binary: Option<BinaryFrame>,
-    /// Per-format encodings for one-channel readers, built on first use.
-    single: [OnceLock<Bytes>; 5],
+    /// The registered [`Encoding`]s, by slot, built on first use; the
+    /// slots are allocated with the first (a publication that is only
+    /// kept in history never pays for them).
+    encodings: OnceLock<Box<[OnceLock<Bytes>; MAX_ENCODINGS]>>,
     /// The WebSocket frame, built on first use.
     ws: OnceLock<Bytes>,
     /// permessage-deflate frames by window size (2^9..2^15), built on first
@@ -49,14 +59,61 @@ pub struct Publication {
     ws_deflated: OnceLock<Box<[OnceLock<Option<Bytes>>; 7]>>,
 }
 
-/// Wire forms of a message that are the same for every one-channel reader.
-#[derive(Debug, Clone, Copy)]
-enum Single {
-    Sse = 0,
-    Poll = 1,
-    Ndjson = 2,
-    SseChunk = 3,
-    NdjsonChunk = 4,
+/// Most [`Encoding`]s a process may use.
+pub const MAX_ENCODINGS: usize = 8;
+
+/// Slots handed out so far.
+static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+
+/// A wire form of a message that is the same for every reader that uses it
+/// (a one-channel SSE event, an NDJSON line, an HTTP/1.1 chunk of either):
+/// built once per publication, on first use, and shared. Transports declare
+/// their own as statics, so the message type does not change when a
+/// transport is added:
+///
+/// ```
+/// use bytes::Bytes;
+/// use pushgate_core::publication::Encoding;
+///
+/// static SHOUTED: Encoding =
+///     Encoding::new("shouted", |p| Bytes::from(p.json().to_ascii_uppercase()));
+/// ```
+pub struct Encoding {
+    name: &'static str,
+    build: fn(&Publication) -> Bytes,
+    /// Where publications keep it; given on first use.
+    slot: OnceLock<usize>,
+}
+
+impl Encoding {
+    /// An encoding that `build` makes from a publication.
+    pub const fn new(name: &'static str, build: fn(&Publication) -> Bytes) -> Self {
+        Encoding {
+            name,
+            build,
+            slot: OnceLock::new(),
+        }
+    }
+
+    fn slot(&self) -> usize {
+        *self.slot.get_or_init(|| {
+            let slot = REGISTERED.fetch_add(1, Ordering::Relaxed);
+            // A fixed set of statics: more than this is a programming error
+            // that the first test using the last one finds.
+            assert!(
+                slot < MAX_ENCODINGS,
+                "more than {MAX_ENCODINGS} shared encodings (the last: {}); raise MAX_ENCODINGS",
+                self.name
+            );
+            slot
+        })
+    }
+}
+
+impl std::fmt::Debug for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Encoding").field(&self.name).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -94,9 +151,9 @@ impl Publication {
         let (json, binary) = match data {
             Data::Json(text) => {
                 let mut s = head;
-                s.reserve(text.len() + 10);
+                s.reserve(text.as_str().len() + 10);
                 s.push_str(r#","data":"#);
-                s.push_str(&text);
+                s.push_str(text.as_str());
                 s.push('}');
                 (Bytes::from(s), None)
             }
@@ -127,7 +184,7 @@ impl Publication {
             time,
             json,
             binary,
-            single: Default::default(),
+            encodings: OnceLock::new(),
             ws: OnceLock::new(),
             ws_deflated: OnceLock::new(),
         }
@@ -167,23 +224,10 @@ impl Publication {
         id
     }
 
-    fn single(&self, which: Single, build: impl FnOnce() -> Bytes) -> &Bytes {
-        self.single[which as usize].get_or_init(build)
-    }
-
-    /// The SSE event for a stream of this channel alone, shared by every such stream.
-    pub fn sse_single(&self) -> &Bytes {
-        self.single(Single::Sse, || {
-            crate::wire::sse::message_event(self, &self.cursor_entry())
-        })
-    }
-
-    /// The `/poll` and `/longpoll` body for a one-channel reader whose only
-    /// new message is this one, shared by every such reader.
-    pub fn poll_single(&self) -> &Bytes {
-        self.single(Single::Poll, || {
-            crate::wire::poll::body(&[self.json()], &self.cursor_entry())
-        })
+    /// This message in `encoding`, shared by every reader that uses it.
+    pub fn encoded(&self, encoding: &Encoding) -> &Bytes {
+        let slots = self.encodings.get_or_init(Default::default);
+        slots[encoding.slot()].get_or_init(|| (encoding.build)(self))
     }
 
     /// The payload a WebSocket subscriber receives: the binary frame payload
@@ -221,26 +265,6 @@ impl Publication {
         .as_ref()
         .unwrap_or_else(|| self.ws_frame())
     }
-
-    /// [`Publication::sse_single`] as one HTTP/1.1 chunk, for writes
-    /// straight from fan-out to chunked SSE responses.
-    pub fn sse_single_chunk(&self) -> &Bytes {
-        self.single(Single::SseChunk, || {
-            crate::wire::chunked::chunk(self.sse_single())
-        })
-    }
-
-    /// [`Publication::ndjson_line`] as one HTTP/1.1 chunk.
-    pub fn ndjson_chunk(&self) -> &Bytes {
-        self.single(Single::NdjsonChunk, || {
-            crate::wire::chunked::chunk(self.ndjson_line())
-        })
-    }
-
-    /// The NDJSON line (`json` and `\n`), shared by every stream.
-    pub fn ndjson_line(&self) -> &Bytes {
-        self.single(Single::Ndjson, || crate::wire::ndjson::line(self.json()))
-    }
 }
 
 #[cfg(test)]
@@ -261,7 +285,7 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let p = publication(Data::Json(r#"{"a":1}"#.into()), Some("update"));
+        let p = publication(Data::json(r#"{"a":1}"#).unwrap(), Some("update"));
         let v: Value = serde_json::from_slice(p.json()).unwrap();
         assert_eq!(
             v,
@@ -270,8 +294,29 @@ mod tests {
     }
 
     #[test]
+    fn registered_encodings_are_built_once_per_publication_and_only_when_used() {
+        static BUILT: AtomicUsize = AtomicUsize::new(0);
+        static UPPER: Encoding = Encoding::new("test upper", |p| {
+            BUILT.fetch_add(1, Ordering::SeqCst);
+            Bytes::from(p.json().to_ascii_uppercase())
+        });
+        let p = publication(Data::json(r#"{"a":"b"}"#).unwrap(), None);
+        assert!(p.encodings.get().is_none(), "nothing built yet");
+        let first = p.encoded(&UPPER);
+        assert!(std::ptr::eq(first, p.encoded(&UPPER)), "shared, not rebuilt");
+        assert_eq!(BUILT.load(Ordering::SeqCst), 1);
+        assert!(first.starts_with(br#"{"TYPE":"MESSAGE""#));
+        let line = p.encoded(&crate::wire::ndjson::LINE);
+        assert_eq!(&line[..line.len() - 1], &p.json()[..], "its own slot");
+        assert_eq!(format!("{UPPER:?}"), r#"Encoding("test upper")"#);
+    }
+
+    #[test]
     fn websocket_frames_are_built_once() {
-        let p = publication(Data::Json(format!("\"{}\"", "ab".repeat(400))), None);
+        let p = publication(
+            Data::json(&format!("\"{}\"", "ab".repeat(400))).unwrap(),
+            None,
+        );
         let plain = p.ws_frame();
         assert_eq!(plain[0], 0x81);
         assert!(std::ptr::eq(plain, p.ws_frame()));
@@ -294,7 +339,7 @@ mod tests {
         let unpacked = deflate::decompress(body, 1 << 20).unwrap();
         assert_eq!(&unpacked[..], &p.json()[..]);
         // Small messages stay plain.
-        let small = publication(Data::Json("1".into()), None);
+        let small = publication(Data::json("1").unwrap(), None);
         assert!(std::ptr::eq(small.ws_frame_for(Some(&d)), small.ws_frame()));
     }
 

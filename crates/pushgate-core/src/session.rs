@@ -256,7 +256,7 @@ mod tests {
             Epoch::new(e).unwrap(),
             o,
             None,
-            Data::Json("0".into()),
+            Data::json("0").unwrap(),
             0,
         ))
     }

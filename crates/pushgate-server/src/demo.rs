@@ -26,12 +26,8 @@ pub async fn clock(state: Arc<AppState>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let data = format!("{{\"unix_ms\":{ms}}}");
-        if let Err(e) = state
-            .hub
-            .publish(channel.clone(), None, Data::Json(data))
-            .await
-        {
+        let data = Data::json(&format!("{{\"unix_ms\":{ms}}}")).expect("a JSON object");
+        if let Err(e) = state.hub.publish(channel.clone(), None, data).await {
             tracing::warn!(error = %e, "demo clock could not publish");
         }
     }

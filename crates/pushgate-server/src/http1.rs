@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 use crate::admission;
 use crate::api;
+use crate::chunked;
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
 use crate::shared_tcp::SharedTcp;
@@ -36,7 +37,6 @@ use crate::state::AppState;
 use crate::transport::event_stream::EventStream;
 use crate::transport::ws;
 use crate::web::{Body, RequestBody};
-use pushgate_core::wire::chunked;
 use pushgate_core::DirectSink;
 
 /// A request head must arrive within this time (slow-loris defence).

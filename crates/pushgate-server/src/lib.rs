@@ -16,6 +16,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod chunked;
 pub mod client_js;
 pub mod config;
 pub mod cors;

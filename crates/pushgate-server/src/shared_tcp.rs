@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use pushgate_core::publication::Encoding;
 use pushgate_core::websocket::Deflate;
 use pushgate_core::{DirectSink, Publication, Sent};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,16 +21,13 @@ use tokio::net::TcpStream;
 
 use crate::metrics::{Metrics, Transport};
 
-/// Picks a publication's pre-built bytes for one wire format.
-pub type SharedBytes = fn(&Publication) -> &Bytes;
-
 /// Which of a publication's shared encodings fan-out writes to a socket.
 #[derive(Clone, Copy)]
 pub enum DirectWire {
     /// A WebSocket frame, compressed for this window when deflate was agreed.
     Ws(Option<Deflate>),
     /// An HTTP chunk of a stream the front serves, already framed.
-    Chunk(SharedBytes, Transport),
+    Chunk(&'static Encoding, Transport),
 }
 
 pub struct Shared {
@@ -74,7 +71,7 @@ impl DirectSink for Shared {
     fn try_send(&self, p: &Publication) -> Sent {
         let (bytes, transport) = match &self.wire {
             Some(DirectWire::Ws(deflate)) => (p.ws_frame_for(deflate.as_ref()), Transport::Ws),
-            Some(DirectWire::Chunk(chunk, transport)) => (chunk(p), *transport),
+            Some(DirectWire::Chunk(chunk, transport)) => (p.encoded(chunk), *transport),
             None => return Sent::Nothing,
         };
         // socket2's send(2) rather than tokio's `try_write`, which first

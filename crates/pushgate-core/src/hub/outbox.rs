@@ -345,7 +345,7 @@ mod tests {
             Epoch::new("e").unwrap(),
             o,
             None,
-            Data::Json("0".into()),
+            Data::json("0").unwrap(),
             0,
         )))
     }
@@ -477,7 +477,7 @@ mod direct_tests {
             Epoch::new("e").unwrap(),
             offset,
             None,
-            Data::Json("0".into()),
+            Data::json("0").unwrap(),
             0,
         ))
     }

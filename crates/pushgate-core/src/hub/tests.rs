@@ -38,7 +38,7 @@ fn now<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 fn publish(hub: &Hub, c: &str, n: u64) -> Arc<Publication> {
-    now(hub.publish(ch(c), None, Data::Json(n.to_string()))).unwrap()
+    now(hub.publish(ch(c), None, Data::json(&n.to_string()).unwrap())).unwrap()
 }
 
 fn subscriber(id: SubscriberId) -> Subscriber {
@@ -170,7 +170,7 @@ impl Log for Down {
 #[test]
 fn log_errors_reach_the_caller_and_leave_nothing_registered() {
     let hub = Hub::new(Arc::new(Down), HubConfig::default());
-    let e = now(hub.publish(ch("a"), None, Data::Json("1".into()))).unwrap_err();
+    let e = now(hub.publish(ch("a"), None, Data::json("1").unwrap())).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     let sub = subscriber(1);
     let e = now(hub.subscribe(&ch("a"), StartAt::Now, &sub)).unwrap_err();

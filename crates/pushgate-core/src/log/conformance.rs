@@ -50,9 +50,13 @@ fn channel(name: &str) -> ChannelName {
 }
 
 async fn append(log: &impl Log, ch: &str, n: u64) -> Arc<Publication> {
-    log.append(channel(ch), None, Data::Json(n.to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("append to {ch} failed: {e}"))
+    log.append(
+        channel(ch),
+        None,
+        Data::json(&n.to_string()).expect("a number is JSON"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("append to {ch} failed: {e}"))
 }
 
 async fn read(log: &impl Log, ch: &str, start: StartAt, limit: usize) -> super::Catchup {

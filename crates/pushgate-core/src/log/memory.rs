@@ -248,7 +248,7 @@ mod tests {
     }
 
     async fn publish(log: &MemoryLog, c: &str, n: u64) -> Arc<Publication> {
-        log.append(ch(c), None, Data::Json(n.to_string()))
+        log.append(ch(c), None, Data::json(&n.to_string()).unwrap())
             .await
             .unwrap()
     }

@@ -1,7 +1,6 @@
 //! Pure encoders from core types to transport wire formats. Transports call
 //! these; nothing here touches a socket.
 
-pub mod chunked;
 pub mod iframe;
 pub mod ndjson;
 pub mod poll;

@@ -3,6 +3,11 @@
 
 use bytes::Bytes;
 
+use crate::publication::Encoding;
+
+/// A message's line, the same for every stream.
+pub static LINE: Encoding = Encoding::new("ndjson", |p| line(p.json()));
+
 /// `json` as one line.
 pub fn line(json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(json.len() + 1);

@@ -3,6 +3,12 @@
 
 use bytes::Bytes;
 
+use crate::publication::Encoding;
+
+/// The body for a one-channel reader whose only new message is this one,
+/// the same for every such reader (the common long-poll answer).
+pub static SINGLE: Encoding = Encoding::new("poll", |p| body(&[p.json()], &p.cursor_entry()));
+
 /// Joins already-encoded entries (message or reset JSON) into a poll body.
 pub fn body(entries: &[&[u8]], cursor: &str) -> Bytes {
     let len = entries.iter().map(|e| e.len() + 1).sum::<usize>() + cursor.len() + 28;

@@ -6,12 +6,16 @@
 
 use bytes::Bytes;
 
-use crate::publication::Publication;
+use crate::publication::{Encoding, Publication};
 
 /// `retry:` first, so browsers reconnect after `retry_ms` rather than their default.
 pub fn preamble(retry_ms: u64) -> Bytes {
     Bytes::from(format!("retry: {retry_ms}\n\n"))
 }
+
+/// The event of a message for a stream of its channel alone, whose id is
+/// the message's own position: the same bytes for every such stream.
+pub static SINGLE: Encoding = Encoding::new("sse", |p| message_event(p, &p.cursor_entry()));
 
 /// One message: `id: <cursor>`, `event: <name or "message">`, `data: <json>`.
 pub fn message_event(p: &Publication, id: &str) -> Bytes {
@@ -50,10 +54,10 @@ mod tests {
             Epoch::new("e").unwrap(),
             3,
             Some(EventName::new("tick").unwrap()),
-            Data::Json("\"x\\ny\"".into()),
+            Data::json("\"x\\ny\"").unwrap(),
             0,
         );
-        let ev = p.sse_single();
+        let ev = p.encoded(&SINGLE);
         let text = std::str::from_utf8(ev).unwrap();
         assert_eq!(
             text,

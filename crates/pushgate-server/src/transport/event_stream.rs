@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use pushgate_core::cursor::Since;
 use pushgate_core::hub::Drained;
+use pushgate_core::publication::Encoding;
 use pushgate_core::session::Emit;
 use pushgate_core::{ChannelName, Connection, DirectSink, Error, OutboxEvent, Principal};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -20,7 +21,6 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
 use crate::registry::Registration;
 use crate::shared_tcp::DirectWire;
-pub use crate::shared_tcp::SharedBytes;
 use crate::state::AppState;
 
 /// How one streaming transport turns events into bytes.
@@ -47,7 +47,7 @@ pub trait Encoder: Send + 'static {
     /// For fan-out's direct writes: how to find a live message's bytes,
     /// framed as one HTTP/1.1 chunk, when they are the same for every such
     /// stream (`None`: they depend on this stream, e.g. a multi-channel SSE id).
-    fn shared(&self, _conn: &Connection) -> Option<SharedBytes> {
+    fn shared(&self, _conn: &Connection) -> Option<&'static Encoding> {
         None
     }
 

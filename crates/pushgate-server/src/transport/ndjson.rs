@@ -9,11 +9,13 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::Response;
 use pushgate_core::protocol::encode_reset;
+use pushgate_core::publication::Encoding;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::ndjson;
-use pushgate_core::{Connection, Principal, Publication};
+use pushgate_core::{Connection, Principal};
 
 use super::event_stream::{self, Encoder};
+use crate::chunked;
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
@@ -38,13 +40,13 @@ impl Encoder for NdjsonEncoder {
         out.extend_from_slice(&self.encode_one(conn, emit));
     }
 
-    fn shared(&self, _: &Connection) -> Option<super::event_stream::SharedBytes> {
-        Some(Publication::ndjson_chunk)
+    fn shared(&self, _: &Connection) -> Option<&'static Encoding> {
+        Some(&chunked::NDJSON)
     }
 
     fn encode_one(&mut self, _: &Connection, emit: &Emit) -> Bytes {
         match emit {
-            Emit::Message(p) => p.ndjson_line().clone(),
+            Emit::Message(p) => p.encoded(&ndjson::LINE).clone(),
             Emit::Reset { channel, position } => {
                 ndjson::line(encode_reset(channel, position).as_bytes())
             }

@@ -69,7 +69,7 @@ pub fn answer(
     state.metrics.delivered(transport, delivered as u64);
     let body = match emits {
         // The common long-poll answer: shared by every one-channel poller.
-        [Emit::Message(p)] if conn.session().len() == 1 => p.poll_single().clone(),
+        [Emit::Message(p)] if conn.session().len() == 1 => p.encoded(&poll::SINGLE).clone(),
         _ => {
             let entries: Vec<Cow<'_, [u8]>> = emits
                 .iter()

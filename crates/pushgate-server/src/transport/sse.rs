@@ -11,11 +11,13 @@ use http::request::Parts;
 use http::{HeaderMap, Response};
 use pushgate_core::cursor::{Cursor, Since};
 use pushgate_core::protocol::encode_reset;
+use pushgate_core::publication::Encoding;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::sse;
-use pushgate_core::{Connection, Error, ErrorKind, Principal, Publication};
+use pushgate_core::{Connection, Error, ErrorKind, Principal};
 
 use super::event_stream::{self, Encoder};
+use crate::chunked;
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
@@ -41,17 +43,16 @@ impl Encoder for SseEncoder {
         out.extend_from_slice(&self.encode_one(conn, emit));
     }
 
-    fn shared(&self, conn: &Connection) -> Option<super::event_stream::SharedBytes> {
+    fn shared(&self, conn: &Connection) -> Option<&'static Encoding> {
         // The same condition as encode_one's shared event.
-        (conn.session().len() == 1)
-            .then_some(Publication::sse_single_chunk as super::event_stream::SharedBytes)
+        (conn.session().len() == 1).then_some(&chunked::SSE)
     }
 
     fn encode_one(&mut self, conn: &Connection, emit: &Emit) -> Bytes {
         match emit {
             // One channel: the id is the message's own position, and the whole
             // event was built once for every such stream.
-            Emit::Message(p) if conn.session().len() == 1 => p.sse_single().clone(),
+            Emit::Message(p) if conn.session().len() == 1 => p.encoded(&sse::SINGLE).clone(),
             Emit::Message(p) => {
                 conn.session().encode_cursor(&mut self.id);
                 sse::message_event(p, &self.id)

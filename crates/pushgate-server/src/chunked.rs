@@ -1,7 +1,11 @@
 //! HTTP/1.1 chunked transfer coding (RFC 9112 §7.1) of one piece of a
-//! streaming response: `{len:x}\r\n`, the bytes, `\r\n`.
+//! streaming response: `{len:x}\r\n`, the bytes, `\r\n` — the front's
+//! framing of event streams, and the shared chunks fan-out writes straight
+//! to one-channel SSE and NDJSON streams.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use pushgate_core::publication::Encoding;
+use pushgate_core::wire::{ndjson, sse};
 
 /// Writes `{len:x}\r\n` into `out`; returns its length.
 pub fn size_line(len: usize, out: &mut [u8; 20]) -> usize {
@@ -13,6 +17,12 @@ pub fn size_line(len: usize, out: &mut [u8; 20]) -> usize {
     out[digits + 1] = b'\n';
     digits + 2
 }
+
+/// A one-channel SSE stream's event as one chunk.
+pub static SSE: Encoding = Encoding::new("sse chunk", |p| chunk(p.encoded(&sse::SINGLE)));
+
+/// An NDJSON line as one chunk.
+pub static NDJSON: Encoding = Encoding::new("ndjson chunk", |p| chunk(p.encoded(&ndjson::LINE)));
 
 /// `data` as one chunk.
 pub fn chunk(data: &[u8]) -> Bytes {
