@@ -101,6 +101,7 @@ pub mod channel;
 pub mod clock;
 pub mod connection;
 pub mod cursor;
+pub mod delivery;
 pub mod epoch;
 pub mod error;
 pub mod history;

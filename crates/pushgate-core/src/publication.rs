@@ -303,7 +303,10 @@ mod tests {
         let p = publication(Data::json(r#"{"a":"b"}"#).unwrap(), None);
         assert!(p.encodings.get().is_none(), "nothing built yet");
         let first = p.encoded(&UPPER);
-        assert!(std::ptr::eq(first, p.encoded(&UPPER)), "shared, not rebuilt");
+        assert!(
+            std::ptr::eq(first, p.encoded(&UPPER)),
+            "shared, not rebuilt"
+        );
         assert_eq!(BUILT.load(Ordering::SeqCst), 1);
         assert!(first.starts_with(br#"{"TYPE":"MESSAGE""#));
         let line = p.encoded(&crate::wire::ndjson::LINE);

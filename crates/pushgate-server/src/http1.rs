@@ -15,7 +15,7 @@
 //! only the serialisation of the head and the chunked framing differ.
 
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,7 +29,6 @@ use tokio::net::TcpStream;
 
 use crate::admission;
 use crate::api;
-use crate::chunked;
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
 use crate::shared_tcp::SharedTcp;
@@ -37,7 +36,6 @@ use crate::state::AppState;
 use crate::transport::event_stream::EventStream;
 use crate::transport::ws;
 use crate::web::{Body, RequestBody};
-use pushgate_core::DirectSink;
 
 /// A request head must arrive within this time (slow-loris defence).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +48,7 @@ enum Next {
     KeepAlive,
     Close,
     Upgrade(Box<ws::Upgrade>),
-    /// The head of an event stream was written; pump it.
+    /// The head of an event stream was written; run it on the socket.
     Stream(Box<EventStream>),
 }
 
@@ -94,11 +92,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
         };
         match next {
             Ok(Next::KeepAlive) => continue,
-            Ok(Next::Stream(mut events)) => {
+            Ok(Next::Stream(events)) => {
                 drop(buf);
                 let stream = SharedTcp::new(stream, events.direct_wire(), &state.metrics);
-                let direct = stream.direct_sink();
-                pump(stream, &mut events, direct, &state).await;
+                events.run(&state, stream).await;
                 return;
             }
             Ok(Next::Upgrade(up)) => {
@@ -360,7 +357,7 @@ async fn serve_one(
 }
 
 /// Writes a response: a complete one, head and body in one write, or the
-/// head of an event stream, which is pumped from then on.
+/// head of an event stream, which runs on the socket from then on.
 async fn respond(
     stream: &mut TcpStream,
     res: Response<Body>,
@@ -414,88 +411,6 @@ fn watch_peer(
             }
         }
     }
-}
-
-/// Writes an event stream as chunked transfer encoding until the stream
-/// ends, the client leaves, or the client stops reading.
-async fn pump(
-    mut stream: SharedTcp,
-    events: &mut EventStream,
-    direct: Option<Arc<dyn DirectSink>>,
-    state: &AppState,
-) {
-    enum Out {
-        Chunk(Bytes),
-        /// The tail of a chunk fan-out began: already framed.
-        Raw(Bytes),
-        End,
-        PeerGone,
-    }
-    loop {
-        let next = poll_fn(|cx| {
-            if let Some(rest) = events.unpark() {
-                return Poll::Ready(Out::Raw(rest));
-            }
-            if let Poll::Ready(chunk) = events.poll_next(cx) {
-                return Poll::Ready(chunk.map_or(Out::End, Out::Chunk));
-            }
-            if watch_peer(stream.tcp(), cx, None).is_ready() {
-                return Poll::Ready(Out::PeerGone);
-            }
-            if let Some(sink) = &direct {
-                // Waiting with nothing to write: fan-out may write for us.
-                events.park(sink);
-            }
-            Poll::Pending
-        })
-        .await;
-        let mut size = [0u8; 20];
-        let (chunk, framed) = match next {
-            Out::Chunk(chunk) => (chunk, true),
-            Out::Raw(rest) => (rest, false),
-            Out::End => {
-                let _ = stream.write_all(b"0\r\n\r\n").await;
-                return;
-            }
-            Out::PeerGone => return,
-        };
-        let n = if framed {
-            chunked::size_line(chunk.len(), &mut size)
-        } else {
-            0
-        };
-        let tail: &[u8] = if framed { b"\r\n" } else { b"" };
-        let mut slices = [
-            IoSlice::new(&size[..n]),
-            IoSlice::new(&chunk),
-            IoSlice::new(tail),
-        ];
-        let write = write_all_vectored(&mut stream, &mut slices);
-        // A client that stopped reading blocks the write; its outbox
-        // overflowing, or the idle timeout, ends it (it resumes from its cursor).
-        tokio::select! {
-            biased;
-            written = tokio::time::timeout(state.config.ws_idle_timeout, write) => match written {
-                Ok(Ok(())) => {}
-                _ => return,
-            },
-            () = poll_fn(|cx| events.poll_overflowed(cx)) => return,
-        }
-    }
-}
-
-async fn write_all_vectored(
-    stream: &mut SharedTcp,
-    mut slices: &mut [IoSlice<'_>],
-) -> io::Result<()> {
-    while !slices.is_empty() {
-        let n = stream.write_vectored(slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
 }
 
 /// The status line and headers. `len`: `Content-Length`, and room for

@@ -1,61 +1,48 @@
 //! A streaming HTTP response fed by a connection's outbox, shared by the
 //! streaming HTTP transports: SSE, NDJSON (`/stream`) and the hidden iframe.
 //!
-//! No task of its own: the connection's task (`crate::http1::pump`, or hyper
-//! on its path) polls this body, and the body polls the outbox. While idle it
-//! holds the connection state, one timer and nothing else.
+//! The stream is the core's delivery state machine with the transport's
+//! framing. On the HTTP/1.1 front the one delivery loop drives it on the
+//! socket (`EventStream::run`); on hyper's path hyper polls it as a
+//! response body. Either way no task of its own: while idle it holds the
+//! connection's state, one timer and nothing else.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Frame;
 use pushgate_core::cursor::Since;
+use pushgate_core::delivery::{Delivery, End, Framing, Timing};
 use pushgate_core::hub::Drained;
 use pushgate_core::publication::Encoding;
-use pushgate_core::session::Emit;
-use pushgate_core::{ChannelName, Connection, DirectSink, Error, OutboxEvent, Principal};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use pushgate_core::session::Session;
+use pushgate_core::{ChannelName, Error, OutboxEvent, Principal};
+use tokio::io::AsyncWriteExt;
+use tokio::time::{Instant, Sleep};
 
+use super::delivery_loop::{self, Ended, Silent, Socket, Wire};
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
 use crate::registry::Registration;
-use crate::shared_tcp::DirectWire;
+use crate::shared_tcp::{DirectWire, SharedTcp};
 use crate::state::AppState;
 
-/// How one streaming transport turns events into bytes.
-pub trait Encoder: Send + 'static {
+/// What a streaming transport adds to its framing for an HTTP response.
+pub trait Encoder: Framing + Send + 'static {
     fn content_type(&self) -> &'static str;
 
     /// The first bytes of the response.
     fn preamble(&self, state: &AppState) -> Bytes;
 
-    /// Appends a reply (`subscribed`) to `out`.
-    fn reply(&mut self, json: &str, out: &mut Vec<u8>);
-
-    /// Appends the wire form of `emit` to `out`. `conn` is the state after
-    /// the emit was accepted (its cursor includes it).
-    fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>);
-
-    /// The same for a lone emit, where sharing pre-built bytes is possible.
-    fn encode_one(&mut self, conn: &Connection, emit: &Emit) -> Bytes {
-        let mut out = Vec::new();
-        self.encode(conn, emit, &mut out);
-        Bytes::from(out)
-    }
-
-    /// For fan-out's direct writes: how to find a live message's bytes,
-    /// framed as one HTTP/1.1 chunk, when they are the same for every such
-    /// stream (`None`: they depend on this stream, e.g. a multi-channel SSE id).
-    fn shared(&self, _conn: &Connection) -> Option<&'static Encoding> {
+    /// For fan-out's direct writes: a live message's bytes as one HTTP/1.1
+    /// chunk, when they are the same for every such stream (`None`: they
+    /// depend on this stream, e.g. a multi-channel SSE id).
+    fn shared(&self, _session: &Session) -> Option<&'static Encoding> {
         None
     }
-
-    /// Appended once the catch-up is written.
-    fn after_catchup(&mut self, _conn: &Connection, _out: &mut Vec<u8>) {}
-
-    /// The keep-alive chunk.
-    fn ping(&self) -> Bytes;
 }
 
 /// Subscribes to every channel from `since`, then returns a stream that
@@ -67,7 +54,7 @@ pub async fn open(
     principal: &Principal,
     channels: Vec<ChannelName>,
     since: Since,
-    mut encoder: Box<dyn Encoder>,
+    encoder: Box<dyn Encoder>,
     transport: Transport,
 ) -> Result<EventStream, Error> {
     if channels.is_empty() {
@@ -75,193 +62,152 @@ pub async fn open(
             "give at least one channel: ?channel=NAME",
         ));
     }
-    let mut conn = state.connection(principal);
-    let mut first = encoder.preamble(&state).to_vec();
+    let timing = Timing {
+        heartbeat: state.config.stream_ping_interval,
+        heartbeat_after_silence: true,
+        idle: None,
+        stall: state.config.ws_idle_timeout,
+    };
+    let now = Instant::now().into_std();
+    let mut delivery = Delivery::new(state.connection(principal), encoder, timing, now);
+    let preamble = delivery.framing().preamble(&state);
+    if !preamble.is_empty() {
+        delivery.send(preamble, now);
+    }
+    // Every reply first, then every catch-up: the ids of a multi-channel
+    // stream's catch-up then cover all of its channels.
     let mut catchup: Vec<OutboxEvent> = Vec::new();
     for channel in channels {
-        match conn.subscribe(channel, &since).await {
-            Ok((reply, events)) => {
-                encoder.reply(&reply.encode(None), &mut first);
-                catchup.extend(events);
-            }
-            Err(e) => return Err(e),
-        }
+        let (reply, events) = delivery.connection_mut().subscribe(channel, &since).await?;
+        delivery.reply(&reply.encode(None), Vec::new(), now);
+        catchup.extend(events);
     }
-    if let Some(bytes) = encode_events(&mut conn, &mut *encoder, catchup, &state.metrics, transport)
-    {
-        first.extend_from_slice(&bytes);
-    }
-    encoder.after_catchup(&conn, &mut first);
-
-    Ok(EventStream::new(
-        conn,
-        encoder,
-        Bytes::from(first),
-        &state,
+    delivery.deliver(catchup, now);
+    delivery.caught_up(now);
+    state
+        .metrics
+        .delivered(transport, delivery.take_delivered());
+    let outbox = delivery.connection().outbox().clone();
+    Ok(EventStream {
+        delivery,
+        metrics: state.metrics.clone(),
         transport,
-    ))
+        timer: None,
+        _open: state.metrics.connection(transport),
+        _registered: state.registry.register(&outbox),
+    })
 }
 
 pub struct EventStream {
-    conn: Option<Connection>,
-    encoder: Box<dyn Encoder>,
-    /// Bytes to send before anything else (preamble and catch-up).
-    first: Option<Bytes>,
-    ping: Interval,
+    delivery: Delivery<Box<dyn Encoder>>,
     metrics: Arc<Metrics>,
     transport: Transport,
+    /// On hyper's path, the delivery's next deadline (the front's loop
+    /// keeps its own); made on first use.
+    timer: Option<(Pin<Box<Sleep>>, std::time::Instant)>,
     _open: ConnectionGuard,
     _registered: Registration,
 }
 
 impl EventStream {
-    fn new(
-        conn: Connection,
-        encoder: Box<dyn Encoder>,
-        first: Bytes,
-        state: &AppState,
-        transport: Transport,
-    ) -> Self {
-        let every = state.config.stream_ping_interval;
-        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let conn_outbox = &conn.outbox().clone();
-        EventStream {
-            conn: Some(conn),
-            encoder,
-            first: Some(first),
-            ping,
-            metrics: state.metrics.clone(),
-            transport,
-            _open: state.metrics.connection(transport),
-            _registered: state.registry.register(conn_outbox),
-        }
-    }
-
     /// The response's `Content-Type`.
     pub fn content_type(&self) -> &'static str {
-        self.encoder.content_type()
+        self.delivery.framing().content_type()
     }
 
     /// How fan-out may write this stream's messages itself: when their
     /// bytes are shared.
     pub fn direct_wire(&self) -> Option<DirectWire> {
-        let chunk = self.encoder.shared(self.conn.as_ref()?)?;
+        let session = self.delivery.connection().session();
+        let chunk = self.delivery.framing().shared(session)?;
         Some(DirectWire::Chunk(chunk, self.transport))
     }
 
-    /// See [`Connection::park`]; only with nothing left to send first.
-    pub fn park(&mut self, sink: &Arc<dyn DirectSink>) {
-        if let (None, Some(conn)) = (&self.first, &mut self.conn) {
-            conn.park(sink);
-        }
-    }
-
-    /// See [`Connection::unpark`]: bytes to write before anything else.
-    pub fn unpark(&mut self) -> Option<Bytes> {
-        self.conn.as_mut()?.unpark()
-    }
-
-    /// Ready when the subscriber fell behind while a write was blocked;
-    /// counts it as dropped.
-    pub fn poll_overflowed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(conn) = self.conn.as_ref() else {
-            return Poll::Ready(());
-        };
-        let ready = conn.outbox().poll_overflowed(cx);
-        if ready.is_ready() {
-            self.fell_behind();
-        }
-        ready
-    }
-
-    fn fell_behind(&mut self) {
+    fn fell_behind(&self) {
         self.metrics.dropped_slow(self.transport);
         tracing::info!(
             transport = self.transport.label(),
             "subscriber fell behind; ending stream so it resumes"
         );
-        // Dropping the connection unsubscribes it.
-        self.conn = None;
     }
 
-    /// The next chunk to write; `None` when the stream ended.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(first));
+    /// Runs the stream on the front's socket, whose response head was
+    /// written, as chunked transfer encoding until the stream ends, the
+    /// client leaves, or the client stops reading.
+    pub async fn run(mut self, state: &AppState, mut io: SharedTcp) {
+        let direct = io.direct_sink();
+        let mut socket = Socket::new(&mut io, Wire::Chunked);
+        let ended = delivery_loop::run(
+            state,
+            &mut self.delivery,
+            &mut socket,
+            &mut Silent,
+            direct.as_ref(),
+            self.transport,
+        )
+        .await;
+        match ended {
+            Ended::Delivery(End::FellBehind) => self.fell_behind(),
+            Ended::Delivery(End::ShutDown) => {}
+            // Gone, or not reading: nothing more can be said.
+            Ended::Delivery(End::Idle | End::Stalled) | Ended::Gone | Ended::Peer(_) => return,
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(None);
-        };
+        // What is queued, then the end of the body; a client that reads
+        // resumes from its cursor either way.
+        let limit = Duration::from_secs(2);
+        if socket.flush(&mut self.delivery, limit).await {
+            let _ = tokio::time::timeout(limit, socket.io.write_all(b"0\r\n\r\n")).await;
+        }
+    }
+
+    /// The next piece of the body on hyper's path; `None` when the stream ended.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let outbox = self.delivery.connection().outbox().clone();
         loop {
-            let mut events: Vec<OutboxEvent> = Vec::new();
-            match conn.outbox().clone().poll_drain(cx, &mut events) {
-                Poll::Ready(Drained::ShutDown) => {
-                    self.conn = None;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Drained::Overflowed) => {
+            let now = Instant::now().into_std();
+            if let Some(bytes) = self.delivery.pending().pop_front() {
+                // hyper takes it: as good as written.
+                self.delivery.written(now);
+                return Poll::Ready(Some(bytes));
+            }
+            match self.delivery.end() {
+                Some(End::FellBehind) => {
                     self.fell_behind();
                     return Poll::Ready(None);
                 }
+                Some(_) => return Poll::Ready(None),
+                None => {}
+            }
+            let mut events = Vec::new();
+            match outbox.poll_drain(cx, &mut events) {
                 Poll::Ready(Drained::Events) => {
-                    if let Some(bytes) = encode_events(
-                        conn,
-                        &mut *self.encoder,
-                        events,
-                        &self.metrics,
-                        self.transport,
-                    ) {
-                        self.ping.reset();
-                        return Poll::Ready(Some(bytes));
-                    }
-                    // Only duplicates: poll again, which registers the waker.
+                    self.delivery.deliver(events, now);
+                    let n = self.delivery.take_delivered();
+                    self.metrics.delivered(self.transport, n);
+                    continue;
                 }
-                Poll::Pending => break,
-            }
-        }
-        if self.ping.poll_tick(cx).is_ready() {
-            return Poll::Ready(Some(self.encoder.ping()));
-        }
-        Poll::Pending
-    }
-}
-
-/// Runs events through the session and encodes what must be sent; `None`
-/// when everything was a duplicate. A lone emit goes out as shared bytes.
-pub fn encode_events(
-    conn: &mut Connection,
-    encoder: &mut dyn Encoder,
-    events: Vec<OutboxEvent>,
-    metrics: &Metrics,
-    transport: Transport,
-) -> Option<Bytes> {
-    let mut emits = Vec::with_capacity(2);
-    let mut out: Vec<u8> = Vec::new();
-    let mut single: Option<Bytes> = None;
-    let mut delivered = 0;
-    for event in events {
-        emits.clear();
-        conn.accept(event, &mut emits);
-        for emit in &emits {
-            if matches!(emit, Emit::Message(_)) {
-                delivered += 1;
-            }
-            if single.is_none() && out.is_empty() {
-                single = Some(encoder.encode_one(conn, emit));
-            } else {
-                if let Some(s) = single.take() {
-                    out.extend_from_slice(&s);
+                Poll::Ready(d) => {
+                    self.delivery.drained(d);
+                    continue;
                 }
-                encoder.encode(conn, emit, &mut out);
+                Poll::Pending => {}
             }
+            let Some(at) = self.delivery.poll_timeout() else {
+                return Poll::Pending;
+            };
+            let timer = match &mut self.timer {
+                Some((sleep, set)) if *set == at => sleep,
+                slot => {
+                    let sleep = Box::pin(tokio::time::sleep_until(Instant::from_std(at)));
+                    &mut slot.insert((sleep, at)).0
+                }
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.timer = None;
+            self.delivery.handle_timeout(now);
         }
-    }
-    metrics.delivered(transport, delivered);
-    match single {
-        Some(s) => Some(s),
-        None if out.is_empty() => None,
-        None => Some(Bytes::from(out)),
     }
 }
 

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::request::Parts;
 use http::Response;
+use pushgate_core::delivery::Framing;
 use pushgate_core::protocol::encode_reset;
-use pushgate_core::session::Emit;
+use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::iframe;
-use pushgate_core::{Connection, Error, Principal};
+use pushgate_core::{Error, Principal};
 
 use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
@@ -28,6 +29,25 @@ struct IframeEncoder {
     callback: String,
 }
 
+impl Framing for IframeEncoder {
+    fn emit(&mut self, _: &Session, emit: &Emit) -> Bytes {
+        Bytes::from(match emit {
+            Emit::Message(p) => iframe::script(&self.callback, p.json()),
+            Emit::Reset { channel, position } => {
+                iframe::script(&self.callback, encode_reset(channel, position).as_bytes())
+            }
+        })
+    }
+
+    fn reply(&mut self, json: &str) -> Bytes {
+        Bytes::from(iframe::script(&self.callback, json.as_bytes()))
+    }
+
+    fn heartbeat(&mut self) -> Bytes {
+        Bytes::from_static(iframe::PING)
+    }
+}
+
 impl Encoder for IframeEncoder {
     fn content_type(&self) -> &'static str {
         "text/html; charset=utf-8"
@@ -35,25 +55,6 @@ impl Encoder for IframeEncoder {
 
     fn preamble(&self, _: &AppState) -> Bytes {
         iframe::preamble()
-    }
-
-    fn reply(&mut self, json: &str, out: &mut Vec<u8>) {
-        iframe::push_script(out, &self.callback, json.as_bytes());
-    }
-
-    fn encode(&mut self, _: &Connection, emit: &Emit, out: &mut Vec<u8>) {
-        match emit {
-            Emit::Message(p) => iframe::push_script(out, &self.callback, p.json()),
-            Emit::Reset { channel, position } => iframe::push_script(
-                out,
-                &self.callback,
-                encode_reset(channel, position).as_bytes(),
-            ),
-        }
-    }
-
-    fn ping(&self) -> Bytes {
-        Bytes::from_static(iframe::PING)
     }
 }
 

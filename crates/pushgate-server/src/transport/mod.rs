@@ -2,6 +2,7 @@
 //! One module per transport, named after it.
 
 pub mod command;
+pub mod delivery_loop;
 pub mod event_stream;
 pub mod iframe;
 pub mod longpoll;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::request::Parts;
 use http::Response;
+use pushgate_core::delivery::Framing;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
-use pushgate_core::session::Emit;
+use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::ndjson;
-use pushgate_core::{Connection, Principal};
+use pushgate_core::Principal;
 
 use super::event_stream::{self, Encoder};
 use crate::chunked;
@@ -21,6 +22,25 @@ use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
 struct NdjsonEncoder;
+
+impl Framing for NdjsonEncoder {
+    fn emit(&mut self, _: &Session, emit: &Emit) -> Bytes {
+        match emit {
+            Emit::Message(p) => p.encoded(&ndjson::LINE).clone(),
+            Emit::Reset { channel, position } => {
+                ndjson::line(encode_reset(channel, position).as_bytes())
+            }
+        }
+    }
+
+    fn reply(&mut self, json: &str) -> Bytes {
+        ndjson::line(json.as_bytes())
+    }
+
+    fn heartbeat(&mut self) -> Bytes {
+        Bytes::from_static(ndjson::PING)
+    }
+}
 
 impl Encoder for NdjsonEncoder {
     fn content_type(&self) -> &'static str {
@@ -31,30 +51,8 @@ impl Encoder for NdjsonEncoder {
         Bytes::new()
     }
 
-    fn reply(&mut self, json: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(json.as_bytes());
-        out.push(b'\n');
-    }
-
-    fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.encode_one(conn, emit));
-    }
-
-    fn shared(&self, _: &Connection) -> Option<&'static Encoding> {
+    fn shared(&self, _: &Session) -> Option<&'static Encoding> {
         Some(&chunked::NDJSON)
-    }
-
-    fn encode_one(&mut self, _: &Connection, emit: &Emit) -> Bytes {
-        match emit {
-            Emit::Message(p) => p.encoded(&ndjson::LINE).clone(),
-            Emit::Reset { channel, position } => {
-                ndjson::line(encode_reset(channel, position).as_bytes())
-            }
-        }
-    }
-
-    fn ping(&self) -> Bytes {
-        Bytes::from_static(ndjson::PING)
     }
 }
 

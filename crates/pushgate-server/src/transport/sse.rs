@@ -10,11 +10,12 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response};
 use pushgate_core::cursor::{Cursor, Since};
+use pushgate_core::delivery::Framing;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
-use pushgate_core::session::Emit;
+use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::sse;
-use pushgate_core::{Connection, Error, ErrorKind, Principal};
+use pushgate_core::{Error, ErrorKind, Principal};
 
 use super::event_stream::{self, Encoder};
 use crate::chunked;
@@ -26,39 +27,18 @@ pub struct SseEncoder {
     id: String,
 }
 
-impl Encoder for SseEncoder {
-    fn content_type(&self) -> &'static str {
-        "text/event-stream"
-    }
-
-    fn preamble(&self, state: &AppState) -> Bytes {
-        sse::preamble(state.config.sse_retry.as_millis() as u64)
-    }
-
-    fn reply(&mut self, json: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(&sse::event("subscribed", None, json.as_bytes()));
-    }
-
-    fn encode(&mut self, conn: &Connection, emit: &Emit, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.encode_one(conn, emit));
-    }
-
-    fn shared(&self, conn: &Connection) -> Option<&'static Encoding> {
-        // The same condition as encode_one's shared event.
-        (conn.session().len() == 1).then_some(&chunked::SSE)
-    }
-
-    fn encode_one(&mut self, conn: &Connection, emit: &Emit) -> Bytes {
+impl Framing for SseEncoder {
+    fn emit(&mut self, session: &Session, emit: &Emit) -> Bytes {
         match emit {
             // One channel: the id is the message's own position, and the whole
             // event was built once for every such stream.
-            Emit::Message(p) if conn.session().len() == 1 => p.encoded(&sse::SINGLE).clone(),
+            Emit::Message(p) if session.len() == 1 => p.encoded(&sse::SINGLE).clone(),
             Emit::Message(p) => {
-                conn.session().encode_cursor(&mut self.id);
+                session.encode_cursor(&mut self.id);
                 sse::message_event(p, &self.id)
             }
             Emit::Reset { channel, position } => {
-                conn.session().encode_cursor(&mut self.id);
+                session.encode_cursor(&mut self.id);
                 sse::event(
                     "reset",
                     Some(&self.id),
@@ -68,17 +48,38 @@ impl Encoder for SseEncoder {
         }
     }
 
+    fn reply(&mut self, json: &str) -> Bytes {
+        sse::event("subscribed", None, json.as_bytes())
+    }
+
+    fn heartbeat(&mut self) -> Bytes {
+        Bytes::from_static(sse::PING)
+    }
+
     /// An id-only block sets the browser's last event id without firing an
     /// event, so a reconnect before the first message still resumes exactly.
-    fn after_catchup(&mut self, conn: &Connection, out: &mut Vec<u8>) {
-        conn.session().encode_cursor(&mut self.id);
+    fn caught_up(&mut self, session: &Session) -> Option<Bytes> {
+        session.encode_cursor(&mut self.id);
+        let mut out = Vec::with_capacity(self.id.len() + 6);
         out.extend_from_slice(b"id: ");
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(b"\n\n");
+        Some(Bytes::from(out))
+    }
+}
+
+impl Encoder for SseEncoder {
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
     }
 
-    fn ping(&self) -> Bytes {
-        Bytes::from_static(sse::PING)
+    fn preamble(&self, state: &AppState) -> Bytes {
+        sse::preamble(state.config.sse_retry.as_millis() as u64)
+    }
+
+    fn shared(&self, session: &Session) -> Option<&'static Encoding> {
+        // The same condition as `emit`'s shared event.
+        (session.len() == 1).then_some(&chunked::SSE)
     }
 }
 

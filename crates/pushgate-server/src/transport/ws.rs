@@ -1,31 +1,29 @@
 //! WebSocket at `GET /ws` (RFC 6455, RFC 7692): JSON commands in, replies and
 //! messages out.
 //!
-//! The codec is pushgate's own and sans-IO ([`pushgate_core::websocket`]);
-//! this module moves bytes. A published message's frame is built once and
-//! every subscriber writes the same bytes; whatever is queued for a socket
-//! goes out in one vectored write.
+//! The codec is pushgate's own and sans-IO ([`pushgate_core::websocket`]),
+//! and the connection's delivery is the core's state machine, driven by the
+//! one delivery loop (`super::delivery_loop`); this module says what a
+//! WebSocket's frames are (`WsFraming`) and what its client may send
+//! (`WsPeer`), and closes. A published message's frame is built once and
+//! every subscriber writes the same bytes.
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
-use pushgate_core::hub::Drained;
+use pushgate_core::delivery::{Delivery, End, Framing, Timing};
 use pushgate_core::protocol::{self, encode_reset, Reply};
-use pushgate_core::session::Emit;
+use pushgate_core::session::{Emit, Session};
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
-use pushgate_core::{Connection, DirectSink, OutboxEvent, Principal};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, MissedTickBehavior};
+use pushgate_core::{DirectSink, Principal};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
+use super::delivery_loop::{self, Ended, Peer, Socket, Wire};
 use super::ws_handshake;
 use crate::admission::{Admitted, Rejection};
 use crate::error::close;
@@ -137,73 +135,122 @@ pub async fn handle(
 /// socket itself while the connection waits with nothing to write.
 pub async fn run<S: Io>(
     state: Arc<AppState>,
-    io: S,
+    mut io: S,
     up: Upgrade,
     direct: Option<Arc<dyn DirectSink>>,
 ) {
     let _open = state.metrics.connection(Transport::Ws);
-    let mut ws = Socket {
-        rx: Receiver::new(state.config.max_message_size, up.deflate),
-        io,
-        out: VecDeque::new(),
-        deflate: up.deflate,
-        direct,
-    };
-    let mut conn = state.connection(&up.principal);
+    let conn = state.connection(&up.principal);
     let _registered = state.registry.register(conn.outbox());
-    let end = serve(&state, &mut ws, &mut conn, up.query, up.mode).await;
-    drop(conn);
-    let (frame, await_reply) = match end {
-        End::Close(code, reason) => (frame::close_frame(code, reason), true),
-        End::Reply(frame) => (frame, false),
-        End::Drop => return,
+    let config = &state.config;
+    let timing = Timing {
+        heartbeat: config.ws_ping_interval,
+        heartbeat_after_silence: false,
+        // One limit for silence and stalled writes alike: a peer that
+        // neither sends nor reads for `ws_idle_timeout` is gone.
+        idle: Some(config.ws_idle_timeout),
+        stall: config.ws_idle_timeout,
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(frame, await_reply)).await;
-}
-
-/// How a connection ends.
-enum End {
-    /// The server fails or ends it: send a close frame with this code and
-    /// reason, then wait for the client's.
-    Close(u16, &'static str),
-    /// The client began the closing handshake: send this answer and close.
-    Reply(Bytes),
-    /// The peer is gone or unresponsive: just drop the socket.
-    Drop,
-}
-
-impl From<Violation> for End {
-    fn from(v: Violation) -> Self {
-        End::Close(v.code, v.reason)
+    let framing = WsFraming {
+        deflate: up.deflate,
+    };
+    let mut delivery = Delivery::new(conn, framing, timing, Instant::now().into_std());
+    let mut peer = WsPeer {
+        rx: Receiver::new(config.max_message_size, up.deflate),
+        mode: up.mode,
+        got: Vec::new(),
+        violation: None,
+    };
+    for channel in up.query.channels {
+        let (reply, events) = match delivery
+            .connection_mut()
+            .subscribe(channel, &up.query.since)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => (Reply::Error(e), Vec::new()),
+        };
+        delivery.reply(&reply.encode(None), events, Instant::now().into_std());
     }
+    state
+        .metrics
+        .delivered(Transport::Ws, delivery.take_delivered());
+    let mut socket = Socket::new(&mut io, Wire::Raw);
+    let ended = delivery_loop::run(
+        &state,
+        &mut delivery,
+        &mut socket,
+        &mut peer,
+        direct.as_ref(),
+        Transport::Ws,
+    )
+    .await;
+    let (frame, await_reply) = match ended {
+        Ended::Delivery(End::FellBehind) => {
+            state.metrics.dropped_slow(Transport::Ws);
+            tracing::info!("websocket subscriber fell behind; closing so it resumes");
+            let reason = "fell behind: reconnect and resume from your cursor";
+            (frame::close_frame(close::RESUME, reason), true)
+        }
+        Ended::Delivery(End::ShutDown) => {
+            let reason = "server restarting: reconnect and resume from your cursor";
+            (frame::close_frame(close::RESTART, reason), true)
+        }
+        Ended::Delivery(End::Idle) => {
+            let reason = "idle timeout: nothing received, not even a pong";
+            (frame::close_frame(close::IDLE, reason), true)
+        }
+        Ended::Peer(Closing::Reply(frame)) => (frame, false),
+        Ended::Peer(Closing::Violation(v)) => (frame::close_frame(v.code, v.reason), true),
+        // The peer is gone or unresponsive: just drop the socket.
+        Ended::Delivery(End::Stalled) | Ended::Gone => return,
+    };
+    // The closing handshake from the server's side: what is queued, the
+    // close frame, then read until the client's close frame (or end of
+    // stream) so that the server closes the TCP connection first (RFC 6455
+    // §7.1.1); two seconds at most.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        delivery.send(frame, Instant::now().into_std());
+        if !socket.flush(&mut delivery, Duration::from_secs(2)).await
+            || !await_reply
+            || peer.rx.saw_close()
+        {
+            return;
+        }
+        let mut buf = vec![0u8; 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut *socket.io, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    peer.got.clear();
+                    if peer.rx.feed(&buf[..n], &mut peer.got).is_err()
+                        || peer.got.iter().any(|i| matches!(i, Incoming::Close(_)))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
 }
 
-/// The socket with the codec's state: what remains of an idle connection
-/// is this, the outbox and the subscriptions.
-struct Socket<S> {
-    io: S,
-    rx: Receiver,
-    /// Frames waiting to be written, oldest first.
-    out: VecDeque<Bytes>,
-    deflate: Option<Deflate>,
-    /// What fan-out writes through while this connection is parked.
-    direct: Option<Arc<dyn DirectSink>>,
-}
-
-const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
-/// Frames per vectored write.
-const MAX_SLICES: usize = 64;
-/// Bytes read per call; a connection holds no read buffer between reads.
-const READ_CHUNK: usize = 8 * 1024;
-
-enum Read {
-    /// Bytes were read; complete frames, if any, were appended.
-    Data,
-    Eof,
+/// How the client ended a connection.
+enum Closing {
+    /// It began the closing handshake: send this answer and close.
+    Reply(Bytes),
+    /// It broke the protocol: close with this code.
     Violation(Violation),
 }
 
-impl<S: Io> Socket<S> {
+/// A WebSocket's frames.
+struct WsFraming {
+    deflate: Option<Deflate>,
+}
+
+const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+
+impl WsFraming {
     /// A data frame for this connection's own traffic (command replies,
     /// echoes), compressed when deflate was agreed and the message is worth it.
     fn data_frame(&self, op: OpCode, payload: &[u8]) -> Bytes {
@@ -215,239 +262,105 @@ impl<S: Io> Socket<S> {
         }
         frame::server_frame(op, false, payload)
     }
+}
 
-    fn push_text(&mut self, text: &str) {
-        let f = self.data_frame(OpCode::Text, text.as_bytes());
-        self.out.push_back(f);
-    }
-
-    /// Writes queued frames, as many per system call as the kernel takes.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = self.out.len().min(MAX_SLICES);
-            for (slice, frame) in slices.iter_mut().zip(&self.out) {
-                *slice = IoSlice::new(frame);
+impl Framing for WsFraming {
+    /// Messages: the shared, pre-built frame; a reset: a small text frame.
+    fn emit(&mut self, _: &Session, emit: &Emit) -> Bytes {
+        match emit {
+            Emit::Message(p) => p.ws_frame_for(self.deflate.as_ref()).clone(),
+            Emit::Reset { channel, position } => {
+                self.data_frame(OpCode::Text, encode_reset(channel, position).as_bytes())
             }
-            let mut written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
-            if written == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            while written > 0 {
-                let Some(front) = self.out.front_mut() else {
-                    break;
-                };
-                if written >= front.len() {
-                    written -= front.len();
-                    self.out.pop_front();
-                } else {
-                    front.advance(written);
-                    written = 0;
-                }
-            }
-        }
-        if self.out.capacity() > MAX_SLICES {
-            self.out = VecDeque::new();
-        }
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_read(&mut self, cx: &mut Context<'_>, got: &mut Vec<Incoming>) -> Poll<Read> {
-        // On the stack for the duration of one poll only, and never zeroed:
-        // most polls find nothing to read.
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut rb = ReadBuf::uninit(&mut buf);
-        match ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
-            Err(_) => Poll::Ready(Read::Eof),
-            Ok(()) if rb.filled().is_empty() => Poll::Ready(Read::Eof),
-            Ok(()) => Poll::Ready(match self.rx.feed(rb.filled(), got) {
-                Ok(()) => Read::Data,
-                Err(v) => Read::Violation(v),
-            }),
         }
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
-        poll_fn(|cx| self.poll_write(cx)).await
+    fn reply(&mut self, json: &str) -> Bytes {
+        self.data_frame(OpCode::Text, json.as_bytes())
     }
 
-    /// The closing handshake from the server's side: send the close frame,
-    /// then read until the client's close frame (or end of stream) so that
-    /// the server closes the TCP connection first (RFC 6455 §7.1.1).
-    async fn close(&mut self, frame: Bytes, await_reply: bool) {
-        self.out.push_back(frame);
-        if self.flush().await.is_err() || !await_reply || self.rx.saw_close() {
-            return;
-        }
-        let mut got = Vec::new();
-        loop {
-            match poll_fn(|cx| self.poll_read(cx, &mut got)).await {
-                Read::Data if got.iter().any(|i| matches!(i, Incoming::Close(_))) => return,
-                Read::Data => got.clear(),
-                Read::Eof | Read::Violation(_) => return,
-            }
-        }
+    /// A Ping: browsers answer with a Pong by themselves.
+    fn heartbeat(&mut self) -> Bytes {
+        PING
     }
 }
 
-enum Wake {
-    Outbox(Drained),
-    Read(Read),
-    Written(std::io::Result<()>),
-    PingDue,
-    Idle,
-}
-
-async fn serve<S: Io>(
-    state: &AppState,
-    ws: &mut Socket<S>,
-    conn: &mut Connection,
-    query: SubscribeQuery,
+/// What a WebSocket client sends: commands (or, on `/echo`, anything to
+/// send back), pings, and the close.
+struct WsPeer {
+    rx: Receiver,
     mode: Mode,
-) -> End {
-    let outbox = conn.outbox().clone();
-    for channel in query.channels {
-        let (reply, events) = match conn.subscribe(channel, &query.since).await {
-            Ok(r) => r,
-            Err(e) => (Reply::Error(e), Vec::new()),
-        };
-        ws.push_text(&reply.encode(None));
-        accept_all(state, ws, conn, events);
+    /// Complete messages not acted on yet.
+    got: Vec<Incoming>,
+    /// A protocol violation after them: the connection ends once they are
+    /// answered.
+    violation: Option<Violation>,
+}
+
+impl Peer<WsFraming> for WsPeer {
+    type End = Closing;
+
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        if let Err(v) = self.rx.feed(bytes, &mut self.got) {
+            self.violation = Some(v);
+        }
+        !self.got.is_empty()
     }
-    let mut events: Vec<OutboxEvent> = Vec::new();
 
-    // One timer for silence and stalled writes alike: a peer that neither
-    // sends nor reads for `ws_idle_timeout` is gone.
-    let idle_for = state.config.ws_idle_timeout;
-    let idle = tokio::time::sleep(idle_for);
-    tokio::pin!(idle);
-    let ping_every = state.config.ws_ping_interval;
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut got: Vec<Incoming> = Vec::new();
-
-    loop {
-        let wake = poll_fn(|cx| {
-            if let Some(rest) = conn.unpark() {
-                ws.out.push_front(rest);
-            }
-            if !ws.out.is_empty() {
-                if let Poll::Ready(r) = ws.poll_write(cx) {
-                    return Poll::Ready(Wake::Written(r));
+    async fn act(
+        &mut self,
+        state: &AppState,
+        delivery: &mut Delivery<WsFraming>,
+    ) -> Result<(), Closing> {
+        for incoming in std::mem::take(&mut self.got) {
+            let now = Instant::now().into_std();
+            match incoming {
+                Incoming::Text(t) if self.mode == Mode::Echo => {
+                    let f = delivery.framing().data_frame(OpCode::Text, &t);
+                    delivery.send(f, now);
                 }
-                // Blocked on a slow reader: its outbox keeps filling, and
-                // reading waits so that answers cannot pile up here.
-                if outbox.poll_overflowed(cx).is_ready() {
-                    return Poll::Ready(Wake::Outbox(Drained::Overflowed));
+                Incoming::Binary(b) if self.mode == Mode::Echo => {
+                    let f = delivery.framing().data_frame(OpCode::Binary, &b);
+                    delivery.send(f, now);
                 }
-            } else {
-                if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
-                    return Poll::Ready(Wake::Outbox(d));
+                Incoming::Text(t) => {
+                    // Boxed: command handling is rare and its state large; the
+                    // loop's state is held for the connection's life.
+                    Box::pin(command(state, delivery, &t)).await;
                 }
-                if let Poll::Ready(r) = ws.poll_read(cx, &mut got) {
-                    return Poll::Ready(Wake::Read(r));
+                Incoming::Binary(_) => {
+                    let e = pushgate_core::Error::bad_request(
+                        "commands are JSON text frames, not binary",
+                    );
+                    delivery.reply(&Reply::Error(e).encode(None), Vec::new(), now);
                 }
-            }
-            if ping.poll_tick(cx).is_ready() {
-                return Poll::Ready(Wake::PingDue);
-            }
-            if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
-                return Poll::Ready(Wake::Idle);
-            }
-            if let (true, Some(sink)) = (ws.out.is_empty(), &ws.direct) {
-                // Waiting with nothing to write: fan-out may write for us.
-                conn.park(sink);
-            }
-            Poll::Pending
-        })
-        .await;
-        match wake {
-            Wake::Written(Ok(())) => {}
-            Wake::Written(Err(_)) | Wake::Read(Read::Eof) => return End::Drop,
-            Wake::Outbox(Drained::Events) => accept_all(state, ws, conn, events.drain(..)),
-            Wake::Outbox(Drained::Overflowed) => return fell_behind(state),
-            Wake::Outbox(Drained::ShutDown) => {
-                return End::Close(
-                    close::RESTART,
-                    "server restarting: reconnect and resume from your cursor",
-                );
-            }
-            Wake::Read(Read::Violation(v)) => {
-                // Whatever came before the bad frame is still answered.
-                if let Some(end) = act(state, ws, conn, mode, &mut got).await {
-                    return end;
+                Incoming::Ping(p) => {
+                    delivery.send(frame::server_frame(OpCode::Pong, false, &p), now)
                 }
-                return v.into();
-            }
-            Wake::Read(Read::Data) => {
-                if !got.is_empty() {
-                    idle.as_mut().reset(Instant::now() + idle_for);
-                }
-                if let Some(end) = act(state, ws, conn, mode, &mut got).await {
-                    return end;
+                Incoming::Pong(_) => {}
+                Incoming::Close(code) => {
+                    // §5.5.1: answer with the same status code.
+                    let answer = match code {
+                        Some((code, _)) => frame::close_frame(code, ""),
+                        None => frame::server_frame(OpCode::Close, false, &[]),
+                    };
+                    return Err(Closing::Reply(answer));
                 }
             }
-            Wake::PingDue => ws.out.push_back(PING),
-            Wake::Idle => {
-                return End::Close(
-                    close::IDLE,
-                    "idle timeout: nothing received, not even a pong",
-                );
-            }
+        }
+        // Whatever came before the bad frame is answered; then it closes.
+        match self.violation.take() {
+            Some(v) => Err(Closing::Violation(v)),
+            None => Ok(()),
         }
     }
 }
 
-/// Acts on what the client sent; `Some` ends the connection.
-async fn act<S: Io>(
-    state: &AppState,
-    ws: &mut Socket<S>,
-    conn: &mut Connection,
-    mode: Mode,
-    got: &mut Vec<Incoming>,
-) -> Option<End> {
-    for incoming in got.drain(..) {
-        match incoming {
-            Incoming::Text(t) if mode == Mode::Echo => {
-                let f = ws.data_frame(OpCode::Text, &t);
-                ws.out.push_back(f);
-            }
-            Incoming::Binary(b) if mode == Mode::Echo => {
-                let f = ws.data_frame(OpCode::Binary, &b);
-                ws.out.push_back(f);
-            }
-            Incoming::Text(t) => {
-                // Boxed: command handling is rare and its state large; this
-                // loop's state is held for the connection's life.
-                Box::pin(command(state, ws, conn, &t)).await;
-            }
-            Incoming::Binary(_) => {
-                let e =
-                    pushgate_core::Error::bad_request("commands are JSON text frames, not binary");
-                ws.push_text(&Reply::Error(e).encode(None));
-            }
-            Incoming::Ping(p) => ws
-                .out
-                .push_back(frame::server_frame(OpCode::Pong, false, &p)),
-            Incoming::Pong(_) => {}
-            Incoming::Close(code) => {
-                // §5.5.1: answer with the same status code.
-                let answer = match code {
-                    Some((code, _)) => frame::close_frame(code, ""),
-                    None => frame::server_frame(OpCode::Close, false, &[]),
-                };
-                return Some(End::Reply(answer));
-            }
-        }
-    }
-    None
-}
-
-async fn command<S: Io>(state: &AppState, ws: &mut Socket<S>, conn: &mut Connection, bytes: &[u8]) {
+async fn command(state: &AppState, delivery: &mut Delivery<WsFraming>, bytes: &[u8]) {
     let (reply, id, events) = match protocol::decode(bytes) {
         Ok(req) => {
             let id = req.id.clone();
-            let (reply, events) = super::execute(state, conn, req).await;
+            let (reply, events) = super::execute(state, delivery.connection_mut(), req).await;
             (reply, id, events)
         }
         Err(rejected) => {
@@ -455,36 +368,9 @@ async fn command<S: Io>(state: &AppState, ws: &mut Socket<S>, conn: &mut Connect
             (Reply::Error(rejected.error), rejected.id, Vec::new())
         }
     };
-    ws.push_text(&reply.encode(id.as_ref()));
-    accept_all(state, ws, conn, events);
-}
-
-/// Queues the frames for delivered events: shared, pre-built frames for
-/// messages, a small text frame for a `reset`.
-fn accept_all<S: Io>(
-    state: &AppState,
-    ws: &mut Socket<S>,
-    conn: &mut Connection,
-    events: impl IntoIterator<Item = OutboxEvent>,
-) {
-    let mut delivered = 0;
-    conn.accept_each(events, |emit| match emit {
-        Emit::Message(p) => {
-            delivered += 1;
-            ws.out
-                .push_back(p.ws_frame_for(ws.deflate.as_ref()).clone());
-        }
-        Emit::Reset { channel, position } => ws.push_text(&encode_reset(&channel, &position)),
-    });
-    state.metrics.delivered(Transport::Ws, delivered);
-}
-
-/// Counts and ends a subscriber whose outbox overflowed.
-fn fell_behind(state: &AppState) -> End {
-    state.metrics.dropped_slow(Transport::Ws);
-    tracing::info!("websocket subscriber fell behind; closing so it resumes");
-    End::Close(
-        close::RESUME,
-        "fell behind: reconnect and resume from your cursor",
-    )
+    delivery.reply(
+        &reply.encode(id.as_ref()),
+        events,
+        Instant::now().into_std(),
+    );
 }
