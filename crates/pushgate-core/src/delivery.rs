@@ -98,12 +98,11 @@ pub enum End {
 pub struct Delivery<F> {
     conn: Connection,
     framing: F,
-    timing: Timing,
+    /// Shared by every connection of a transport: a pointer, not 56 bytes
+    /// per idle connection.
+    timing: Arc<Timing>,
     /// What to write, oldest first.
     out: VecDeque<Bytes>,
-    /// The unwritten end of a frame fan-out began, already framed: it goes
-    /// out before anything else.
-    leftover: Option<Bytes>,
     next_heartbeat: Instant,
     idle_deadline: Option<Instant>,
     /// Since when bytes have waited without progress.
@@ -115,15 +114,14 @@ pub struct Delivery<F> {
 
 impl<F: Framing> Delivery<F> {
     /// Starts delivering for `conn` at `now`.
-    pub fn new(conn: Connection, framing: F, timing: Timing, now: Instant) -> Self {
+    pub fn new(conn: Connection, framing: F, timing: Arc<Timing>, now: Instant) -> Self {
         Delivery {
             conn,
             framing,
-            timing,
-            out: VecDeque::new(),
-            leftover: None,
             next_heartbeat: now + timing.heartbeat,
             idle_deadline: timing.idle.map(|d| now + d),
+            timing,
+            out: VecDeque::new(),
             waiting_since: None,
             delivered: 0,
             end: None,
@@ -254,17 +252,6 @@ impl<F: Framing> Delivery<F> {
         }
     }
 
-    /// The already-framed tail of a direct write, if fan-out left one: it
-    /// must be written before [`Delivery::pending`].
-    pub fn take_leftover(&mut self) -> Option<Bytes> {
-        self.leftover.take()
-    }
-
-    /// Gives back the part of the leftover a write did not take.
-    pub fn put_back_leftover(&mut self, rest: Bytes) {
-        self.leftover = Some(rest);
-    }
-
     /// What waits to be written, oldest first. The loop writes from the
     /// front, removes or advances what went out, then calls
     /// [`Delivery::written`].
@@ -274,7 +261,7 @@ impl<F: Framing> Delivery<F> {
 
     /// Whether anything waits to be written.
     pub fn has_pending(&self) -> bool {
-        !self.out.is_empty() || self.leftover.is_some()
+        !self.out.is_empty()
     }
 
     /// Some bytes went out: the stall clock starts again, or stops when
@@ -314,12 +301,17 @@ impl<F: Framing> Delivery<F> {
         }
     }
 
-    /// Ends parking; a frame fan-out began becomes [`Delivery::take_leftover`].
-    pub fn unpark(&mut self, now: Instant) {
-        if let Some(rest) = self.conn.unpark() {
-            self.leftover = Some(rest);
-            self.waiting_since.get_or_insert(now);
-        }
+    /// Ends parking. True when fan-out left the unwritten end of a frame:
+    /// it is now the first thing pending, already framed for the wire (the
+    /// loop must not frame it again).
+    pub fn unpark(&mut self, now: Instant) -> bool {
+        let Some(rest) = self.conn.unpark() else {
+            return false;
+        };
+        // Parked only with nothing pending, so it is first.
+        self.out.push_front(rest);
+        self.waiting_since.get_or_insert(now);
+        true
     }
 }
 

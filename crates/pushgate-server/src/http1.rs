@@ -92,10 +92,14 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
         };
         match next {
             Ok(Next::KeepAlive) => continue,
-            Ok(Next::Stream(events)) => {
+            Ok(Next::Stream(mut events)) => {
                 drop(buf);
                 let stream = SharedTcp::new(stream, events.direct_wire(), &state.metrics);
-                events.run(&state, stream).await;
+                // A task of its own, and this one ends, as for a WebSocket:
+                // an idle stream then holds only its loop's state, not the
+                // front's (a task's allocation is the size of its largest
+                // state, for its whole life).
+                tokio::spawn(async move { events.run(&state, stream).await });
                 return;
             }
             Ok(Next::Upgrade(up)) => {

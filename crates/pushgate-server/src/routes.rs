@@ -227,11 +227,14 @@ pub async fn post(
 /// `/poll`, `/longpoll`), which the front also serves itself.
 pub async fn subscribe(state: &Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
     let principal = admitted.principal();
+    // A waiting long-poll holds this future for as long as it waits, and a
+    // future is as large as its largest branch: the others, which only open
+    // a stream or answer at once, are boxed.
     match admitted.route().endpoint {
-        Endpoint::Sse => sse::handle(state.clone(), principal, req).await,
-        Endpoint::Ndjson => ndjson::handle(state.clone(), principal, req).await,
-        Endpoint::Iframe => iframe::handle(state.clone(), principal, req).await,
-        Endpoint::Poll => poll::handle(state.clone(), principal, req).await,
+        Endpoint::Sse => Box::pin(sse::handle(state.clone(), principal, req)).await,
+        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), principal, req)).await,
+        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), principal, req)).await,
+        Endpoint::Poll => Box::pin(poll::handle(state.clone(), principal, req)).await,
         Endpoint::LongPoll => longpoll::handle(state.clone(), principal, req).await,
         _ => admission::Rejection::not_found(req.uri.path()).into_response(),
     }

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use pushgate_core::delivery::Timing;
 use pushgate_core::{Connection, Hub, Limits, Principal};
 
 use crate::config::Config;
@@ -15,14 +16,34 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live connections, for graceful shutdown.
     pub registry: Arc<Registry>,
+    /// Heartbeat and give-up times of WebSockets, shared by all of them.
+    pub ws_timing: Arc<Timing>,
+    /// The same for event streams (SSE, NDJSON, iframe).
+    pub stream_timing: Arc<Timing>,
     next_subscriber: AtomicU64,
 }
 
 impl AppState {
     pub fn new(config: Config, hub: Arc<Hub>) -> Arc<Self> {
+        let ws_timing = Arc::new(Timing {
+            heartbeat: config.ws_ping_interval,
+            heartbeat_after_silence: false,
+            // One limit for silence and stalled writes alike: a peer that
+            // neither sends nor reads for `ws_idle_timeout` is gone.
+            idle: Some(config.ws_idle_timeout),
+            stall: config.ws_idle_timeout,
+        });
+        let stream_timing = Arc::new(Timing {
+            heartbeat: config.stream_ping_interval,
+            heartbeat_after_silence: true,
+            idle: None,
+            stall: config.ws_idle_timeout,
+        });
         Arc::new(AppState {
             config,
             hub,
+            ws_timing,
+            stream_timing,
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
             next_subscriber: AtomicU64::new(1),

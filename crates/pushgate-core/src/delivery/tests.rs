@@ -66,7 +66,7 @@ fn delivery(timing: Timing, t0: Instant) -> (Delivery<Tags>, Arc<Hub>) {
     let hub = Arc::new(Hub::new(log, HubConfig::default()));
     let mut conn = Connection::new(hub.clone(), 1, Limits::default(), Principal::Anonymous);
     let (_, catchup) = now(conn.subscribe(ChannelName::new("c").unwrap(), &Since::Now)).unwrap();
-    let mut d = Delivery::new(conn, Tags, timing, t0);
+    let mut d = Delivery::new(conn, Tags, Arc::new(timing), t0);
     d.deliver(catchup, t0);
     (d, hub)
 }
@@ -227,11 +227,11 @@ fn a_direct_writes_tail_comes_first_and_counts_as_waiting() {
     let sink: Arc<dyn DirectSink> = Arc::new(Half);
     d.park(&sink);
     publish(&hub, 1);
-    d.unpark(t0);
-    assert_eq!(d.take_leftover().as_deref(), Some(&b"tail"[..]));
-    assert!(
-        !d.has_pending(),
-        "nothing else queued: fan-out wrote message 1"
+    assert!(d.unpark(t0), "a framed tail is first");
+    assert_eq!(
+        write_all(&mut d, t0),
+        ["tail"],
+        "and nothing else: fan-out wrote message 1"
     );
     assert_eq!(
         d.connection()

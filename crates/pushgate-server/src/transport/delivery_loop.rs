@@ -91,7 +91,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 enum Wake {
     Written(std::io::Result<()>),
-    Drained(Drained),
+    Drained(Drained, Vec<OutboxEvent>),
     /// Bytes were read (`0`: the client closed); whether it said something.
     Read(std::io::Result<(usize, bool)>),
     Timeout,
@@ -121,23 +121,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Socket<'a, S> {
         cx: &mut Context<'_>,
         delivery: &mut Delivery<F>,
     ) -> Poll<std::io::Result<()>> {
-        if let Some(mut rest) = delivery.take_leftover() {
-            // The tail of a frame fan-out began: already framed, and first.
-            while !rest.is_empty() {
-                match Pin::new(&mut *self.io).poll_write(cx, &rest) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
-                    }
-                    Poll::Ready(Ok(n)) => rest.advance(n),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        delivery.put_back_leftover(rest);
-                        return Poll::Pending;
-                    }
-                }
-            }
-            delivery.written(Instant::now().into_std());
-        }
         while !delivery.pending().is_empty() {
             self.frame(delivery);
             let out = delivery.pending();
@@ -225,42 +208,47 @@ where
     F: Framing,
     P: Peer<F>,
 {
-    let outbox = delivery.connection().outbox().clone();
-    let mut events: Vec<OutboxEvent> = Vec::new();
-    // One timer for every deadline the delivery has (heartbeat, idle, stall).
+    // One timer for every deadline the delivery has (heartbeat, idle,
+    // stall). What the loop keeps across turns is part of every idle
+    // connection: the events of a turn travel in its `Wake` instead.
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
-    let mut timer_at: Option<std::time::Instant> = None;
     loop {
         if let Some(end) = delivery.end() {
             return Ended::Delivery(end);
         }
         let wake = poll_fn(|cx| {
-            delivery.unpark(Instant::now().into_std());
+            if delivery.unpark(Instant::now().into_std()) {
+                // The tail of a frame fan-out began: already framed.
+                socket.framed += 1;
+            }
             if delivery.has_pending() {
                 if let Poll::Ready(r) = socket.poll_write(cx, delivery) {
                     return Poll::Ready(Wake::Written(r));
                 }
                 // Blocked on a slow reader: its outbox keeps filling, and
                 // reading waits so that answers cannot pile up here.
+                let outbox = delivery.connection().outbox();
                 if outbox.poll_overflowed(cx).is_ready() {
-                    return Poll::Ready(Wake::Drained(Drained::Overflowed));
+                    return Poll::Ready(Wake::Drained(Drained::Overflowed, Vec::new()));
                 }
             } else {
+                let mut events = Vec::new();
+                let outbox = delivery.connection().outbox();
                 if let Poll::Ready(d) = outbox.poll_drain(cx, &mut events) {
-                    return Poll::Ready(Wake::Drained(d));
+                    return Poll::Ready(Wake::Drained(d, events));
                 }
                 if let Poll::Ready(r) = socket.poll_read(cx, peer) {
                     return Poll::Ready(Wake::Read(r));
                 }
             }
-            if let Some(at) = delivery.poll_timeout() {
-                if timer_at != Some(at) {
-                    timer.as_mut().reset(Instant::from_std(at));
-                    timer_at = Some(at);
+            if let Some(at) = delivery.poll_timeout().map(Instant::from_std) {
+                // Handling a deadline always moves it (or ends the delivery),
+                // so a timer that fired is never polled again unchanged.
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
                 }
                 if timer.as_mut().poll(cx).is_ready() {
-                    timer_at = None;
                     return Poll::Ready(Wake::Timeout);
                 }
             }
@@ -277,13 +265,13 @@ where
             Wake::Written(Err(_)) | Wake::Read(Err(_)) | Wake::Read(Ok((0, _))) => {
                 return Ended::Gone
             }
-            Wake::Drained(Drained::Events) => {
-                delivery.deliver(events.drain(..), now);
+            Wake::Drained(Drained::Events, events) => {
+                delivery.deliver(events, now);
                 state
                     .metrics
                     .delivered(transport, delivery.take_delivered());
             }
-            Wake::Drained(d) => delivery.drained(d),
+            Wake::Drained(d, _) => delivery.drained(d),
             Wake::Read(Ok((_, spoke))) => {
                 if spoke {
                     delivery.received(now);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 use pushgate_core::cursor::Since;
-use pushgate_core::delivery::{Delivery, End, Framing, Timing};
+use pushgate_core::delivery::{Delivery, End, Framing};
 use pushgate_core::hub::Drained;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::Session;
@@ -62,12 +62,7 @@ pub async fn open(
             "give at least one channel: ?channel=NAME",
         ));
     }
-    let timing = Timing {
-        heartbeat: state.config.stream_ping_interval,
-        heartbeat_after_silence: true,
-        idle: None,
-        stall: state.config.ws_idle_timeout,
-    };
+    let timing = state.stream_timing.clone();
     let now = Instant::now().into_std();
     let mut delivery = Delivery::new(state.connection(principal), encoder, timing, now);
     let preamble = delivery.framing().preamble(&state);
@@ -134,7 +129,7 @@ impl EventStream {
     /// Runs the stream on the front's socket, whose response head was
     /// written, as chunked transfer encoding until the stream ends, the
     /// client leaves, or the client stops reading.
-    pub async fn run(mut self, state: &AppState, mut io: SharedTcp) {
+    pub async fn run(&mut self, state: &AppState, mut io: SharedTcp) {
         let direct = io.direct_sink();
         let mut socket = Socket::new(&mut io, Wire::Chunked);
         let ended = delivery_loop::run(

@@ -24,30 +24,34 @@ use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
 pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
-    let q = match parse_subscribe_query(
-        req.uri.query(),
-        &["timeout"],
-        state.config.max_subscriptions,
-    ) {
-        Ok(q) => q,
-        Err(e) => return web::error(&e),
-    };
-    let max = state.config.longpoll_max_timeout;
-    let timeout = match q.extra("timeout") {
-        None => state.config.longpoll_timeout,
-        Some(t) => match parse_duration(t) {
-            Ok(d) if d <= max => d,
-            Ok(_) => {
-                return web::error(&Error::bad_request(format!(
-                    "timeout may be at most {max:?} (longpoll_max_timeout)"
-                )))
-            }
-            Err(why) => return web::error(&Error::bad_request(format!("timeout: {why}"))),
-        },
-    };
-    let (mut conn, mut emits) = match collect(&state, principal, q.channels, &q.since).await {
-        Ok(collected) => collected,
-        Err(res) => return res,
+    // In a block: the query is not needed while the request waits, and a
+    // waiting request's state is the unit of long-poll memory.
+    let (mut conn, mut emits, timeout) = {
+        let q = match parse_subscribe_query(
+            req.uri.query(),
+            &["timeout"],
+            state.config.max_subscriptions,
+        ) {
+            Ok(q) => q,
+            Err(e) => return web::error(&e),
+        };
+        let max = state.config.longpoll_max_timeout;
+        let timeout = match q.extra("timeout") {
+            None => state.config.longpoll_timeout,
+            Some(t) => match parse_duration(t) {
+                Ok(d) if d <= max => d,
+                Ok(_) => {
+                    return web::error(&Error::bad_request(format!(
+                        "timeout may be at most {max:?} (longpoll_max_timeout)"
+                    )))
+                }
+                Err(why) => return web::error(&Error::bad_request(format!("timeout: {why}"))),
+            },
+        };
+        match collect(&state, principal, q.channels, &q.since).await {
+            Ok((conn, emits)) => (conn, emits, timeout),
+            Err(res) => return res,
+        }
     };
     if emits.is_empty() {
         wait(&state, &mut conn, &mut emits, timeout).await;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
-use pushgate_core::delivery::{Delivery, End, Framing, Timing};
+use pushgate_core::delivery::{Delivery, End, Framing};
 use pushgate_core::protocol::{self, encode_reset, Reply};
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
@@ -143,14 +143,7 @@ pub async fn run<S: Io>(
     let conn = state.connection(&up.principal);
     let _registered = state.registry.register(conn.outbox());
     let config = &state.config;
-    let timing = Timing {
-        heartbeat: config.ws_ping_interval,
-        heartbeat_after_silence: false,
-        // One limit for silence and stalled writes alike: a peer that
-        // neither sends nor reads for `ws_idle_timeout` is gone.
-        idle: Some(config.ws_idle_timeout),
-        stall: config.ws_idle_timeout,
-    };
+    let timing = state.ws_timing.clone();
     let framing = WsFraming {
         deflate: up.deflate,
     };
