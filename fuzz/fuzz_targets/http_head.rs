@@ -21,10 +21,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use pushgate_server::http1::{parse_head, Head, MAX_HEAD};
-use pushgate_server::routes::{self, Front};
-use pushgate_server::transport::ws_handshake::{accept_key, switching_protocols};
-use pushgate_server::web::Body;
+use pushgate_server::fuzzing::{
+    accept_key, find_route, parse_head, switching_protocols, Body, Front, Head, MAX_HEAD,
+};
 use sha1::{Digest, Sha1};
 
 fn check_head(buf: &[u8]) {
@@ -53,7 +52,7 @@ fn check_head(buf: &[u8]) {
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect();
-            let front = routes::find(path).map(|r| r.front);
+            let front = find_route(path).map(|r| r.front);
             if parts.method == Method::GET {
                 assert_eq!(front, Some(Front::Get), "{path:?}");
                 assert_eq!(body, 0);
@@ -155,7 +154,7 @@ fn model(method: &Method, headers: &HeaderMap) -> Result<String, StatusCode> {
 }
 
 fn check_handshake(method: &Method, headers: &HeaderMap) {
-    let got = accept_key(method, headers);
+    let got = accept_key(method, headers).map_err(|r| r.into_response());
     let want = model(method, headers);
     match (&got, &want) {
         (Ok(accept), Ok(expected)) => {
@@ -180,7 +179,11 @@ fn check_handshake(method: &Method, headers: &HeaderMap) {
             };
             let v: serde_json::Value = serde_json::from_slice(body).unwrap();
             assert_eq!(v["type"], "error");
-            assert_eq!(v["code"], "bad_request");
+            let code = match *status {
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                _ => "bad_request",
+            };
+            assert_eq!(v["code"], code);
         }
         _ => panic!(
             "accept_key gave {:?}, expected {want:?}",

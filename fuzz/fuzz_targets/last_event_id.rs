@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use pushgate_core::{Cursor, ErrorKind, Since};
 use pushgate_fuzz::is_cursor_char;
-use pushgate_server::transport::sse::since_from;
+use pushgate_server::fuzzing::since_from;
 
 fn query_since(b: u8) -> Since {
     match b % 3 {

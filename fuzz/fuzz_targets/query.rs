@@ -13,7 +13,7 @@ use pushgate_core::wire::iframe::{validate_callback, MAX_CALLBACK_LEN};
 use pushgate_core::{ChannelName, Since};
 use pushgate_fuzz::text;
 use pushgate_server::config::parse_duration;
-use pushgate_server::web::{parse_subscribe_query, MAX_QUERY_LEN};
+use pushgate_server::fuzzing::{parse_subscribe_query, MAX_QUERY_LEN};
 
 const ALLOWED: &[&str] = &["timeout", "callback", "limit"];
 const MAX_CHANNELS: usize = 128;

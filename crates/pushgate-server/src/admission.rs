@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use http::{header, HeaderMap, HeaderValue, Method, Response};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use pushgate_core::{Error, ErrorKind, Principal};
 
 use crate::cors::{self, Origin};
@@ -56,53 +56,72 @@ impl Admitted {
     }
 }
 
-/// Why admission refused a request.
+/// Why a request was refused, before any endpoint ran (admission) or by a
+/// handshake: an error, answered with the status of its kind unless the
+/// refusal needs its own (426), and a header some refusals carry (`Allow`
+/// on a 405, `Upgrade` on a 426).
 #[derive(Debug)]
 pub struct Rejection {
     error: Error,
-    /// For a 405: the route, whose methods go in `Allow`.
-    route: Option<&'static Route>,
+    status: Option<StatusCode>,
+    /// Boxed: rare, and a `Result` carrying a rejection stays small.
+    header: Option<Box<(HeaderName, HeaderValue)>>,
+}
+
+impl From<Error> for Rejection {
+    fn from(error: Error) -> Self {
+        Rejection {
+            error,
+            status: None,
+            header: None,
+        }
+    }
 }
 
 impl Rejection {
     pub fn not_found(path: &str) -> Self {
-        Rejection {
-            error: Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no such endpoint: {}",
-                    path.chars().take(100).collect::<String>()
-                ),
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no such endpoint: {}",
+                path.chars().take(100).collect::<String>()
             ),
-            route: None,
+        )
+        .into()
+    }
+
+    /// A 405 for `route`, listing the methods it takes.
+    pub fn method_not_allowed(path: &str, allow: &str) -> Self {
+        let error = Error::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{path} accepts {allow}"),
+        );
+        Rejection::from(error).with_header(header::ALLOW, allow)
+    }
+
+    /// The same refusal, with another status than its kind's.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The same refusal, carrying `name: value`.
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.header = Some(Box::new((name, value)));
         }
+        self
     }
 
-    fn method_not_allowed(route: &'static Route) -> Self {
-        Rejection {
-            error: Error::new(
-                ErrorKind::MethodNotAllowed,
-                format!("{} accepts {}", route.path, route.allow_header()),
-            ),
-            route: Some(route),
-        }
-    }
-
-    fn refused(error: Error) -> Self {
-        Rejection { error, route: None }
-    }
-
-    pub fn error(&self) -> &Error {
-        &self.error
-    }
-
-    /// The HTTP answer: the status of the error's kind and the JSON body.
+    /// The HTTP answer: the status and the JSON error body.
     pub fn into_response(self) -> Response<Body> {
         let mut res = web::error(&self.error);
-        if let Some(route) = self.route {
-            if let Ok(allow) = HeaderValue::from_str(&route.allow_header()) {
-                res.headers_mut().insert(header::ALLOW, allow);
-            }
+        if let Some(status) = self.status {
+            *res.status_mut() = status;
+        }
+        if let Some(h) = self.header {
+            let (name, value) = *h;
+            res.headers_mut().insert(name, value);
         }
         res
     }
@@ -121,17 +140,20 @@ pub fn admit(
         .filter(|r| r.available(config))
         .ok_or_else(|| Rejection::not_found(path))?;
     if !route.allows(method) {
-        return Err(Rejection::method_not_allowed(route));
+        return Err(Rejection::method_not_allowed(
+            route.path,
+            &route.allow_header(),
+        ));
     }
     let preflight = method == Method::OPTIONS;
     let origin = cors::classify(config, headers);
     let acts = preflight || matches!(route.cors, Cors::Act | Cors::Upgrade);
     if acts && origin == Origin::Refused {
-        return Err(Rejection::refused(cors::refused_origin()));
+        return Err(cors::refused_origin().into());
     }
     let principal = match route.auth {
         Auth::Public | Auth::Client => Principal::Anonymous,
-        Auth::Api => api_caller(state, peer, headers).map_err(Rejection::refused)?,
+        Auth::Api => api_caller(state, peer, headers)?,
     };
     Ok(Admitted {
         route,

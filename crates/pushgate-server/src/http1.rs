@@ -335,7 +335,7 @@ async fn serve_one(
     let res = if let Endpoint::WebSocket(_) = admitted.route().endpoint {
         match ws::check(state, &admitted, &parts) {
             Ok(up) => return Ok(Next::Upgrade(Box::new(up))),
-            Err(res) => res,
+            Err(rejected) => rejected.into_response(),
         }
     } else {
         // A long-poll waits here: give up at once if the client leaves.

@@ -9,31 +9,39 @@
 //! # }
 //! ```
 
-// Handlers refuse a request by returning the finished error response as
-// `Err(Response<Body>)`: it is built once per refused request and returned
-// straight to hyper, so boxing it would only add an allocation.
-#![allow(clippy::result_large_err)]
-
-pub mod admission;
-pub mod api;
-pub mod chunked;
-pub mod client_js;
+mod admission;
+mod api;
+mod chunked;
+mod client_js;
 pub mod config;
-pub mod cors;
-pub mod demo;
-pub mod error;
-pub mod http1;
-pub mod hyper_conn;
+mod cors;
+mod demo;
+mod error;
+mod http1;
+mod hyper_conn;
 pub mod metrics;
-pub mod prefix_io;
-pub mod registry;
-pub mod routes;
-pub mod server;
-pub mod shared_tcp;
-pub mod state;
-pub mod transport;
-pub mod web;
+mod prefix_io;
+mod registry;
+mod routes;
+mod server;
+mod shared_tcp;
+mod state;
+mod transport;
+mod web;
 
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, Kind as ErrorKind};
 pub use server::Server;
+pub use state::AppState;
+
+/// What the fuzz targets (`fuzz/`) drive directly: the pure parsers of
+/// untrusted input. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::admission::Rejection;
+    pub use crate::http1::{parse_head, Head, MAX_HEAD};
+    pub use crate::routes::{find as find_route, Front};
+    pub use crate::transport::sse::since_from;
+    pub use crate::transport::ws_handshake::{accept_key, switching_protocols};
+    pub use crate::web::{parse_subscribe_query, Body, MAX_QUERY_LEN};
+}

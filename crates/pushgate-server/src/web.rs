@@ -128,14 +128,6 @@ pub fn error(e: &Error) -> Response<Body> {
     json(http_status(e.kind()), encode_error(e))
 }
 
-pub fn error_status(
-    status: StatusCode,
-    kind: ErrorKind,
-    message: impl Into<String>,
-) -> Response<Body> {
-    json(status, encode_error(&Error::new(kind, message)))
-}
-
 /// The parameters of a subscribing request (`/ws`, `/sse`, …).
 #[derive(Debug, Default)]
 pub struct SubscribeQuery {

@@ -69,17 +69,12 @@ impl Upgrade {
 }
 
 /// Validates an admitted upgrade request and negotiates extensions.
-pub fn check(
-    state: &AppState,
-    admitted: &Admitted,
-    req: &Parts,
-) -> Result<Upgrade, Response<Body>> {
+pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgrade, Rejection> {
     let Endpoint::WebSocket(mode) = admitted.route().endpoint else {
-        return Err(Rejection::not_found(req.uri.path()).into_response());
+        return Err(Rejection::not_found(req.uri.path()));
     };
     let accept = ws_handshake::accept_key(&req.method, &req.headers)?;
-    let query = parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions)
-        .map_err(|e| web::error(&e))?;
+    let query = parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions)?;
     let offers = req
         .headers
         .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
@@ -113,7 +108,7 @@ pub async fn handle(
     let (mut parts, _) = req.into_parts();
     let up = match check(&state, admitted, &parts) {
         Ok(ok) => ok,
-        Err(res) => return res,
+        Err(rejected) => return rejected.into_response(),
     };
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return web::error(&pushgate_core::Error::bad_request(

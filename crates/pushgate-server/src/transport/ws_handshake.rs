@@ -2,12 +2,13 @@
 //! is a clear JSON error.
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use pushgate_core::ErrorKind;
+use pushgate_core::{Error, ErrorKind};
 
-use crate::web::{error_status, Body};
+use crate::admission::Rejection;
+use crate::web::Body;
 
 /// Checks an upgrade request; on success returns the `Sec-WebSocket-Accept` value.
-pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
+pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Rejection> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -16,51 +17,39 @@ pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Respon
         })
     };
     if method != Method::GET {
-        let mut res = error_status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::MethodNotAllowed,
-            "a WebSocket handshake must use GET",
-        );
         // RFC 9110 §15.5.6: a 405 lists the methods the resource accepts.
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-        return Err(res);
+        return Err(Rejection::method_not_allowed(
+            "a WebSocket handshake must use GET; this endpoint",
+            "GET",
+        ));
     }
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        let mut res = error_status(
-            StatusCode::UPGRADE_REQUIRED,
-            ErrorKind::BadRequest,
+        let e = Error::bad_request(
             "this endpoint speaks WebSocket: send Upgrade: websocket and Connection: Upgrade",
         );
-        res.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return Err(res);
+        return Err(Rejection::from(e)
+            .with_status(StatusCode::UPGRADE_REQUIRED)
+            .with_header(header::UPGRADE, "websocket"));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        let mut res = error_status(
-            StatusCode::UPGRADE_REQUIRED,
-            ErrorKind::BadRequest,
-            "unsupported Sec-WebSocket-Version; this server speaks version 13",
-        );
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(res);
+        let e =
+            Error::bad_request("unsupported Sec-WebSocket-Version; this server speaks version 13");
+        return Err(Rejection::from(e)
+            .with_status(StatusCode::UPGRADE_REQUIRED)
+            .with_header(header::SEC_WEBSOCKET_VERSION, "13"));
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|k| k.as_bytes())
         .filter(|k| is_valid_key(k))
         .ok_or_else(|| {
-            error_status(
-                StatusCode::BAD_REQUEST,
+            Rejection::from(Error::new(
                 ErrorKind::BadRequest,
                 "Sec-WebSocket-Key must be 16 random bytes in base64",
-            )
+            ))
         })?;
     Ok(derive_accept(key))
 }
@@ -140,6 +129,7 @@ mod tests {
         let status = |pairs: &[(&str, &str)]| {
             accept_key(&Method::GET, &headers(pairs))
                 .unwrap_err()
+                .into_response()
                 .status()
         };
         assert_eq!(status(&ok[1..]), StatusCode::UPGRADE_REQUIRED);
@@ -154,6 +144,7 @@ mod tests {
         assert_eq!(
             accept_key(&Method::POST, &headers(&ok))
                 .unwrap_err()
+                .into_response()
                 .status(),
             StatusCode::METHOD_NOT_ALLOWED
         );

@@ -17,7 +17,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
 use pushgate_core::{ChannelName, Log, MemoryLog, MemoryLogConfig};
 use pushgate_server::metrics::Transport;
-use pushgate_server::state::AppState;
+use pushgate_server::AppState;
 use pushgate_server::{Config, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
