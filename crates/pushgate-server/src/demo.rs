@@ -16,7 +16,7 @@ pub fn index() -> Response<Body> {
     text(StatusCode::OK, "text/html; charset=utf-8", INDEX)
 }
 
-/// Publishes `{"time": "<RFC 3339 UTC>", "unix_ms": N}` on `clock` once a second.
+/// Publishes `{"unix_ms": N}` on `clock` once a second.
 pub async fn clock(state: Arc<AppState>) {
     let channel = ChannelName::new("clock").expect("static name is valid");
     let mut tick = tokio::time::interval(Duration::from_secs(1));

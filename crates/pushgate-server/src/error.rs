@@ -85,6 +85,24 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The close code of a WebSocket that must end because of an error of
+/// `kind`, rather than answer it with an `error` frame (a command's error
+/// never closes the connection). One map, documented in `docs/protocol.md`:
+/// RFC 6455's codes where one fits, 44xx mirroring the HTTP status
+/// otherwise, so a client handles both the same way.
+pub fn close_code(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::TooLarge => 1009,
+        // "Try again later": the backend is down, not the client wrong.
+        ErrorKind::Unavailable => 1013,
+        ErrorKind::Unauthorized => 4401,
+        ErrorKind::Forbidden => 4403,
+        ErrorKind::Timeout => 4408,
+        // Anything else is a request the server will not serve as sent.
+        _ => 1008,
+    }
+}
+
 /// WebSocket close codes pushgate sends (documented in `docs/protocol.md`).
 pub mod close {
     /// The server is shutting down or restarting (RFC 6455 "service restart"):
@@ -94,4 +112,31 @@ pub mod close {
     pub const RESUME: u16 = 4000;
     /// Nothing was received for `ws_idle_timeout`.
     pub const IDLE: u16 = 4001;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_follow_the_documented_map() {
+        for (kind, code) in [
+            (ErrorKind::TooLarge, 1009),
+            (ErrorKind::Unavailable, 1013),
+            (ErrorKind::Unauthorized, 4401),
+            (ErrorKind::Forbidden, 4403),
+            (ErrorKind::Timeout, 4408),
+            (ErrorKind::BadRequest, 1008),
+            (ErrorKind::InvalidChannel, 1008),
+        ] {
+            assert_eq!(close_code(kind), code, "{kind:?}");
+        }
+        let codes = [close::RESTART, close::RESUME, close::IDLE];
+        assert!(
+            codes
+                .iter()
+                .all(|c| ![1008, 1009, 1013, 4401, 4403, 4408].contains(c)),
+            "the error codes do not reuse the server's own closes"
+        );
+    }
 }

@@ -30,7 +30,7 @@ mod transport;
 mod web;
 
 pub use config::Config;
-pub use error::{Error, Kind as ErrorKind};
+pub use error::{close_code, Error, Kind as ErrorKind};
 pub use server::Server;
 pub use state::AppState;
 

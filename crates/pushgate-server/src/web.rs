@@ -203,30 +203,19 @@ impl SubscribeQuery {
     }
 }
 
-/// The `{"messages":[…],"cursor":"…"}` body of history reads (and of the
-/// polling transports): messages are the shared JSON bytes, a reset appears
-/// as a `reset` entry, and the cursor is where the reader stands afterwards.
-pub fn catchup_body(channel: &ChannelName, c: &pushgate_core::Catchup) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(64 + c.messages.iter().map(|m| m.json().len() + 1).sum::<usize>());
-    out.extend_from_slice(b"{\"messages\":[");
-    if c.reset {
-        out.extend_from_slice(
-            pushgate_core::protocol::encode_reset(channel, &c.position).as_bytes(),
-        );
-    }
-    for (i, m) in c.messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(m.json());
-    }
+/// The poll body (`pushgate_core::wire::poll`) of a history read: the
+/// shared JSON bytes of the messages, or a `reset` entry, and the cursor
+/// where the reader stands afterwards.
+pub fn catchup_body(channel: &ChannelName, c: &pushgate_core::Catchup) -> Bytes {
+    let reset = c
+        .reset
+        .then(|| pushgate_core::protocol::encode_reset(channel, &c.position));
+    let mut entries: Vec<&[u8]> = Vec::with_capacity(c.messages.len() + 1);
+    entries.extend(reset.as_deref().map(str::as_bytes));
+    entries.extend(c.messages.iter().map(|m| &m.json()[..]));
     let mut cursor = pushgate_core::Cursor::new();
     cursor.set(channel.clone(), c.next_position());
-    out.extend_from_slice(b"],\"cursor\":\"");
-    out.extend_from_slice(cursor.encode().as_bytes());
-    out.extend_from_slice(b"\"}");
-    out
+    pushgate_core::wire::poll::body(&entries, &cursor.encode())
 }
 
 #[cfg(test)]
