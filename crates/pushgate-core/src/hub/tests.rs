@@ -324,6 +324,19 @@ mod promise {
 
     use bytes::Bytes;
 
+    /// Events through the session, and what they become to the client.
+    fn deliver(conn: &mut Connection, wire: &Wire, events: Vec<OutboxEvent>) {
+        let mut client = wire.0.lock().unwrap();
+        conn.accept_each(events, |emit| match emit {
+            Emit::Message(p) => {
+                client.receive(p.channel.clone(), Got::Message(p.epoch.clone(), p.offset))
+            }
+            Emit::Reset { channel, position } => {
+                client.receive(channel, Got::Reset(position.epoch, position.offset))
+            }
+        });
+    }
+
     /// The connection's task: finish an owed frame, deliver what is queued,
     /// park.
     fn run_task(conn: &mut Connection, wire: &Arc<Wire>, sink: &Arc<dyn DirectSink>) {
@@ -334,16 +347,7 @@ mod promise {
         }
         let mut events = Vec::new();
         conn.outbox().try_drain(&mut events);
-        let mut client = wire.0.lock().unwrap();
-        conn.accept_each(events, |emit| match emit {
-            Emit::Message(p) => {
-                client.receive(p.channel.clone(), Got::Message(p.epoch.clone(), p.offset))
-            }
-            Emit::Reset { channel, position } => {
-                client.receive(channel, Got::Reset(position.epoch, position.offset))
-            }
-        });
-        drop(client);
+        deliver(conn, wire, events);
         conn.park(sink);
     }
 
@@ -369,15 +373,7 @@ mod promise {
                     c.receive(ch(name), Got::Reset(position.epoch, position.offset));
                 }
             }
-            let mut client = wire.0.lock().unwrap();
-            conn.accept_each(events, |emit| match emit {
-                Emit::Message(p) => {
-                    client.receive(p.channel.clone(), Got::Message(p.epoch.clone(), p.offset))
-                }
-                Emit::Reset { channel, position } => {
-                    client.receive(channel, Got::Reset(position.epoch, position.offset))
-                }
-            });
+            deliver(&mut conn, wire, events);
         }
         run_task(&mut conn, wire, sink);
         conn
