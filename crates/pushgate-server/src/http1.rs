@@ -17,21 +17,24 @@
 use std::future::{poll_fn, Future};
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use tokio::io::AsyncWriteExt;
+use pushgate_core::DirectSink;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::admission;
 use crate::api;
+use crate::metrics::Metrics;
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
-use crate::shared_tcp::SharedTcp;
+use crate::shared_tcp::{DirectWire, SharedTcp};
 use crate::state::AppState;
 use crate::transport::event_stream::EventStream;
 use crate::transport::ws;
@@ -44,6 +47,39 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// A client connection the front serves: a plain TCP socket now, TLS over
+/// one next. The front reads heads and bodies through it and writes whole
+/// answers; a connection that goes on streaming or upgrades becomes its
+/// [`Conn::Stream`].
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// What the connection is once it streams events or speaks WebSocket.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The connection as it streams, and the sink fan-out may write to it
+    /// through (with `wire`, how fan-out frames messages for it). Only a
+    /// plaintext socket has one: TLS records are sealed in order by a single
+    /// writer, so fan-out cannot write between the task's records.
+    fn into_stream(
+        self,
+        wire: Option<DirectWire>,
+        metrics: &Arc<Metrics>,
+    ) -> (Self::Stream, Option<Arc<dyn DirectSink>>);
+}
+
+impl Conn for TcpStream {
+    type Stream = SharedTcp;
+
+    fn into_stream(
+        self,
+        wire: Option<DirectWire>,
+        metrics: &Arc<Metrics>,
+    ) -> (SharedTcp, Option<Arc<dyn DirectSink>>) {
+        let shared = SharedTcp::new(self, wire, metrics);
+        let direct = shared.direct_sink();
+        (shared, direct)
+    }
+}
+
 enum Next {
     KeepAlive,
     Close,
@@ -52,7 +88,7 @@ enum Next {
     Stream(Box<EventStream>),
 }
 
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
+pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState>) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let (parts, body) =
@@ -94,12 +130,12 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Stream(mut events)) => {
                 drop(buf);
-                let stream = SharedTcp::new(stream, events.direct_wire(), &state.metrics);
+                let (stream, direct) = stream.into_stream(events.direct_wire(), &state.metrics);
                 // A task of its own, and this one ends, as for a WebSocket:
                 // an idle stream then holds only its loop's state, not the
                 // front's (a task's allocation is the size of its largest
                 // state, for its whole life).
-                tokio::spawn(async move { events.run(&state, stream).await });
+                tokio::spawn(async move { events.run(&state, stream, direct).await });
                 return;
             }
             Ok(Next::Upgrade(up)) => {
@@ -109,8 +145,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<AppState>
                     .await
                     .is_ok()
                 {
-                    let stream = SharedTcp::new(stream, Some(up.direct_wire()), &state.metrics);
-                    let direct = stream.direct_sink();
+                    let (stream, direct) =
+                        stream.into_stream(Some(up.direct_wire()), &state.metrics);
                     let io = PrefixIo::new(prefix(buf), stream);
                     // A task of its own, and this one ends: the WebSocket loop is
                     // the largest state, and nothing of the front is needed any more.
@@ -173,7 +209,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     }
 }
 
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Head>> {
+async fn read_head<C: Conn>(stream: &mut C, buf: &mut Vec<u8>) -> io::Result<Option<Head>> {
     loop {
         if !buf.is_empty() {
             if let Some(head) = parse_head(buf) {
@@ -187,14 +223,8 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
 }
 
 /// Reads what has arrived into `buf`, which grows by only that much.
-async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match try_read_into(stream, buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            read => return read,
-        }
-    }
+async fn read_some<C: Conn>(stream: &mut C, buf: &mut Vec<u8>) -> io::Result<usize> {
+    poll_fn(|cx| poll_read_into(stream, cx, buf)).await
 }
 
 thread_local! {
@@ -207,12 +237,17 @@ thread_local! {
         std::cell::RefCell::new(vec![0; 16 * 1024].into_boxed_slice());
 }
 
-/// One non-blocking read appended to `buf`.
-fn try_read_into(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// One read appended to `buf`.
+fn poll_read_into<C: Conn>(
+    stream: &mut C,
+    cx: &mut Context<'_>,
+    buf: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
     SCRATCH.with_borrow_mut(|chunk| {
-        let n = stream.try_read(chunk)?;
-        buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
+        let mut read = ReadBuf::new(chunk);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
     })
 }
 
@@ -267,7 +302,7 @@ fn wants_close(headers: &HeaderMap) -> bool {
 }
 
 /// Reads until `buf` holds `len` bytes; false if the peer closed first.
-async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> io::Result<bool> {
+async fn read_body<C: Conn>(stream: &mut C, buf: &mut Vec<u8>, len: usize) -> io::Result<bool> {
     while buf.len() < len {
         if read_some(stream, buf).await? == 0 {
             return Ok(false);
@@ -278,8 +313,8 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> io:
 
 /// Serves a POST of a [`Front::Post`] route: reads its `Content-Length`
 /// body, then admission and the same handler as hyper's path.
-async fn serve_post(
-    stream: &mut TcpStream,
+async fn serve_post<C: Conn>(
+    stream: &mut C,
     buf: &mut Vec<u8>,
     parts: Parts,
     body: usize,
@@ -319,8 +354,8 @@ async fn serve_post(
     }
 }
 
-async fn serve_one(
-    stream: &mut TcpStream,
+async fn serve_one<C: Conn>(
+    stream: &mut C,
     buf: &mut Vec<u8>,
     parts: Parts,
     peer: SocketAddr,
@@ -346,7 +381,7 @@ async fn serve_one(
             if let Poll::Ready(res) = handler.as_mut().poll(cx) {
                 return Poll::Ready(Some(res));
             }
-            watch_peer(stream, cx, Some(buf)).map(|()| None)
+            watch_peer(stream, cx, buf).map(|()| None)
         })
         .await;
         match res {
@@ -362,8 +397,8 @@ async fn serve_one(
 
 /// Writes a response: a complete one, head and body in one write, or the
 /// head of an event stream, which runs on the socket from then on.
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<C: Conn>(
+    stream: &mut C,
     res: Response<Body>,
     keep_alive: bool,
 ) -> io::Result<Next> {
@@ -389,30 +424,16 @@ async fn respond(
 }
 
 /// Ready when the peer closed (or broke) its side. What it sends meanwhile
-/// is kept in `keep` (a pipelined next request), up to a bound, or, without
-/// `keep`, discarded (nothing a client sends on a stream matters).
-fn watch_peer(
-    stream: &TcpStream,
-    cx: &mut Context<'_>,
-    mut keep: Option<&mut Vec<u8>>,
-) -> Poll<()> {
+/// is kept in `keep` (a pipelined next request), up to a bound.
+fn watch_peer<C: Conn>(stream: &mut C, cx: &mut Context<'_>, keep: &mut Vec<u8>) -> Poll<()> {
     loop {
-        match stream.poll_read_ready(cx) {
+        if keep.len() >= MAX_HEAD {
+            return Poll::Ready(());
+        }
+        match poll_read_into(stream, cx, keep) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Ready(Ok(())) => {
-                let read = match keep.as_deref_mut() {
-                    Some(buf) if buf.len() >= MAX_HEAD => return Poll::Ready(()),
-                    Some(buf) => try_read_into(stream, buf),
-                    None => SCRATCH.with_borrow_mut(|chunk| stream.try_read(chunk)),
-                };
-                match read {
-                    Ok(0) => return Poll::Ready(()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Poll::Ready(()),
-                }
-            }
+            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {}
         }
     }
 }
@@ -452,6 +473,78 @@ fn encode_head<B>(res: &Response<B>, len: Option<usize>, keep_alive: bool) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any byte stream can be served, as TLS will be: without fan-out's
+    /// direct writes, which only a plaintext socket allows.
+    impl Conn for tokio::io::DuplexStream {
+        type Stream = Self;
+
+        fn into_stream(
+            self,
+            _: Option<DirectWire>,
+            _: &Arc<Metrics>,
+        ) -> (Self, Option<Arc<dyn DirectSink>>) {
+            (self, None)
+        }
+    }
+
+    /// Reads until `want` has arrived; what came, as text.
+    async fn read_until(client: &mut tokio::io::DuplexStream, want: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk))
+                .await
+                .expect("the answer in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed before {want:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_front_serves_any_byte_stream_not_only_a_tcp_socket() {
+        let log = Arc::new(pushgate_core::MemoryLog::new(Default::default()));
+        let hub = Arc::new(pushgate_core::Hub::new(log, Default::default()));
+        let state = AppState::new(crate::Config::default(), hub.clone());
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let publish = |n: u64| {
+            let hub = hub.clone();
+            async move {
+                let channel = pushgate_core::ChannelName::new("d").unwrap();
+                let data = pushgate_core::Data::json(&n.to_string()).unwrap();
+                hub.publish(channel, None, data).await.unwrap();
+            }
+        };
+        publish(1).await;
+
+        // A keep-alive poll, then an event stream, on one connection.
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(server, peer, state.clone()));
+        client
+            .write_all(b"GET /poll?channel=d&since=earliest HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let poll = read_until(&mut client, "\"cursor\"").await;
+        assert!(poll.starts_with("HTTP/1.1 200 OK\r\n"), "{poll}");
+        assert!(poll.contains(r#""offset":1"#), "{poll}");
+        client
+            .write_all(b"GET /stream?channel=d HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_until(&mut client, r#""type":"subscribed""#).await;
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        // Live messages come through the delivery loop, chunked.
+        publish(2).await;
+        let live = read_until(&mut client, r#""offset":2"#).await;
+        assert!(live.contains(r#""data":2}"#), "{live}");
+    }
 
     #[test]
     fn parse_head_decides() {

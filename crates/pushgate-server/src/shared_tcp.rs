@@ -49,10 +49,6 @@ impl SharedTcp {
         }))
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.0.stream
-    }
-
     /// The sink fan-out writes through while the connection is parked, when
     /// it was given a wire format.
     pub fn direct_sink(&self) -> Option<Arc<dyn DirectSink>> {

@@ -20,14 +20,14 @@ use pushgate_core::delivery::{Delivery, End, Framing};
 use pushgate_core::hub::Drained;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::Session;
-use pushgate_core::{ChannelName, Error, OutboxEvent, Principal};
-use tokio::io::AsyncWriteExt;
+use pushgate_core::{ChannelName, DirectSink, Error, OutboxEvent, Principal};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::delivery_loop::{self, Ended, Silent, Socket, Wire};
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
 use crate::registry::Registration;
-use crate::shared_tcp::{DirectWire, SharedTcp};
+use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
 
 /// What a streaming transport adds to its framing for an HTTP response.
@@ -129,8 +129,10 @@ impl EventStream {
     /// Runs the stream on the front's socket, whose response head was
     /// written, as chunked transfer encoding until the stream ends, the
     /// client leaves, or the client stops reading.
-    pub async fn run(&mut self, state: &AppState, mut io: SharedTcp) {
-        let direct = io.direct_sink();
+    pub async fn run<S>(&mut self, state: &AppState, mut io: S, direct: Option<Arc<dyn DirectSink>>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut socket = Socket::new(&mut io, Wire::Chunked);
         let ended = delivery_loop::run(
             state,
