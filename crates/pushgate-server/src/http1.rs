@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::admission;
 use crate::api;
+use crate::dispatch;
 use crate::metrics::Metrics;
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
@@ -340,7 +341,7 @@ async fn serve_post<C: Conn>(
             ) {
                 Ok(admitted) => {
                     let req = Request::from_parts(parts, RequestBody::Read(bytes));
-                    let mut res = routes::post(state, &admitted, req).await;
+                    let mut res = dispatch::post(state, &admitted, req).await;
                     admitted.finish(&mut res);
                     res
                 }
@@ -367,7 +368,7 @@ async fn serve_one<C: Conn>(
             Ok(admitted) => admitted,
             Err(rejected) => return respond(stream, rejected.into_response(), keep_alive).await,
         };
-    let res = if let Endpoint::WebSocket(_) = admitted.route().endpoint {
+    let res = if let Endpoint::WebSocket | Endpoint::Echo = admitted.route().endpoint {
         match ws::check(state, &admitted, &parts) {
             Ok(up) => return Ok(Next::Upgrade(Box::new(up))),
             Err(rejected) => rejected.into_response(),
@@ -376,7 +377,7 @@ async fn serve_one<C: Conn>(
         // A long-poll waits here: give up at once if the client leaves.
         // Boxed for the same reason as the WebSocket loop: it is only alive
         // while a request is handled, not while a stream idles.
-        let mut handler = Box::pin(routes::subscribe(state, &admitted, &parts));
+        let mut handler = Box::pin(dispatch::subscribe(state, &admitted, &parts));
         let res = poll_fn(|cx| {
             if let Poll::Ready(res) = handler.as_mut().poll(cx) {
                 return Poll::Ready(Some(res));

@@ -2,7 +2,7 @@
 //! hands over — other endpoints, chunked bodies, `Expect`, HTTP/1.0 and
 //! anything unusual. hyper keeps such a connection from then on, and every
 //! request on it passes the same admission as the front's
-//! (`crate::routes::route`).
+//! (`crate::dispatch::route`).
 //!
 //! hyper's `http1::Builder` is used directly rather than a framework's
 //! auto-protocol server: it keeps per-connection memory lower (one
@@ -17,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::routes::route;
+use crate::dispatch::route;
 use crate::state::AppState;
 use crate::web::RequestBody;
 

@@ -16,6 +16,7 @@ mod client_js;
 pub mod config;
 mod cors;
 mod demo;
+mod dispatch;
 mod error;
 mod http1;
 mod hyper_conn;

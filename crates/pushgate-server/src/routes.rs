@@ -1,27 +1,14 @@
 //! The route table, as data: every endpoint with its methods, how the
-//! HTTP/1.1 front treats it, its CORS policy and who may call it. Admission
-//! (`crate::admission`) reads the table; the handlers below run only with
-//! what admission let in.
+//! HTTP/1.1 front treats it, its CORS policy and who may call it.
+//! Admission (`crate::admission`) reads it; `crate::dispatch` runs the
+//! endpoint of what admission let in.
 //!
 //! A dozen fixed paths need no router framework, and every refusal stays a
 //! JSON error of ours.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use http::Method;
 
-use http::request::Parts;
-use http::{Method, Request, Response};
-
-use crate::admission::{self, Admitted};
-use crate::api;
-use crate::client_js;
 use crate::config::Config;
-use crate::cors;
-use crate::demo;
-use crate::state::AppState;
-use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
-use crate::web::{Body, RequestBody};
 
 /// What a route serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +17,11 @@ pub enum Endpoint {
     Demo,
     /// `/pushgate.js`, the browser client.
     ClientJs,
-    /// A WebSocket: `/ws`, or `/echo` (only with `echo`).
-    WebSocket(ws::Mode),
+    /// The WebSocket of commands, `/ws`.
+    WebSocket,
+    /// `/echo` (only with `echo`): a WebSocket that sends every message
+    /// back, through the same code as `/ws`, for conformance testing.
+    Echo,
     Sse,
     Ndjson,
     Iframe,
@@ -104,7 +94,7 @@ impl Route {
     pub fn available(&self, config: &Config) -> bool {
         match self.endpoint {
             Endpoint::Demo => config.demo,
-            Endpoint::WebSocket(ws::Mode::Echo) => config.echo,
+            Endpoint::Echo => config.echo,
             _ => true,
         }
     }
@@ -146,8 +136,8 @@ pub static ROUTES: &[Route] = &[
     //     path            methods             endpoint                           front         cors           auth
     entry("/",             &["GET", "HEAD"],    E::Demo,                           Front::Hyper, Cors::Off,     Public),
     entry("/pushgate.js",  &["GET", "HEAD"],    E::ClientJs,                       Front::Hyper, Cors::Off,     Public),
-    entry("/ws",           &["GET"],            E::WebSocket(ws::Mode::Commands),  Front::Get,   Cors::Upgrade, Client),
-    entry("/echo",         &["GET"],            E::WebSocket(ws::Mode::Echo),      Front::Get,   Cors::Upgrade, Client),
+    entry("/ws",           &["GET"],            E::WebSocket,                       Front::Get,   Cors::Upgrade, Client),
+    entry("/echo",         &["GET"],            E::Echo,                           Front::Get,   Cors::Upgrade, Client),
     entry("/sse",          &["GET", "OPTIONS"], E::Sse,                            Front::Get,   Cors::Read,    Client),
     entry("/stream",       &["GET", "OPTIONS"], E::Ndjson,                         Front::Get,   Cors::Read,    Client),
     entry("/iframe",       &["GET"],            E::Iframe,                         Front::Get,   Cors::Off,     Client),
@@ -163,81 +153,6 @@ pub static ROUTES: &[Route] = &[
 /// The route at `path`, whether or not the configuration serves it.
 pub fn find(path: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.path == path)
-}
-
-/// hyper's service: admission, then the endpoint.
-pub async fn route(
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    req: Request<RequestBody>,
-) -> Result<Response<Body>, Infallible> {
-    let admitted =
-        match admission::admit(&state, peer, req.method(), req.uri().path(), req.headers()) {
-            Ok(a) => a,
-            Err(rejected) => return Ok(rejected.into_response()),
-        };
-    let mut res = serve(&state, &admitted, req).await;
-    admitted.finish(&mut res);
-    Ok(res)
-}
-
-async fn serve(
-    state: &Arc<AppState>,
-    admitted: &Admitted,
-    req: Request<RequestBody>,
-) -> Response<Body> {
-    if admitted.is_preflight() {
-        return cors::preflight(admitted.origin());
-    }
-    match admitted.route().endpoint {
-        Endpoint::Demo => demo::index(),
-        Endpoint::ClientJs => client_js::serve(),
-        Endpoint::WebSocket(_) => ws::handle(state.clone(), admitted, req).await,
-        Endpoint::Sse
-        | Endpoint::Ndjson
-        | Endpoint::Iframe
-        | Endpoint::Poll
-        | Endpoint::LongPoll => {
-            let (parts, _) = req.into_parts();
-            subscribe(state, admitted, &parts).await
-        }
-        Endpoint::Command | Endpoint::Publish => post(state, admitted, req).await,
-        Endpoint::History => api::history(state.clone(), req).await,
-        Endpoint::Healthz => api::healthz(),
-        Endpoint::Metrics => api::metrics(state),
-    }
-}
-
-/// Serves an admitted POST with a body ([`Front::Post`] routes). Apart from
-/// [`route`] so that the front, which serves these itself, holds only their
-/// state while a request runs, not that of every endpoint.
-pub async fn post(
-    state: &Arc<AppState>,
-    admitted: &Admitted,
-    req: Request<RequestBody>,
-) -> Response<Body> {
-    match admitted.route().endpoint {
-        Endpoint::Command => command::handle(state.clone(), admitted.principal(), req).await,
-        Endpoint::Publish => api::publish(state.clone(), req).await,
-        _ => admission::Rejection::not_found(req.uri().path()).into_response(),
-    }
-}
-
-/// Serves an admitted subscribing GET (`/sse`, `/stream`, `/iframe`,
-/// `/poll`, `/longpoll`), which the front also serves itself.
-pub async fn subscribe(state: &Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
-    let principal = admitted.principal();
-    // A waiting long-poll holds this future for as long as it waits, and a
-    // future is as large as its largest branch: the others, which only open
-    // a stream or answer at once, are boxed.
-    match admitted.route().endpoint {
-        Endpoint::Sse => Box::pin(sse::handle(state.clone(), principal, req)).await,
-        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), principal, req)).await,
-        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), principal, req)).await,
-        Endpoint::Poll => Box::pin(poll::handle(state.clone(), principal, req)).await,
-        Endpoint::LongPoll => longpoll::handle(state.clone(), principal, req).await,
-        _ => admission::Rejection::not_found(req.uri.path()).into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -70,8 +70,10 @@ impl Upgrade {
 
 /// Validates an admitted upgrade request and negotiates extensions.
 pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgrade, Rejection> {
-    let Endpoint::WebSocket(mode) = admitted.route().endpoint else {
-        return Err(Rejection::not_found(req.uri.path()));
+    let mode = match admitted.route().endpoint {
+        Endpoint::WebSocket => Mode::Commands,
+        Endpoint::Echo => Mode::Echo,
+        _ => return Err(Rejection::not_found(req.uri.path())),
     };
     let accept = ws_handshake::accept_key(&req.method, &req.headers)?;
     let query = parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions)?;

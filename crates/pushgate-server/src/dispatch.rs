@@ -1,0 +1,94 @@
+//! Runs the endpoint an admitted request is for: hyper's service, and the
+//! entry points the HTTP/1.1 front calls for what it serves itself.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{Request, Response};
+
+use crate::admission::{self, Admitted, Rejection};
+use crate::api;
+use crate::client_js;
+use crate::cors;
+use crate::demo;
+use crate::routes::Endpoint;
+use crate::state::AppState;
+use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
+use crate::web::{Body, RequestBody};
+
+/// hyper's service: admission, then the endpoint.
+pub async fn route(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, Infallible> {
+    let admitted =
+        match admission::admit(&state, peer, req.method(), req.uri().path(), req.headers()) {
+            Ok(a) => a,
+            Err(rejected) => return Ok(rejected.into_response()),
+        };
+    let mut res = serve(&state, &admitted, req).await;
+    admitted.finish(&mut res);
+    Ok(res)
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    admitted: &Admitted,
+    req: Request<RequestBody>,
+) -> Response<Body> {
+    if admitted.is_preflight() {
+        return cors::preflight(admitted.origin());
+    }
+    match admitted.route().endpoint {
+        Endpoint::Demo => demo::index(),
+        Endpoint::ClientJs => client_js::serve(),
+        Endpoint::WebSocket | Endpoint::Echo => ws::handle(state.clone(), admitted, req).await,
+        Endpoint::Sse
+        | Endpoint::Ndjson
+        | Endpoint::Iframe
+        | Endpoint::Poll
+        | Endpoint::LongPoll => {
+            let (parts, _) = req.into_parts();
+            subscribe(state, admitted, &parts).await
+        }
+        Endpoint::Command | Endpoint::Publish => post(state, admitted, req).await,
+        Endpoint::History => api::history(state.clone(), req).await,
+        Endpoint::Healthz => api::healthz(),
+        Endpoint::Metrics => api::metrics(state),
+    }
+}
+
+/// Serves an admitted POST with a body ([`Front::Post`] routes). Apart from
+/// [`route`] so that the front, which serves these itself, holds only their
+/// state while a request runs, not that of every endpoint.
+pub async fn post(
+    state: &Arc<AppState>,
+    admitted: &Admitted,
+    req: Request<RequestBody>,
+) -> Response<Body> {
+    match admitted.route().endpoint {
+        Endpoint::Command => command::handle(state.clone(), admitted.principal(), req).await,
+        Endpoint::Publish => api::publish(state.clone(), req).await,
+        _ => Rejection::not_found(req.uri().path()).into_response(),
+    }
+}
+
+/// Serves an admitted subscribing GET (`/sse`, `/stream`, `/iframe`,
+/// `/poll`, `/longpoll`), which the front also serves itself.
+pub async fn subscribe(state: &Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
+    let principal = admitted.principal();
+    // A waiting long-poll holds this future for as long as it waits, and a
+    // future is as large as its largest branch: the others, which only open
+    // a stream or answer at once, are boxed.
+    match admitted.route().endpoint {
+        Endpoint::Sse => Box::pin(sse::handle(state.clone(), principal, req)).await,
+        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), principal, req)).await,
+        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), principal, req)).await,
+        Endpoint::Poll => Box::pin(poll::handle(state.clone(), principal, req)).await,
+        Endpoint::LongPoll => longpoll::handle(state.clone(), principal, req).await,
+        _ => Rejection::not_found(req.uri.path()).into_response(),
+    }
+}
