@@ -110,6 +110,7 @@ pub mod log;
 pub mod protocol;
 pub mod publication;
 pub mod session;
+mod sync;
 pub mod websocket;
 pub mod wire;
 
