@@ -112,6 +112,7 @@ pub mod principal;
 pub mod protocol;
 pub mod publication;
 pub mod session;
+mod sync;
 pub mod websocket;
 pub mod wire;
 

@@ -16,7 +16,7 @@ pub mod outbox;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use crate::channel::{ChannelName, EventName};
 use crate::clock::{Clock, Millis, SystemClock};
@@ -24,6 +24,7 @@ use crate::cursor::Position;
 use crate::error::Error;
 use crate::log::{Appended, Catchup, Log, StartAt};
 use crate::publication::{Data, Publication};
+use crate::sync::{self, lock, Mutex, SHARDS};
 
 pub use outbox::{DirectSink, Drained, Outbox, OutboxEvent, PushOutcome, Sent};
 
@@ -38,9 +39,6 @@ pub struct Subscriber {
     /// Where fan-out puts its events.
     pub outbox: Arc<Outbox>,
 }
-
-/// Shards of the subscriber map: fan-outs of different channels rarely contend.
-const SHARDS: usize = 64;
 
 /// The default of [`HubConfig::direct_gap_ms`].
 pub const DIRECT_GAP_MS: Millis = 10;
@@ -91,12 +89,6 @@ struct Local {
     short_gap: bool,
     /// Set when the sweeper dropped this entry from the map; holders retry.
     removed: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the state consistent before anything that
-    // could panic, so a poisoned lock is still safe to use.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {
@@ -214,7 +206,7 @@ impl Drop for Registered<'_> {
 
 impl Fanout {
     fn shard(&self, channel: &ChannelName) -> &Mutex<HashMap<ChannelName, Arc<Mutex<Local>>>> {
-        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
+        &self.shards[sync::shard(self.hasher.hash_one(channel))]
     }
 
     fn get(&self, channel: &ChannelName) -> Option<Arc<Mutex<Local>>> {
@@ -310,5 +302,7 @@ impl Appended for Fanout {
     }
 }
 
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

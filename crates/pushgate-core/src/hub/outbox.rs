@@ -7,7 +7,7 @@
 //! the client's cursor still points before the first dropped message.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::channel::ChannelName;
 use crate::cursor::{Position, Positions};
 use crate::publication::Publication;
+use crate::sync::{self, Mutex, MutexGuard};
 
 /// Writes a message straight to a connection's socket from fan-out, while
 /// the connection's task waits with nothing to write (it is *parked*). An
@@ -158,10 +159,8 @@ impl Outbox {
         self.capacity
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the queue inconsistent
-        // (every mutation is a single push/pop), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        sync::lock(&self.state)
     }
 
     /// Queues `event` and wakes the connection: for what must not be written
@@ -193,7 +192,7 @@ impl Outbox {
         PushOutcome::Written
     }
 
-    fn enqueue(&self, mut st: std::sync::MutexGuard<'_, State>, event: OutboxEvent) -> PushOutcome {
+    fn enqueue(&self, mut st: MutexGuard<'_, State>, event: OutboxEvent) -> PushOutcome {
         if st.overflowed {
             return PushOutcome::Dropped;
         }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
@@ -14,9 +14,7 @@ use crate::epoch::Epoch;
 use crate::error::Error;
 use crate::history::{History, Replay};
 use crate::publication::{Data, Publication};
-
-/// Shards of the channel map: appends to different channels rarely contend.
-const SHARDS: usize = 64;
+use crate::sync::{self, lock, Mutex, SHARDS};
 
 /// Retention of [`MemoryLog`].
 #[derive(Clone)]
@@ -61,12 +59,6 @@ struct ChannelState {
     removed: bool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the state consistent before anything that
-    // could panic, so a poisoned lock is still safe to use.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl MemoryLog {
     /// An empty log; give it to [`crate::Hub::new`].
     pub fn new(config: MemoryLogConfig) -> Self {
@@ -82,7 +74,7 @@ impl MemoryLog {
         &self,
         channel: &ChannelName,
     ) -> &Mutex<HashMap<ChannelName, Arc<Mutex<ChannelState>>>> {
-        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
+        &self.shards[sync::shard(self.hasher.hash_one(channel))]
     }
 
     /// Runs `f` on the live state of `channel`, creating it on demand.
