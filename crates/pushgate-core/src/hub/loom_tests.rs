@@ -40,7 +40,7 @@ fn publication(offset: u64) -> Arc<Publication> {
         Epoch::new("e").unwrap(),
         offset,
         None,
-        Data::Json("0".into()),
+        Data::json("0").unwrap(),
         0,
     ))
 }
@@ -283,7 +283,7 @@ fn sweep_against_subscribe(history_ttl_ms: Millis) {
             "registered in the live subscriber set, not a swept one"
         );
         let p = hub
-            .publish(channel(), None, Data::Json("1".into()))
+            .publish(channel(), None, Data::json("1").unwrap())
             .now_or_never()
             .unwrap()
             .unwrap();
@@ -333,7 +333,7 @@ fn log_sweep_against_publish() {
             thread::spawn(move || hub.sweep().now_or_never().unwrap())
         };
         let p = hub
-            .publish(channel(), None, Data::Json("1".into()))
+            .publish(channel(), None, Data::json("1").unwrap())
             .now_or_never()
             .unwrap()
             .unwrap();
