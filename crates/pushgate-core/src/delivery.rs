@@ -266,9 +266,13 @@ impl<F: Framing> Delivery<F> {
 
     /// Some bytes went out: the stall clock starts again, or stops when
     /// nothing waits any more.
-    pub fn written(&mut self, now: Instant) {
+    ///
+    /// `now` is asked only when something still waits: the loop calls this
+    /// after every write, and most writes take everything (a clock read
+    /// per write was measurable in bursts).
+    pub fn written(&mut self, now: impl FnOnce() -> Instant) {
         if self.has_pending() {
-            self.waiting_since = Some(now);
+            self.waiting_since = Some(now());
         } else {
             self.waiting_since = None;
             if self.out.capacity() > 64 {
@@ -304,13 +308,14 @@ impl<F: Framing> Delivery<F> {
     /// Ends parking. True when fan-out left the unwritten end of a frame:
     /// it is now the first thing pending, already framed for the wire (the
     /// loop must not frame it again).
-    pub fn unpark(&mut self, now: Instant) -> bool {
+    /// `now` is asked only then (the loop unparks at every turn).
+    pub fn unpark(&mut self, now: impl FnOnce() -> Instant) -> bool {
         let Some(rest) = self.conn.unpark() else {
             return false;
         };
         // Parked only with nothing pending, so it is first.
         self.out.push_front(rest);
-        self.waiting_since.get_or_insert(now);
+        self.waiting_since.get_or_insert_with(now);
         true
     }
 }

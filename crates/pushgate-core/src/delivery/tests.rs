@@ -95,7 +95,7 @@ fn write_all(d: &mut Delivery<Tags>, at: Instant) -> Vec<String> {
         .drain(..)
         .map(|b| String::from_utf8(b.to_vec()).unwrap())
         .collect();
-    d.written(at);
+    d.written(|| at);
     out
 }
 
@@ -192,7 +192,7 @@ fn bytes_that_cannot_be_written_end_the_delivery_unless_some_go_out() {
     assert_eq!(d.poll_timeout(), Some(t0 + 15 * SECOND));
     // Part of it went out at 50 s: the stall clock starts again.
     d.pending()[0] = Bytes::from_static(b"tail");
-    d.written(t0 + 50 * SECOND);
+    d.written(|| t0 + 50 * SECOND);
     d.handle_timeout(t0 + 100 * SECOND);
     assert_eq!(d.end(), None);
     d.handle_timeout(t0 + 110 * SECOND);
@@ -227,7 +227,7 @@ fn a_direct_writes_tail_comes_first_and_counts_as_waiting() {
     let sink: Arc<dyn DirectSink> = Arc::new(Half);
     d.park(&sink);
     publish(&hub, 1);
-    assert!(d.unpark(t0), "a framed tail is first");
+    assert!(d.unpark(|| t0), "a framed tail is first");
     assert_eq!(
         write_all(&mut d, t0),
         ["tail"],

@@ -164,7 +164,7 @@ impl EventStream {
             let now = Instant::now().into_std();
             if let Some(bytes) = self.delivery.pending().pop_front() {
                 // hyper takes it: as good as written.
-                self.delivery.written(now);
+                self.delivery.written(|| now);
                 return Poll::Ready(Some(bytes));
             }
             match self.delivery.end() {
