@@ -7,8 +7,8 @@
 //!
 //! What it decides: what each event becomes on the wire (through the
 //! transport's [`Framing`]), when a heartbeat is due, when the peer counts
-//! as gone (silent for [`Timing::idle`]) or stuck (bytes waiting
-//! [`Timing::stall`] to be written), and how the connection ends. What it
+//! as gone (silent for [`Timing::idle`]) or stuck (a write blocked for
+//! [`Timing::stall`]), and how the connection ends. What it
 //! leaves to the loop: reading, writing, and running commands against the
 //! hub (which may wait).
 
@@ -75,8 +75,8 @@ pub struct Timing {
     /// A peer that sends nothing at all for this long is gone (`None`: the
     /// peer never speaks, as on an event stream).
     pub idle: Option<Duration>,
-    /// Bytes waiting this long without any of them being written: the peer
-    /// stopped reading.
+    /// A write blocked this long without any progress: the peer stopped
+    /// reading.
     pub stall: Duration,
 }
 
@@ -105,7 +105,7 @@ pub struct Delivery<F> {
     out: VecDeque<Bytes>,
     next_heartbeat: Instant,
     idle_deadline: Option<Instant>,
-    /// Since when bytes have waited without progress.
+    /// Since when a write has been blocked without progress.
     waiting_since: Option<Instant>,
     /// Messages delivered since the last [`Delivery::take_delivered`].
     delivered: u64,
@@ -159,7 +159,13 @@ impl<F: Framing> Delivery<F> {
     /// Runs events (a catch-up, or what the outbox held) through the
     /// session and frames what must be sent: a lone message is usually the
     /// bytes every subscriber shares.
-    pub fn deliver(&mut self, events: impl IntoIterator<Item = OutboxEvent>, now: Instant) {
+    /// `now` is asked only by a framing whose heartbeat waits for silence:
+    /// a WebSocket in a burst reads no clock per turn.
+    pub fn deliver(
+        &mut self,
+        events: impl IntoIterator<Item = OutboxEvent>,
+        now: impl FnOnce() -> Instant,
+    ) {
         let before = self.out.len();
         for event in events {
             let mut emits: SmallVec<[Emit; 2]> = SmallVec::new();
@@ -191,13 +197,13 @@ impl<F: Framing> Delivery<F> {
     pub fn reply(&mut self, json: &str, events: Vec<OutboxEvent>, now: Instant) {
         let bytes = self.framing.reply(json);
         self.send(bytes, now);
-        self.deliver(events, now);
+        self.deliver(events, || now);
     }
 
     /// Bytes the transport makes itself (a WebSocket Pong, an echo).
     pub fn send(&mut self, bytes: Bytes, now: Instant) {
         self.out.push_back(bytes);
-        self.queued(now);
+        self.queued(|| now);
     }
 
     /// The peer sent something: it is alive.
@@ -207,12 +213,9 @@ impl<F: Framing> Delivery<F> {
         }
     }
 
-    fn queued(&mut self, now: Instant) {
-        if self.waiting_since.is_none() {
-            self.waiting_since = Some(now);
-        }
+    fn queued(&mut self, now: impl FnOnce() -> Instant) {
         if self.timing.heartbeat_after_silence {
-            self.next_heartbeat = now + self.timing.heartbeat;
+            self.next_heartbeat = now() + self.timing.heartbeat;
         }
     }
 
@@ -245,9 +248,6 @@ impl<F: Framing> Delivery<F> {
         if now >= self.next_heartbeat {
             let ping = self.framing.heartbeat();
             self.out.push_back(ping);
-            if self.waiting_since.is_none() {
-                self.waiting_since = Some(now);
-            }
             self.next_heartbeat = now + self.timing.heartbeat;
         }
     }
@@ -264,21 +264,19 @@ impl<F: Framing> Delivery<F> {
         !self.out.is_empty()
     }
 
-    /// Some bytes went out: the stall clock starts again, or stops when
-    /// nothing waits any more.
-    ///
-    /// `now` is asked only when something still waits: the loop calls this
-    /// after every write, and most writes take everything (a clock read
-    /// per write was measurable in bursts).
-    pub fn written(&mut self, now: impl FnOnce() -> Instant) {
-        if self.has_pending() {
-            self.waiting_since = Some(now());
-        } else {
-            self.waiting_since = None;
-            if self.out.capacity() > 64 {
-                // A burst grew the queue; give the memory back while idle.
-                self.out = VecDeque::new();
-            }
+    /// The socket would not take what waits: the stall clock runs from
+    /// `now`, unless it already does (asked only then: a blocked write is
+    /// the slow path).
+    pub fn blocked(&mut self, now: impl FnOnce() -> Instant) {
+        self.waiting_since.get_or_insert_with(now);
+    }
+
+    /// Some bytes went out: the stall clock stops until a write blocks again.
+    pub fn written(&mut self) {
+        self.waiting_since = None;
+        if self.out.is_empty() && self.out.capacity() > 64 {
+            // A burst grew the queue; give the memory back while idle.
+            self.out = VecDeque::new();
         }
     }
 
@@ -308,14 +306,12 @@ impl<F: Framing> Delivery<F> {
     /// Ends parking. True when fan-out left the unwritten end of a frame:
     /// it is now the first thing pending, already framed for the wire (the
     /// loop must not frame it again).
-    /// `now` is asked only then (the loop unparks at every turn).
-    pub fn unpark(&mut self, now: impl FnOnce() -> Instant) -> bool {
+    pub fn unpark(&mut self) -> bool {
         let Some(rest) = self.conn.unpark() else {
             return false;
         };
         // Parked only with nothing pending, so it is first.
         self.out.push_front(rest);
-        self.waiting_since.get_or_insert_with(now);
         true
     }
 }

@@ -67,7 +67,7 @@ fn delivery(timing: Timing, t0: Instant) -> (Delivery<Tags>, Arc<Hub>) {
     let mut conn = Connection::new(hub.clone(), 1, Limits::default(), Principal::Anonymous);
     let (_, catchup) = now(conn.subscribe(ChannelName::new("c").unwrap(), &Since::Now)).unwrap();
     let mut d = Delivery::new(conn, Tags, Arc::new(timing), t0);
-    d.deliver(catchup, t0);
+    d.deliver(catchup, || t0);
     (d, hub)
 }
 
@@ -85,17 +85,17 @@ fn drain(d: &mut Delivery<Tags>, at: Instant) {
     {
         d.drained(drained);
     }
-    d.deliver(events, at);
+    d.deliver(events, || at);
 }
 
 /// Takes everything pending, as a loop that wrote it all would.
-fn write_all(d: &mut Delivery<Tags>, at: Instant) -> Vec<String> {
+fn write_all(d: &mut Delivery<Tags>) -> Vec<String> {
     let out: Vec<String> = d
         .pending()
         .drain(..)
         .map(|b| String::from_utf8(b.to_vec()).unwrap())
         .collect();
-    d.written(|| at);
+    d.written();
     out
 }
 
@@ -108,7 +108,7 @@ fn events_are_framed_once_each_in_order_and_counted() {
     }
     drain(&mut d, t0);
     // Each frame was made with the session already past its message.
-    assert_eq!(write_all(&mut d, t0), ["m1@1", "m2@2", "m3@3"]);
+    assert_eq!(write_all(&mut d), ["m1@1", "m2@2", "m3@3"]);
     assert_eq!(d.take_delivered(), 3);
     assert_eq!(d.take_delivered(), 0, "counted once");
     // A duplicate (a catch-up overlapping live delivery) sends nothing.
@@ -118,7 +118,7 @@ fn events_are_framed_once_each_in_order_and_counted() {
         10,
     ))
     .unwrap();
-    d.deliver(again.messages.into_iter().map(OutboxEvent::Message), t0);
+    d.deliver(again.messages.into_iter().map(OutboxEvent::Message), || t0);
     assert!(!d.has_pending());
 }
 
@@ -133,7 +133,7 @@ fn a_reply_goes_before_the_events_of_its_command() {
         e
     };
     d.reply(r#"{"type":"pong"}"#, events, t0);
-    assert_eq!(write_all(&mut d, t0), [r#"{"type":"pong"}"#, "m1@1"]);
+    assert_eq!(write_all(&mut d), [r#"{"type":"pong"}"#, "m1@1"]);
 }
 
 #[test]
@@ -144,16 +144,16 @@ fn a_websocket_pings_on_time_and_a_silent_peer_is_idle() {
     // Traffic to the peer does not postpone the Ping: only a Pong proves life.
     publish(&hub, 1);
     drain(&mut d, t0 + 10 * SECOND);
-    write_all(&mut d, t0 + 10 * SECOND);
+    write_all(&mut d);
     assert_eq!(d.poll_timeout(), Some(t0 + 25 * SECOND));
     d.handle_timeout(t0 + 25 * SECOND);
-    assert_eq!(write_all(&mut d, t0 + 25 * SECOND), ["ping"]);
+    assert_eq!(write_all(&mut d), ["ping"]);
     // The peer answered at 26 s: idle now ends at 86 s, after the next pings.
     d.received(t0 + 26 * SECOND);
     assert_eq!(d.poll_timeout(), Some(t0 + 50 * SECOND));
     d.handle_timeout(t0 + 50 * SECOND);
     d.handle_timeout(t0 + 75 * SECOND);
-    assert_eq!(write_all(&mut d, t0 + 75 * SECOND), ["ping", "ping"]);
+    assert_eq!(write_all(&mut d), ["ping", "ping"]);
     assert_eq!(d.poll_timeout(), Some(t0 + 86 * SECOND));
     d.handle_timeout(t0 + 86 * SECOND);
     assert_eq!(d.end(), Some(End::Idle));
@@ -167,14 +167,14 @@ fn a_stream_heartbeats_only_after_silence_and_never_idles() {
     assert_eq!(d.poll_timeout(), Some(t0 + 15 * SECOND));
     publish(&hub, 1);
     drain(&mut d, t0 + 10 * SECOND);
-    write_all(&mut d, t0 + 10 * SECOND);
+    write_all(&mut d);
     assert_eq!(
         d.poll_timeout(),
         Some(t0 + 25 * SECOND),
         "a message is as good as a ping"
     );
     d.handle_timeout(t0 + 25 * SECOND);
-    assert_eq!(write_all(&mut d, t0 + 25 * SECOND), ["ping"]);
+    assert_eq!(write_all(&mut d), ["ping"]);
     d.handle_timeout(t0 + 3600 * SECOND);
     assert_eq!(
         d.end(),
@@ -184,15 +184,23 @@ fn a_stream_heartbeats_only_after_silence_and_never_idles() {
 }
 
 #[test]
-fn bytes_that_cannot_be_written_end_the_delivery_unless_some_go_out() {
+fn a_write_blocked_too_long_ends_the_delivery_unless_some_goes_out() {
     let t0 = Instant::now();
     let (mut d, hub) = delivery(stream_timing(), t0);
     publish(&hub, 1);
     drain(&mut d, t0);
+    assert_eq!(
+        d.poll_timeout(),
+        Some(t0 + 15 * SECOND),
+        "queued, not blocked"
+    );
+    d.blocked(|| t0 + SECOND);
+    d.blocked(|| unreachable!("the clock runs already"));
     assert_eq!(d.poll_timeout(), Some(t0 + 15 * SECOND));
-    // Part of it went out at 50 s: the stall clock starts again.
+    // Part of it went out at 50 s; it blocks again at once.
     d.pending()[0] = Bytes::from_static(b"tail");
-    d.written(|| t0 + 50 * SECOND);
+    d.written();
+    d.blocked(|| t0 + 50 * SECOND);
     d.handle_timeout(t0 + 100 * SECOND);
     assert_eq!(d.end(), None);
     d.handle_timeout(t0 + 110 * SECOND);
@@ -227,9 +235,9 @@ fn a_direct_writes_tail_comes_first_and_counts_as_waiting() {
     let sink: Arc<dyn DirectSink> = Arc::new(Half);
     d.park(&sink);
     publish(&hub, 1);
-    assert!(d.unpark(|| t0), "a framed tail is first");
+    assert!(d.unpark(), "a framed tail is first");
     assert_eq!(
-        write_all(&mut d, t0),
+        write_all(&mut d),
         ["tail"],
         "and nothing else: fan-out wrote message 1"
     );

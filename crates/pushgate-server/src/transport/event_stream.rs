@@ -77,7 +77,7 @@ pub async fn open(
         delivery.reply(&reply.encode(None), Vec::new(), now);
         catchup.extend(events);
     }
-    delivery.deliver(catchup, now);
+    delivery.deliver(catchup, || now);
     delivery.caught_up(now);
     state
         .metrics
@@ -164,7 +164,7 @@ impl EventStream {
             let now = Instant::now().into_std();
             if let Some(bytes) = self.delivery.pending().pop_front() {
                 // hyper takes it: as good as written.
-                self.delivery.written(|| now);
+                self.delivery.written();
                 return Poll::Ready(Some(bytes));
             }
             match self.delivery.end() {
@@ -178,7 +178,7 @@ impl EventStream {
             let mut events = Vec::new();
             match outbox.poll_drain(cx, &mut events) {
                 Poll::Ready(Drained::Events) => {
-                    self.delivery.deliver(events, now);
+                    self.delivery.deliver(events, || now);
                     let n = self.delivery.take_delivered();
                     self.metrics.delivered(self.transport, n);
                     continue;
