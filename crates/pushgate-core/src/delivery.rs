@@ -143,11 +143,6 @@ impl<F: Framing> Delivery<F> {
         &self.framing
     }
 
-    /// The transport's framing, for bytes only it knows how to make.
-    pub fn framing_mut(&mut self) -> &mut F {
-        &mut self.framing
-    }
-
     /// The opening subscriptions and their catch-up are queued: adds what
     /// the framing sends then ([`Framing::caught_up`]).
     pub fn caught_up(&mut self, now: Instant) {
