@@ -18,10 +18,11 @@ pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, Reject
     };
     if method != Method::GET {
         // RFC 9110 §15.5.6: a 405 lists the methods the resource accepts.
-        return Err(Rejection::method_not_allowed(
-            "a WebSocket handshake must use GET; this endpoint",
-            "GET",
-        ));
+        let e = Error::new(
+            ErrorKind::MethodNotAllowed,
+            "a WebSocket handshake must use GET",
+        );
+        return Err(Rejection::from(e).with_header(header::ALLOW, "GET"));
     }
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         let e = Error::bad_request(
