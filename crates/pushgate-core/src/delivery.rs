@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 
 use crate::connection::Connection;
 use crate::hub::outbox::{DirectSink, Drained, OutboxEvent};
+use crate::protocol::{CommandId, Reply};
 use crate::session::{Emit, Session};
 
 /// How a transport puts things on its wire.
@@ -42,6 +43,13 @@ pub trait Framing: Send {
     fn caught_up(&mut self, _session: &Session) -> Option<Bytes> {
         None
     }
+
+    /// The last bytes when the delivery ends for `end`, after everything
+    /// queued: an event stream says why it ends (`{"type":"end",…}`), so
+    /// that its client knows whether to reopen at once. `None`: nothing.
+    fn farewell(&mut self, _end: End) -> Option<Bytes> {
+        None
+    }
 }
 
 impl<T: Framing + ?Sized> Framing for Box<T> {
@@ -60,6 +68,10 @@ impl<T: Framing + ?Sized> Framing for Box<T> {
     fn caught_up(&mut self, session: &Session) -> Option<Bytes> {
         (**self).caught_up(session)
     }
+
+    fn farewell(&mut self, end: End) -> Option<Bytes> {
+        (**self).farewell(end)
+    }
 }
 
 /// When a connection sends heartbeats, and when it gives up on its peer.
@@ -72,8 +84,10 @@ pub struct Timing {
     /// shows life as well as a ping). A WebSocket Ping asks for a Pong, the
     /// peer's sign of life, so it goes out on time regardless.
     pub heartbeat_after_silence: bool,
-    /// A peer that sends nothing at all for this long is gone (`None`: the
-    /// peer never speaks, as on an event stream).
+    /// A peer that sends nothing at all for this long is done with (`None`:
+    /// never). An event stream's peer never speaks after its request, so
+    /// there it is the stream's lifetime (the hidden iframe's document ends
+    /// before a proxy or the browser gives up on it).
     pub idle: Option<Duration>,
     /// A write blocked this long without any progress: the peer stopped
     /// reading.
@@ -88,7 +102,8 @@ pub enum End {
     FellBehind,
     /// The server is shutting down; everything queued was delivered first.
     ShutDown,
-    /// Nothing was received for [`Timing::idle`].
+    /// Nothing was received for [`Timing::idle`]: on an event stream, it
+    /// reached its lifetime.
     Idle,
     /// Nothing could be written for [`Timing::stall`].
     Stalled,
@@ -189,8 +204,16 @@ impl<F: Framing> Delivery<F> {
     }
 
     /// A command's reply, then its events (a subscribe's catch-up).
-    pub fn reply(&mut self, json: &str, events: Vec<OutboxEvent>, now: Instant) {
-        let bytes = self.framing.reply(json);
+    /// `subscribed` and `pong` announce the heartbeat interval.
+    pub fn reply(
+        &mut self,
+        reply: &Reply,
+        id: Option<&CommandId>,
+        events: Vec<OutboxEvent>,
+        now: Instant,
+    ) {
+        let json = reply.encode_announcing(id, self.timing.heartbeat);
+        let bytes = self.framing.reply(&json);
         self.send(bytes, now);
         self.deliver(events, || now);
     }
@@ -275,9 +298,16 @@ impl<F: Framing> Delivery<F> {
         }
     }
 
-    /// Ends the delivery (once; the first reason stands).
+    /// Ends the delivery (once; the first reason stands), queueing the
+    /// framing's farewell after what waits.
     pub fn finish(&mut self, end: End) {
-        self.end.get_or_insert(end);
+        if self.end.is_some() {
+            return;
+        }
+        self.end = Some(end);
+        if let Some(bytes) = self.framing.farewell(end) {
+            self.out.push_back(bytes);
+        }
     }
 
     /// Why the delivery ended, once it has.

@@ -2,6 +2,7 @@
 //! WebSocket transport and `POST /command` (see `docs/protocol.md`).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -306,11 +307,29 @@ fn push_position(out: &mut String, channel: &ChannelName, position: &Position) {
 impl Reply {
     /// The reply frame as JSON text, echoing `id` when the command had one.
     pub fn encode(&self, id: Option<&CommandId>) -> String {
+        self.encode_with(id, None)
+    }
+
+    /// The reply of a connection that hears from the server at least every
+    /// `heartbeat`: `subscribed` and `pong` announce it (`"heartbeat"`, in
+    /// ms), so a client sets its watchdog from the server's setting instead
+    /// of matching it by hand.
+    pub fn encode_announcing(&self, id: Option<&CommandId>, heartbeat: Duration) -> String {
+        self.encode_with(id, Some(heartbeat))
+    }
+
+    fn encode_with(&self, id: Option<&CommandId>, heartbeat: Option<Duration>) -> String {
         let mut out = String::with_capacity(96);
+        let announce = |out: &mut String| {
+            if let Some(h) = heartbeat {
+                let _ = write!(out, ",\"heartbeat\":{}", h.as_millis());
+            }
+        };
         match self {
             Reply::Subscribed { channel, position } => {
                 open(&mut out, "subscribed", id);
                 push_position(&mut out, channel, position);
+                announce(&mut out);
             }
             Reply::Unsubscribed { channel } => {
                 open(&mut out, "unsubscribed", id);
@@ -321,7 +340,10 @@ impl Reply {
                 open(&mut out, "published", id);
                 push_position(&mut out, channel, position);
             }
-            Reply::Pong => open(&mut out, "pong", id),
+            Reply::Pong => {
+                open(&mut out, "pong", id);
+                announce(&mut out);
+            }
             Reply::Error(e) => {
                 open(&mut out, "error", id);
                 out.push_str(",\"code\":\"");
@@ -464,6 +486,28 @@ mod tests {
         assert_eq!(
             v,
             json!({"type":"subscribed","id":"x<","channel":"news","epoch":"ep","offset":4})
+        );
+        let announced = |reply: &Reply| -> Value {
+            let text = reply.encode_announcing(None, Duration::from_millis(15_000));
+            serde_json::from_str(&text).unwrap()
+        };
+        assert_eq!(
+            announced(&Reply::Pong),
+            json!({"type":"pong","heartbeat":15000})
+        );
+        assert_eq!(
+            announced(&Reply::Subscribed {
+                channel: ch.clone(),
+                position: pos.clone()
+            }),
+            json!({"type":"subscribed","channel":"news","epoch":"ep","offset":4,"heartbeat":15000})
+        );
+        // Only subscribed and pong announce it.
+        assert_eq!(
+            announced(&Reply::Unsubscribed {
+                channel: ch.clone()
+            }),
+            json!({"type":"unsubscribed","channel":"news"})
         );
         let v: Value =
             serde_json::from_str(&Reply::Error(Error::bad_request("no")).encode(None)).unwrap();

@@ -44,9 +44,13 @@ pub struct Config {
     /// predecessor by less than this. Messages of a burst go through the
     /// queues and leave several per write. `0`: always straight.
     pub direct_write_gap: Duration,
-    /// Keep-alive interval of streaming responses: SSE `: ping` comments,
-    /// NDJSON `{"type":"ping"}` lines, iframe `<!-- ping -->` comments.
+    /// Heartbeat interval of streaming responses, sent when nothing else
+    /// was: SSE `ping` events, NDJSON `{"type":"ping"}` lines, iframe
+    /// `{"type":"ping"}` calls. Announced to clients in `subscribed`.
     pub stream_ping_interval: Duration,
+    /// How long a hidden-iframe document lasts before it ends with
+    /// `{"type":"end","reason":"lifetime"}` and the client reloads it.
+    pub iframe_lifetime: Duration,
     /// The `retry:` hint sent first on SSE streams.
     pub sse_retry: Duration,
     /// How long `/longpoll` holds a request when it gives no `timeout`.
@@ -92,6 +96,7 @@ impl Default for Config {
             ws_deflate_min_size: 128,
             direct_write_gap: Duration::from_millis(10),
             stream_ping_interval: Duration::from_secs(15),
+            iframe_lifetime: Duration::from_secs(300),
             sse_retry: Duration::from_secs(2),
             longpoll_timeout: Duration::from_secs(25),
             longpoll_max_timeout: Duration::from_secs(120),
@@ -140,8 +145,11 @@ setting::settings! {
     deflate_min_size: ws_deflate_min_size, "ws-deflate-min-size", "PUSHGATE_WS_DEFLATE_MIN_SIZE";
 
     [streams]
-    /// Keep-alive interval of SSE, NDJSON and iframe streams
+    /// Heartbeat interval of SSE, NDJSON and iframe streams (sent when
+    /// nothing else was; clients watch for it)
     ping_interval: stream_ping_interval, "stream-ping-interval", "PUSHGATE_STREAM_PING_INTERVAL";
+    /// How long a hidden-iframe document lasts before the client reloads it
+    iframe_lifetime: iframe_lifetime, "iframe-lifetime", "PUSHGATE_IFRAME_LIFETIME";
     /// SSE reconnect hint, sent first as `retry:`
     sse_retry: sse_retry, "sse-retry", "PUSHGATE_SSE_RETRY";
 
@@ -214,6 +222,7 @@ impl Config {
         let checks = [
             (self.ws_ping_interval.is_zero(), "ws_ping_interval must be above zero"),
             (self.stream_ping_interval.is_zero(), "stream_ping_interval must be above zero"),
+            (self.iframe_lifetime.is_zero(), "iframe_lifetime must be above zero"),
             (
                 self.ws_idle_timeout <= self.ws_ping_interval,
                 "ws_idle_timeout must be longer than ws_ping_interval, or healthy clients are cut off",

@@ -18,8 +18,10 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Heartbeat and give-up times of WebSockets, shared by all of them.
     pub ws_timing: Arc<Timing>,
-    /// The same for event streams (SSE, NDJSON, iframe).
+    /// The same for SSE and NDJSON streams.
     pub stream_timing: Arc<Timing>,
+    /// The same for the hidden iframe, whose document has a lifetime.
+    pub iframe_timing: Arc<Timing>,
     next_subscriber: AtomicU64,
 }
 
@@ -39,11 +41,16 @@ impl AppState {
             idle: None,
             stall: config.ws_idle_timeout,
         });
+        let iframe_timing = Arc::new(Timing {
+            idle: Some(config.iframe_lifetime),
+            ..*stream_timing
+        });
         Arc::new(AppState {
             config,
             hub,
             ws_timing,
             stream_timing,
+            iframe_timing,
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
             next_subscriber: AtomicU64::new(1),

@@ -34,6 +34,10 @@ impl Framing for Tags {
     fn heartbeat(&mut self) -> Bytes {
         Bytes::from_static(b"ping")
     }
+
+    fn farewell(&mut self, end: End) -> Option<Bytes> {
+        (end != End::Stalled).then(|| Bytes::from(format!("end:{end:?}")))
+    }
 }
 
 fn now<T>(f: impl Future<Output = T>) -> T {
@@ -132,8 +136,12 @@ fn a_reply_goes_before_the_events_of_its_command() {
         d.connection().outbox().try_drain(&mut e);
         e
     };
-    d.reply(r#"{"type":"pong"}"#, events, t0);
-    assert_eq!(write_all(&mut d), [r#"{"type":"pong"}"#, "m1@1"]);
+    d.reply(&Reply::Pong, None, events, t0);
+    assert_eq!(
+        write_all(&mut d),
+        [r#"{"type":"pong","heartbeat":15000}"#, "m1@1"],
+        "the reply announces the heartbeat interval"
+    );
 }
 
 #[test]
@@ -216,10 +224,40 @@ fn falling_behind_and_shutting_down_end_it_with_their_reason() {
     d.drained(Drained::ShutDown);
     d.drained(Drained::Overflowed);
     assert_eq!(d.end(), Some(End::ShutDown), "the first reason stands");
-    let (mut d, _) = delivery(websocket_timing(), t0);
+    assert_eq!(write_all(&mut d), ["end:ShutDown"], "one farewell");
+    let (mut d, hub) = delivery(websocket_timing(), t0);
+    publish(&hub, 1);
     d.connection().outbox().shut_down();
     drain(&mut d, t0);
+    drain(&mut d, t0);
     assert_eq!(d.end(), Some(End::ShutDown));
+    assert_eq!(
+        write_all(&mut d),
+        ["m1@1", "end:ShutDown"],
+        "the farewell comes after what was queued"
+    );
+}
+
+#[test]
+fn an_event_stream_with_a_lifetime_ends_then_with_its_farewell() {
+    let t0 = Instant::now();
+    let lifetime = Timing {
+        idle: Some(300 * SECOND),
+        ..stream_timing()
+    };
+    let (mut d, hub) = delivery(lifetime, t0);
+    // Messages do not extend it: only the peer speaking would, and an
+    // event stream's peer never does.
+    for n in 1..=2 {
+        publish(&hub, n);
+        drain(&mut d, t0 + n as u32 * 100 * SECOND);
+    }
+    d.handle_timeout(t0 + 299 * SECOND);
+    assert_eq!(d.end(), None);
+    d.handle_timeout(t0 + 300 * SECOND);
+    assert_eq!(d.end(), Some(End::Idle));
+    assert_eq!(write_all(&mut d).last().unwrap(), "end:Idle");
+    assert_eq!(d.poll_timeout(), None);
 }
 
 #[test]

@@ -16,5 +16,6 @@ pub fn line(json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// The keep-alive line; clients skip `ping` objects.
+/// The heartbeat line: a client's watchdog counts it as a sign of life,
+/// and otherwise skips `ping` objects.
 pub const PING: &[u8] = b"{\"type\":\"ping\"}\n";

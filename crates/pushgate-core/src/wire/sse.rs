@@ -39,8 +39,10 @@ pub fn event(name: &str, id: Option<&str>, json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// A keep-alive comment; EventSource ignores it, proxies see traffic.
-pub const PING: &[u8] = b": ping\n\n";
+/// The heartbeat: an event named `ping` with empty data. A comment would
+/// be shorter, but `EventSource` hides comments from the page, whose
+/// watchdog must see it; spaces left out, the bytes matter on idle streams.
+pub const PING: &[u8] = b"event:ping\ndata:\n\n";
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 use pushgate_core::cursor::Since;
-use pushgate_core::delivery::{Delivery, End, Framing};
+use pushgate_core::delivery::{Delivery, End, Framing, Timing};
 use pushgate_core::hub::Drained;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::Session;
@@ -36,6 +36,11 @@ pub trait Encoder: Framing + Send + 'static {
 
     /// The first bytes of the response.
     fn preamble(&self, state: &AppState) -> Bytes;
+
+    /// When the stream sends heartbeats, and how long it may live.
+    fn timing(&self, state: &AppState) -> Arc<Timing> {
+        state.stream_timing.clone()
+    }
 
     /// For fan-out's direct writes: a live message's bytes as one HTTP/1.1
     /// chunk, when they are the same for every such stream (`None`: they
@@ -62,7 +67,7 @@ pub async fn open(
             "give at least one channel: ?channel=NAME",
         ));
     }
-    let timing = state.stream_timing.clone();
+    let timing = encoder.timing(&state);
     let now = Instant::now().into_std();
     let mut delivery = Delivery::new(state.connection(principal), encoder, timing, now);
     let preamble = delivery.framing().preamble(&state);
@@ -74,7 +79,7 @@ pub async fn open(
     let mut catchup: Vec<OutboxEvent> = Vec::new();
     for channel in channels {
         let (reply, events) = delivery.connection_mut().subscribe(channel, &since).await?;
-        delivery.reply(&reply.encode(None), Vec::new(), now);
+        delivery.reply(&reply, None, Vec::new(), now);
         catchup.extend(events);
     }
     delivery.deliver(catchup, || now);
@@ -145,12 +150,12 @@ impl EventStream {
         .await;
         match ended {
             Ended::Delivery(End::FellBehind) => self.fell_behind(),
-            Ended::Delivery(End::ShutDown) => {}
+            Ended::Delivery(End::ShutDown | End::Idle) => {}
             // Gone, or not reading: nothing more can be said.
-            Ended::Delivery(End::Idle | End::Stalled) | Ended::Gone | Ended::Peer(_) => return,
+            Ended::Delivery(End::Stalled) | Ended::Gone | Ended::Peer(_) => return,
         }
-        // What is queued, then the end of the body; a client that reads
-        // resumes from its cursor either way.
+        // What is queued, the farewell, then the end of the body; a client
+        // that reads resumes from its cursor either way.
         let limit = Duration::from_secs(2);
         if socket.flush(&mut self.delivery, limit).await {
             let _ = tokio::time::timeout(limit, socket.io.write_all(b"0\r\n\r\n")).await;

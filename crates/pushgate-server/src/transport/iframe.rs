@@ -14,10 +14,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::request::Parts;
 use http::Response;
-use pushgate_core::delivery::Framing;
+use pushgate_core::delivery::{End, Framing, Timing};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::{Emit, Session};
-use pushgate_core::wire::iframe;
+use pushgate_core::wire::{self, iframe};
 use pushgate_core::{Error, Principal};
 
 use super::event_stream::{self, Encoder};
@@ -43,8 +43,18 @@ impl Framing for IframeEncoder {
         Bytes::from(iframe::script(&self.callback, json.as_bytes()))
     }
 
+    /// A call, not a comment: the page's watchdog must see it (a stream
+    /// cut by an RST mid-document never fires the iframe's `load`).
     fn heartbeat(&mut self) -> Bytes {
-        Bytes::from_static(iframe::PING)
+        Bytes::from(iframe::script(&self.callback, wire::PING_JSON))
+    }
+
+    /// Why the document ends, then its end, so the browser fires `load`.
+    fn farewell(&mut self, end: End) -> Option<Bytes> {
+        let json = wire::end_json(end)?;
+        let mut out = iframe::script(&self.callback, json);
+        out.extend_from_slice(iframe::CLOSE);
+        Some(Bytes::from(out))
     }
 }
 
@@ -55,6 +65,12 @@ impl Encoder for IframeEncoder {
 
     fn preamble(&self, _: &AppState) -> Bytes {
         iframe::preamble()
+    }
+
+    /// With a lifetime: the document ends before a proxy or the browser
+    /// gives up on it, and the client reloads it from its cursor.
+    fn timing(&self, state: &AppState) -> Arc<Timing> {
+        state.iframe_timing.clone()
     }
 }
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::request::Parts;
 use http::Response;
-use pushgate_core::delivery::Framing;
+use pushgate_core::delivery::{End, Framing};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::{Emit, Session};
-use pushgate_core::wire::ndjson;
+use pushgate_core::wire::{self, ndjson};
 use pushgate_core::Principal;
 
 use super::event_stream::{self, Encoder};
@@ -39,6 +39,10 @@ impl Framing for NdjsonEncoder {
 
     fn heartbeat(&mut self) -> Bytes {
         Bytes::from_static(ndjson::PING)
+    }
+
+    fn farewell(&mut self, end: End) -> Option<Bytes> {
+        wire::end_json(end).map(ndjson::line)
     }
 }
 

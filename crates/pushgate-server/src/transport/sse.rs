@@ -10,11 +10,11 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response};
 use pushgate_core::cursor::{Cursor, Since};
-use pushgate_core::delivery::Framing;
+use pushgate_core::delivery::{End, Framing};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::{Emit, Session};
-use pushgate_core::wire::sse;
+use pushgate_core::wire::{self, sse};
 use pushgate_core::{Error, ErrorKind, Principal};
 
 use super::event_stream::{self, Encoder};
@@ -54,6 +54,10 @@ impl Framing for SseEncoder {
 
     fn heartbeat(&mut self) -> Bytes {
         Bytes::from_static(sse::PING)
+    }
+
+    fn farewell(&mut self, end: End) -> Option<Bytes> {
+        wire::end_json(end).map(|json| sse::event("end", None, json))
     }
 
     /// An id-only block sets the browser's last event id without firing an

@@ -143,6 +143,7 @@ pub async fn run<S: Io>(
     let timing = state.ws_timing.clone();
     let framing = WsFraming {
         deflate: up.deflate,
+        commands: up.mode == Mode::Commands,
     };
     let mut delivery = Delivery::new(conn, framing, timing, Instant::now().into_std());
     let mut peer = WsPeer {
@@ -160,7 +161,7 @@ pub async fn run<S: Io>(
             Ok(r) => r,
             Err(e) => (Reply::Error(e), Vec::new()),
         };
-        delivery.reply(&reply.encode(None), events, Instant::now().into_std());
+        delivery.reply(&reply, None, events, Instant::now().into_std());
     }
     state
         .metrics
@@ -236,9 +237,18 @@ enum Closing {
 /// A WebSocket's frames.
 struct WsFraming {
     deflate: Option<Deflate>,
+    /// `/ws` rather than `/echo`.
+    commands: bool,
 }
 
 const PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+
+/// On `/ws`, a Ping and a `{"type":"ping"}` text frame in one write.
+/// Browsers answer the Ping by themselves (the server's proof of life) but
+/// hide it from the page; the text frame is what a page's watchdog sees.
+/// `/echo` sends the Ping alone: a conformance client expects no data it
+/// did not send.
+const COMMANDS_HEARTBEAT: Bytes = Bytes::from_static(b"\x89\x00\x81\x0f{\"type\":\"ping\"}");
 
 impl WsFraming {
     /// A data frame for this connection's own traffic (command replies,
@@ -269,9 +279,12 @@ impl Framing for WsFraming {
         self.data_frame(OpCode::Text, json.as_bytes())
     }
 
-    /// A Ping: browsers answer with a Pong by themselves.
     fn heartbeat(&mut self) -> Bytes {
-        PING
+        if self.commands {
+            COMMANDS_HEARTBEAT
+        } else {
+            PING
+        }
     }
 }
 
@@ -322,7 +335,7 @@ impl Peer<WsFraming> for WsPeer {
                     let e = pushgate_core::Error::bad_request(
                         "commands are JSON text frames, not binary",
                     );
-                    delivery.reply(&Reply::Error(e).encode(None), Vec::new(), now);
+                    delivery.reply(&Reply::Error(e), None, Vec::new(), now);
                 }
                 Incoming::Ping(p) => {
                     delivery.send(frame::server_frame(OpCode::Pong, false, &p), now)
@@ -358,9 +371,5 @@ async fn command(state: &AppState, delivery: &mut Delivery<WsFraming>, bytes: &[
             (Reply::Error(rejected.error), rejected.id, Vec::new())
         }
     };
-    delivery.reply(
-        &reply.encode(id.as_ref()),
-        events,
-        Instant::now().into_std(),
-    );
+    delivery.reply(&reply, id.as_ref(), events, Instant::now().into_std());
 }

@@ -439,6 +439,9 @@ impl Polled {
 // ---------------------------------------------------------------------------
 // WebSocket client
 
+/// The heartbeat object of `/ws`, NDJSON and the iframe.
+pub const HEARTBEAT: &str = r#"{"type":"ping"}"#;
+
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct Ws {
@@ -468,10 +471,12 @@ impl Ws {
     }
 
     /// The next Text or Binary frame, skipping Ping and Pong (tungstenite
-    /// answers Pings while reading). Fails on a close, an error or EOF.
+    /// answers Pings while reading) and the `{"type":"ping"}` heartbeat.
+    /// Fails on a close, an error or EOF.
     pub async fn next_data(&mut self) -> Message {
         loop {
             match self.next_raw().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == HEARTBEAT => continue,
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return m,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a data frame, got {other:?}"),
@@ -548,6 +553,7 @@ pub struct RawWs {
 }
 
 /// Frame opcodes the raw client tells apart.
+pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 
@@ -913,10 +919,12 @@ impl Sse {
         }
     }
 
-    /// The next dispatched event, skipping comments, `retry:` and id-only blocks.
+    /// The next dispatched event, skipping comments, `retry:`, id-only
+    /// blocks and `ping` heartbeats.
     pub async fn next_event(&mut self) -> SseEvent {
         loop {
             match self.next_item().await {
+                Some(SseItem::Event(e)) if e.event == "ping" => continue,
                 Some(SseItem::Event(e)) => return e,
                 Some(_) => continue,
                 None => panic!("the SSE stream ended while an event was expected"),
@@ -1097,8 +1105,14 @@ impl Iframe {
         new
     }
 
+    /// The next call that is not a heartbeat.
     pub async fn next_call(&mut self) -> Value {
-        self.next_calls(1).await.remove(0)
+        loop {
+            let v = self.next_calls(1).await.remove(0);
+            if v["type"] != "ping" {
+                return v;
+            }
+        }
     }
 
     pub async fn expect_subscribed(&mut self, channel: &str) -> Value {

@@ -485,7 +485,10 @@ async fn websocket_protocol_violations_get_their_close_codes() {
         let (op, pong) = within("the pong", raw.read_frame()).await.expect("a frame");
         assert_eq!(
             (op, pong.as_slice()),
-            (TEXT, br#"{"type":"pong","id":1}"#.as_slice()),
+            (
+                TEXT,
+                br#"{"type":"pong","id":1,"heartbeat":25000}"#.as_slice()
+            ),
             "{what}: before the violation"
         );
         // The violation; the server may stop reading at once, so a failed
@@ -644,7 +647,12 @@ async fn bad_commands_on_websocket_get_their_codes_and_the_connection_stays_usab
         let reply = ws.command_text(&case.0).await;
         assert_refused(&reply, case);
         let pong = ws.command(json!({"type": "ping", "id": n})).await;
-        assert_eq!(pong, json!({"type": "pong", "id": n}), "after {}", case.0);
+        assert_eq!(
+            pong,
+            json!({"type": "pong", "id": n, "heartbeat": 25000}),
+            "after {}",
+            case.0
+        );
         if n % 8 == 0 {
             bystander.still_served(&server, &case.0).await;
         }

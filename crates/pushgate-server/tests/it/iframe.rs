@@ -23,7 +23,7 @@ async fn document_is_padding_then_one_callback_script_per_event() {
     let subscribed = frame.expect_subscribed("frame").await;
     assert_eq!(
         subscribed,
-        json!({"type": "subscribed", "channel": "frame", "epoch": epoch, "offset": 2})
+        json!({"type": "subscribed", "channel": "frame", "epoch": epoch, "offset": 2, "heartbeat": 15000})
     );
     let caught_up = frame.expect_messages("frame", 1..=2).await;
     assert_eq!(caught_up[0]["data"], json!({"n": 1}));
@@ -172,19 +172,43 @@ async fn resumes_with_since_and_resets_when_history_is_gone() {
 }
 
 #[tokio::test]
-async fn idle_document_gets_ping_comments() {
+async fn idle_document_gets_a_ping_call_every_stream_ping_interval() {
     let server = start_with(|c| c.stream_ping_interval = Duration::from_millis(100)).await;
     let mut frame = server.iframe("channel=iping", "cb").await;
-    frame.expect_subscribed("iping").await;
-    within("two ping comments", async {
-        while frame.document().matches("<!-- ping -->").count() < 2 {
-            frame.body.fill().await;
+    let subscribed = frame.expect_subscribed("iping").await;
+    assert_eq!(subscribed["heartbeat"], 100, "the interval is announced");
+    // Calls, not comments: a page sees them, so it notices when they stop
+    // (a document cut by an RST never fires the iframe's load event).
+    assert_eq!(
+        frame.next_calls(2).await,
+        [json!({"type": "ping"}), json!({"type": "ping"})]
+    );
+}
+
+#[tokio::test]
+async fn a_document_ends_at_its_lifetime_saying_so() {
+    let server = start_with(|c| c.iframe_lifetime = Duration::from_millis(300)).await;
+    let mut frame = server.iframe("channel=ilife", "cb").await;
+    frame.expect_subscribed("ilife").await;
+    server.publish("ilife", json!("before the end")).await;
+    frame.expect_messages("ilife", 1..=1).await;
+    within("the document to end", async {
+        while let Some(chunk) = frame.body.next_chunk().await {
+            frame.body.buf.extend_from_slice(&chunk);
         }
     })
     .await;
-    // Pings are comments: still one script only.
-    let doc = frame.complete_document();
-    assert_eq!(script_calls(&doc, "cb").len(), 1, "{doc}");
+    let doc = frame.document();
+    let calls = script_calls(&frame.complete_document(), "cb");
+    assert_eq!(
+        calls.last().unwrap(),
+        &json!({"type": "end", "reason": "lifetime"}),
+        "{doc}"
+    );
+    assert!(
+        doc.ends_with("</body></html>\n"),
+        "a complete document: {doc}"
+    );
 }
 
 #[test]

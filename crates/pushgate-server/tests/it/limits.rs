@@ -19,7 +19,10 @@ async fn oversized_ws_message_closes_with_1009() {
     let mut ws = server.ws("/ws").await;
     // Just under the limit is an ordinary command.
     let fits = json!({"type": "ping", "id": 1, "pad": "x".repeat(900)});
-    assert_eq!(ws.command(fits).await, json!({"type": "pong", "id": 1}));
+    assert_eq!(
+        ws.command(fits).await,
+        json!({"type": "pong", "id": 1, "heartbeat": 25000})
+    );
     let big = json!({"type": "ping", "pad": "x".repeat(4096)});
     ws.send_json(&big).await;
     assert_eq!(ws.expect_close().await, Some(1009));

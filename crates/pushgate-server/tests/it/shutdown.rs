@@ -45,6 +45,11 @@ async fn shutdown_ends_every_transport_then_returns() {
         Some(1012),
         "WebSocket closed with 'service restart'"
     );
+    // Each event stream says why it ends, then ends.
+    let end = serde_json::json!({"type": "end", "reason": "shutdown"});
+    let last = sse.next_event().await;
+    assert_eq!((last.event.as_str(), last.json()), ("end", end.clone()));
+    assert_eq!(ndjson.next_json().await, end);
     within("the SSE stream to end", async {
         while sse.next_item().await.is_some() {}
     })

@@ -29,23 +29,25 @@ async fn stream_starts_with_retry_then_subscribed_then_id_only_block() {
 }
 
 #[tokio::test]
-async fn idle_stream_gets_ping_comments_every_stream_ping_interval() {
+async fn idle_stream_gets_a_ping_event_every_stream_ping_interval() {
     let server = start_with(|c| c.stream_ping_interval = Duration::from_millis(100)).await;
     let mut sse = server.sse("channel=quiet").await;
-    sse.expect_subscribed("quiet").await;
+    let subscribed = sse.expect_subscribed("quiet").await;
+    assert_eq!(subscribed["heartbeat"], 100, "the interval is announced");
     for _ in 0..2 {
-        let comment = within("a ping comment", async {
+        // An event, not a comment: EventSource hides comments from the page,
+        // whose watchdog must see the heartbeat.
+        let ping = within("a ping event", async {
             loop {
                 match sse.next_item().await {
-                    Some(SseItem::Comment(c)) => return c,
-                    Some(SseItem::Event(e)) => panic!("unexpected event {e:?}"),
+                    Some(SseItem::Event(e)) => return e,
                     Some(_) => continue,
                     None => panic!("the stream ended"),
                 }
             }
         })
         .await;
-        assert_eq!(comment, "ping");
+        assert_eq!((ping.event.as_str(), ping.data.as_str()), ("ping", ""));
     }
 }
 

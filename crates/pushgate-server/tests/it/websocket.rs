@@ -14,16 +14,17 @@ async fn ping_command_gets_pong_with_the_id() {
     let mut ws = server.ws("/ws").await;
     assert_eq!(
         ws.command(json!({"type": "ping", "id": 7})).await,
-        json!({"type": "pong", "id": 7})
+        json!({"type": "pong", "id": 7, "heartbeat": 25000})
     );
     assert_eq!(
         ws.command(json!({"type": "ping"})).await,
-        json!({"type": "pong"})
+        json!({"type": "pong", "heartbeat": 25000}),
+        "a WebSocket's pong announces its heartbeat interval (ms)"
     );
 }
 
 #[tokio::test]
-async fn server_sends_ping_frames_every_ws_ping_interval() {
+async fn server_sends_a_ping_and_a_visible_ping_every_ws_ping_interval() {
     let server = start_with(|c| {
         c.ws_ping_interval = Duration::from_millis(200);
         c.ws_idle_timeout = Duration::from_secs(10);
@@ -32,11 +33,22 @@ async fn server_sends_ping_frames_every_ws_ping_interval() {
     let mut ws = server.ws("/ws").await;
     let started = Instant::now();
     for _ in 0..2 {
+        // A Ping for the server (browsers answer it by themselves), then a
+        // text frame for the page's watchdog (browsers hide Pings).
         match ws.next_raw().await {
             Some(Ok(Message::Ping(_))) => {}
             other => panic!("expected a Ping frame, got {other:?}"),
         }
+        match ws.next_raw().await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), HEARTBEAT),
+            other => panic!("expected the text heartbeat, got {other:?}"),
+        }
     }
+    assert_eq!(
+        ws.command(json!({"type": "ping"})).await,
+        json!({"type": "pong", "heartbeat": 200}),
+        "the pong announces the interval"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "two Pings 200 ms apart took only {:?}",
@@ -58,6 +70,7 @@ async fn client_that_never_answers_is_closed_with_4001_after_idle_timeout() {
         loop {
             match raw.read_frame().await {
                 Some((OP_PING, _)) => pings += 1,
+                Some((OP_TEXT, p)) if p == HEARTBEAT.as_bytes() => {}
                 Some((OP_CLOSE, payload)) => return Some(payload),
                 Some((op, p)) => panic!("unexpected frame {op:#x}: {p:?}"),
                 None => return None,
@@ -90,15 +103,17 @@ async fn client_answering_pings_outlives_the_idle_timeout() {
     let mut ws = server.ws("/ws").await;
     // Reading makes tungstenite answer each Ping with a Pong. Five Pings span
     // longer than the idle timeout.
-    for _ in 0..5 {
+    let mut pings = 0;
+    while pings < 5 {
         match ws.next_raw().await {
-            Some(Ok(Message::Ping(_))) => {}
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(t))) if t.as_str() == HEARTBEAT => {}
             other => panic!("expected a Ping (the connection must stay open), got {other:?}"),
         }
     }
     assert_eq!(
         ws.command(json!({"type": "ping", "id": 1})).await,
-        json!({"type": "pong", "id": 1})
+        json!({"type": "pong", "id": 1, "heartbeat": 100})
     );
 }
 
@@ -194,7 +209,7 @@ async fn binary_frame_from_the_client_gets_bad_request_and_the_connection_stays_
     assert_eq!(reply["code"], "bad_request", "{reply}");
     assert_eq!(
         ws.command(json!({"type": "ping", "id": 2})).await,
-        json!({"type": "pong", "id": 2})
+        json!({"type": "pong", "id": 2, "heartbeat": 25000})
     );
 }
 
