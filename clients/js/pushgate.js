@@ -314,16 +314,21 @@ export class PositionTracker {
 // ---------------------------------------------------------------------------
 
 /**
- * Exponential backoff with full jitter: a uniformly random delay in
- * `[0, min(maxDelay, minDelay · 2^attempt))`. Full jitter spreads a crowd of
- * clients reconnecting after a server restart instead of synchronising them.
+ * Backoff with full jitter: a uniformly random delay in `[0, ceiling)`. Full
+ * jitter spreads a crowd of clients reconnecting after a server restart
+ * instead of synchronising them. The first `fastRetries` attempts share the
+ * ceiling `minDelay`: a network that drops for a few seconds is retried
+ * quickly, without paying for every refused attempt. After that the ceiling
+ * doubles per attempt (attempt `fastRetries` → 2·minDelay, then 4·minDelay, …)
+ * up to `maxDelay`.
  * @param {number} attempt 0 for the first retry
- * @param {{minDelay?: number, maxDelay?: number}} [options] ms; defaults 500 and 30000
+ * @param {{minDelay?: number, maxDelay?: number, fastRetries?: number}} [options] defaults 1000 ms, 30000 ms, 4
  * @param {() => number} [random] in [0, 1); injectable for tests
  * @returns {number} whole milliseconds
  */
-export function backoffDelay(attempt, { minDelay = 500, maxDelay = 30000 } = {}, random = Math.random) {
-  const ceiling = Math.min(maxDelay, minDelay * 2 ** Math.max(0, Math.min(attempt, 52)));
+export function backoffDelay(attempt, { minDelay = 1000, maxDelay = 30000, fastRetries = 4 } = {}, random = Math.random) {
+  const doublings = Math.max(0, Math.min(attempt - Math.max(0, fastRetries) + 1, 52));
+  const ceiling = Math.min(maxDelay, minDelay * 2 ** doublings);
   return Math.floor(random() * ceiling);
 }
 
@@ -1142,8 +1147,9 @@ function createTransport(name, ctx) {
  * @typedef {object} PushgateOptions
  * @property {TransportName[]} [transports] tried in this order; default websocket, sse, longpoll, poll, iframe
  * @property {number} [openTimeout] ms for a transport to deliver its first frame (5000)
- * @property {number} [minDelay] backoff base, ms (500)
+ * @property {number} [minDelay] backoff ceiling of the first `fastRetries` attempts, ms (1000)
  * @property {number} [maxDelay] backoff ceiling, ms (30000)
+ * @property {number} [fastRetries] attempts capped at `minDelay` before the ceiling doubles (4)
  * @property {number} [stableAfter] ms connected before the backoff resets (10000)
  * @property {number} [heartbeatTimeout] ms of silence that means a dead connection (45000)
  * @property {number} [pingInterval] ms between WebSocket pings (20000)
@@ -1171,8 +1177,9 @@ function withDefaults(options) {
   const o = {
     transports: [...DEFAULT_TRANSPORTS],
     openTimeout: 5000,
-    minDelay: 500,
+    minDelay: 1000,
     maxDelay: 30000,
+    fastRetries: 4,
     stableAfter: 10000,
     heartbeatTimeout: 45000,
     pingInterval: 20000,
