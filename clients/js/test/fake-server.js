@@ -109,7 +109,9 @@ export class FakeServer {
           this.readyState = 1;
           const write = (obj) => {
             const name = obj.type === "message" ? obj.event || "message" : obj.type;
-            for (const fn of this._listeners.get(name) || []) fn({ type: name, data: JSON.stringify(obj) });
+            // The server's heartbeat is `event:ping` with empty data.
+            const data = obj.type === "ping" ? "" : JSON.stringify(obj);
+            for (const fn of this._listeners.get(name) || []) fn({ type: name, data });
           };
           // The response ended: the browser reports an error (and would reconnect by itself).
           this._stream = new FakeStream(server, url, write, () => this.readyState !== 2 && this.onerror?.({}));
