@@ -58,7 +58,7 @@ export interface StateChange {
   state: State;
   /** `connecting`: the transport being tried; `connected`: the one in use. */
   transport?: TransportName;
-  /** `reconnecting`: backoff attempts since the last stable connection (1, 2, …). */
+  /** `reconnecting`: backoff attempts since a connection last delivered (1, 2, …). */
   attempt?: number;
   /** `reconnecting`: ms until the next try. */
   delay?: number;
@@ -71,16 +71,24 @@ export interface PushgateOptions {
   transports?: TransportName[];
   /** ms for a transport to deliver its first frame before the next is tried. Default 5000. */
   openTimeout?: number;
-  /** Backoff base, ms. Default 500. */
+  /** Backoff ceiling of the first `fastRetries` attempts, ms; later ones double from it. Default 1000. */
   minDelay?: number;
   /** Backoff ceiling, ms. Default 30000. */
   maxDelay?: number;
-  /** ms connected before the backoff attempt counter resets. Default 10000. */
+  /** Reconnect attempts capped at `minDelay` before the ceiling starts doubling. Default 4. */
+  fastRetries?: number;
+  /**
+   * A transport whose connections die twice in a row within this many ms of
+   * opening is demoted (tried last, not upgraded to). Default 10000. (The
+   * backoff resets when a connection delivers, not after this.)
+   */
   stableAfter?: number;
-  /** ms without a sign of life that means a dead connection. Default 45000. */
+  /**
+   * ms without a sign of life that means a dead connection, for servers that
+   * do not announce their heartbeat. An announced interval `H` replaces it:
+   * the bound is then `H + max(H/2, 1000)`. Default 45000.
+   */
   heartbeatTimeout?: number;
-  /** ms between WebSocket `ping` commands. Default 20000. */
-  pingInterval?: number;
   /** ms between short polls. Default 2000. */
   pollInterval?: number;
   /** ms the server holds a long poll (sent as `timeout=`). Default 25000. */
@@ -172,10 +180,14 @@ export default Pushgate;
 export function isValidChannel(name: unknown): boolean;
 export function isValidEvent(name: unknown): boolean;
 
-/** Exponential backoff with full jitter: `floor(random() * min(maxDelay, minDelay * 2^attempt))`. */
+/**
+ * Backoff with full jitter: `floor(random() * ceiling)`, where the ceiling is
+ * `minDelay` for attempts `0 … fastRetries-1`, then doubles per attempt
+ * (`fastRetries` → 2·minDelay, …) up to `maxDelay`. Defaults 1000, 30000, 4.
+ */
 export function backoffDelay(
   attempt: number,
-  options?: { minDelay?: number; maxDelay?: number },
+  options?: { minDelay?: number; maxDelay?: number; fastRetries?: number },
   random?: () => number,
 ): number;
 

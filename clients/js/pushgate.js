@@ -314,16 +314,21 @@ export class PositionTracker {
 // ---------------------------------------------------------------------------
 
 /**
- * Exponential backoff with full jitter: a uniformly random delay in
- * `[0, min(maxDelay, minDelay · 2^attempt))`. Full jitter spreads a crowd of
- * clients reconnecting after a server restart instead of synchronising them.
+ * Backoff with full jitter: a uniformly random delay in `[0, ceiling)`. Full
+ * jitter spreads a crowd of clients reconnecting after a server restart
+ * instead of synchronising them. The first `fastRetries` attempts share the
+ * ceiling `minDelay`: a network that drops for a few seconds is retried
+ * quickly, without paying for every refused attempt. After that the ceiling
+ * doubles per attempt (attempt `fastRetries` → 2·minDelay, then 4·minDelay, …)
+ * up to `maxDelay`.
  * @param {number} attempt 0 for the first retry
- * @param {{minDelay?: number, maxDelay?: number}} [options] ms; defaults 500 and 30000
+ * @param {{minDelay?: number, maxDelay?: number, fastRetries?: number}} [options] defaults 1000 ms, 30000 ms, 4
  * @param {() => number} [random] in [0, 1); injectable for tests
  * @returns {number} whole milliseconds
  */
-export function backoffDelay(attempt, { minDelay = 500, maxDelay = 30000 } = {}, random = Math.random) {
-  const ceiling = Math.min(maxDelay, minDelay * 2 ** Math.max(0, Math.min(attempt, 52)));
+export function backoffDelay(attempt, { minDelay = 1000, maxDelay = 30000, fastRetries = 4 } = {}, random = Math.random) {
+  const doublings = Math.max(0, Math.min(attempt - Math.max(0, fastRetries) + 1, 52));
+  const ceiling = Math.min(maxDelay, minDelay * 2 ** doublings);
   return Math.floor(random() * ceiling);
 }
 
@@ -583,15 +588,15 @@ class Transport {
 
   /**
    * Whether the link must be dead, judged by the watchdog. By default: nothing
-   * received for `timeout` ms (the server sends keep-alives every 15 s).
-   * Transports override it where keep-alives are invisible or where silence
-   * is expected.
+   * received for `bound` ms. The server sends a visible `ping` whenever its
+   * announced interval passes in silence, so silence beyond the bound is a
+   * dead connection. Polls override it: their silence is expected.
    * @param {number} lastSeen when the last frame arrived
    * @param {number} at now
-   * @param {number} timeout `heartbeatTimeout`
+   * @param {number} bound the link's silence bound, ms
    */
-  isDead(lastSeen, at, timeout) {
-    return at - lastSeen > timeout;
+  isDead(lastSeen, at, bound) {
+    return at - lastSeen > bound;
   }
 
   /** Starts connecting. @abstract */
@@ -635,20 +640,6 @@ class WebSocketTransport extends Transport {
     /** channels the server has been asked to subscribe */
     this._subscribed = new Set();
     this._ws = null;
-    this._pingTimer = null;
-    /** when the oldest ping still without any frame after it was sent; 0 if none */
-    this._unansweredSince = 0;
-  }
-
-  /**
-   * Dead when silent for `timeout` and a ping has gone unanswered for a while.
-   * Requiring the unanswered ping matters in background tabs, where browsers
-   * run timers as rarely as once a minute: a long silence there is ours (no
-   * ping was sent), not the connection's.
-   */
-  isDead(lastSeen, at, timeout) {
-    const pingUnanswered = this._unansweredSince > 0 && at - this._unansweredSince >= Math.min(5000, timeout);
-    return at - lastSeen > timeout && pingUnanswered;
   }
 
   open() {
@@ -670,20 +661,16 @@ class WebSocketTransport extends Transport {
   }
 
   _onOpen() {
-    // A ping right away: its pong proves frames flow end to end, even with no
-    // channels (a proxy may accept the upgrade and then pass nothing).
-    this._ping();
-    this._pingTimer = setInterval(() => this._ping(), this.ctx.options.pingInterval);
+    // One ping right away: its pong proves frames flow end to end, even with
+    // no channels (a proxy may accept the upgrade and then pass nothing), and
+    // announces the server's heartbeat. No periodic pings: the server sends a
+    // `ping` frame every interval, and an incoming frame is not throttled in a
+    // background tab the way a timer is.
+    this._sendRaw({ type: "ping" });
     this.update(this.ctx.channels());
   }
 
-  _ping() {
-    if (!this._unansweredSince) this._unansweredSince = now();
-    this._sendRaw({ type: "ping" });
-  }
-
   _onMessage(data) {
-    this._unansweredSince = 0; // any frame answers: the connection is alive
     let frame;
     try {
       frame = typeof data === "string" ? parseJson(data) : decodeBinaryFrame(data);
@@ -742,7 +729,6 @@ class WebSocketTransport extends Transport {
   close() {
     if (this.closed) return;
     super.close();
-    clearInterval(this._pingTimer);
     if (this._ws) {
       this._ws.onopen = this._ws.onmessage = this._ws.onclose = this._ws.onerror = null;
       try {
@@ -768,11 +754,13 @@ class HttpTransport extends Transport {
     this._channels = [];
     /** bumped on every restart so answers to a superseded request are ignored */
     this._gen = 0;
+    /** when the current receiving request started: silence counts from there */
+    this._startedAt = 0;
   }
 
   /** With no channel there is no receiving request, so no silence to judge. */
-  isDead(lastSeen, at, timeout) {
-    return this._channels.length > 0 && super.isDead(lastSeen, at, timeout);
+  isDead(lastSeen, at, bound) {
+    return this._channels.length > 0 && super.isDead(Math.max(lastSeen, this._startedAt), at, bound);
   }
 
   open() {
@@ -784,10 +772,31 @@ class HttpTransport extends Transport {
     const same = channels.length === this._channels.length && channels.every((c, i) => c === this._channels[i]);
     if (same && this._gen > 0) return;
     this._channels = [...channels];
+    this._reopen();
+  }
+
+  /** Replaces the receiving request with a new one from the current cursor. */
+  _reopen() {
     this._gen++;
     this._stop();
+    this._startedAt = now();
     if (this._channels.length === 0) this._probe(this._gen);
     else this._start(this._gen, this._channels, this.ctx.since(this._channels));
+  }
+
+  /**
+   * `end` closes an event stream the server ended on purpose. `lifetime`
+   * (an iframe document grew old) and `behind` (the connection fell behind
+   * its send queue) are not network failures: the stream is replaced at once,
+   * with no state change and no backoff. Anything else (`shutdown`, …) is a
+   * dead link, and the usual reconnect follows.
+   */
+  _frame(obj) {
+    if (!obj || obj.type !== "end") return super._frame(obj);
+    if (this.closed) return;
+    const reason = String(obj.reason || "unknown");
+    if (reason === "lifetime" || reason === "behind") this._reopen();
+    else this._die(new PushgateError("disconnected", `the server ended the stream: ${reason}`));
   }
 
   /** Opens the receiving request(s). @abstract */
@@ -867,20 +876,16 @@ async function readJson(res) {
  * never reach the page, show up as a hole, and the hole becomes a `reset`.
  * List your event names, or prefer a transport without the limit.
  *
- * EventSource also hides the `: ping` keep-alives, so the heartbeat watchdog
- * cannot see this stream; the browser's own error detection is relied on.
- * Its automatic reconnect is not used: on an error the stream is closed and
- * the client reconnects with its cursor and its backoff.
+ * EventSource hides comments, so the server's heartbeat is a named event,
+ * `event: ping`, listened for like `end`: the watchdog sees this stream too.
+ * EventSource's automatic reconnect is not used: on an error the stream is
+ * closed and the client reconnects with its cursor and its backoff.
  */
 class SseTransport extends HttpTransport {
   constructor(ctx) {
     super(ctx);
     this.name = "sse";
     this._es = null;
-  }
-
-  isDead() {
-    return false;
   }
 
   _start(gen, channels, since) {
@@ -896,8 +901,15 @@ class SseTransport extends HttpTransport {
     const onEvent = (e) => {
       if (this._current(gen)) this._frame(parseJson(e.data));
     };
-    const names = new Set(["message", "subscribed", "reset", ...this.ctx.options.sseEvents]);
+    // The frame's own `type` decides, not the event name: a message published
+    // under the event name `ping` or `end` stays a message.
+    const onPing = (e) => {
+      if (this._current(gen)) this._frame(parseJson(e.data) || { type: "ping" });
+    };
+    const names = new Set(["message", "subscribed", "reset", "end", ...this.ctx.options.sseEvents]);
+    names.delete("ping");
     for (const name of names) es.addEventListener(name, onEvent);
+    es.addEventListener("ping", onPing);
     es.onerror = () => {
       if (this._current(gen)) this._die(new PushgateError("disconnected", "the event stream failed"));
     };
@@ -967,19 +979,17 @@ class PollTransport extends HttpTransport {
     this._long = long;
     this._abort = null;
     this._timer = null;
-    /** when the outstanding request started; 0 while waiting between short polls */
-    this._requestedAt = 0;
+    /** when the outstanding request is overdue; 0 while none is outstanding */
+    this._deadline = 0;
   }
 
   /**
-   * A long poll is answered at least every `longpollTimeout`. A short poll is
-   * silent between requests by design (and its timer may be throttled in a
-   * background tab), so only a request outstanding for `timeout` counts.
+   * Polls are silent between requests by design (and the short poll's timer
+   * may be throttled in a background tab), so only an overdue request counts:
+   * a long poll is answered within `longpollTimeout`, a short poll at once.
    */
-  isDead(lastSeen, at, timeout) {
-    if (this._channels.length === 0) return false;
-    if (this._long) return at - lastSeen > Math.max(timeout, this.ctx.options.longpollTimeout + 10000);
-    return this._requestedAt > 0 && at - this._requestedAt > timeout;
+  isDead(lastSeen, at) {
+    return this._deadline > 0 && at > this._deadline;
   }
 
   _start(gen, channels) {
@@ -996,7 +1006,8 @@ class PollTransport extends HttpTransport {
       : this.ctx.base + "/poll" + subscribeQuery(channels, since);
     const abort = new AbortController();
     this._abort = abort;
-    this._requestedAt = now();
+    const lp = opts.longpollTimeout;
+    this._deadline = now() + (long ? lp + Math.max(lp / 2, 1000) : opts.openTimeout);
     let body;
     try {
       const res = await opts.fetch(url, { signal: abort.signal, cache: "no-store" });
@@ -1006,7 +1017,7 @@ class PollTransport extends HttpTransport {
       return;
     }
     if (!this._current(gen)) return;
-    this._requestedAt = 0;
+    this._deadline = 0;
     if (body.type === "error") return this._die(errorFromFrame(body));
     for (const m of body.messages || []) this._frame(normalizeBinary(m));
     // A private frame: the owner feeds it to PositionTracker.learn().
@@ -1019,7 +1030,7 @@ class PollTransport extends HttpTransport {
   _stop() {
     if (this._abort) this._abort.abort();
     this._abort = null;
-    this._requestedAt = 0;
+    this._deadline = 0;
     clearTimeout(this._timer);
   }
 }
@@ -1027,10 +1038,12 @@ class PollTransport extends HttpTransport {
 /**
  * The hidden-iframe "forever frame": `/iframe?…&callback=NAME` calls
  * `parent.NAME(obj)` once per object. Same-origin only (browsers forbid the
- * `parent.` call across origins). The keep-alive comments are invisible to
- * the page, so the watchdog does not watch it; the iframe's `load` event
- * (the document ended) means the stream died. The document grows with every
- * message, so it is replaced after `IFRAME_RECYCLE` objects.
+ * `parent.` call across origins). The server's heartbeat is a script call
+ * too, so the watchdog watches this stream like the others: it must, since a
+ * browser does not fire `load` when the connection breaks mid-document. A
+ * `load` without an `end` first (a clean end) still means the stream ended.
+ * The document grows with every object, so it is replaced after
+ * `IFRAME_RECYCLE` objects (and when the server ends it for its lifetime).
  */
 const IFRAME_RECYCLE = 1000;
 let iframeSeq = 0;
@@ -1043,10 +1056,6 @@ class IframeTransport extends HttpTransport {
     this._callback = null;
   }
 
-  isDead() {
-    return false;
-  }
-
   _start(gen, channels, since) {
     const doc = globalThis.document;
     const name = `__pushgate_${++iframeSeq}_${Math.random().toString(36).slice(2, 10)}`;
@@ -1054,7 +1063,7 @@ class IframeTransport extends HttpTransport {
     globalThis[name] = (obj) => {
       if (!this._current(gen)) return;
       this._frame(normalizeBinary(obj));
-      if (++count >= IFRAME_RECYCLE && this._current(gen)) this._recycle();
+      if (++count >= IFRAME_RECYCLE && this._current(gen)) this._reopen();
     };
     this._callback = name;
     const iframe = doc.createElement("iframe");
@@ -1064,12 +1073,6 @@ class IframeTransport extends HttpTransport {
     iframe.src = this.ctx.base + "/iframe" + subscribeQuery(channels, since, { callback: name });
     (doc.body || doc.documentElement).appendChild(iframe);
     this._iframe = iframe;
-  }
-
-  _recycle() {
-    this._gen++;
-    this._stop();
-    this._start(this._gen, this._channels, this.ctx.since(this._channels));
   }
 
   _stop() {
@@ -1142,13 +1145,13 @@ function createTransport(name, ctx) {
  * @typedef {object} PushgateOptions
  * @property {TransportName[]} [transports] tried in this order; default websocket, sse, longpoll, poll, iframe
  * @property {number} [openTimeout] ms for a transport to deliver its first frame (5000)
- * @property {number} [minDelay] backoff base, ms (500)
+ * @property {number} [minDelay] backoff ceiling of the first `fastRetries` attempts, ms (1000)
  * @property {number} [maxDelay] backoff ceiling, ms (30000)
- * @property {number} [stableAfter] ms connected before the backoff resets (10000)
- * @property {number} [heartbeatTimeout] ms of silence that means a dead connection (45000)
- * @property {number} [pingInterval] ms between WebSocket pings (20000)
+ * @property {number} [fastRetries] attempts capped at `minDelay` before the ceiling doubles (4)
+ * @property {number} [stableAfter] a transport whose connections die twice in a row within this many ms of opening is demoted (10000)
+ * @property {number} [heartbeatTimeout] ms of silence that means a dead connection, until the server announces its heartbeat (45000)
  * @property {number} [pollInterval] ms between short polls (2000)
- * @property {number} [longpollTimeout] ms the server holds a long poll (25000; keep it below heartbeatTimeout)
+ * @property {number} [longpollTimeout] ms the server holds a long poll (25000)
  * @property {number} [upgradeInterval] ms between tries of a better transport; 0 = never (60000)
  * @property {{max?: number} | boolean} [offlineQueue] publishes kept while disconnected ({max: 100}); false = reject at once
  * @property {number} [maxMessageSize] bytes; bigger publishes are refused locally (65536, the server's default)
@@ -1171,11 +1174,11 @@ function withDefaults(options) {
   const o = {
     transports: [...DEFAULT_TRANSPORTS],
     openTimeout: 5000,
-    minDelay: 500,
+    minDelay: 1000,
     maxDelay: 30000,
+    fastRetries: 4,
     stableAfter: 10000,
     heartbeatTimeout: 45000,
-    pingInterval: 20000,
     pollInterval: 2000,
     longpollTimeout: 25000,
     upgradeInterval: 60000,
@@ -1227,6 +1230,7 @@ function storage() {
  * @property {boolean} established  a first frame arrived
  * @property {number} establishedAt
  * @property {number} lastSeen       when the last frame arrived
+ * @property {number} bound          ms of silence that mean death, from the server's heartbeat; 0 = not announced
  * @property {any} openTimer
  */
 
@@ -1264,7 +1268,7 @@ export class Pushgate {
     this._stateTransport = null;
     /** @type {Link | null} */ this._link = null;
     /** @type {Link | null} */ this._candidate = null;
-    this._attempt = 0; // backoff attempts since the last stable connection
+    this._attempt = 0; // backoff attempts since a connection last delivered
     this._cycle = []; // transports still to try in this round
     /** @type {Error | undefined} */
     this._lastOpenError = undefined;
@@ -1272,7 +1276,7 @@ export class Pushgate {
     this._unstable = 0; // consecutive short-lived connections on one transport
     /** @type {Map<string, number>} transport → demoted until (ms) */
     this._demoted = new Map();
-    this._timers = { retry: null, stable: null, upgrade: null, watchdog: null };
+    this._timers = { retry: null, upgrade: null, watchdog: null };
     this._syncScheduled = false;
     this._active = false; // between connect() and close()
     this._detach = null;
@@ -1460,7 +1464,7 @@ export class Pushgate {
   /** @returns {Link} */
   _openLink(name, role) {
     /** @type {Link} */
-    const link = { transport: /** @type {any} */ (null), role, established: false, establishedAt: 0, lastSeen: now(), openTimer: null };
+    const link = { transport: /** @type {any} */ (null), role, established: false, establishedAt: 0, lastSeen: now(), bound: 0, openTimer: null };
     link.transport = createTransport(name, {
       base: this._base,
       options: this._opts,
@@ -1481,11 +1485,20 @@ export class Pushgate {
 
   _onFrame(link, obj) {
     link.lastSeen = now();
+    const type = obj.type;
+    if ((type === "subscribed" || type === "pong") && typeof obj.heartbeat === "number" && obj.heartbeat > 0) {
+      this._announced(link, obj.heartbeat);
+    }
     if (!link.established) this._established(link);
     if (link.role === "retired") return; // its in-flight replies were already taken
-    if (obj.type === "$cursor") return this._learn(obj.cursor);
+    // The connection delivers: a subscription confirmed, a poll answered, or
+    // (with nothing to subscribe) the ping answered. The next drop is then a
+    // new failure, not one more of a series, and is retried quickly.
+    if (type === "subscribed" || type === "$cursor" || (type === "pong" && this._handlers.size === 0)) this._attempt = 0;
+    if (type === "ping" || type === "pong") return; // signs of life, nothing more
+    if (type === "$cursor") return this._learn(obj.cursor);
     // An error with an id answers a command; its promise already rejected.
-    if (obj.type === "error") return obj.id === undefined ? this._events.emit("error", errorFromFrame(obj)) : undefined;
+    if (type === "error") return obj.id === undefined ? this._events.emit("error", errorFromFrame(obj)) : undefined;
     for (const out of this._tracker.accept(obj)) {
       if (out.type === "reset") this._events.emit("reset", out);
       else this._deliver(out);
@@ -1519,10 +1532,6 @@ export class Pushgate {
     const name = link.transport.name;
     this._link = link;
     this._remember(name);
-    this._timers.stable = setTimeout(() => {
-      this._attempt = 0;
-      this._unstable = 0;
-    }, this._opts.stableAfter);
     this._startWatchdog();
     this._scheduleUpgrade();
     this._setState("connected", name);
@@ -1614,6 +1623,7 @@ export class Pushgate {
     link.role = "primary";
     this._link = link;
     if (old) this._retire(old);
+    this._startWatchdog();
     this._remember(link.transport.name);
     this._setState("connected", link.transport.name);
     this._queueOnline(link);
@@ -1655,21 +1665,42 @@ export class Pushgate {
 
   // -- liveness ---------------------------------------------------------------
 
-  /** Kills the link when it has been silent too long (where silence is visible). */
+  /**
+   * The server announced its heartbeat `h` (ms) on this link: it sends
+   * something at least every `h`, so a silence of `h` plus a margin for
+   * network jitter means the connection is dead.
+   */
+  _announced(link, h) {
+    const bound = h + Math.max(h / 2, 1000);
+    if (bound === link.bound) return;
+    link.bound = bound;
+    if (link === this._link && link.established) this._startWatchdog(); // a new pace
+  }
+
+  /** The link's silence bound: announced by the server, else `heartbeatTimeout`. */
+  _bound(link) {
+    return link.bound || this._opts.heartbeatTimeout;
+  }
+
+  /** Checks the primary link often enough that detection lags its bound by at most a second. */
   _startWatchdog() {
     clearInterval(this._timers.watchdog);
-    const every = Math.max(250, Math.min(5000, this._opts.heartbeatTimeout / 4));
-    this._timers.watchdog = setInterval(() => {
-      const link = this._link;
-      const timeout = this._opts.heartbeatTimeout;
-      if (link && link.transport.isDead(link.lastSeen, now(), timeout)) {
-        link.transport._die(new PushgateError("disconnected", `no sign of life for ${now() - link.lastSeen} ms`));
-      }
-    }, every);
+    if (!this._link) return;
+    const every = Math.max(100, Math.min(1000, this._bound(this._link) / 4));
+    this._timers.watchdog = setInterval(() => this._checkLiveness(), every);
+  }
+
+  /** Kills the primary link when it has been silent too long. */
+  _checkLiveness() {
+    const link = this._link;
+    if (!link || !link.established) return;
+    const at = now();
+    if (link.transport.isDead(link.lastSeen, at, this._bound(link))) {
+      link.transport._die(new PushgateError("disconnected", `no sign of life for ${at - link.lastSeen} ms`));
+    }
   }
 
   _stopConnectedTimers() {
-    clearTimeout(this._timers.stable);
     clearTimeout(this._timers.upgrade);
     clearInterval(this._timers.watchdog);
   }
@@ -1702,8 +1733,12 @@ export class Pushgate {
       this._attempt = 0;
       this._startRound();
     };
+    // A background tab runs timers late (or about once a minute): on return,
+    // judge the link at once, and do not wait out a backoff.
     const onVisible = () => {
-      if (doc.visibilityState === "visible") this._retryNow();
+      if (doc.visibilityState !== "visible") return;
+      this._checkLiveness();
+      this._retryNow();
     };
     const canListen = typeof g.addEventListener === "function";
     if (canListen) {

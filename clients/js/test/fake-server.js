@@ -1,24 +1,45 @@
 // An in-memory stand-in for pushgate, enough of docs/protocol.md for the
-// client tests: channels with epochs and history, WebSocket commands, /poll,
-// /longpoll and /command. Its `WebSocket` and `fetch` are passed to Pushgate
-// as options. Knobs make it misbehave the way networks and proxies do.
+// client tests: channels with epochs and history, WebSocket commands, the
+// event streams (SSE, NDJSON /stream, iframe), /poll, /longpoll and /command.
+// Its `WebSocket`, `EventSource` and `fetch` are passed to Pushgate as
+// options; the iframe needs `fakePage()`. Knobs make it misbehave the way
+// networks and proxies do.
 
 import { decodeCursor, encodeCursor } from "../pushgate.js";
 
 let epochSeq = 0;
+/** every server, for the page's iframes to find theirs by path prefix */
+const servers = new Set();
 
 export class FakeServer {
-  constructor() {
+  /** @param {{prefix?: string}} [options] a path prefix, so that several servers can share one page */
+  constructor({ prefix = "" } = {}) {
+    this.prefix = prefix;
+    /** the URL to give Pushgate */
+    this.base = `http://pushgate.test${prefix}`;
+    servers.add(this);
     /** @type {Map<string, {epoch: string, offset: number, history: any[]}>} */
     this.channels = new Map();
     this.sockets = new Set();
+    /** open event streams: SSE, NDJSON and iframe */
+    this.streams = new Set();
     this.waiters = new Set();
     /** "ok" | "refuse" (fails to connect) | "silent" (opens, answers nothing) | "cut" (opens, closes at once) */
     this.wsMode = "ok";
     /** when false every fetch fails like a network error */
     this.httpUp = true;
-    /** when true, open sockets stop answering (a dead connection the OS has not noticed) */
+    /**
+     * when true, the network is dead without a word: sockets and streams open
+     * while it is true deliver nothing more, pings included, ever (a dead
+     * connection the OS has not noticed), and polls are never answered
+     */
     this.mute = false;
+    /** ms announced as `heartbeat` in `subscribed` and `pong` on WebSocket and event streams; 0: none (an older server) */
+    this.heartbeat = 0;
+    /** false: the heartbeat is announced but no `ping` is sent */
+    this.pings = true;
+    /** WebSocket `subscribe` answered with an error (the link opens but never delivers) */
+    this.refuseSubscribe = false;
     /** every request and socket, for assertions: "ws", "GET /poll?…", "POST /command {…}" */
     this.log = [];
     /** WebSocket commands received, parsed */
@@ -31,6 +52,7 @@ export class FakeServer {
         this.readyState = 0;
         this.binaryType = "blob";
         this.subs = new Set();
+        this.dead = false;
         server.log.push(`ws ${url}`);
         const mode = server.wsMode;
         setTimeout(() => {
@@ -38,6 +60,8 @@ export class FakeServer {
           if (mode === "refuse" || !server.httpUp) return this._closed(1006);
           this.readyState = 1;
           server.sockets.add(this);
+          // The WebSocket heartbeat goes out every interval, whatever else is sent.
+          if (server.heartbeat && server.pings) this._pinger = unref(setInterval(() => this._frame({ type: "ping" }), server.heartbeat));
           this.onopen?.({});
           if (mode === "cut") this._closed(1006);
           if (mode === "silent") this.silent = true;
@@ -47,25 +71,74 @@ export class FakeServer {
         if (this.readyState !== 1) throw new Error("not open");
         const cmd = JSON.parse(text);
         server.commands.push(cmd);
-        if (this.silent || server.mute) return;
+        if (this.silent || this._dead()) return;
         setTimeout(() => this.readyState === 1 && server._wsCommand(this, cmd), 1);
       }
       close() {
         this.readyState = 3;
+        clearInterval(this._pinger);
         server.sockets.delete(this);
       }
       /** the server side ends the connection */
       _closed(code) {
-        this.readyState = 3;
-        server.sockets.delete(this);
+        this.close();
         this.onclose?.({ code, reason: "" });
       }
       _frame(obj) {
-        if (this.readyState === 1 && !this.silent && !server.mute) this.onmessage?.({ data: JSON.stringify(obj) });
+        if (this.readyState === 1 && !this.silent && !this._dead()) this.onmessage?.({ data: JSON.stringify(obj) });
+      }
+      /** Muted once, dead for good. */
+      _dead() {
+        if (server.mute) this.dead = true;
+        return this.dead;
+      }
+    };
+
+    /** EventSource's dispatch rule: a named event reaches only the listeners for that name. */
+    this.EventSource = class FakeEventSource {
+      constructor(url) {
+        this.url = url;
+        this.readyState = 0;
+        /** @type {Map<string, Function[]>} */
+        this._listeners = new Map();
+        this._stream = null;
+        server.log.push(`GET ${server._path(url)}`);
+        setTimeout(() => {
+          if (this.readyState === 2) return;
+          if (!server.httpUp) return this.onerror?.({});
+          this.readyState = 1;
+          const write = (obj) => {
+            const name = obj.type === "message" ? obj.event || "message" : obj.type;
+            // The server's heartbeat is `event:ping` with empty data.
+            const data = obj.type === "ping" ? "" : JSON.stringify(obj);
+            for (const fn of this._listeners.get(name) || []) fn({ type: name, data });
+          };
+          // The response ended: the browser reports an error (and would reconnect by itself).
+          this._stream = new FakeStream(server, url, write, () => this.readyState !== 2 && this.onerror?.({}));
+        }, 2);
+      }
+      addEventListener(type, fn) {
+        if (!this._listeners.has(type)) this._listeners.set(type, []);
+        this._listeners.get(type).push(fn);
+      }
+      close() {
+        this.readyState = 2;
+        this._stream?.close();
       }
     };
 
     this.fetch = async (url, init = {}) => server._fetch(url, init);
+  }
+
+  /** The path and query of `url` below the prefix. */
+  _path(url) {
+    const u = new URL(url);
+    return u.pathname.slice(this.prefix.length) + u.search;
+  }
+
+  /** `frame` with the announced heartbeat, if any. */
+  _announce(frame) {
+    return this.heartbeat ? { ...frame, heartbeat: this.heartbeat } : frame;
   }
 
   channel(name) {
@@ -81,6 +154,7 @@ export class FakeServer {
     if (event) m.event = event;
     c.history.push(m);
     for (const ws of this.sockets) if (ws.subs.has(channel)) ws._frame(m);
+    for (const s of this.streams) if (s.subs.has(channel)) s.send(m);
     for (const w of [...this.waiters]) w.wake();
     return { type: "published", channel, epoch: c.epoch, offset: c.offset };
   }
@@ -93,6 +167,11 @@ export class FakeServer {
   /** Every open socket is cut, as by a network failure. */
   dropAll() {
     for (const ws of [...this.sockets]) ws._closed(1006);
+  }
+
+  /** Ends every event stream on purpose: `{"type":"end","reason":…}`, then the response ends. */
+  endStreams(reason) {
+    for (const s of [...this.streams]) s.end(reason);
   }
 
   /** What to deliver after `since` for one channel: [frames], and its position after. */
@@ -111,12 +190,13 @@ export class FakeServer {
     const reply = (obj) => ws._frame(cmd.id === undefined ? obj : { ...obj, id: cmd.id });
     switch (cmd.type) {
       case "ping":
-        return reply({ type: "pong" });
+        return reply(this._announce({ type: "pong" }));
       case "subscribe": {
         if (ws.subs.has(cmd.channel)) return reply({ type: "error", code: "already_subscribed", message: "x" });
+        if (this.refuseSubscribe) return reply({ type: "error", code: "forbidden", message: "no" });
         const c = this.channel(cmd.channel);
         ws.subs.add(cmd.channel);
-        reply({ type: "subscribed", channel: cmd.channel, epoch: c.epoch, offset: c.offset });
+        reply(this._announce({ type: "subscribed", channel: cmd.channel, epoch: c.epoch, offset: c.offset }));
         for (const f of this.catchup(cmd.channel, decodeCursor(cmd.since || "")).frames) ws._frame(f);
         return;
       }
@@ -137,21 +217,25 @@ export class FakeServer {
 
   async _fetch(url, init) {
     const u = new URL(url);
+    const path = u.pathname.slice(this.prefix.length);
     const method = init.method || "GET";
-    this.log.push(`${method} ${u.pathname}${u.search}${init.body ? " " + init.body : ""}`);
+    this.log.push(`${method} ${this._path(url)}${init.body ? " " + init.body : ""}`);
     await new Promise((r) => setTimeout(r, 1));
     if (!this.httpUp) throw new TypeError("fetch failed");
     if (init.signal?.aborted) throw new DOMException("aborted", "AbortError");
-    if (method === "POST" && u.pathname === "/command") {
+    if (method === "POST" && path === "/command") {
       const cmd = JSON.parse(init.body);
       const frame = cmd.type === "ping" ? { type: "pong" } : this._publishCommand(cmd);
       const out = cmd.id === undefined ? frame : { ...frame, id: cmd.id };
       return json(frame.type === "error" ? 403 : 200, out);
     }
+    if (path === "/stream") return this._ndjson(url, init.signal);
     const channels = u.searchParams.getAll("channel");
     const since = decodeCursor(u.searchParams.get("since") || "");
-    if (u.pathname === "/poll") return json(200, this._pollBody(channels, since));
-    if (u.pathname === "/longpoll") {
+    // A muted server holds the request until the client gives up on it.
+    if (this.mute) await hang(init.signal);
+    if (path === "/poll") return json(200, this._pollBody(channels, since));
+    if (path === "/longpoll") {
       const timeout = parseInt(u.searchParams.get("timeout"), 10);
       let body = this._pollBody(channels, since);
       if (body.messages.length === 0) {
@@ -161,6 +245,29 @@ export class FakeServer {
       return json(200, body);
     }
     return json(404, { type: "error", code: "bad_request", message: "no such endpoint" });
+  }
+
+  /** GET /stream: one JSON object per line, in a body that stays open. */
+  _ndjson(url, signal) {
+    const utf8 = new TextEncoder();
+    let stream;
+    let ctl;
+    const body = new ReadableStream({
+      start: (controller) => {
+        ctl = controller;
+        stream = new FakeStream(this, url, (obj) => controller.enqueue(utf8.encode(JSON.stringify(obj) + "\n")), () => controller.close());
+      },
+      cancel: () => stream.close(),
+    });
+    signal?.addEventListener("abort", () => {
+      stream.close();
+      try {
+        ctl.error(new DOMException("aborted", "AbortError"));
+      } catch {
+        /* already closed */
+      }
+    });
+    return new Response(body, { status: 200, headers: { "content-type": "application/x-ndjson" } });
   }
 
   _pollBody(channels, since) {
@@ -192,6 +299,149 @@ export class FakeServer {
       void channels;
     });
   }
+}
+
+/**
+ * One event stream (SSE, NDJSON or iframe), framing aside: `subscribed` per
+ * channel (with the heartbeat), the catch-up, live messages, and a `ping`
+ * whenever the heartbeat interval passes with nothing sent.
+ */
+class FakeStream {
+  /**
+   * @param {FakeServer} server
+   * @param {string} url the request, with channel= and since=
+   * @param {(obj: any) => void} write delivers one object to the client
+   * @param {() => void} finish ends the response
+   */
+  constructor(server, url, write, finish) {
+    this.server = server;
+    this._write = write;
+    this._finish = finish;
+    this._pinger = null;
+    this.open = true;
+    this.dead = false;
+    const u = new URL(url);
+    this.subs = new Set(u.searchParams.getAll("channel"));
+    server.streams.add(this);
+    const since = decodeCursor(u.searchParams.get("since") || "");
+    for (const ch of this.subs) {
+      const c = server.channel(ch);
+      this.send(server._announce({ type: "subscribed", channel: ch, epoch: c.epoch, offset: c.offset }));
+    }
+    for (const ch of this.subs) for (const f of server.catchup(ch, since).frames) this.send(f);
+    this._arm();
+  }
+
+  send(obj) {
+    if (this.server.mute) this.dead = true; // muted once, dead for good
+    if (!this.open || this.dead) return;
+    this._write(obj);
+    this._arm();
+  }
+
+  _arm() {
+    clearTimeout(this._pinger);
+    const { heartbeat, pings } = this.server;
+    if (this.open && heartbeat && pings) this._pinger = unref(setTimeout(() => this.send({ type: "ping" }), heartbeat));
+  }
+
+  /** The server ends the stream on purpose: `end` first, then the response ends. */
+  end(reason) {
+    this.send({ type: "end", reason });
+    this.cut();
+  }
+
+  /** The response ends without `end`. */
+  cut() {
+    if (!this.open) return;
+    this.close();
+    this._finish();
+  }
+
+  /** The client went away. */
+  close() {
+    this.open = false;
+    clearTimeout(this._pinger);
+    this.server.streams.delete(this);
+  }
+}
+
+/**
+ * A browser page for the iframe transport and the page events: `document`
+ * (hidden iframes, each served by the server whose prefix its path starts
+ * with; `visibilitychange`), `location`, and window `online`/`offline`.
+ * Call `remove()` when done.
+ */
+export function fakePage(origin = "http://pushgate.test") {
+  const g = globalThis;
+  const saved = ["document", "location", "addEventListener", "removeEventListener"].map((k) => [k, g[k]]);
+  const win = new EventTarget();
+  const doc = /** @type {any} */ (new EventTarget());
+  doc.visibilityState = "visible";
+  doc.createElement = () => new FakeIframe();
+  doc.body = { appendChild: (el) => el._attach() };
+  g.document = doc;
+  g.location = { origin, href: `${origin}/` };
+  g.addEventListener = win.addEventListener.bind(win);
+  g.removeEventListener = win.removeEventListener.bind(win);
+  return {
+    /** fires a window event: "online", "offline" */
+    fire: (type) => win.dispatchEvent(new Event(type)),
+    /** @param {"visible" | "hidden"} state */
+    setVisibility(state) {
+      doc.visibilityState = state;
+      doc.dispatchEvent(new Event("visibilitychange"));
+    },
+    remove() {
+      for (const [k, v] of saved) {
+        if (v === undefined) delete g[k];
+        else g[k] = v;
+      }
+    },
+  };
+}
+
+/** A hidden iframe on /iframe?…&callback=NAME: each object is a call of `parent.NAME`. */
+class FakeIframe {
+  constructor() {
+    this.style = {};
+    this.src = "";
+    this.onload = null;
+    this._stream = null;
+    this._removed = false;
+  }
+
+  setAttribute() {}
+
+  _attach() {
+    const u = new URL(this.src);
+    // The longest prefix wins; among equals, the newest server.
+    const server = [...servers].reverse().filter((s) => u.pathname.startsWith(`${s.prefix}/`)).sort((a, b) => b.prefix.length - a.prefix.length)[0];
+    server.log.push(`GET ${server._path(this.src)}`);
+    setTimeout(() => {
+      if (this._removed) return;
+      if (!server.httpUp) return this.onload?.({}); // the browser's error page loads
+      const name = u.searchParams.get("callback");
+      const write = (obj) => globalThis[name]?.(JSON.parse(JSON.stringify(obj)));
+      this._stream = new FakeStream(server, this.src, write, () => !this._removed && this.onload?.({}));
+    }, 2);
+  }
+
+  remove() {
+    this._removed = true;
+    this._stream?.close();
+  }
+}
+
+/** Never settles, unless aborted. */
+function hang(signal) {
+  return new Promise((_, reject) => signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+}
+
+/** Timers of the fake server must not keep a finished test process alive. */
+function unref(timer) {
+  timer?.unref?.();
+  return timer;
 }
 
 function json(status, body) {

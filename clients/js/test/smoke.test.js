@@ -51,10 +51,17 @@ class MiniEventSource {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         if (line === "") {
-          if (event.data.length) for (const fn of this._listeners.get(event.type) || []) fn({ data: event.data.join("\n") });
+          // Dispatched when a data field came, even an empty one (`event:ping\ndata:`).
+          if (event.data.length) for (const fn of this._listeners.get(event.type || "message") || []) fn({ data: event.data.join("\n") });
           event = { type: "message", data: [] };
-        } else if (line.startsWith("event: ")) event.type = line.slice(7);
-        else if (line.startsWith("data: ")) event.data.push(line.slice(6));
+        } else if (!line.startsWith(":")) {
+          // `field:value`, one optional space after the colon.
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") event.type = value;
+          else if (field === "data") event.data.push(value);
+        }
       }
     }
     throw new Error("stream ended");
