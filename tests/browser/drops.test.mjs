@@ -16,7 +16,7 @@ const HEARTBEAT = "300ms";
 let server, proxy, browser;
 before(async () => {
   server = await startServer({
-    args: ["--no-demo", "--ws-ping-interval", HEARTBEAT, "--stream-ping-interval", HEARTBEAT, "--ws-idle-timeout", "3s"],
+    args: ["--no-demo", "--ws-ping-interval", HEARTBEAT, "--stream-ping-interval", HEARTBEAT, "--iframe-ping-interval", HEARTBEAT, "--ws-idle-timeout", "3s"],
   });
   proxy = await startDropProxy({ target: { port: server.port } });
   browser = await launch();

@@ -44,10 +44,15 @@ pub struct Config {
     /// predecessor by less than this. Messages of a burst go through the
     /// queues and leave several per write. `0`: always straight.
     pub direct_write_gap: Duration,
-    /// Heartbeat interval of streaming responses, sent when nothing else
-    /// was: SSE `ping` events, NDJSON `{"type":"ping"}` lines, iframe
-    /// `{"type":"ping"}` calls. Announced to clients in `subscribed`.
+    /// Heartbeat interval of SSE and NDJSON streams, sent when nothing else
+    /// was: SSE `ping` events, NDJSON `{"type":"ping"}` lines. Announced to
+    /// clients in `subscribed`.
     pub stream_ping_interval: Duration,
+    /// Heartbeat interval of hidden-iframe streams. Shorter than the other
+    /// streams': a page cannot see a reset iframe connection (Chromium fires
+    /// no event when a document's connection breaks), so the missing
+    /// heartbeat is the only sign.
+    pub iframe_ping_interval: Duration,
     /// How long a hidden-iframe document lasts before it ends with
     /// `{"type":"end","reason":"lifetime"}` and the client reloads it.
     pub iframe_lifetime: Duration,
@@ -96,6 +101,7 @@ impl Default for Config {
             ws_deflate_min_size: 128,
             direct_write_gap: Duration::from_millis(10),
             stream_ping_interval: Duration::from_secs(15),
+            iframe_ping_interval: Duration::from_secs(2),
             iframe_lifetime: Duration::from_secs(300),
             sse_retry: Duration::from_secs(2),
             longpoll_timeout: Duration::from_secs(25),
@@ -145,9 +151,13 @@ setting::settings! {
     deflate_min_size: ws_deflate_min_size, "ws-deflate-min-size", "PUSHGATE_WS_DEFLATE_MIN_SIZE";
 
     [streams]
-    /// Heartbeat interval of SSE, NDJSON and iframe streams (sent when
-    /// nothing else was; clients watch for it)
+    /// Heartbeat interval of SSE and NDJSON streams (sent when nothing else
+    /// was; clients watch for it)
     ping_interval: stream_ping_interval, "stream-ping-interval", "PUSHGATE_STREAM_PING_INTERVAL";
+    /// Heartbeat interval of hidden-iframe streams, shorter: a page cannot see
+    /// a reset iframe connection, only its silence
+    iframe_ping_interval: iframe_ping_interval, "iframe-ping-interval",
+        "PUSHGATE_IFRAME_PING_INTERVAL";
     /// How long a hidden-iframe document lasts before the client reloads it
     iframe_lifetime: iframe_lifetime, "iframe-lifetime", "PUSHGATE_IFRAME_LIFETIME";
     /// SSE reconnect hint, sent first as `retry:`
@@ -222,6 +232,7 @@ impl Config {
         let checks = [
             (self.ws_ping_interval.is_zero(), "ws_ping_interval must be above zero"),
             (self.stream_ping_interval.is_zero(), "stream_ping_interval must be above zero"),
+            (self.iframe_ping_interval.is_zero(), "iframe_ping_interval must be above zero"),
             (self.iframe_lifetime.is_zero(), "iframe_lifetime must be above zero"),
             (
                 self.ws_idle_timeout <= self.ws_ping_interval,

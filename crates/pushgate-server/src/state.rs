@@ -42,6 +42,7 @@ impl AppState {
             stall: config.ws_idle_timeout,
         });
         let iframe_timing = Arc::new(Timing {
+            heartbeat: config.iframe_ping_interval,
             idle: Some(config.iframe_lifetime),
             ..*stream_timing
         });

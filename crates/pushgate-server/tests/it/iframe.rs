@@ -23,7 +23,7 @@ async fn document_is_padding_then_one_callback_script_per_event() {
     let subscribed = frame.expect_subscribed("frame").await;
     assert_eq!(
         subscribed,
-        json!({"type": "subscribed", "channel": "frame", "epoch": epoch, "offset": 2, "heartbeat": 15000})
+        json!({"type": "subscribed", "channel": "frame", "epoch": epoch, "offset": 2, "heartbeat": 2000})
     );
     let caught_up = frame.expect_messages("frame", 1..=2).await;
     assert_eq!(caught_up[0]["data"], json!({"n": 1}));
@@ -172,8 +172,8 @@ async fn resumes_with_since_and_resets_when_history_is_gone() {
 }
 
 #[tokio::test]
-async fn idle_document_gets_a_ping_call_every_stream_ping_interval() {
-    let server = start_with(|c| c.stream_ping_interval = Duration::from_millis(100)).await;
+async fn idle_document_gets_a_ping_call_every_iframe_ping_interval() {
+    let server = start_with(|c| c.iframe_ping_interval = Duration::from_millis(100)).await;
     let mut frame = server.iframe("channel=iping", "cb").await;
     let subscribed = frame.expect_subscribed("iping").await;
     assert_eq!(subscribed["heartbeat"], 100, "the interval is announced");
