@@ -26,7 +26,9 @@ pub struct Config {
     pub history_size: usize,
     /// How long a publication stays in history.
     pub history_ttl: Duration,
-    /// Interval of WebSocket Ping frames.
+    /// Heartbeat interval of WebSockets: a Ping and a `{"type":"ping"}` text
+    /// frame (browsers hide Pings from the page). Announced to clients in
+    /// `subscribed` and `pong`.
     pub ws_ping_interval: Duration,
     /// A WebSocket that sends nothing (not even Pong) for this long is closed.
     pub ws_idle_timeout: Duration,
@@ -94,7 +96,7 @@ impl Default for Config {
             api_key: None,
             history_size: 1000,
             history_ttl: Duration::from_secs(600),
-            ws_ping_interval: Duration::from_secs(25),
+            ws_ping_interval: Duration::from_secs(15),
             ws_idle_timeout: Duration::from_secs(60),
             ws_deflate: false,
             ws_deflate_window_bits: 15,
@@ -137,7 +139,8 @@ setting::settings! {
     ttl: history_ttl, "history-ttl", "PUSHGATE_HISTORY_TTL";
 
     [websocket]
-    /// Interval of WebSocket Ping frames
+    /// WebSocket heartbeat interval: a Ping and a `{"type":"ping"}` text frame
+    /// that pages can see
     ping_interval: ws_ping_interval, "ws-ping-interval", "PUSHGATE_WS_PING_INTERVAL";
     /// Close WebSockets that send nothing, not even a Pong, for this long
     idle_timeout: ws_idle_timeout, "ws-idle-timeout", "PUSHGATE_WS_IDLE_TIMEOUT";

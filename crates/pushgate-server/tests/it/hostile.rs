@@ -487,7 +487,7 @@ async fn websocket_protocol_violations_get_their_close_codes() {
             (op, pong.as_slice()),
             (
                 TEXT,
-                br#"{"type":"pong","id":1,"heartbeat":25000}"#.as_slice()
+                br#"{"type":"pong","id":1,"heartbeat":15000}"#.as_slice()
             ),
             "{what}: before the violation"
         );
@@ -649,7 +649,7 @@ async fn bad_commands_on_websocket_get_their_codes_and_the_connection_stays_usab
         let pong = ws.command(json!({"type": "ping", "id": n})).await;
         assert_eq!(
             pong,
-            json!({"type": "pong", "id": n, "heartbeat": 25000}),
+            json!({"type": "pong", "id": n, "heartbeat": 15000}),
             "after {}",
             case.0
         );

@@ -21,7 +21,7 @@ async fn oversized_ws_message_closes_with_1009() {
     let fits = json!({"type": "ping", "id": 1, "pad": "x".repeat(900)});
     assert_eq!(
         ws.command(fits).await,
-        json!({"type": "pong", "id": 1, "heartbeat": 25000})
+        json!({"type": "pong", "id": 1, "heartbeat": 15000})
     );
     let big = json!({"type": "ping", "pad": "x".repeat(4096)});
     ws.send_json(&big).await;

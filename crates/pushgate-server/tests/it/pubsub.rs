@@ -40,7 +40,7 @@ async fn ws_delivers_each_subscribed_channel_in_order_and_nothing_else() {
     // The message of `c` would have come before a#3; one more probe proves
     // nothing of `c` is queued behind it either.
     let pong = ws.command(json!({"type": "ping", "id": 9})).await;
-    assert_eq!(pong, json!({"type": "pong", "id": 9, "heartbeat": 25000}));
+    assert_eq!(pong, json!({"type": "pong", "id": 9, "heartbeat": 15000}));
 }
 
 #[tokio::test]

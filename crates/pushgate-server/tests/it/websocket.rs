@@ -14,11 +14,11 @@ async fn ping_command_gets_pong_with_the_id() {
     let mut ws = server.ws("/ws").await;
     assert_eq!(
         ws.command(json!({"type": "ping", "id": 7})).await,
-        json!({"type": "pong", "id": 7, "heartbeat": 25000})
+        json!({"type": "pong", "id": 7, "heartbeat": 15000})
     );
     assert_eq!(
         ws.command(json!({"type": "ping"})).await,
-        json!({"type": "pong", "heartbeat": 25000}),
+        json!({"type": "pong", "heartbeat": 15000}),
         "a WebSocket's pong announces its heartbeat interval (ms)"
     );
 }
@@ -209,7 +209,7 @@ async fn binary_frame_from_the_client_gets_bad_request_and_the_connection_stays_
     assert_eq!(reply["code"], "bad_request", "{reply}");
     assert_eq!(
         ws.command(json!({"type": "ping", "id": 2})).await,
-        json!({"type": "pong", "id": 2, "heartbeat": 25000})
+        json!({"type": "pong", "id": 2, "heartbeat": 15000})
     );
 }
 
