@@ -75,6 +75,14 @@ fuzz_target!(|bytes: &[u8]| {
                     check_reply(&r.encode(id), "published", id_json.as_ref());
                 }
                 Command::Ping => check_reply(&Reply::Pong.encode(id), "pong", id_json.as_ref()),
+                Command::Auth { token } => {
+                    assert_eq!(field("token").and_then(Value::as_str), Some(token.as_str()));
+                    let r = Reply::Authed {
+                        user: token.as_str().into(),
+                        expires: Some(u64::MAX),
+                    };
+                    check_reply(&r.encode(id), "authed", id_json.as_ref());
+                }
             }
             // Any command can still fail when executed.
             let e = Error::new(ErrorKind::Unavailable, "x");

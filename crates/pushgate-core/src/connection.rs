@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::channel::ChannelName;
 use crate::cursor::Since;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::hub::{DirectSink, Hub, Outbox, OutboxEvent, Subscriber, SubscriberId};
 use crate::principal::Principal;
 use crate::protocol::{Command, Publish, Reply, Request};
@@ -86,6 +86,9 @@ impl Connection {
         channel: ChannelName,
         since: &Since,
     ) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        self.hub
+            .policy()
+            .check_subscribe(&self.principal, &channel)?;
         self.session.check_subscribe(&channel)?;
         let catchup = self
             .hub
@@ -110,22 +113,54 @@ impl Connection {
                 }
                 Err(e) => Err(e),
             },
-            Command::Publish(Publish {
-                channel,
-                event,
-                data,
-            }) => self.hub.publish(channel, event, data).await.map(|p| {
-                (
-                    Reply::Published {
-                        channel: p.channel.clone(),
-                        position: p.position(),
-                    },
-                    Vec::new(),
-                )
-            }),
+            Command::Publish(publish) => self.publish(publish).await,
             Command::Ping => Ok((Reply::Pong, Vec::new())),
+            Command::Auth { token } => self.reauthenticate(&token),
         };
         result.unwrap_or_else(|e| (Reply::Error(e), Vec::new()))
+    }
+
+    async fn publish(&mut self, publish: Publish) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        let Publish {
+            channel,
+            event,
+            data,
+        } = publish;
+        self.hub.policy().check_publish(&self.principal, &channel)?;
+        let p = self.hub.publish(channel, event, data).await?;
+        let reply = Reply::Published {
+            channel: p.channel.clone(),
+            position: p.position(),
+        };
+        Ok((reply, Vec::new()))
+    }
+
+    /// A fresh token (`auth`): it must name the same user, since the
+    /// connection's subscriptions and presence were granted to that user.
+    /// An anonymous connection may become a user's.
+    fn reauthenticate(&mut self, token: &str) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        let now = self.hub.clock().now() / 1000;
+        let principal = self.hub.policy().authenticate(Some(token), now)?;
+        let user = principal.user().expect("a token makes a user").clone();
+        match &self.principal {
+            Principal::User(old) if old.id != user.id => {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "this token is another user's: a connection keeps its user (open a new one)",
+                ))
+            }
+            Principal::Anonymous if !self.session.is_empty() => return Err(Error::new(
+                ErrorKind::Forbidden,
+                "send \"auth\" before subscribing: subscriptions made anonymously stay anonymous",
+            )),
+            _ => {}
+        }
+        let reply = Reply::Authed {
+            user: user.id.clone(),
+            expires: user.expires,
+        };
+        self.principal = principal;
+        Ok((reply, Vec::new()))
     }
 
     /// Turns one event into what must be sent (see [`Session::accept`]).

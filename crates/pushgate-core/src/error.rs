@@ -29,8 +29,11 @@ pub enum ErrorKind {
     AlreadySubscribed,
     /// `unsubscribe` for a channel the connection is not subscribed to.
     NotSubscribed,
-    /// Credentials are missing or wrong.
+    /// Credentials are missing or wrong: a token is needed, or this one is
+    /// malformed, badly signed or of the wrong audience.
     Unauthorized,
+    /// The token expired: get a fresh one.
+    TokenExpired,
     /// The caller may not do this.
     Forbidden,
     /// The history/fan-out backend failed or is unreachable; retrying may help.
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::AlreadySubscribed => "already_subscribed",
             ErrorKind::NotSubscribed => "not_subscribed",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::TokenExpired => "token_expired",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",

@@ -97,6 +97,7 @@
 
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod channel;
 pub mod clock;
 pub mod connection;
@@ -108,6 +109,7 @@ pub mod history;
 pub mod hub;
 pub mod json;
 pub mod log;
+pub mod namespace;
 pub mod principal;
 pub mod protocol;
 pub mod publication;
@@ -116,6 +118,7 @@ mod sync;
 pub mod websocket;
 pub mod wire;
 
+pub use auth::{Policy, User};
 pub use channel::{ChannelName, EventName};
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use connection::{Connection, Limits};
@@ -127,6 +130,7 @@ pub use hub::{
     DirectSink, Hub, HubConfig, Outbox, OutboxEvent, PushOutcome, Sent, Subscriber, SubscriberId,
 };
 pub use log::{Appended, Catchup, Log, MemoryLog, MemoryLogConfig, StartAt};
+pub use namespace::{Access, Namespace, Namespaces, Rules};
 pub use principal::Principal;
 pub use publication::{Data, Publication};
 pub use session::Session;

@@ -48,6 +48,13 @@ pub enum Command {
     Publish(Publish),
     /// A keep-alive; answered with [`Reply::Pong`].
     Ping,
+    /// A fresh token for this connection, before its current one expires
+    /// (or a first one, on a WebSocket opened without). Answered with
+    /// [`Reply::Authed`].
+    Auth {
+        /// The JWT.
+        token: String,
+    },
 }
 
 /// A publication as a client or the publish API sends it: what `publish`
@@ -70,6 +77,7 @@ impl Command {
             Command::Unsubscribe { .. } => "unsubscribe",
             Command::Publish(_) => "publish",
             Command::Ping => "ping",
+            Command::Auth { .. } => "auth",
         }
     }
 }
@@ -111,6 +119,8 @@ struct RawCommand<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     event: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
 }
 
 fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Error> {
@@ -242,12 +252,15 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
             "unsubscribe" => Command::Unsubscribe { channel: channel()? },
             "publish" => Command::Publish(publish_fields(&raw)?),
             "ping" => Command::Ping,
+            "auth" => Command::Auth {
+                token: required(string_field(raw.token, "token")?, "auth", "token")?,
+            },
             other => {
                 let mut shown = String::new();
                 json::push_string(&mut shown, &other.chars().take(32).collect::<String>());
                 return Err(Error::new(
                     ErrorKind::UnknownCommand,
-                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish or ping"),
+                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish, ping or auth"),
                 ));
             }
         })
@@ -280,6 +293,13 @@ pub enum Reply {
     },
     /// The answer to [`Command::Ping`].
     Pong,
+    /// The token of [`Command::Auth`] was accepted.
+    Authed {
+        /// Whose it is.
+        user: crate::auth::UserId,
+        /// When it expires, in seconds since the Unix epoch.
+        expires: Option<u64>,
+    },
     /// The command failed: a code to act on and a message for a person.
     Error(Error),
 }
@@ -343,6 +363,14 @@ impl Reply {
             Reply::Pong => {
                 open(&mut out, "pong", id);
                 announce(&mut out);
+            }
+            Reply::Authed { user, expires } => {
+                open(&mut out, "authed", id);
+                out.push_str(",\"user\":");
+                json::push_string(&mut out, user);
+                if let Some(exp) = expires {
+                    let _ = write!(out, ",\"expires\":{exp}");
+                }
             }
             Reply::Error(e) => {
                 open(&mut out, "error", id);

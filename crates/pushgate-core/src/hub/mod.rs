@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::auth::Policy;
 use crate::channel::{ChannelName, EventName};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::cursor::Position;
@@ -54,6 +55,9 @@ pub struct HubConfig {
     pub direct_gap_ms: Millis,
     /// Time for the burst rule; a [`crate::ManualClock`] in tests.
     pub clock: Arc<dyn Clock>,
+    /// Who may subscribe, publish and send, and each namespace's rules;
+    /// every connection of the hub decides by it.
+    pub policy: Arc<Policy>,
 }
 
 impl Default for HubConfig {
@@ -61,6 +65,7 @@ impl Default for HubConfig {
         HubConfig {
             direct_gap_ms: DIRECT_GAP_MS,
             clock: Arc::new(SystemClock),
+            policy: Arc::new(Policy::open()),
         }
     }
 }
@@ -101,6 +106,16 @@ impl Hub {
         });
         log.watch(fanout.clone());
         Hub { log, fanout }
+    }
+
+    /// Who may do what on its channels.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.fanout.config.policy
+    }
+
+    /// The hub's time (token expiry, the burst rule).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.fanout.config.clock
     }
 
     /// The log it fans out from.

@@ -28,6 +28,7 @@ fn hub(history_size: usize, ttl: Millis, direct_gap_ms: Millis) -> (Arc<Hub>, Ma
     let config = HubConfig {
         direct_gap_ms,
         clock: Arc::new(clock.clone()),
+        ..HubConfig::default()
     };
     (Arc::new(Hub::new(Arc::new(log), config)), clock)
 }

@@ -113,11 +113,11 @@ impl Value for Duration {
     /// The largest unit that shows it exactly, so that `600s` reads `10m`.
     fn show(&self) -> String {
         let ms = self.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             format!("{ms}ms")
-        } else if ms > 0 && ms % 3_600_000 == 0 {
+        } else if ms > 0 && ms.is_multiple_of(3_600_000) {
             format!("{}h", ms / 3_600_000)
-        } else if ms > 0 && ms % 60_000 == 0 {
+        } else if ms > 0 && ms.is_multiple_of(60_000) {
             format!("{}m", ms / 60_000)
         } else {
             format!("{}s", ms / 1000)
