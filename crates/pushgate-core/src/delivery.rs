@@ -107,6 +107,11 @@ pub enum End {
     Idle,
     /// Nothing could be written for [`Timing::stall`].
     Stalled,
+    /// The connection's token expired and no fresh one came in time.
+    Expired,
+    /// The application disconnected the connection's user
+    /// (`/api/disconnect`): it must not reconnect with the same token.
+    Disconnected,
 }
 
 /// A connection's delivery state.
@@ -120,6 +125,8 @@ pub struct Delivery<F> {
     out: VecDeque<Bytes>,
     next_heartbeat: Instant,
     idle_deadline: Option<Instant>,
+    /// When the connection's token expires.
+    expiry: Option<Instant>,
     /// Since when a write has been blocked without progress.
     waiting_since: Option<Instant>,
     /// Messages delivered since the last [`Delivery::take_delivered`].
@@ -135,6 +142,7 @@ impl<F: Framing> Delivery<F> {
             framing,
             next_heartbeat: now + timing.heartbeat,
             idle_deadline: timing.idle.map(|d| now + d),
+            expiry: None,
             timing,
             out: VecDeque::new(),
             waiting_since: None,
@@ -218,6 +226,13 @@ impl<F: Framing> Delivery<F> {
         self.deliver(events, || now);
     }
 
+    /// The connection's token expires at `at` (`None`: never): the
+    /// delivery then ends with [`End::Expired`], unless a fresh token moves
+    /// the deadline first.
+    pub fn expire_at(&mut self, at: Option<Instant>) {
+        self.expiry = at;
+    }
+
     /// Bytes the transport makes itself (a WebSocket Pong, an echo).
     pub fn send(&mut self, bytes: Bytes, now: Instant) {
         self.out.push_back(bytes);
@@ -243,7 +258,7 @@ impl<F: Framing> Delivery<F> {
             return None;
         }
         let stall = self.waiting_since.map(|t| t + self.timing.stall);
-        [Some(self.next_heartbeat), self.idle_deadline, stall]
+        [Some(self.next_heartbeat), self.idle_deadline, stall, self.expiry]
             .into_iter()
             .flatten()
             .min()
@@ -259,6 +274,9 @@ impl<F: Framing> Delivery<F> {
             .is_some_and(|t| now >= t + self.timing.stall)
         {
             return self.finish(End::Stalled);
+        }
+        if self.expiry.is_some_and(|t| now >= t) {
+            return self.finish(End::Expired);
         }
         if self.idle_deadline.is_some_and(|t| now >= t) {
             return self.finish(End::Idle);

@@ -74,6 +74,30 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// HMAC secret that signs client tokens (HS256/384/512). With no secret,
+    /// public key or JWKS, pushgate checks no tokens and every channel is
+    /// open to anyone.
+    pub auth_secret: Option<String>,
+    /// A PEM file with the public key that checks client tokens: RSA
+    /// (RS256/384/512) or EC P-256 (ES256).
+    pub auth_public_key: Option<String>,
+    /// A JSON Web Key Set file; a token names its key by `kid`.
+    pub auth_jwks: Option<String>,
+    /// The `aud` every client token must carry.
+    pub auth_audience: Option<String>,
+    /// The `iss` every client token must carry.
+    pub auth_issuer: Option<String>,
+    /// Accept client tokens without `exp` (they never expire).
+    pub auth_allow_no_exp: bool,
+    /// Clock difference tolerated on `exp` and `nbf`.
+    pub auth_leeway: Duration,
+    /// Channel namespaces, the default rules and those of personal
+    /// channels: the `[channels]`, `[personal]` and `[namespaces.NAME]`
+    /// tables of the config file.
+    pub namespaces: pushgate_core::Namespaces,
+    /// Serve `/demo/token?user=NAME`, which hands anyone a token signed
+    /// with `auth_secret`: for trying users on the demo; never in production.
+    pub demo_tokens: bool,
     /// Log as JSON lines rather than human-readable text.
     pub log_json: bool,
     /// On SIGTERM or Ctrl-C: how long to wait for connections to end after
@@ -112,6 +136,15 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             outbox_capacity: 1024,
             max_subscriptions: 128,
+            auth_secret: None,
+            auth_public_key: None,
+            auth_jwks: None,
+            auth_audience: None,
+            auth_issuer: None,
+            auth_allow_no_exp: false,
+            auth_leeway: Duration::ZERO,
+            namespaces: pushgate_core::Namespaces::default(),
+            demo_tokens: false,
             log_json: false,
             shutdown_timeout: Duration::from_secs(10),
             worker_threads: 0,
@@ -180,6 +213,24 @@ setting::settings! {
     /// Subscriptions one connection may hold
     max_subscriptions: max_subscriptions, "max-subscriptions", "PUSHGATE_MAX_SUBSCRIPTIONS";
 
+    [auth]
+    /// HMAC secret of client tokens (HS256); none of secret, public key and
+    /// JWKS: no tokens are checked and channels are open to anyone
+    secret: auth_secret, "auth-secret", "PUSHGATE_AUTH_SECRET", Secret;
+    /// PEM file of the public key of client tokens: RSA (RS256) or EC P-256
+    /// (ES256)
+    public_key: auth_public_key, "auth-public-key", "PUSHGATE_AUTH_PUBLIC_KEY";
+    /// JSON Web Key Set file of client tokens; a token names its key by `kid`
+    jwks: auth_jwks, "auth-jwks", "PUSHGATE_AUTH_JWKS";
+    /// The `aud` every client token must carry
+    audience: auth_audience, "auth-audience", "PUSHGATE_AUTH_AUDIENCE";
+    /// The `iss` every client token must carry
+    issuer: auth_issuer, "auth-issuer", "PUSHGATE_AUTH_ISSUER";
+    /// Accept client tokens without `exp` (they never expire)
+    allow_no_exp: auth_allow_no_exp, "auth-allow-no-exp", "PUSHGATE_AUTH_ALLOW_NO_EXP";
+    /// Clock difference tolerated on a token's `exp` and `nbf`
+    leeway: auth_leeway, "auth-leeway", "PUSHGATE_AUTH_LEEWAY";
+
     [fanout]
     /// Two messages in a row this close to the previous one of their channel
     /// make a burst, which goes through the queues instead of straight to
@@ -195,6 +246,9 @@ setting::settings! {
     log_json: log_json, "log-json", "PUSHGATE_LOG_JSON";
     /// Serve the demo page at / and publish the time on channel `clock`
     demo: demo, "no-demo", "PUSHGATE_NO_DEMO", Inverted;
+    /// Serve /demo/token?user=NAME, handing anyone a token signed with the
+    /// auth secret, to try users on the demo; never in production
+    demo_tokens: demo_tokens, "demo-tokens", "PUSHGATE_DEMO_TOKENS";
     /// Expose /echo, a WebSocket echo through the /ws code path, for
     /// conformance tests (Autobahn); never in production
     echo: echo, "echo", "PUSHGATE_ECHO";

@@ -75,7 +75,7 @@ impl std::error::Error for Error {
 pub fn http_status(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Unauthorized | ErrorKind::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -96,6 +96,7 @@ pub fn close_code(kind: ErrorKind) -> u16 {
         // "Try again later": the backend is down, not the client wrong.
         ErrorKind::Unavailable => 1013,
         ErrorKind::Unauthorized => 4401,
+        ErrorKind::TokenExpired => close::TOKEN_EXPIRED,
         ErrorKind::Forbidden => 4403,
         ErrorKind::Timeout => 4408,
         // Anything else is a request the server will not serve as sent.
@@ -112,6 +113,12 @@ pub mod close {
     pub const RESUME: u16 = 4000;
     /// Nothing was received for `ws_idle_timeout`.
     pub const IDLE: u16 = 4001;
+    /// The token expired and no fresh one came (`auth`): reconnect with a
+    /// fresh token and resume.
+    pub const TOKEN_EXPIRED: u16 = 4002;
+    /// The application disconnected this user (`/api/disconnect`): do not
+    /// reconnect with the same token.
+    pub const DISCONNECTED: u16 = 4003;
 }
 
 #[cfg(test)]
@@ -131,7 +138,13 @@ mod tests {
         ] {
             assert_eq!(close_code(kind), code, "{kind:?}");
         }
-        let codes = [close::RESTART, close::RESUME, close::IDLE];
+        let codes = [
+            close::RESTART,
+            close::RESUME,
+            close::IDLE,
+            close::TOKEN_EXPIRED,
+            close::DISCONNECTED,
+        ];
         assert!(
             codes
                 .iter()

@@ -22,6 +22,8 @@ pub fn end_json(end: End) -> Option<&'static [u8]> {
         End::Idle => Some(br#"{"type":"end","reason":"lifetime"}"#),
         End::FellBehind => Some(br#"{"type":"end","reason":"behind"}"#),
         End::ShutDown => Some(br#"{"type":"end","reason":"shutdown"}"#),
+        End::Expired => Some(br#"{"type":"end","reason":"expired"}"#),
+        End::Disconnected => Some(br#"{"type":"end","reason":"disconnected"}"#),
         End::Stalled => None,
     }
 }

@@ -150,7 +150,7 @@ impl EventStream {
         .await;
         match ended {
             Ended::Delivery(End::FellBehind) => self.fell_behind(),
-            Ended::Delivery(End::ShutDown | End::Idle) => {}
+            Ended::Delivery(End::ShutDown | End::Idle | End::Expired | End::Disconnected) => {}
             // Gone, or not reading: nothing more can be said.
             Ended::Delivery(End::Stalled) | Ended::Gone | Ended::Peer(_) => return,
         }

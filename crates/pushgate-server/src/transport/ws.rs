@@ -191,6 +191,14 @@ pub async fn run<S: Io>(
             let reason = "idle timeout: nothing received, not even a pong";
             (frame::close_frame(close::IDLE, reason), true)
         }
+        Ended::Delivery(End::Expired) => {
+            let reason = "token expired: reconnect with a fresh token";
+            (frame::close_frame(close::TOKEN_EXPIRED, reason), true)
+        }
+        Ended::Delivery(End::Disconnected) => {
+            let reason = "disconnected by the application: do not reconnect with this token";
+            (frame::close_frame(close::DISCONNECTED, reason), true)
+        }
         Ended::Peer(Closing::Reply(frame)) => (frame, false),
         Ended::Peer(Closing::Violation(v)) => (frame::close_frame(v.code, v.reason), true),
         // The peer is gone or unresponsive: just drop the socket.
