@@ -34,6 +34,11 @@ impl History {
         }
     }
 
+    /// How long a publication is kept.
+    pub fn ttl_ms(&self) -> Millis {
+        self.ttl_ms
+    }
+
     /// Publications retained.
     pub fn len(&self) -> usize {
         self.ring.len()

@@ -264,6 +264,17 @@ impl Config {
         }
     }
 
+    /// The retention of the memory log: `history` settings, and the
+    /// namespaces' own.
+    pub fn memory_log(&self) -> pushgate_core::MemoryLogConfig {
+        pushgate_core::MemoryLogConfig {
+            history_size: self.history_size,
+            history_ttl_ms: self.history_ttl.as_millis() as u64,
+            namespaces: std::sync::Arc::new(self.namespaces.clone()),
+            ..Default::default()
+        }
+    }
+
     /// Reads a TOML file over the defaults; unknown keys are errors so typos
     /// do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, Error> {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pushgate_core::{Hub, HubConfig, Log, MemoryLog, MemoryLogConfig};
+use pushgate_core::{Hub, HubConfig, Log, MemoryLog};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -21,11 +21,7 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket with the in-memory log.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let log = MemoryLog::new(MemoryLogConfig {
-            history_size: config.history_size,
-            history_ttl_ms: config.history_ttl.as_millis() as u64,
-            ..Default::default()
-        });
+        let log = MemoryLog::new(config.memory_log());
         Self::with_log(config, Arc::new(log)).await
     }
 

@@ -237,6 +237,7 @@ fn hub(clock: &ManualClock, history_ttl_ms: Millis) -> Arc<Hub> {
         history_size: 10,
         history_ttl_ms,
         clock: Arc::new(clock.clone()),
+        ..Default::default()
     }));
     let config = HubConfig {
         clock: Arc::new(clock.clone()),

@@ -24,6 +24,7 @@ fn hub(history_size: usize, ttl: Millis, direct_gap_ms: Millis) -> (Arc<Hub>, Ma
         history_size,
         history_ttl_ms: ttl,
         clock: Arc::new(clock.clone()),
+        ..Default::default()
     });
     let config = HubConfig {
         direct_gap_ms,

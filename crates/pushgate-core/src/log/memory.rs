@@ -13,6 +13,7 @@ use crate::cursor::Position;
 use crate::epoch::Epoch;
 use crate::error::Error;
 use crate::history::{History, Replay};
+use crate::namespace::Namespaces;
 use crate::publication::{Data, Publication};
 use crate::sync::{self, lock, Mutex, SHARDS};
 
@@ -26,6 +27,9 @@ pub struct MemoryLogConfig {
     pub history_ttl_ms: Millis,
     /// Time for expiry and idleness; a [`crate::ManualClock`] in tests.
     pub clock: Arc<dyn Clock>,
+    /// Namespaces whose rules set their own history size or TTL, which
+    /// then replace the two above for their channels.
+    pub namespaces: Arc<Namespaces>,
 }
 
 impl Default for MemoryLogConfig {
@@ -34,7 +38,22 @@ impl Default for MemoryLogConfig {
             history_size: 1000,
             history_ttl_ms: 10 * 60 * 1000,
             clock: Arc::new(SystemClock),
+            namespaces: Arc::default(),
         }
+    }
+}
+
+impl MemoryLogConfig {
+    /// The history size and TTL of `channel`: its namespace's, else the
+    /// log's.
+    pub fn retention(&self, channel: &ChannelName) -> (usize, Millis) {
+        let rules = self.namespaces.rules(channel);
+        (
+            rules.history_size.unwrap_or(self.history_size),
+            rules
+                .history_ttl
+                .map_or(self.history_ttl_ms, |t| t.as_millis() as Millis),
+        )
     }
 }
 
@@ -89,14 +108,12 @@ impl MemoryLog {
                 shard
                     .entry(channel.clone())
                     .or_insert_with(|| {
+                        let (size, ttl) = self.config.retention(channel);
                         Arc::new(Mutex::new(ChannelState {
                             name: channel.clone(),
                             epoch: Epoch::random(),
                             top: 0,
-                            history: History::new(
-                                self.config.history_size,
-                                self.config.history_ttl_ms,
-                            ),
+                            history: History::new(size, ttl),
                             last_activity: self.config.clock.now(),
                             removed: false,
                         }))
@@ -200,7 +217,6 @@ impl Log for MemoryLog {
 
     async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
         let now = self.config.clock.now();
-        let idle = self.config.history_ttl_ms;
         for shard in &self.shards {
             lock(shard).retain(|name, state| {
                 let mut st = lock(state);
@@ -209,7 +225,7 @@ impl Log for MemoryLog {
                 // registers before it reads, so it is either seen here or
                 // reads the fresh state that replaces this one.
                 let forget = st.history.is_empty()
-                    && now.saturating_sub(st.last_activity) >= idle
+                    && now.saturating_sub(st.last_activity) >= st.history.ttl_ms()
                     && !in_use(name);
                 if forget {
                     st.removed = true;
@@ -235,6 +251,7 @@ mod tests {
             history_size: size,
             history_ttl_ms: ttl,
             clock: Arc::new(clock.clone()),
+            ..Default::default()
         });
         (log, clock)
     }
@@ -265,6 +282,48 @@ mod tests {
         let c = log.read(&ch("a"), StartAt::Now, 0).await.unwrap();
         let p = publish(&log, "a", 2).await;
         assert_eq!(c.channel.as_str().as_ptr(), p.channel.as_str().as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_namespace_keeps_its_own_history_size_and_ttl() {
+        use crate::namespace::{Namespace, Rules};
+        let clock = ManualClock::new(1_000);
+        let short = Rules {
+            history_size: Some(2),
+            history_ttl: Some(std::time::Duration::from_millis(100)),
+            ..Rules::open()
+        };
+        let log = MemoryLog::new(MemoryLogConfig {
+            history_size: 10,
+            history_ttl_ms: 60_000,
+            clock: Arc::new(clock.clone()),
+            namespaces: Arc::new(Namespaces::new(
+                Rules::open(),
+                Rules::open(),
+                vec![Namespace::new("short", short).unwrap()],
+            )),
+        });
+        for n in 1..=4 {
+            publish(&log, "short:a", n).await;
+            publish(&log, "long", n).await;
+        }
+        let oldest = |c: &str| {
+            let log = &log;
+            let c = ch(c);
+            async move {
+                let r = log.read(&c, StartAt::Earliest, 100).await.unwrap();
+                r.messages.iter().map(|p| p.offset).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(oldest("short:a").await, [3, 4], "two kept");
+        assert_eq!(oldest("long").await, [1, 2, 3, 4]);
+        clock.advance(150);
+        assert_eq!(oldest("short:a").await, Vec::<u64>::new(), "expired");
+        assert_eq!(oldest("long").await.len(), 4);
+        // An idle channel of the namespace is forgotten after its own TTL.
+        clock.advance(150);
+        log.sweep(&|_| false).await;
+        assert_eq!(log.channel_count(), 1, "only `long` is left");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
-use pushgate_core::{ChannelName, Log, MemoryLog, MemoryLogConfig};
+use pushgate_core::{ChannelName, Log, MemoryLog};
 use pushgate_server::metrics::Transport;
 use pushgate_server::AppState;
 use pushgate_server::{Config, Server};
@@ -85,11 +85,7 @@ pub async fn start_wrapped(
     };
     configure(&mut config);
     // `Server::bind` would build this same log from the config.
-    let log = Arc::new(MemoryLog::new(MemoryLogConfig {
-        history_size: config.history_size,
-        history_ttl_ms: config.history_ttl.as_millis() as u64,
-        ..Default::default()
-    }));
+    let log = Arc::new(MemoryLog::new(config.memory_log()));
     let server = Server::with_log(config, wrap(log))
         .await
         .expect("the server binds");
