@@ -134,6 +134,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub ws_deflate: bool,
 
+    /// pushgate: a client token (JWT) every subscriber presents, as the
+    /// `token=` query parameter
+    #[arg(long, value_name = "JWT")]
+    pub token: Option<String>,
+
     /// Long-poll: the timeout= each poll asks the server for, in seconds
     #[arg(long, default_value_t = 25, value_name = "SECS")]
     pub poll_timeout: u64,

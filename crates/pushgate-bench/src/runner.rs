@@ -60,6 +60,8 @@ pub(crate) struct Plan {
     connect_concurrency: usize,
     sources: SourceAddrs,
     poll_timeout: u64,
+    /// The client token every subscriber presents (`token=`).
+    token: Option<String>,
     /// WebSocket: offer permessage-deflate.
     ws_deflate: bool,
     quiet: bool,
@@ -228,6 +230,7 @@ impl Plan {
             connect_concurrency: c.connect_concurrency,
             sources,
             poll_timeout: c.poll_timeout,
+            token: c.token.clone(),
             ws_deflate: c.ws_deflate,
             quiet: c.quiet,
             settle,
@@ -268,6 +271,10 @@ impl Plan {
             }
             path.push_str("channel=");
             percent_encode(&self.layout.channel_name(c), &mut path);
+        }
+        if let Some(token) = &self.token {
+            path.push_str("&token=");
+            percent_encode(token, &mut path);
         }
         self.sub_base.with_path(scheme, path)
     }
