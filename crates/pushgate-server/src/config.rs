@@ -429,6 +429,69 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bad_key_file_is_a_startup_error_naming_it() {
+        let missing = Config {
+            auth_public_key: Some("/nonexistent/key.pem".into()),
+            ..Config::default()
+        };
+        let e = missing.clone().policy().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/key.pem"), "{e}");
+        let not_a_key =
+            std::env::temp_dir().join(format!("pushgate-bad-{}.pem", std::process::id()));
+        std::fs::write(&not_a_key, "not a key").unwrap();
+        let path = not_a_key.to_str().unwrap().to_owned();
+        let bad = Config {
+            auth_jwks: Some(path.clone()),
+            ..Config::default()
+        };
+        let e = bad.clone().policy().unwrap_err().to_string();
+        std::fs::remove_file(&not_a_key).unwrap();
+        assert!(e.contains(&path), "{e}");
+    }
+
+    #[test]
+    fn a_key_closes_the_default_channels() {
+        let mut open = Config::default();
+        assert!(!open.policy().unwrap().checks_tokens());
+        assert_eq!(
+            open.namespaces.default_rules().subscribe,
+            pushgate_core::Access::Anyone
+        );
+        let mut keyed = Config {
+            auth_secret: Some("x".repeat(32)),
+            ..Config::default()
+        };
+        assert!(keyed.policy().unwrap().checks_tokens());
+        assert_eq!(
+            keyed.namespaces.default_rules().subscribe,
+            pushgate_core::Access::Claim
+        );
+        let mut file = Config::from_toml("[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[namespaces.public]\nsubscribe = \"anyone\"\n").unwrap();
+        let policy = file.policy().unwrap();
+        let public = pushgate_core::ChannelName::new("public:news").unwrap();
+        assert!(policy
+            .check_subscribe(&pushgate_core::Principal::Anonymous, &public)
+            .is_ok());
+        assert_eq!(
+            file.namespaces.default_rules().publish,
+            pushgate_core::Access::Claim
+        );
+    }
+
+    #[test]
+    fn demo_tokens_need_a_secret() {
+        let c = Config {
+            demo_tokens: true,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth_secret"));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("25s").unwrap(), Duration::from_secs(25));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

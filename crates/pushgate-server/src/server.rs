@@ -127,8 +127,6 @@ fn log_auth(state: &AppState) {
         .collect();
         let namespaces = policy.namespaces().iter().count();
         tracing::info!(
-            keys = %keys.join(", "),
-            namespaces,
             "auth: tokens checked with {}, {namespaces} namespaces",
             keys.join(", ")
         );
