@@ -100,8 +100,8 @@ pub struct Config {
     /// channels: the `[channels]`, `[personal]` and `[namespaces.NAME]`
     /// tables of the config file.
     pub namespaces: pushgate_core::Namespaces,
-    /// The namespace tables as the file wrote them, resolved into
-    /// `namespaces` by [`Config::policy`] once it is known whether a key is
+    /// The namespace tables as the file wrote them, resolved by
+    /// [`Config::channel_rules`] once it is known whether a key is
     /// configured (the defaults depend on it).
     pub namespace_tables: Option<NamespaceTables>,
     /// Serve `/demo/token?user=NAME`, which hands anyone a token signed
@@ -280,7 +280,7 @@ impl Config {
         pushgate_core::MemoryLogConfig {
             history_size: self.history_size,
             history_ttl_ms: self.history_ttl.as_millis() as u64,
-            namespaces: std::sync::Arc::new(self.namespaces.clone()),
+            namespaces: std::sync::Arc::new(self.channel_rules()),
             ..Default::default()
         }
     }
@@ -373,6 +373,22 @@ impl Config {
         })
     }
 
+    /// The namespaces this configuration makes: the file's tables resolved
+    /// (their defaults depend on whether a token key is configured), else
+    /// `namespaces` as set — closed by default when a key is configured.
+    pub fn channel_rules(&self) -> pushgate_core::Namespaces {
+        let checks = self.auth_secret.is_some()
+            || self.auth_public_key.is_some()
+            || self.auth_jwks.is_some();
+        match &self.namespace_tables {
+            Some(tables) => tables.resolve(checks),
+            None if checks && self.namespaces == pushgate_core::Namespaces::default() => {
+                NamespaceTables::default().resolve(true)
+            }
+            None => self.namespaces.clone(),
+        }
+    }
+
     /// The policy this configuration makes: the token verifier (none when
     /// no key is configured) and the namespaces, whose defaults depend on
     /// whether tokens are checked. Also resolves `namespaces` from the file's
@@ -392,12 +408,7 @@ impl Config {
         } else {
             None
         };
-        let checks = verifier.is_some();
-        if let Some(tables) = &self.namespace_tables {
-            self.namespaces = tables.resolve(checks);
-        } else if checks && self.namespaces == pushgate_core::Namespaces::default() {
-            self.namespaces = NamespaceTables::default().resolve(true);
-        }
+        self.namespaces = self.channel_rules();
         Ok(Policy::new(verifier, self.namespaces.clone()))
     }
 }
@@ -476,6 +487,14 @@ mod tests {
             file.namespaces.default_rules().publish,
             pushgate_core::Access::Claim
         );
+    }
+
+    #[test]
+    fn the_memory_log_keeps_each_namespaces_history() {
+        let c = Config::from_toml("[namespaces.chat]\nhistory_size = 5\n").unwrap();
+        let chat = pushgate_core::ChannelName::new("chat:a").unwrap();
+        let log = c.memory_log();
+        assert_eq!(log.namespaces.rules(&chat).history_size, Some(5));
     }
 
     #[test]
