@@ -194,16 +194,20 @@ pub fn admit(
 /// A client's token, checked by the policy: from `Authorization: Bearer`,
 /// else the `token` query parameter; none makes an anonymous client.
 fn client(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> Result<Principal, Error> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| std::borrow::Cow::Borrowed(t.trim()));
-    let token = bearer.or_else(|| token_param(query?));
+    let header = bearer(headers).map(|t| std::borrow::Cow::Borrowed(t.trim()));
+    let token = header.or_else(|| token_param(query?));
     state
         .hub
         .policy()
         .authenticate(token.as_deref(), now_secs(state))
+}
+
+/// The credential of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// The `token` query parameter, percent-decoded.
@@ -231,11 +235,7 @@ fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result
     // An empty key would let anyone in with an empty `Bearer`: it is no key.
     match state.config.api_key.as_deref().filter(|k| !k.is_empty()) {
         Some(key) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+            let given = bearer(headers).unwrap_or("");
             if constant_time_eq(given.as_bytes(), key.as_bytes()) {
                 Ok(Principal::Api)
             } else {
