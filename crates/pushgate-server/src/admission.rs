@@ -4,8 +4,14 @@
 //! 1. the route: an unknown path is 404, a wrong method 405 with `Allow`;
 //! 2. the origin: a page of a foreign origin may not act (`/command`) or
 //!    open a WebSocket, nor be answered a preflight (`docs/security.md`);
-//! 3. the caller: the API key for `/api/*` (or loopback without a key),
-//!    which makes the [`Principal`] that travels into the connection.
+//! 3. the caller: the API key for `/api/*` (or loopback without a key);
+//!    for client routes the token (`Authorization: Bearer`, else the
+//!    `token` query parameter) checked by the hub's policy. Either makes
+//!    the [`Principal`] that travels into the connection.
+//!
+//! A refused token on `/ws` is not a rejection: browsers cannot read a
+//! refused handshake, so the upgrade completes and the WebSocket reports
+//! the refusal in a frame and a close code ([`Admitted::refused_token`]).
 //!
 //! Every refusal is a [`Rejection`], mapped once to a status and the JSON
 //! error body.
@@ -16,7 +22,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusC
 use pushgate_core::{Error, ErrorKind, Principal};
 
 use crate::cors::{self, Origin};
-use crate::routes::{self, Auth, Cors, Route};
+use crate::routes::{self, Auth, Cors, Endpoint, Route};
 use crate::state::AppState;
 use crate::web::{self, Body};
 
@@ -27,6 +33,9 @@ pub struct Admitted {
     principal: Principal,
     origin: Origin,
     preflight: bool,
+    /// A token refused on a WebSocket upgrade, reported once it is open.
+    /// Boxed: rare, and it keeps `Admitted` small.
+    refused_token: Option<Box<Error>>,
 }
 
 impl Admitted {
@@ -46,6 +55,12 @@ impl Admitted {
     /// serves: `cors::preflight` answers it.
     pub fn is_preflight(&self) -> bool {
         self.preflight
+    }
+
+    /// Why the token of a WebSocket upgrade was refused: the socket opens,
+    /// sends this as an `error` frame and closes with its close code.
+    pub fn refused_token(&self) -> Option<&Error> {
+        self.refused_token.as_deref()
     }
 
     /// Adds what the route's CORS policy puts on every answer.
@@ -133,6 +148,7 @@ pub fn admit(
     peer: SocketAddr,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Admitted, Rejection> {
     let config = &state.config;
@@ -151,8 +167,19 @@ pub fn admit(
     if acts && origin == Origin::Refused {
         return Err(cors::refused_origin().into());
     }
+    let mut refused_token = None;
     let principal = match route.auth {
-        Auth::Public | Auth::Client => Principal::Anonymous,
+        Auth::Public => Principal::Anonymous,
+        // A preflight carries no credentials; the request it precedes will.
+        Auth::Client if preflight => Principal::Anonymous,
+        Auth::Client => match client(state, query, headers) {
+            Ok(p) => p,
+            Err(e) if route.endpoint == Endpoint::WebSocket => {
+                refused_token = Some(Box::new(e));
+                Principal::Anonymous
+            }
+            Err(e) => return Err(e.into()),
+        },
         Auth::Api => api_caller(state, peer, headers)?,
     };
     Ok(Admitted {
@@ -160,7 +187,47 @@ pub fn admit(
         principal,
         origin,
         preflight,
+        refused_token,
     })
+}
+
+/// A client's token, checked by the policy: from `Authorization: Bearer`,
+/// else the `token` query parameter; none makes an anonymous client.
+fn client(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> Result<Principal, Error> {
+    let header = bearer(headers).map(|t| std::borrow::Cow::Borrowed(t.trim()));
+    let token = header.or_else(|| token_param(query?));
+    state
+        .hub
+        .policy()
+        .authenticate(token.as_deref(), now_secs(state))
+}
+
+/// The credential of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The `token` query parameter, percent-decoded.
+fn token_param(query: &str) -> Option<std::borrow::Cow<'_, str>> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+/// The hub's clock, in seconds since the Unix epoch (token times).
+pub fn now_secs(state: &AppState) -> u64 {
+    state.hub.clock().now() / 1000
+}
+
+/// When a connection of `principal` must end: its token's `exp` (seconds
+/// since the Unix epoch) as an instant of the monotonic clock.
+pub fn deadline(state: &AppState, principal: &Principal) -> Option<std::time::Instant> {
+    let exp = principal.expires()?;
+    let left = exp.saturating_sub(now_secs(state));
+    Some(std::time::Instant::now() + std::time::Duration::from_secs(left))
 }
 
 /// The API key, or a loopback peer when no key is configured.
@@ -168,11 +235,7 @@ fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result
     // An empty key would let anyone in with an empty `Bearer`: it is no key.
     match state.config.api_key.as_deref().filter(|k| !k.is_empty()) {
         Some(key) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+            let given = bearer(headers).unwrap_or("");
             if constant_time_eq(given.as_bytes(), key.as_bytes()) {
                 Ok(Principal::Api)
             } else {
@@ -229,7 +292,14 @@ mod tests {
     fn each_step_refuses_with_its_own_kind() {
         let s = state(|c| c.demo = false);
         let get = |path: &str, peer: &str, h: &HeaderMap| {
-            kind(admit(&s, peer.parse().unwrap(), &Method::GET, path, h))
+            kind(admit(
+                &s,
+                peer.parse().unwrap(),
+                &Method::GET,
+                path,
+                None,
+                h,
+            ))
         };
         let none = HeaderMap::new();
         assert_eq!(get("/nope", LOCAL, &none), Err(ErrorKind::NotFound));
@@ -245,6 +315,7 @@ mod tests {
                 LOCAL.parse().unwrap(),
                 &Method::POST,
                 "/sse",
+                None,
                 &none
             )),
             Err(ErrorKind::MethodNotAllowed)
@@ -273,6 +344,7 @@ mod tests {
                 REMOTE.parse().unwrap(),
                 &Method::GET,
                 "/api/history",
+                None,
                 h,
             ))
         };
@@ -291,6 +363,7 @@ mod tests {
             REMOTE.parse().unwrap(),
             &Method::GET,
             "/api/history",
+            None,
             &headers(&[("authorization", "Bearer ")]),
         );
         assert_eq!(
@@ -308,6 +381,7 @@ mod tests {
             LOCAL.parse().unwrap(),
             &Method::DELETE,
             "/command",
+            None,
             &HeaderMap::new(),
         )
         .unwrap_err();

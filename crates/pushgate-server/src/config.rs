@@ -1,14 +1,19 @@
 //! Server configuration: defaults, the settings people write (TOML keys,
 //! flags, environment variables), and durations written for people.
 
+mod namespaces;
 mod reference;
 mod setting;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pushgate_core::auth::token::{AuthConfig, Verifier};
+use pushgate_core::Policy;
+
 use crate::error::Error;
 
+pub use namespaces::NamespaceTables;
 pub use reference::reference;
 pub use setting::{sections, Kind, Mark, Setting};
 
@@ -95,6 +100,10 @@ pub struct Config {
     /// channels: the `[channels]`, `[personal]` and `[namespaces.NAME]`
     /// tables of the config file.
     pub namespaces: pushgate_core::Namespaces,
+    /// The namespace tables as the file wrote them, resolved by
+    /// [`Config::channel_rules`] once it is known whether a key is
+    /// configured (the defaults depend on it).
+    pub namespace_tables: Option<NamespaceTables>,
     /// Serve `/demo/token?user=NAME`, which hands anyone a token signed
     /// with `auth_secret`: for trying users on the demo; never in production.
     pub demo_tokens: bool,
@@ -144,6 +153,7 @@ impl Default for Config {
             auth_allow_no_exp: false,
             auth_leeway: Duration::ZERO,
             namespaces: pushgate_core::Namespaces::default(),
+            namespace_tables: None,
             demo_tokens: false,
             log_json: false,
             shutdown_timeout: Duration::from_secs(10),
@@ -270,7 +280,7 @@ impl Config {
         pushgate_core::MemoryLogConfig {
             history_size: self.history_size,
             history_ttl_ms: self.history_ttl.as_millis() as u64,
-            namespaces: std::sync::Arc::new(self.namespaces.clone()),
+            namespaces: std::sync::Arc::new(self.channel_rules()),
             ..Default::default()
         }
     }
@@ -279,10 +289,13 @@ impl Config {
     /// do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         let fail = |e: String| Error::config(format!("config file: {e}"));
-        let file: toml::Table = text
+        let mut file: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| fail(e.to_string()))?;
-        let mut config = Config::default();
+        let mut config = Config {
+            namespace_tables: NamespaceTables::take(&mut file).map_err(fail)?,
+            ..Config::default()
+        };
         setting::apply_toml(&mut config, file).map_err(fail)?;
         Ok(config)
     }
@@ -318,11 +331,85 @@ impl Config {
             (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),
             (self.max_subscriptions == 0, "max_subscriptions must be at least 1"),
             (self.worker_threads > 1024, "worker_threads must be at most 1024"),
+            (
+                self.demo_tokens && self.auth_secret.is_none(),
+                "demo_tokens needs auth_secret: demo tokens are signed with it",
+            ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(Error::config(*why)),
             None => Ok(()),
         }
+    }
+}
+
+impl Config {
+    /// What tokens are checked with, reading the key files named by
+    /// `auth_public_key` and `auth_jwks`; an unreadable file is an error
+    /// naming it.
+    pub fn auth_config(&self) -> Result<AuthConfig, Error> {
+        let read = |setting: &str, path: &str| {
+            std::fs::read(path).map_err(|e| {
+                Error::config(format!("{setting}: cannot read the key file {path}: {e}"))
+            })
+        };
+        let jwks = match &self.auth_jwks {
+            Some(path) => Some(String::from_utf8(read("auth.jwks", path)?).map_err(|_| {
+                Error::config(format!("auth.jwks: the key file {path} is not UTF-8 JSON"))
+            })?),
+            None => None,
+        };
+        Ok(AuthConfig {
+            hmac_secret: self.auth_secret.clone(),
+            public_key_pem: match &self.auth_public_key {
+                Some(path) => Some(read("auth.public_key", path)?),
+                None => None,
+            },
+            jwks_json: jwks,
+            audience: self.auth_audience.clone(),
+            issuer: self.auth_issuer.clone(),
+            allow_no_exp: self.auth_allow_no_exp,
+            leeway: self.auth_leeway.as_secs(),
+        })
+    }
+
+    /// The namespaces this configuration makes: the file's tables resolved
+    /// (their defaults depend on whether a token key is configured), else
+    /// `namespaces` as set — closed by default when a key is configured.
+    pub fn channel_rules(&self) -> pushgate_core::Namespaces {
+        let checks = self.auth_secret.is_some()
+            || self.auth_public_key.is_some()
+            || self.auth_jwks.is_some();
+        match &self.namespace_tables {
+            Some(tables) => tables.resolve(checks),
+            None if checks && self.namespaces == pushgate_core::Namespaces::default() => {
+                NamespaceTables::default().resolve(true)
+            }
+            None => self.namespaces.clone(),
+        }
+    }
+
+    /// The policy this configuration makes: the token verifier (none when
+    /// no key is configured) and the namespaces, whose defaults depend on
+    /// whether tokens are checked. Also resolves `namespaces` from the file's
+    /// tables. A bad key is an error that names its file.
+    pub fn policy(&mut self) -> Result<Policy, Error> {
+        let auth = self.auth_config()?;
+        let verifier = if auth.has_key() {
+            let names = [
+                self.auth_public_key.as_deref().map(|p| format!(" ({p})")),
+                self.auth_jwks.as_deref().map(|p| format!(" ({p})")),
+            ];
+            let files: String = names.into_iter().flatten().collect();
+            Some(
+                Verifier::new(auth)
+                    .map_err(|e| Error::config(format!("auth{files}: {}", e.message())))?,
+            )
+        } else {
+            None
+        };
+        self.namespaces = self.channel_rules();
+        Ok(Policy::new(verifier, self.namespaces.clone()))
     }
 }
 
@@ -351,6 +438,77 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_key_file_is_a_startup_error_naming_it() {
+        let missing = Config {
+            auth_public_key: Some("/nonexistent/key.pem".into()),
+            ..Config::default()
+        };
+        let e = missing.clone().policy().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/key.pem"), "{e}");
+        let not_a_key =
+            std::env::temp_dir().join(format!("pushgate-bad-{}.pem", std::process::id()));
+        std::fs::write(&not_a_key, "not a key").unwrap();
+        let path = not_a_key.to_str().unwrap().to_owned();
+        let bad = Config {
+            auth_jwks: Some(path.clone()),
+            ..Config::default()
+        };
+        let e = bad.clone().policy().unwrap_err().to_string();
+        std::fs::remove_file(&not_a_key).unwrap();
+        assert!(e.contains(&path), "{e}");
+    }
+
+    #[test]
+    fn a_key_closes_the_default_channels() {
+        let mut open = Config::default();
+        assert!(!open.policy().unwrap().checks_tokens());
+        assert_eq!(
+            open.namespaces.default_rules().subscribe,
+            pushgate_core::Access::Anyone
+        );
+        let mut keyed = Config {
+            auth_secret: Some("x".repeat(32)),
+            ..Config::default()
+        };
+        assert!(keyed.policy().unwrap().checks_tokens());
+        assert_eq!(
+            keyed.namespaces.default_rules().subscribe,
+            pushgate_core::Access::Claim
+        );
+        let mut file = Config::from_toml("[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[namespaces.public]\nsubscribe = \"anyone\"\n").unwrap();
+        let policy = file.policy().unwrap();
+        let public = pushgate_core::ChannelName::new("public:news").unwrap();
+        assert!(policy
+            .check_subscribe(&pushgate_core::Principal::Anonymous, &public)
+            .is_ok());
+        assert_eq!(
+            file.namespaces.default_rules().publish,
+            pushgate_core::Access::Claim
+        );
+    }
+
+    #[test]
+    fn the_memory_log_keeps_each_namespaces_history() {
+        let c = Config::from_toml("[namespaces.chat]\nhistory_size = 5\n").unwrap();
+        let chat = pushgate_core::ChannelName::new("chat:a").unwrap();
+        let log = c.memory_log();
+        assert_eq!(log.namespaces.rules(&chat).history_size, Some(5));
+    }
+
+    #[test]
+    fn demo_tokens_need_a_secret() {
+        let c = Config {
+            demo_tokens: true,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth_secret"));
+    }
 
     #[test]
     fn durations() {

@@ -24,11 +24,18 @@ pub async fn route(
     peer: SocketAddr,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, Infallible> {
-    let admitted =
-        match admission::admit(&state, peer, req.method(), req.uri().path(), req.headers()) {
-            Ok(a) => a,
-            Err(rejected) => return Ok(rejected.into_response()),
-        };
+    let uri = req.uri();
+    let admitted = match admission::admit(
+        &state,
+        peer,
+        req.method(),
+        uri.path(),
+        uri.query(),
+        req.headers(),
+    ) {
+        Ok(a) => a,
+        Err(rejected) => return Ok(rejected.into_response()),
+    };
     let mut res = serve(&state, &admitted, req).await;
     admitted.finish(&mut res);
     Ok(res)

@@ -337,6 +337,7 @@ async fn serve_post<C: Conn>(
                 peer,
                 &parts.method,
                 parts.uri.path(),
+                parts.uri.query(),
                 &parts.headers,
             ) {
                 Ok(admitted) => {
@@ -363,11 +364,18 @@ async fn serve_one<C: Conn>(
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
     let keep_alive = !wants_close(&parts.headers);
-    let admitted =
-        match admission::admit(state, peer, &parts.method, parts.uri.path(), &parts.headers) {
-            Ok(admitted) => admitted,
-            Err(rejected) => return respond(stream, rejected.into_response(), keep_alive).await,
-        };
+    let uri = &parts.uri;
+    let admitted = match admission::admit(
+        state,
+        peer,
+        &parts.method,
+        uri.path(),
+        uri.query(),
+        &parts.headers,
+    ) {
+        Ok(admitted) => admitted,
+        Err(rejected) => return respond(stream, rejected.into_response(), keep_alive).await,
+    };
     let res = if let Endpoint::WebSocket | Endpoint::Echo = admitted.route().endpoint {
         match ws::check(state, &admitted, &parts) {
             Ok(up) => return Ok(Next::Upgrade(Box::new(up))),

@@ -26,13 +26,15 @@ impl Server {
     }
 
     /// Binds the listening socket with history kept by `log`.
-    pub async fn with_log(config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
+    pub async fn with_log(mut config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
         config.validate()?;
+        let policy = config.policy()?;
         let listener = listen(config.listen).map_err(|e| Error::bind(config.listen, e))?;
         let hub = Hub::new(
             log,
             HubConfig {
                 direct_gap_ms: config.direct_write_gap.as_millis() as u64,
+                policy: Arc::new(policy),
                 ..Default::default()
             },
         );
@@ -63,6 +65,7 @@ impl Server {
         if state.config.api_key.is_none() {
             tracing::warn!("no API key configured: /api/* answers loopback clients only (set --api-key to publish from elsewhere)");
         }
+        log_auth(&state);
         if state.config.demo {
             tracing::info!(url = %format!("http://{addr}/"), "demo page");
         }
@@ -106,6 +109,34 @@ impl Server {
             ),
         }
         Ok(())
+    }
+}
+
+/// Says at start how clients are authenticated, or that they are not.
+fn log_auth(state: &AppState) {
+    let policy = state.hub.policy();
+    if policy.checks_tokens() {
+        let c = &state.config;
+        let keys: Vec<&str> = [
+            c.auth_secret.as_ref().map(|_| "an HMAC secret"),
+            c.auth_public_key.as_deref(),
+            c.auth_jwks.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let namespaces = policy.namespaces().iter().count();
+        tracing::info!(
+            "auth: tokens checked with {}, {namespaces} namespaces",
+            keys.join(", ")
+        );
+        if c.demo_tokens {
+            tracing::warn!("auth: demo tokens are on: anyone can get a token at /demo/token (never in production)");
+        }
+    } else {
+        tracing::warn!(
+            "auth: no key configured — every channel is open to anyone (see docs/security.md)"
+        );
     }
 }
 

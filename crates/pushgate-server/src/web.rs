@@ -176,6 +176,8 @@ pub fn parse_subscribe_query(
                     return Err(Error::bad_request("since is given twice"));
                 }
             }
+            // The client's token: admission has read it already.
+            "token" => {}
             other if allowed.contains(&other) => {
                 if q.extra.iter().any(|(k, _)| k == other) {
                     return Err(Error::bad_request(format!("{other} is given twice")));

@@ -29,6 +29,9 @@ enum Command {
     Publish(PublishArgs),
     /// Print messages of channels as they arrive, one JSON object per line.
     Subscribe(SubscribeArgs),
+    /// Print a development token (HS256, signed with the configured auth
+    /// secret; the same config sources as `serve`).
+    Token(TokenArgs),
 }
 
 /// `serve`'s arguments: `--config`, and a flag per setting of [`SETTINGS`],
@@ -169,6 +172,75 @@ struct SubscribeArgs {
     url: String,
 }
 
+#[derive(Args)]
+struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Channel patterns the user may subscribe to (`chat:*`, exact names);
+    /// repeat the flag or separate with commas.
+    #[arg(long, value_name = "PATTERN", action = ArgAction::Append, value_delimiter = ',')]
+    channels: Vec<String>,
+    /// Channel patterns the user may publish to; repeat the flag or
+    /// separate with commas.
+    #[arg(long, value_name = "PATTERN", action = ArgAction::Append, value_delimiter = ',')]
+    publish: Vec<String>,
+    /// The user may send direct messages (`"send": true`).
+    #[arg(long)]
+    send: bool,
+    /// How long the token is valid (`exp` = now + this).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
+    ttl: std::time::Duration,
+    #[command(flatten)]
+    settings: ServeArgs,
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    match pushgate_server::config::parse_duration(text)? {
+        d if d.is_zero() => Err("the ttl must be above zero".into()),
+        d => Ok(d),
+    }
+}
+
+impl TokenArgs {
+    /// The token, signed with the configured secret, issued at `now`
+    /// (seconds since the Unix epoch).
+    fn mint(self, now: u64) -> Result<String, Box<dyn std::error::Error>> {
+        let TokenArgs {
+            sub,
+            channels,
+            publish,
+            send,
+            ttl,
+            settings,
+        } = self;
+        let config = settings.into_config()?;
+        let secret = config.auth_secret.as_deref().ok_or(
+            "no auth secret to sign with: give --auth-secret, PUSHGATE_AUTH_SECRET or `secret` in [auth] of --config",
+        )?;
+        // Checked here, so that a mistake is not found by the server.
+        for p in channels.iter().chain(&publish) {
+            pushgate_core::auth::Pattern::new(p).map_err(|e| format!("{p:?}: {e}"))?;
+        }
+        let claims = pushgate_core::auth::token::Claims {
+            sub: Some(sub),
+            iat: Some(now),
+            exp: Some(now + ttl.as_secs()),
+            channels,
+            publish,
+            send,
+            iss: config.auth_issuer.clone(),
+            ..Default::default()
+        };
+        let token = pushgate_core::auth::token::mint_hs256(
+            secret,
+            &claims,
+            config.auth_audience.as_deref(),
+        )?;
+        Ok(token)
+    }
+}
+
 pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
@@ -204,6 +276,12 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
                 &a.channels,
                 a.since.as_deref(),
             ))?;
+        }
+        Command::Token(a) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            println!("{}", a.mint(now)?);
         }
     }
     Ok(())
@@ -338,6 +416,72 @@ mod tests {
             ]
         );
         assert_eq!(c.ws_ping_interval, Config::default().ws_ping_interval);
+    }
+
+    fn token(args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from(["pushgate", "token"].iter().chain(args))?;
+        match cli.command {
+            Command::Token(args) => args.mint(1_000),
+            _ => unreachable!("parsed as token"),
+        }
+    }
+
+    const SECRET: &str = "a-secret-of-at-least-32-bytes-for-tests";
+
+    #[test]
+    fn token_mints_what_the_server_checks() {
+        use pushgate_core::auth::token::{AuthConfig, Verifier};
+        let t = token(&[
+            "--sub",
+            "alice",
+            "--channels",
+            "chat:*,news",
+            "--channels",
+            "#alice",
+            "--publish",
+            "chat:*",
+            "--send",
+            "--ttl",
+            "10m",
+            "--auth-secret",
+            SECRET,
+            "--auth-audience",
+            "app",
+        ])
+        .unwrap();
+        let verifier = Verifier::new(AuthConfig {
+            hmac_secret: Some(SECRET.into()),
+            audience: Some("app".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let user = verifier.verify(&t, 1_001).unwrap();
+        assert_eq!(&*user.id, "alice");
+        assert_eq!(user.expires, Some(1_600));
+        assert!(user.channels.matches("chat:x") && user.channels.matches("news"));
+        assert!(user.channels.matches("#alice") && user.send);
+        assert!(user.publish.matches("chat:y") && !user.publish.matches("news"));
+        let other = Verifier::new(AuthConfig {
+            hmac_secret: Some("another-secret-of-at-least-32-bytes!!".into()),
+            audience: Some("app".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            other.verify(&t, 1_001).is_err(),
+            "another secret refuses it"
+        );
+    }
+
+    #[test]
+    fn token_without_a_secret_says_where_to_give_one() {
+        let e = token(&["--sub", "alice"]).unwrap_err().to_string();
+        assert!(e.contains("--auth-secret"), "{e}");
+        let long = "c".repeat(1000);
+        let e = token(&["--sub", "a", "--channels", &long, "--auth-secret", SECRET])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channel pattern"), "{e}");
     }
 
     #[test]

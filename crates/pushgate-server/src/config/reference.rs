@@ -84,6 +84,19 @@ that names it. `pushgate serve --help` lists the flags with their defaults.
     }
     out.push_str(
         "
+## Channel rules: [channels], [personal], [namespaces.NAME]
+
+Three more tables say who may subscribe to and publish on which channels
+(details, defaults and an example in [security.md](security.md), section
+\"Namespaces\"):
+`[channels]` for channels in no namespace, `[personal]` for personal channels
+`#user`, and `[namespaces.NAME]` for channels `NAME:…`. Their keys, all
+optional: `subscribe` and `publish` (`anyone`, `users`, `claim` or
+`nobody`), `presence` and `join_leave` (`true`/`false`), `history_size` and
+`history_ttl`. With no token key, `[channels]` defaults to anyone/anyone;
+with one, to claim/claim. A namespace inherits every key it does not set from
+`[channels]`. These tables are read from the file only (no flags).
+
 ## Top-level names
 
 Files written before sections named each setting at the top level, as the

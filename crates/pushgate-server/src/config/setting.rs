@@ -359,7 +359,7 @@ macro_rules! settings {
         // (but `namespaces`: tables of their own, not one value).
         #[allow(dead_code)]
         fn every_field_is_a_setting(c: Config) {
-            let Config { namespaces: _, $($($field: _,)*)* } = c;
+            let Config { namespaces: _, namespace_tables: _, $($($field: _,)*)* } = c;
         }
     };
 }

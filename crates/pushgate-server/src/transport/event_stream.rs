@@ -70,6 +70,8 @@ pub async fn open(
     let timing = encoder.timing(&state);
     let now = Instant::now().into_std();
     let mut delivery = Delivery::new(state.connection(principal), encoder, timing, now);
+    // The stream ends with `expired` when its token does.
+    delivery.expire_at(crate::admission::deadline(&state, principal));
     let preamble = delivery.framing().preamble(&state);
     if !preamble.is_empty() {
         delivery.send(preamble, now);

@@ -48,6 +48,11 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
                 Err(why) => return web::error(&Error::bad_request(format!("timeout: {why}"))),
             },
         };
+        // A request held past its token's expiry is answered at the expiry.
+        let timeout = match crate::admission::deadline(&state, principal) {
+            Some(at) => timeout.min(at.saturating_duration_since(std::time::Instant::now())),
+            None => timeout,
+        };
         match collect(&state, principal, q.channels, &q.since).await {
             Ok((conn, emits)) => (conn, emits, timeout),
             Err(res) => return res,

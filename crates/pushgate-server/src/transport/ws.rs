@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::delivery_loop::{self, Ended, Peer, Socket, Wire};
 use super::ws_handshake;
-use crate::admission::{Admitted, Rejection};
+use crate::admission::{self, Admitted, Rejection};
 use crate::error::close;
 use crate::metrics::Transport;
 use crate::routes::Endpoint;
@@ -59,6 +59,8 @@ pub struct Upgrade {
     query: SubscribeQuery,
     mode: Mode,
     principal: Principal,
+    /// A refused token: the socket opens only to say so and close.
+    refused: Option<pushgate_core::Error>,
 }
 
 impl Upgrade {
@@ -93,6 +95,7 @@ pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgra
         query,
         mode,
         principal: admitted.principal().clone(),
+        refused: admitted.refused_token().cloned(),
     })
 }
 
@@ -152,6 +155,21 @@ pub async fn run<S: Io>(
         got: Vec::new(),
         violation: None,
     };
+    let mut socket = Socket::new(&mut io, Wire::Raw);
+    if let Some(refused) = up.refused {
+        // Browsers cannot read a refused handshake; they can read this.
+        let code = crate::error::close_code(refused.kind());
+        let reason = refused.kind().code();
+        delivery.reply(
+            &Reply::Error(refused),
+            None,
+            Vec::new(),
+            Instant::now().into_std(),
+        );
+        let frame = frame::close_frame(code, reason);
+        return close(&mut delivery, &mut socket, &mut peer, frame, true).await;
+    }
+    delivery.expire_at(admission::deadline(&state, &up.principal));
     for channel in up.query.channels {
         let (reply, events) = match delivery
             .connection_mut()
@@ -166,7 +184,6 @@ pub async fn run<S: Io>(
     state
         .metrics
         .delivered(Transport::Ws, delivery.take_delivered());
-    let mut socket = Socket::new(&mut io, Wire::Raw);
     let ended = delivery_loop::run(
         &state,
         &mut delivery,
@@ -204,13 +221,25 @@ pub async fn run<S: Io>(
         // The peer is gone or unresponsive: just drop the socket.
         Ended::Delivery(End::Stalled) | Ended::Gone => return,
     };
+    close(&mut delivery, &mut socket, &mut peer, frame, await_reply).await;
+}
+
+/// Sends what is queued and `frame`, a close, and with `await_reply` waits
+/// for the client's close.
+async fn close<S: Io>(
+    delivery: &mut Delivery<WsFraming>,
+    socket: &mut Socket<'_, S>,
+    peer: &mut WsPeer,
+    frame: Bytes,
+    await_reply: bool,
+) {
     // The closing handshake from the server's side: what is queued, the
     // close frame, then read until the client's close frame (or end of
     // stream) so that the server closes the TCP connection first (RFC 6455
     // §7.1.1); two seconds at most.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         delivery.send(frame, Instant::now().into_std());
-        if !socket.flush(&mut delivery, Duration::from_secs(2)).await
+        if !socket.flush(delivery, Duration::from_secs(2)).await
             || !await_reply
             || peer.rx.saw_close()
         {
@@ -372,6 +401,9 @@ async fn command(state: &AppState, delivery: &mut Delivery<WsFraming>, bytes: &[
         Ok(req) => {
             let id = req.id.clone();
             let (reply, events) = super::execute(state, delivery.connection_mut(), req).await;
+            // An `auth` may have moved the token's expiry.
+            let deadline = admission::deadline(state, delivery.connection().principal());
+            delivery.expire_at(deadline);
             (reply, id, events)
         }
         Err(rejected) => {

@@ -7,6 +7,7 @@
 mod common;
 
 mod api;
+mod auth;
 mod bad_input;
 mod binary;
 mod command;

@@ -1,0 +1,236 @@
+//! The channel rules of the config file: `[channels]` (channels in no
+//! namespace), `[personal]` (personal channels `#user`) and
+//! `[namespaces.NAME]` (channels `NAME:…`). See docs/security.md.
+//!
+//! The file is read before the environment and the flags, and the default
+//! rules depend on whether a token key is configured (from any source), so
+//! the tables are kept as written ([`NamespaceTables`]) and resolved into
+//! [`Namespaces`] once the whole configuration is known.
+
+use std::time::Duration;
+
+use pushgate_core::namespace::{Access, Namespace, Namespaces, Rules};
+
+/// The top-level tables this module reads.
+pub(super) const TABLES: [&str; 3] = ["channels", "personal", "namespaces"];
+
+/// Rules as written: every key optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrittenRules {
+    subscribe: Option<Access>,
+    publish: Option<Access>,
+    presence: Option<bool>,
+    join_leave: Option<bool>,
+    history_size: Option<usize>,
+    history_ttl: Option<Duration>,
+}
+
+impl WrittenRules {
+    /// These rules, with every unset key taken from `base`.
+    fn over(&self, base: &Rules) -> Rules {
+        Rules {
+            subscribe: self.subscribe.unwrap_or(base.subscribe),
+            publish: self.publish.unwrap_or(base.publish),
+            presence: self.presence.unwrap_or(base.presence),
+            join_leave: self.join_leave.unwrap_or(base.join_leave),
+            history_size: self.history_size.or(base.history_size),
+            history_ttl: self.history_ttl.or(base.history_ttl),
+        }
+    }
+}
+
+/// The `[channels]`, `[personal]` and `[namespaces.*]` tables of a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceTables {
+    channels: WrittenRules,
+    personal: WrittenRules,
+    namespaces: Vec<(String, WrittenRules)>,
+}
+
+impl NamespaceTables {
+    /// Takes the three tables out of `file`, leaving the settings.
+    pub(super) fn take(file: &mut toml::Table) -> Result<Option<Self>, String> {
+        if TABLES.iter().all(|t| !file.contains_key(*t)) {
+            return Ok(None);
+        }
+        let mut tables = NamespaceTables::default();
+        if let Some(v) = file.remove("channels") {
+            tables.channels = rules("channels", v)?;
+        }
+        if let Some(v) = file.remove("personal") {
+            tables.personal = rules("personal", v)?;
+        }
+        if let Some(v) = file.remove("namespaces") {
+            let toml::Value::Table(list) = v else {
+                return Err("`namespaces` must be tables: write [namespaces.NAME]".into());
+            };
+            for (name, v) in list {
+                let written = format!("namespaces.{name}");
+                let r = rules(&written, v)?;
+                // Checks the name now, so the error points at the file.
+                Namespace::new(&name, Rules::open())
+                    .map_err(|e| format!("[{written}]: {}", e.message()))?;
+                tables.namespaces.push((name, r));
+            }
+        }
+        Ok(Some(tables))
+    }
+
+    /// The namespaces these tables make. `checks_tokens`: whether a key is
+    /// configured, which sets the defaults (anyone/anyone without, the
+    /// token's claims with).
+    pub fn resolve(&self, checks_tokens: bool) -> Namespaces {
+        let base = if checks_tokens {
+            Rules::closed()
+        } else {
+            Rules::open()
+        };
+        let default = self.channels.over(&base);
+        let personal = self.personal.over(&Rules {
+            publish: Access::Claim,
+            ..Rules::open()
+        });
+        let list = self
+            .namespaces
+            .iter()
+            .filter_map(|(name, r)| Namespace::new(name, r.over(&default)).ok())
+            .collect();
+        Namespaces::new(default, personal, list)
+    }
+}
+
+const KEYS: [&str; 6] = [
+    "subscribe",
+    "publish",
+    "presence",
+    "join_leave",
+    "history_size",
+    "history_ttl",
+];
+
+/// One table of rules, `[written]` in the file.
+fn rules(written: &str, value: toml::Value) -> Result<WrittenRules, String> {
+    let toml::Value::Table(table) = value else {
+        return Err(format!(
+            "`{written}` is a table: write [{written}] and its keys below it"
+        ));
+    };
+    let mut r = WrittenRules::default();
+    for (key, v) in table {
+        let at = format!("{written}.{key}");
+        let access = |v: &toml::Value| {
+            v.as_str()
+                .ok_or_else(|| format!("`{at}` must be anyone, users, claim or nobody"))
+                .and_then(|s| Access::parse(s).map_err(|e| format!("`{at}`: {}", e.message())))
+        };
+        let flag = |v: &toml::Value| {
+            v.as_bool()
+                .ok_or_else(|| format!("`{at}` must be true or false"))
+        };
+        match key.as_str() {
+            "subscribe" => r.subscribe = Some(access(&v)?),
+            "publish" => r.publish = Some(access(&v)?),
+            "presence" => r.presence = Some(flag(&v)?),
+            "join_leave" => r.join_leave = Some(flag(&v)?),
+            "history_size" => {
+                let n = v
+                    .as_integer()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| format!("`{at}` must be a whole number"))?;
+                r.history_size = Some(n);
+            }
+            "history_ttl" => {
+                let d = match &v {
+                    toml::Value::String(s) => super::parse_duration(s),
+                    toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+                    _ => Err("must be a duration such as \"10m\"".to_string()),
+                }
+                .map_err(|e| format!("`{at}`: {e}"))?;
+                r.history_ttl = Some(d);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown key `{at}` (the keys of [{written}] are {}; see docs/security.md)",
+                    KEYS.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pushgate_core::ChannelName;
+
+    fn tables(text: &str) -> Result<Option<NamespaceTables>, String> {
+        let mut file: toml::Table = text.parse().unwrap();
+        NamespaceTables::take(&mut file)
+    }
+
+    fn rules_of(ns: &Namespaces, channel: &str) -> Rules {
+        ns.rules(&ChannelName::new(channel).unwrap()).clone()
+    }
+
+    #[test]
+    fn no_tables_is_none() {
+        assert_eq!(tables("listen = \"127.0.0.1:1\"").unwrap(), None);
+    }
+
+    #[test]
+    fn defaults_depend_on_whether_tokens_are_checked() {
+        let t = tables("[channels]\npresence = true").unwrap().unwrap();
+        let open = t.resolve(false);
+        assert_eq!(rules_of(&open, "news").subscribe, Access::Anyone);
+        assert_eq!(rules_of(&open, "news").publish, Access::Anyone);
+        assert!(rules_of(&open, "news").presence);
+        let closed = t.resolve(true);
+        assert_eq!(rules_of(&closed, "news").subscribe, Access::Claim);
+        assert_eq!(rules_of(&closed, "news").publish, Access::Claim);
+        assert_eq!(closed.personal().publish, Access::Claim);
+    }
+
+    #[test]
+    fn a_namespace_inherits_what_it_does_not_set_from_channels() {
+        let t = tables(
+            r#"
+            [channels]
+            subscribe = "users"
+            history_size = 7
+            history_ttl = "10m"
+            [personal]
+            publish = "users"
+            history_ttl = "1h"
+            [namespaces.chat]
+            publish = "nobody"
+            presence = true
+            join_leave = true
+            "#,
+        )
+        .unwrap()
+        .unwrap();
+        let ns = t.resolve(true);
+        let chat = rules_of(&ns, "chat:room");
+        assert_eq!(chat.subscribe, Access::Users, "inherited");
+        assert_eq!(chat.publish, Access::Nobody);
+        assert!(chat.presence && chat.join_leave);
+        assert_eq!(chat.history_size, Some(7));
+        assert_eq!(chat.history_ttl, Some(Duration::from_secs(600)));
+        assert_eq!(rules_of(&ns, "news").publish, Access::Claim, "default");
+        assert_eq!(ns.personal().publish, Access::Users);
+        assert_eq!(ns.personal().history_ttl, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = tables("[namespaces.chat]\npresense = true").unwrap_err();
+        assert!(e.contains("`namespaces.chat.presense`"), "{e}");
+        let e = tables("[channels]\nsubscribe = \"everyone\"").unwrap_err();
+        assert!(e.contains("`channels.subscribe`"), "{e}");
+        let e = tables("[personal]\nhistory_size = -1").unwrap_err();
+        assert!(e.contains("`personal.history_size`"), "{e}");
+        let e = tables("namespaces = 3").unwrap_err();
+        assert!(e.contains("[namespaces.NAME]"), "{e}");
+    }
+}
