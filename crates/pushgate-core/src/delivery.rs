@@ -208,6 +208,7 @@ impl<F: Framing> Delivery<F> {
             Drained::Events => {}
             Drained::Overflowed => self.finish(End::FellBehind),
             Drained::ShutDown => self.finish(End::ShutDown),
+            Drained::Disconnected => self.finish(End::Disconnected),
         }
     }
 
@@ -258,10 +259,15 @@ impl<F: Framing> Delivery<F> {
             return None;
         }
         let stall = self.waiting_since.map(|t| t + self.timing.stall);
-        [Some(self.next_heartbeat), self.idle_deadline, stall, self.expiry]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.next_heartbeat),
+            self.idle_deadline,
+            stall,
+            self.expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Acts on the deadlines that passed by `now`.
