@@ -18,6 +18,29 @@ pub struct Server {
     state: Arc<AppState>,
 }
 
+/// The policy from `auth_secret` and `namespaces` only: a stopgap so that
+/// presence, direct messages and disconnect can be tested before the full
+/// `[auth]` wiring (keys, audience, issuer) replaces it.
+fn minimal_policy(config: &Config) -> Result<pushgate_core::Policy, Error> {
+    let verifier = config
+        .auth_secret
+        .as_ref()
+        .map(|secret| {
+            pushgate_core::auth::Verifier::new(pushgate_core::auth::AuthConfig {
+                hmac_secret: Some(secret.clone()),
+                allow_no_exp: config.auth_allow_no_exp,
+                leeway: config.auth_leeway.as_secs(),
+                ..Default::default()
+            })
+        })
+        .transpose()
+        .map_err(|e| Error::config(e.message().to_owned()))?;
+    Ok(pushgate_core::Policy::new(
+        verifier,
+        config.namespaces.clone(),
+    ))
+}
+
 impl Server {
     /// Binds the listening socket with the in-memory log.
     pub async fn bind(config: Config) -> Result<Self, Error> {
@@ -37,6 +60,7 @@ impl Server {
             log,
             HubConfig {
                 direct_gap_ms: config.direct_write_gap.as_millis() as u64,
+                policy: Arc::new(minimal_policy(&config)?),
                 ..Default::default()
             },
         );
