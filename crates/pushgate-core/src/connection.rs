@@ -42,9 +42,6 @@ pub struct Connection {
     principal: Principal,
     subscriber: Subscriber,
     session: Session,
-    /// Whether it is a member of its channels' presence and hears their
-    /// join/leave (not a poll request: it is no held connection).
-    presence: bool,
 }
 
 impl Connection {
@@ -61,14 +58,13 @@ impl Connection {
             principal,
             subscriber: Subscriber { id, outbox },
             session: Session::new(limits.max_subscriptions),
-            presence: true,
         }
     }
 
     /// A connection that stays out of presence and hears no join/leave: a
     /// poll or long-poll request, which is no held connection.
     pub fn without_presence(mut self) -> Self {
-        self.presence = false;
+        self.session.leave_presence_out();
         self
     }
 
@@ -108,7 +104,10 @@ impl Connection {
             .policy()
             .check_subscribe(&self.principal, &channel)?;
         self.session.check_subscribe(&channel)?;
-        let member = self.presence.then(|| self.principal.user().map(|u| &u.id));
+        let member = self
+            .session
+            .takes_part_in_presence()
+            .then(|| self.principal.user().map(|u| &u.id));
         let catchup = self
             .hub
             .subscribe_as(
@@ -215,7 +214,7 @@ impl Connection {
 
     /// Turns one event into what must be sent (see [`Session::accept`]).
     pub fn accept(&mut self, event: OutboxEvent, out: &mut Vec<Emit>) {
-        self.accept_each([event], |e| out.push(e));
+        self.session.accept(event, out);
     }
 
     /// Parks the connection: fan-out may write its next messages through
@@ -247,9 +246,6 @@ impl Connection {
         mut emit: impl FnMut(Emit),
     ) {
         for event in events {
-            if !self.presence && matches!(event, OutboxEvent::Presence(_)) {
-                continue;
-            }
             self.session.accept_with(event, &mut emit);
         }
     }

@@ -41,6 +41,10 @@ pub struct Session {
     max_subscriptions: usize,
     /// The positions are lent to the outbox (see [`Session::park`]).
     parked: bool,
+    /// The connection is no member of its channels' presence and hears no
+    /// join/leave: a poll request, which is no held connection. Here,
+    /// beside `parked`, where it costs no memory.
+    no_presence: bool,
 }
 
 impl Session {
@@ -50,7 +54,19 @@ impl Session {
             subs: Positions::new(),
             max_subscriptions,
             parked: false,
+            no_presence: false,
         }
+    }
+
+    /// Keeps the connection out of presence: it joins no member list and
+    /// join/leave events are dropped.
+    pub fn leave_presence_out(&mut self) {
+        self.no_presence = true;
+    }
+
+    /// Whether the connection takes part in presence.
+    pub fn takes_part_in_presence(&self) -> bool {
+        !self.no_presence
     }
 
     /// Lends the positions to `outbox`, so that fan-out may write the next
@@ -211,7 +227,7 @@ impl Session {
                 out(Emit::Reset { channel, position });
             }
             OutboxEvent::Presence(event) => {
-                if self.is_subscribed(&event.channel) {
+                if !self.no_presence && self.is_subscribed(&event.channel) {
                     out(Emit::Presence(event));
                 }
             }
