@@ -768,3 +768,110 @@ fn disconnect_tells_every_live_connection_of_the_user_and_no_other() {
     assert_eq!(hub.disconnect(&"alice".into()), 0, "told once");
     assert_eq!(hub.policy().revoked_count(), 1);
 }
+
+mod presence_model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Connection `i` subscribes (when it is not subscribed).
+        Subscribe(usize),
+        /// Connection `i` unsubscribes (when it is subscribed).
+        Unsubscribe(usize),
+        /// Connection `i` is dropped and replaced by a fresh one.
+        Drop(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6usize).prop_map(Op::Subscribe),
+            (0..6usize).prop_map(Op::Unsubscribe),
+            (0..6usize).prop_map(Op::Drop),
+        ]
+    }
+
+    /// Connection `i`'s user: three users, one anonymous slot.
+    fn who(i: usize) -> crate::Principal {
+        match i % 4 {
+            3 => crate::Principal::Anonymous,
+            u => as_user(["alice", "bob", "carol"][u]),
+        }
+    }
+
+    proptest! {
+        /// Whatever connections do, presence lists exactly those subscribed,
+        /// and a watcher that replays the join/leave it heard arrives at the
+        /// same list: no stale entry, no missed or doubled event.
+        #[test]
+        fn presence_and_join_leave_track_the_subscribers(ops in proptest::collection::vec(op(), 0..40)) {
+            let hub = presence_hub();
+            let mut watcher = conn(&hub, 1000, as_user("watcher"));
+            join(&mut watcher, "chat:m");
+            drain(&mut watcher);
+            let mut next_id = 0;
+            let mut fresh = |i: usize| {
+                next_id += 1;
+                conn(&hub, next_id, who(i))
+            };
+            let mut conns: Vec<Connection> = (0..6).map(&mut fresh).collect();
+            let mut subscribed = [false; 6];
+            for op in ops {
+                match op {
+                    Op::Subscribe(i) if !subscribed[i] => {
+                        join(&mut conns[i], "chat:m");
+                        subscribed[i] = true;
+                    }
+                    Op::Unsubscribe(i) if subscribed[i] => {
+                        let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#).unwrap();
+                        now(conns[i].execute(req));
+                        subscribed[i] = false;
+                    }
+                    Op::Drop(i) => {
+                        conns[i] = fresh(i);
+                        subscribed[i] = false;
+                    }
+                    _ => {}
+                }
+            }
+            // The model: who is subscribed, by client id.
+            let mut expected: BTreeMap<u64, Option<String>> = BTreeMap::new();
+            expected.insert(1000, Some("watcher".into()));
+            for (i, c) in conns.iter().enumerate() {
+                if subscribed[i] {
+                    expected.insert(c.id(), c.principal().user().map(|u| u.id.to_string()));
+                }
+            }
+            let p = hub.presence(&ch("chat:m")).unwrap();
+            let mut listed: BTreeMap<u64, Option<String>> = BTreeMap::new();
+            for (user, clients) in &p.users {
+                for c in clients {
+                    listed.insert(*c, Some(user.to_string()));
+                }
+            }
+            let anonymous = expected.values().filter(|u| u.is_none()).count();
+            expected.retain(|_, u| u.is_some());
+            prop_assert_eq!(&listed, &expected);
+            prop_assert_eq!(p.anonymous, anonymous);
+
+            // Replaying what the watcher heard.
+            let mut heard: BTreeMap<u64, Option<String>> = BTreeMap::new();
+            heard.insert(1000, Some("watcher".into()));
+            for emit in drain(&mut watcher) {
+                let Emit::Presence(e) = emit else { panic!("{emit:?}") };
+                let v: serde_json::Value = serde_json::from_slice(e.json()).unwrap();
+                let client: u64 = v["client"].as_str().unwrap().parse().unwrap();
+                let user = v["user"].as_str().map(str::to_owned);
+                match e.change {
+                    Change::Join => prop_assert!(heard.insert(client, user).is_none(), "joined twice"),
+                    Change::Leave => prop_assert!(heard.remove(&client).is_some(), "left unjoined"),
+                }
+            }
+            heard.retain(|_, u| u.is_some());
+            prop_assert_eq!(heard, expected);
+        }
+    }
+}
