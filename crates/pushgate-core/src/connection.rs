@@ -46,8 +46,8 @@ pub struct Connection {
 
 impl Connection {
     /// A connection of `principal` with no subscriptions; `id` must be
-    /// unique among the hub's live connections.
-    /// A connection of a user is known to [`Hub::disconnect`] until dropped.
+    /// unique among the hub's live connections. A connection of a user is
+    /// known to [`Hub::disconnect`] until dropped.
     pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits, principal: Principal) -> Self {
         let outbox = Outbox::new(limits.outbox_capacity);
         if let Some(user) = principal.user() {

@@ -174,9 +174,11 @@ impl Hub {
         self.subscribe_as(channel, start, subscriber, None).await
     }
 
-    /// [`Hub::subscribe`] of a connection that takes part in presence as
-    /// `user` (`None`: anonymous): on a channel with presence it becomes a
-    /// member, and with join/leave the other subscribers get its `join`.
+    /// [`Hub::subscribe`], with the connection's part in presence:
+    /// `member` is `None` for one that takes none (a poll request), else
+    /// `Some(user)` (`Some(None)`: anonymous). On a channel with presence
+    /// a member is listed, and with join/leave the other subscribers get
+    /// its `join` (and its `leave` when it unsubscribes or is dropped).
     pub async fn subscribe_as(
         &self,
         channel: &ChannelName,
