@@ -139,3 +139,33 @@ async fn polls_take_no_part_in_presence() {
         .await;
     assert_eq!(v["users"].as_array().unwrap().len(), 1, "{v}");
 }
+
+#[tokio::test]
+async fn ndjson_and_iframe_streams_get_join_and_leave_as_their_objects() {
+    let server = start_with_users().await;
+    let mut lines = server.ndjson("channel=chat:room").await;
+    lines.expect_subscribed("chat:room").await;
+    let mut frame = server.iframe("channel=chat:room", "pg.on").await;
+    let calls = frame.next_calls(1).await;
+    assert_eq!(calls[0]["type"], "subscribed", "{calls:?}");
+    // The stream heard the iframe join (anonymous).
+    let v = lines.next_json().await;
+    assert_eq!(v["type"], "join", "{v}");
+    assert_eq!(v["user"], serde_json::Value::Null);
+
+    let mut alice = user_ws(&server, "alice").await;
+    alice.subscribe("chat:room").await;
+    drop(alice);
+    for kind in ["join", "leave"] {
+        let v = lines.next_json().await;
+        assert_eq!(
+            (v["type"].as_str(), v["user"].as_str()),
+            (Some(kind), Some("alice")),
+            "{v}"
+        );
+    }
+    let calls = frame.next_calls(2).await;
+    assert_eq!(calls[0]["type"], "join", "{calls:?}");
+    assert_eq!(calls[1]["type"], "leave", "{calls:?}");
+    assert_eq!(calls[1]["user"], "alice");
+}
