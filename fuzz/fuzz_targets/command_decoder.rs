@@ -6,7 +6,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pushgate_core::protocol::{decode, decode_publish, encode_reset, Command, Publish, Reply};
+use pushgate_core::auth::{personal_channel, UserId};
+use pushgate_core::hub::{Presence, Recipients};
+use pushgate_core::json::SafeJson;
+use pushgate_core::protocol::{
+    decode, decode_publish, encode_reset, Command, DirectMessage, Publish, Reply,
+};
 use pushgate_core::{Data, Epoch, Error, ErrorKind, Position};
 use pushgate_fuzz::{is_json, is_script_safe};
 use serde_json::Value;
@@ -31,6 +36,12 @@ fn check_data(data: &Data, original: Option<&Value>) {
         let back: Value = serde_json::from_str(json).expect("data parses like the input did");
         assert_eq!(&back, original);
     }
+}
+
+/// A presence list naming the input's channel as a user (any text).
+fn to_users(name: Option<&Value>) -> Vec<(UserId, Vec<u64>)> {
+    let name = name.and_then(Value::as_str).unwrap_or("<\u{2028}");
+    vec![(name.into(), vec![1, u64::MAX])]
 }
 
 fuzz_target!(|bytes: &[u8]| {
@@ -82,6 +93,30 @@ fuzz_target!(|bytes: &[u8]| {
                         expires: Some(u64::MAX),
                     };
                     check_reply(&r.encode(id), "authed", id_json.as_ref());
+                }
+                Command::Send(DirectMessage { to, data, .. }) => {
+                    check_data(&Data::Json(data.clone()), field("data"));
+                    assert!(!to.is_empty() && to.len() <= 100);
+                    for user in to {
+                        assert!(personal_channel(user).is_some(), "{user:?}");
+                    }
+                    // Recipient ids come back in the reply, script-safe.
+                    let (online, offline) = to.split_at(to.len() / 2);
+                    let r = Reply::Sent(Recipients {
+                        online: online.to_vec(),
+                        offline: offline.to_vec(),
+                    });
+                    check_reply(&r.encode(id), "sent", id_json.as_ref());
+                    let wrapped = SafeJson::direct_message(to.first().map(|u| &**u), data);
+                    check_data(&Data::Json(wrapped), None);
+                }
+                Command::Presence { channel } => {
+                    let r = Reply::Presence(Presence {
+                        channel: channel.clone(),
+                        users: to_users(field("channel")),
+                        anonymous: 1,
+                    });
+                    check_reply(&r.encode(id), "presence", id_json.as_ref());
                 }
             }
             // Any command can still fail when executed.

@@ -13,7 +13,7 @@ use crate::cursor::Since;
 use crate::error::{Error, ErrorKind};
 use crate::hub::{DirectSink, Hub, Outbox, OutboxEvent, Subscriber, SubscriberId};
 use crate::principal::Principal;
-use crate::protocol::{Command, Publish, Reply, Request};
+use crate::protocol::{Command, DirectMessage, Publish, Reply, Request};
 use crate::session::{start_at, Emit, Session};
 
 /// Per-connection limits.
@@ -46,17 +46,31 @@ pub struct Connection {
 
 impl Connection {
     /// A connection of `principal` with no subscriptions; `id` must be
-    /// unique among the hub's live connections.
+    /// unique among the hub's live connections. A connection of a user is
+    /// known to [`Hub::disconnect`] until dropped.
     pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits, principal: Principal) -> Self {
+        let outbox = Outbox::new(limits.outbox_capacity);
+        if let Some(user) = principal.user() {
+            hub.register_user(&user.id, &outbox);
+        }
         Connection {
             hub,
             principal,
-            subscriber: Subscriber {
-                id,
-                outbox: Outbox::new(limits.outbox_capacity),
-            },
+            subscriber: Subscriber { id, outbox },
             session: Session::new(limits.max_subscriptions),
         }
+    }
+
+    /// A connection that stays out of presence and hears no join/leave: a
+    /// poll or long-poll request, which is no held connection.
+    pub fn without_presence(mut self) -> Self {
+        self.session.leave_presence_out();
+        self
+    }
+
+    /// Its id as clients see it in presence (`"client"`).
+    pub fn id(&self) -> SubscriberId {
+        self.subscriber.id
     }
 
     /// Where fan-out puts this connection's events; the transport drains it.
@@ -90,9 +104,18 @@ impl Connection {
             .policy()
             .check_subscribe(&self.principal, &channel)?;
         self.session.check_subscribe(&channel)?;
+        let member = self
+            .session
+            .takes_part_in_presence()
+            .then(|| self.principal.user().map(|u| &u.id));
         let catchup = self
             .hub
-            .subscribe(&channel, start_at(since, &channel), &self.subscriber)
+            .subscribe_as(
+                &channel,
+                start_at(since, &channel),
+                &self.subscriber,
+                member,
+            )
             .await?;
         let reply = Reply::Subscribed {
             channel,
@@ -116,6 +139,8 @@ impl Connection {
             Command::Publish(publish) => self.publish(publish).await,
             Command::Ping => Ok((Reply::Pong, Vec::new())),
             Command::Auth { token } => self.reauthenticate(&token),
+            Command::Send(message) => self.send(message).await,
+            Command::Presence { channel } => self.presence(&channel),
         };
         result.unwrap_or_else(|e| (Reply::Error(e), Vec::new()))
     }
@@ -133,6 +158,27 @@ impl Connection {
             position: p.position(),
         };
         Ok((reply, Vec::new()))
+    }
+
+    /// A direct message: appended to each recipient's personal channel,
+    /// with this connection's user as `from`.
+    async fn send(&mut self, message: DirectMessage) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        self.hub.policy().check_send(&self.principal)?;
+        let from = self.principal.user().map(|u| &u.id);
+        let recipients = self
+            .hub
+            .send(from, &message.to, message.event, &message.data)
+            .await?;
+        Ok((Reply::Sent(recipients), Vec::new()))
+    }
+
+    /// Who is on `channel`: allowed to whoever may subscribe to it.
+    fn presence(&mut self, channel: &ChannelName) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        self.hub
+            .policy()
+            .check_subscribe(&self.principal, channel)?;
+        let presence = self.hub.presence(channel)?;
+        Ok((Reply::Presence(presence), Vec::new()))
     }
 
     /// A fresh token (`auth`): it must name the same user, since the
@@ -159,6 +205,9 @@ impl Connection {
             user: user.id.clone(),
             expires: user.expires,
         };
+        if self.principal.user().is_none() {
+            self.hub.register_user(&user.id, &self.subscriber.outbox);
+        }
         self.principal = principal;
         Ok((reply, Vec::new()))
     }
@@ -209,6 +258,9 @@ impl Drop for Connection {
         self.unpark();
         for channel in self.session.channels() {
             self.hub.unsubscribe(channel, self.subscriber.id);
+        }
+        if let Some(user) = self.principal.user() {
+            self.hub.unregister_user(&user.id, &self.subscriber.outbox);
         }
     }
 }

@@ -208,6 +208,7 @@ impl<F: Framing> Delivery<F> {
             Drained::Events => {}
             Drained::Overflowed => self.finish(End::FellBehind),
             Drained::ShutDown => self.finish(End::ShutDown),
+            Drained::Disconnected => self.finish(End::Disconnected),
         }
     }
 

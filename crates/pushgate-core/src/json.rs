@@ -32,6 +32,20 @@ impl SafeJson {
         SafeJson(compact_escaped(value.get()))
     }
 
+    /// A direct message's data, `{"from":<from or null>,"data":<data>}`.
+    pub fn direct_message(from: Option<&str>, data: &SafeJson) -> Self {
+        let mut out = String::with_capacity(data.0.len() + 32);
+        out.push_str("{\"from\":");
+        match from {
+            Some(f) => push_string(&mut out, f),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"data\":");
+        out.push_str(&data.0);
+        out.push('}');
+        SafeJson(out)
+    }
+
     /// The text, for a wire format to embed as it is.
     pub fn as_str(&self) -> &str {
         &self.0

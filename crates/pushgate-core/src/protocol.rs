@@ -55,6 +55,27 @@ pub enum Command {
         /// The JWT.
         token: String,
     },
+    /// A direct message to users (their personal channels). Answered with
+    /// [`Reply::Sent`].
+    Send(DirectMessage),
+    /// Who is subscribed to a channel with presence. Answered with
+    /// [`Reply::Presence`].
+    Presence {
+        /// The channel asked about.
+        channel: ChannelName,
+    },
+}
+
+/// A direct message as a client (`send`) or the API (`/api/send`) gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectMessage {
+    /// The recipients' user ids: 1 to [`crate::hub::MAX_RECIPIENTS`], each
+    /// making a valid personal channel name.
+    pub to: Vec<crate::auth::UserId>,
+    /// The event name, for SSE's `event:` field.
+    pub event: Option<EventName>,
+    /// The payload, compact and script-safe.
+    pub data: SafeJson,
 }
 
 /// A publication as a client or the publish API sends it: what `publish`
@@ -78,6 +99,8 @@ impl Command {
             Command::Publish(_) => "publish",
             Command::Ping => "ping",
             Command::Auth { .. } => "auth",
+            Command::Send(_) => "send",
+            Command::Presence { .. } => "presence",
         }
     }
 }
@@ -121,6 +144,8 @@ struct RawCommand<'a> {
     event: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     token: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
 }
 
 fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Error> {
@@ -172,6 +197,44 @@ fn publish_fields(raw: &RawCommand<'_>) -> Result<Publish, Error> {
         event,
         data: Data::Json(SafeJson::from_valid(data)),
     })
+}
+
+fn send_fields(raw: &RawCommand<'_>) -> Result<DirectMessage, Error> {
+    let list = raw
+        .to
+        .ok_or_else(|| Error::bad_request("send needs a \"to\" field: a list of user ids"))?;
+    let to: Vec<String> = serde_json::from_str(list.get())
+        .map_err(|_| Error::bad_request("\"to\" must be a list of user ids (strings)"))?;
+    let to: Vec<crate::auth::UserId> = to.into_iter().map(Into::into).collect();
+    crate::hub::recipient_channels(&to)?;
+    let event = string_field(raw.event, "event")?
+        .map(|e| EventName::new(&e))
+        .transpose()?;
+    let data = raw
+        .data
+        .ok_or_else(|| Error::bad_request("send needs a \"data\" field"))?;
+    Ok(DirectMessage {
+        to,
+        event,
+        data: SafeJson::from_valid(data),
+    })
+}
+
+/// Decodes the body of `POST /api/send`, `{"to":[…],"data":…,"event"?}`.
+pub fn decode_send(bytes: &[u8]) -> Result<DirectMessage, Error> {
+    let not_object =
+        || Error::bad_request("the body must be a JSON object {\"to\",\"data\",\"event\"?}");
+    let raw: RawCommand<'_> = serde_json::from_str(utf8(bytes)?).map_err(|e| {
+        if e.is_data() {
+            not_object()
+        } else {
+            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}")).with_source(e)
+        }
+    })?;
+    if !is_object(bytes) {
+        return Err(not_object());
+    }
+    send_fields(&raw)
 }
 
 /// Whether valid JSON text is an object. serde's derived struct decoding
@@ -255,12 +318,14 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
             "auth" => Command::Auth {
                 token: required(string_field(raw.token, "token")?, "auth", "token")?,
             },
+            "send" => Command::Send(send_fields(&raw)?),
+            "presence" => Command::Presence { channel: channel()? },
             other => {
                 let mut shown = String::new();
                 json::push_string(&mut shown, &other.chars().take(32).collect::<String>());
                 return Err(Error::new(
                     ErrorKind::UnknownCommand,
-                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish, ping or auth"),
+                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish, ping, auth, send or presence"),
                 ));
             }
         })
@@ -300,6 +365,11 @@ pub enum Reply {
         /// When it expires, in seconds since the Unix epoch.
         expires: Option<u64>,
     },
+    /// The direct message of [`Command::Send`] was appended to every
+    /// recipient's personal channel.
+    Sent(crate::hub::Recipients),
+    /// The answer to [`Command::Presence`].
+    Presence(crate::hub::Presence),
     /// The command failed: a code to act on and a message for a person.
     Error(Error),
 }
@@ -372,6 +442,20 @@ impl Reply {
                     let _ = write!(out, ",\"expires\":{exp}");
                 }
             }
+            Reply::Sent(r) => {
+                open(&mut out, "sent", id);
+                for (name, list) in [("online", &r.online), ("offline", &r.offline)] {
+                    out.push_str(",\"");
+                    out.push_str(name);
+                    out.push_str("\":");
+                    push_users(&mut out, list);
+                }
+            }
+            Reply::Presence(p) => {
+                open(&mut out, "presence", id);
+                out.push(',');
+                p.push_fields(&mut out);
+            }
             Reply::Error(e) => {
                 open(&mut out, "error", id);
                 out.push_str(",\"code\":\"");
@@ -383,6 +467,18 @@ impl Reply {
         out.push('}');
         out
     }
+}
+
+/// `["alice","bob"]`.
+pub fn push_users(out: &mut String, users: &[crate::auth::UserId]) {
+    out.push('[');
+    for (i, u) in users.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::push_string(out, u);
+    }
+    out.push(']');
 }
 
 /// `{"type":"reset","channel":C,"epoch":E,"offset":O}`: history could not cover

@@ -12,6 +12,7 @@ use crate::channel::ChannelName;
 use crate::cursor::{Cursor, Position, Positions, Since, Standing};
 use crate::error::{Error, ErrorKind};
 use crate::hub::outbox::{DirectSink, Outbox, OutboxEvent};
+use crate::hub::PresenceEvent;
 use crate::log::{Catchup, StartAt};
 use crate::publication::Publication;
 
@@ -27,6 +28,9 @@ pub enum Emit {
         /// Where the client stands once it has.
         position: Position,
     },
+    /// A `join` or `leave` of a subscribed channel: sent as it is, with no
+    /// cursor (it has no offset and moves nothing).
+    Presence(Arc<PresenceEvent>),
 }
 
 /// A connection's subscriptions: for each channel, the last offset
@@ -37,6 +41,10 @@ pub struct Session {
     max_subscriptions: usize,
     /// The positions are lent to the outbox (see [`Session::park`]).
     parked: bool,
+    /// The connection is no member of its channels' presence and hears no
+    /// join/leave: a poll request, which is no held connection. Here,
+    /// beside `parked`, where it costs no memory.
+    no_presence: bool,
 }
 
 impl Session {
@@ -46,7 +54,19 @@ impl Session {
             subs: Positions::new(),
             max_subscriptions,
             parked: false,
+            no_presence: false,
         }
+    }
+
+    /// Keeps the connection out of presence: it joins no member list and
+    /// join/leave events are dropped.
+    pub fn leave_presence_out(&mut self) {
+        self.no_presence = true;
+    }
+
+    /// Whether the connection takes part in presence.
+    pub fn takes_part_in_presence(&self) -> bool {
+        !self.no_presence
     }
 
     /// Lends the positions to `outbox`, so that fan-out may write the next
@@ -206,6 +226,11 @@ impl Session {
                 sub.offset = position.offset;
                 out(Emit::Reset { channel, position });
             }
+            OutboxEvent::Presence(event) => {
+                if !self.no_presence && self.is_subscribed(&event.channel) {
+                    out(Emit::Presence(event));
+                }
+            }
         }
     }
 
@@ -266,6 +291,7 @@ mod tests {
             .map(|e| match e {
                 Emit::Message(p) => format!("m{}", p.offset),
                 Emit::Reset { position, .. } => format!("r{}", position.offset),
+                Emit::Presence(e) => e.change.name().to_string(),
             })
             .collect()
     }

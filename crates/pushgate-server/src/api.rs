@@ -1,4 +1,5 @@
-//! The server API for application backends: publish, history, health, metrics.
+//! The server API for application backends: publish, history, direct
+//! messages, presence, disconnecting users, health, metrics.
 //!
 //! Admission (`crate::admission`) lets in only the API key's holder, or
 //! loopback peers when no key is configured (and the startup log says so).
@@ -164,6 +165,60 @@ pub async fn history(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
         Ok(catchup) => h::json(StatusCode::OK, crate::web::catchup_body(&channel, &catchup)),
         Err(e) => h::error(&e),
     }
+}
+
+/// The user endpoints: `POST /api/send`, `GET /api/presence`,
+/// `POST /api/disconnect`.
+pub async fn users(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
+    let result = match req.uri().path() {
+        "/api/send" => send(state, req).await,
+        "/api/presence" => presence(state, &req),
+        _ => disconnect(state, req).await,
+    };
+    match result {
+        Ok(body) => h::json(StatusCode::OK, body),
+        Err(e) => h::error(&e),
+    }
+}
+
+/// `POST /api/send {"to":[…],"data":…,"event"?}` → `{"online":[…],"offline":[…]}`.
+async fn send(state: &AppState, req: Request<RequestBody>) -> Result<String, Error> {
+    let body = read_body(req.into_body(), state.config.max_message_size).await?;
+    let message = protocol::decode_send(&body)?;
+    let r = state
+        .hub
+        .send(None, &message.to, message.event, &message.data)
+        .await?;
+    let mut out = String::from("{\"online\":");
+    protocol::push_users(&mut out, &r.online);
+    out.push_str(",\"offline\":");
+    protocol::push_users(&mut out, &r.offline);
+    out.push('}');
+    Ok(out)
+}
+
+/// `GET /api/presence?channel=C` → `{"channel":C,"users":[…],"anonymous":N}`.
+fn presence(state: &AppState, req: &Request<RequestBody>) -> Result<String, Error> {
+    let q = h::parse_subscribe_query(req.uri().query(), &[], 1)?;
+    let channel = q
+        .channels
+        .first()
+        .ok_or_else(|| Error::bad_request("presence needs ?channel=NAME"))?;
+    Ok(state.hub.presence(channel)?.encode())
+}
+
+/// `POST /api/disconnect {"user":"alice"}` → `{"disconnected":N}`.
+async fn disconnect(state: &AppState, req: Request<RequestBody>) -> Result<String, Error> {
+    let body = read_body(req.into_body(), 4096).await?;
+    let user = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("user")?.as_str().map(str::to_owned))
+        .ok_or_else(|| Error::bad_request("the body must be {\"user\":\"<user id>\"}"))?;
+    if user.is_empty() {
+        return Err(Error::bad_request("\"user\" must not be empty"));
+    }
+    let n = state.hub.disconnect(&user.into());
+    Ok(format!("{{\"disconnected\":{n}}}"))
 }
 
 pub fn healthz() -> Response<Body> {

@@ -63,6 +63,7 @@ async fn serve(
         }
         Endpoint::Command | Endpoint::Publish => post(state, admitted, req).await,
         Endpoint::History => api::history(state.clone(), req).await,
+        Endpoint::Send | Endpoint::Presence | Endpoint::Disconnect => api::users(state, req).await,
         Endpoint::Healthz => api::healthz(),
         Endpoint::Metrics => api::metrics(state),
     }

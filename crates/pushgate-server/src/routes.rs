@@ -33,6 +33,12 @@ pub enum Endpoint {
     Publish,
     /// `GET /api/history`.
     History,
+    /// `POST /api/send`: a direct message to users.
+    Send,
+    /// `GET /api/presence`.
+    Presence,
+    /// `POST /api/disconnect`: end a user's connections.
+    Disconnect,
     Healthz,
     Metrics,
 }
@@ -146,6 +152,9 @@ pub static ROUTES: &[Route] = &[
     entry("/command",      &["POST", "OPTIONS"], E::Command,                       Front::Post,  Cors::Act,     Client),
     entry("/api/publish",  &["POST"],           E::Publish,                        Front::Post,  Cors::Off,     Api),
     entry("/api/history",  &["GET"],            E::History,                        Front::Hyper, Cors::Off,     Api),
+    entry("/api/send",     &["POST"],           E::Send,                           Front::Hyper, Cors::Off,     Api),
+    entry("/api/presence", &["GET"],            E::Presence,                       Front::Hyper, Cors::Off,     Api),
+    entry("/api/disconnect", &["POST"],         E::Disconnect,                     Front::Hyper, Cors::Off,     Api),
     entry("/healthz",      &["GET", "HEAD"],    E::Healthz,                        Front::Hyper, Cors::Off,     Public),
     entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
 ];

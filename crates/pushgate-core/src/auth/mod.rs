@@ -12,8 +12,9 @@
 
 pub mod token;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::channel::ChannelName;
 use crate::error::{Error, ErrorKind};
@@ -111,6 +112,8 @@ pub struct User {
     pub send: bool,
     /// When the token expires, in seconds since the Unix epoch (`exp`).
     pub expires: Option<u64>,
+    /// When the token was issued (`iat`), for revocations ([`Policy::revoke`]).
+    pub issued_at: Option<u64>,
 }
 
 impl User {
@@ -133,6 +136,29 @@ pub fn personal_channel(id: &str) -> Option<ChannelName> {
 pub struct Policy {
     verifier: Option<Verifier>,
     namespaces: Namespaces,
+    /// Users disconnected by the application (see [`Policy::revoke`]).
+    /// std's lock, not loom's: nothing here races with fan-out.
+    revoked: Mutex<Revocations>,
+}
+
+/// Most users remembered as disconnected at once; past it the oldest
+/// entry is forgotten first.
+pub const MAX_REVOCATIONS: usize = 100_000;
+
+/// When each disconnected user was disconnected, and the longest token
+/// lifetime seen, after which an entry can be forgotten: every token issued
+/// before it has expired by then.
+#[derive(Debug, Default)]
+struct Revocations {
+    users: HashMap<UserId, u64>,
+    longest_lifetime: u64,
+}
+
+impl Revocations {
+    fn forget_expired(&mut self, now: u64) {
+        let longest = self.longest_lifetime;
+        self.users.retain(|_, at| at.saturating_add(longest) >= now);
+    }
 }
 
 impl Policy {
@@ -148,6 +174,7 @@ impl Policy {
         Policy {
             verifier,
             namespaces,
+            revoked: Mutex::default(),
         }
     }
 
@@ -173,12 +200,71 @@ impl Policy {
             return Ok(Principal::Anonymous);
         };
         match &self.verifier {
-            Some(v) => v.verify(token, now).map(|u| Principal::User(Arc::new(u))),
+            Some(v) => {
+                let user = v.verify(token, now)?;
+                self.check_revoked(&user, now)?;
+                Ok(Principal::User(Arc::new(user)))
+            }
             None => Err(Error::new(
                 ErrorKind::Unauthorized,
                 "this server checks no tokens (no auth key is configured): connect without one",
             )),
         }
+    }
+
+    /// Refuses `user`'s tokens issued at or before `at` (seconds since the
+    /// Unix epoch; a token without `iat` counts as issued before), from now
+    /// on: the application disconnected it. The entry is forgotten once
+    /// the longest token lifetime seen (`exp` − `iat`, or − the time the
+    /// token was first seen without `iat`) has passed since `at`: every such
+    /// token has expired by then. Tokens without `exp` make that never, and
+    /// then at most [`MAX_REVOCATIONS`] users are remembered, oldest
+    /// forgotten first.
+    pub fn revoke(&self, user: &UserId, at: u64) {
+        let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        r.forget_expired(at);
+        if r.users.len() >= MAX_REVOCATIONS && !r.users.contains_key(user) {
+            if let Some(oldest) = r
+                .users
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(u, _)| u.clone())
+            {
+                r.users.remove(&oldest);
+            }
+        }
+        r.users.insert(user.clone(), at);
+    }
+
+    /// How many users are remembered as disconnected (for tests).
+    pub fn revoked_count(&self) -> usize {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .len()
+    }
+
+    fn check_revoked(&self, user: &User, now: u64) -> Result<(), Error> {
+        let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let lifetime = user.expires.map_or(u64::MAX, |exp| {
+            exp.saturating_sub(user.issued_at.unwrap_or(now))
+        });
+        r.longest_lifetime = r.longest_lifetime.max(lifetime);
+        let Some(&at) = r.users.get(&user.id) else {
+            return Ok(());
+        };
+        if user.issued_at.is_some_and(|iat| iat > at) {
+            return Ok(());
+        }
+        let mut name = String::new();
+        json::push_string(&mut name, &user.id);
+        Err(Error::new(
+            ErrorKind::Unauthorized,
+            format!(
+                "token refused: user {name} was disconnected by the application: get a new token"
+            ),
+        ))
     }
 
     /// Whether `who` may subscribe to `channel`.

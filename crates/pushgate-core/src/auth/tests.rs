@@ -277,6 +277,7 @@ fn user(id: &str, channels: &[&str], publish: &[&str], send: bool) -> Principal 
         publish: Patterns::new(publish).unwrap(),
         send,
         expires: None,
+        issued_at: None,
     }))
 }
 
@@ -393,4 +394,49 @@ fn an_open_policy_lets_everyone_in_and_refuses_tokens() {
     assert!(policy
         .check_publish(&Principal::Anonymous, &ch("anything"))
         .is_ok());
+}
+
+#[test]
+fn a_disconnected_users_older_tokens_are_refused_until_they_expire() {
+    let policy = Policy::new(Some(hmac()), Namespaces::default());
+    let token = |sub: &str, iat: Option<u64>, exp: u64| {
+        let c = Claims {
+            iat,
+            exp: Some(exp),
+            ..claims(sub)
+        };
+        mint_hs256(SECRET, &c, None).unwrap()
+    };
+    let before = token("alice", Some(NOW - 10), NOW + 60);
+    let no_iat = token("alice", None, NOW + 60);
+    let after = token("alice", Some(NOW + 1), NOW + 60);
+    let bob = token("bob", Some(NOW - 10), NOW + 60);
+    assert!(policy.authenticate(Some(&before), NOW).is_ok());
+
+    policy.revoke(&"alice".into(), NOW);
+    for t in [&before, &no_iat] {
+        let e = policy.authenticate(Some(t), NOW).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthorized);
+        assert!(
+            e.message()
+                .contains("was disconnected by the application: get a new token"),
+            "{}",
+            e.message()
+        );
+    }
+    assert!(
+        policy.authenticate(Some(&after), NOW + 1).is_ok(),
+        "a new token"
+    );
+    assert!(policy.authenticate(Some(&bob), NOW).is_ok(), "another user");
+
+    // Forgotten once the longest lifetime seen (70 s here) has passed:
+    // every token issued before the disconnect has expired by then.
+    assert_eq!(policy.revoked_count(), 1);
+    policy.revoke(&"carol".into(), NOW + 71);
+    assert_eq!(
+        policy.revoked_count(),
+        1,
+        "alice's entry is gone, carol's kept"
+    );
 }

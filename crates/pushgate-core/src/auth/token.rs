@@ -259,6 +259,7 @@ impl Verifier {
             publish: patterns(claims.publish, "publish")?,
             send: claims.send,
             expires: claims.exp,
+            issued_at: claims.iat,
         })
     }
 }

@@ -19,6 +19,7 @@ impl Framing for Tags {
         let tag = match emit {
             Emit::Message(p) => format!("m{}", p.offset),
             Emit::Reset { position, .. } => format!("r{}", position.offset),
+            Emit::Presence(e) => e.change.name().to_string(),
         };
         // The session already counts the emit.
         Bytes::from(format!(
@@ -289,4 +290,16 @@ fn a_direct_writes_tail_comes_first_and_counts_as_waiting() {
         Some("1"),
         "the session stands where fan-out's write left it"
     );
+}
+
+#[test]
+fn a_disconnected_user_ends_the_delivery_with_its_reason() {
+    let t0 = Instant::now();
+    let (mut d, _hub) = delivery(stream_timing(), t0);
+    d.connection().outbox().disconnect();
+    let mut events = Vec::new();
+    let drained = d.connection().outbox().try_drain(&mut events).unwrap();
+    d.drained(drained);
+    assert_eq!(d.end(), Some(End::Disconnected));
+    assert_eq!(write_all(&mut d), ["end:Disconnected"]);
 }

@@ -13,21 +13,26 @@
 //! delivery, never leave a hole, and [`crate::Session`] drops the overlap.
 
 pub mod outbox;
+pub mod presence;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use crate::auth::Policy;
+use crate::auth::{personal_channel, Policy, UserId};
 use crate::channel::{ChannelName, EventName};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::cursor::Position;
 use crate::error::Error;
+use crate::json::SafeJson;
 use crate::log::{Appended, Catchup, Log, StartAt};
 use crate::publication::{Data, Publication};
 use crate::sync::{self, lock, Mutex, SHARDS};
 
 pub use outbox::{DirectSink, Drained, Outbox, OutboxEvent, PushOutcome, Sent};
+pub use presence::{Change, Presence, PresenceEvent};
+
+use presence::Members;
 
 /// Identifies one subscribing connection within this process.
 pub type SubscriberId = u64;
@@ -74,6 +79,21 @@ impl Default for HubConfig {
 pub struct Hub {
     log: Arc<dyn Log>,
     fanout: Arc<Fanout>,
+    /// Each user's live connections, for [`Hub::disconnect`]. Weak: the
+    /// index never keeps a connection alive.
+    users: Mutex<HashMap<UserId, Vec<Weak<Outbox>>>>,
+}
+
+/// Most recipients of one direct message.
+pub const MAX_RECIPIENTS: usize = 100;
+
+/// Which recipients of a direct message had a connection here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recipients {
+    /// Whose personal channel has a subscriber on this node.
+    pub online: Vec<UserId>,
+    /// The others: the message waits in their history.
+    pub offline: Vec<UserId>,
 }
 
 /// The subscriber sets; what the log's announcements reach. Apart from
@@ -94,6 +114,9 @@ struct Local {
     short_gap: bool,
     /// Set when the sweeper dropped this entry from the map; holders retry.
     removed: bool,
+    /// Who is subscribed, only for a channel with presence: fan-out never
+    /// reads it, and other channels pay one null pointer.
+    members: Option<Box<Members>>,
 }
 
 impl Hub {
@@ -105,7 +128,11 @@ impl Hub {
             hasher: Default::default(),
         });
         log.watch(fanout.clone());
-        Hub { log, fanout }
+        Hub {
+            log,
+            fanout,
+            users: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Who may do what on its channels.
@@ -144,7 +171,22 @@ impl Hub {
         start: StartAt,
         subscriber: &Subscriber,
     ) -> Result<Catchup, Error> {
-        self.fanout.add(channel, subscriber);
+        self.subscribe_as(channel, start, subscriber, None).await
+    }
+
+    /// [`Hub::subscribe`], with the connection's part in presence:
+    /// `member` is `None` for one that takes none (a poll request), else
+    /// `Some(user)` (`Some(None)`: anonymous). On a channel with presence
+    /// a member is listed, and with join/leave the other subscribers get
+    /// its `join` (and its `leave` when it unsubscribes or is dropped).
+    pub async fn subscribe_as(
+        &self,
+        channel: &ChannelName,
+        start: StartAt,
+        subscriber: &Subscriber,
+        member: Option<Option<&UserId>>,
+    ) -> Result<Catchup, Error> {
+        self.fanout.add(channel, subscriber, member);
         let registered = Registered {
             fanout: &self.fanout,
             channel,
@@ -159,6 +201,80 @@ impl Hub {
     /// waits: it runs when a connection is dropped.
     pub fn unsubscribe(&self, channel: &ChannelName, subscriber: SubscriberId) {
         self.fanout.remove(channel, subscriber);
+    }
+
+    /// Who is subscribed to `channel` here; a channel whose namespace has
+    /// no presence is a `bad_request`.
+    pub fn presence(&self, channel: &ChannelName) -> Result<Presence, Error> {
+        if !self.policy().rules(channel).presence {
+            let mut name = String::new();
+            crate::json::push_string(&mut name, channel.as_str());
+            return Err(Error::bad_request(format!(
+                "presence is off for channel {name} (its namespace has presence = false)"
+            )));
+        }
+        let local = self.fanout.get(channel);
+        let local = local.as_ref().map(|l| lock(l));
+        Ok(Presence::of(
+            channel.clone(),
+            local.as_ref().and_then(|l| l.members.as_deref()),
+        ))
+    }
+
+    /// Appends `{"from":<from>,"data":<data>}` to each recipient's personal
+    /// channel (`from`: `None` for the API). The ids are checked first: one
+    /// that makes no channel name refuses the whole send.
+    pub async fn send(
+        &self,
+        from: Option<&UserId>,
+        to: &[UserId],
+        event: Option<EventName>,
+        data: &SafeJson,
+    ) -> Result<Recipients, Error> {
+        let channels = recipient_channels(to)?;
+        let wrapped = Data::Json(SafeJson::direct_message(from.map(|u| &**u), data));
+        let mut out = Recipients::default();
+        for (user, channel) in to.iter().zip(channels) {
+            self.publish(channel.clone(), event.clone(), wrapped.clone())
+                .await?;
+            if self.subscriber_count(&channel) > 0 {
+                out.online.push(user.clone());
+            } else {
+                out.offline.push(user.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers `outbox` as one of `user`'s live connections.
+    pub fn register_user(&self, user: &UserId, outbox: &Arc<Outbox>) {
+        let mut users = lock(&self.users);
+        let list = users.entry(user.clone()).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(outbox));
+    }
+
+    /// Forgets `outbox` (a connection of `user` that ends).
+    pub fn unregister_user(&self, user: &UserId, outbox: &Arc<Outbox>) {
+        let mut users = lock(&self.users);
+        if let Some(list) = users.get_mut(user) {
+            list.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(outbox)));
+            if list.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Ends every live connection of `user` ([`Outbox::disconnect`]) and
+    /// refuses its tokens issued until now ([`Policy::revoke`]). Returns
+    /// how many connections were told.
+    pub fn disconnect(&self, user: &UserId) -> usize {
+        self.policy().revoke(user, self.clock().now() / 1000);
+        let list = lock(&self.users).remove(user).unwrap_or_default();
+        list.iter()
+            .filter_map(Weak::upgrade)
+            .map(|outbox| outbox.disconnect())
+            .count()
     }
 
     /// Reads history without subscribing, at most `limit` publications.
@@ -205,6 +321,26 @@ impl Hub {
     }
 }
 
+/// The personal channel of each recipient, or a `bad_request`.
+pub fn recipient_channels(to: &[UserId]) -> Result<Vec<ChannelName>, Error> {
+    if to.is_empty() || to.len() > MAX_RECIPIENTS {
+        return Err(Error::bad_request(format!(
+            "\"to\" must list 1 to {MAX_RECIPIENTS} user ids"
+        )));
+    }
+    to.iter()
+        .map(|id| {
+            personal_channel(id).ok_or_else(|| {
+                let mut shown = String::new();
+                crate::json::push_string(&mut shown, &id.chars().take(64).collect::<String>());
+                Error::bad_request(format!(
+                    "user id {shown} makes no valid personal channel name"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Undoes a registration whose subscribe did not complete (an error, or a
 /// caller that stopped waiting for the read).
 struct Registered<'a> {
@@ -228,7 +364,10 @@ impl Fanout {
         lock(self.shard(channel)).get(channel).cloned()
     }
 
-    fn add(&self, channel: &ChannelName, subscriber: &Subscriber) {
+    fn add(&self, channel: &ChannelName, subscriber: &Subscriber, member: Option<Option<&UserId>>) {
+        // Read before the lock: a namespace lookup, on subscribe only.
+        let rules = member.map(|_| self.config.policy.rules(channel));
+        let presence = rules.is_some_and(|r| r.presence);
         loop {
             let local = lock(self.shard(channel))
                 .entry(channel.clone())
@@ -241,6 +380,21 @@ impl Fanout {
             local
                 .subscribers
                 .insert(subscriber.id, subscriber.outbox.clone());
+            if let (true, Some(user)) = (presence, member) {
+                local
+                    .members
+                    .get_or_insert_with(Default::default)
+                    .insert(subscriber.id, user.cloned());
+                if rules.is_some_and(|r| r.join_leave) {
+                    let event = Arc::new(PresenceEvent::new(
+                        Change::Join,
+                        channel.clone(),
+                        user,
+                        subscriber.id,
+                    ));
+                    local.tell(&event, subscriber.id);
+                }
+            }
             return;
         }
     }
@@ -251,6 +405,24 @@ impl Fanout {
             local.subscribers.remove(&subscriber);
             if local.subscribers.is_empty() && local.subscribers.capacity() > 8 {
                 local.subscribers.shrink_to_fit();
+            }
+            let Some(members) = local.members.as_mut() else {
+                return;
+            };
+            let Some(user) = members.remove(&subscriber) else {
+                return;
+            };
+            if members.is_empty() {
+                local.members = None;
+            }
+            if self.config.policy.rules(channel).join_leave {
+                let event = Arc::new(PresenceEvent::new(
+                    Change::Leave,
+                    channel.clone(),
+                    user.as_ref(),
+                    subscriber,
+                ));
+                local.tell(&event, subscriber);
             }
         }
     }
@@ -267,6 +439,19 @@ impl Fanout {
                 local.removed = local.subscribers.is_empty();
                 !local.removed
             });
+        }
+    }
+}
+
+impl Local {
+    /// Queues a join/leave for every subscriber but `except`. Through the
+    /// queues, never written from here: the event has no offset, so a
+    /// parked connection's positions have nothing to say about it.
+    fn tell(&self, event: &Arc<PresenceEvent>, except: SubscriberId) {
+        for (id, outbox) in &self.subscribers {
+            if *id != except {
+                outbox.push(OutboxEvent::Presence(event.clone()));
+            }
         }
     }
 }

@@ -52,6 +52,10 @@ pub enum OutboxEvent {
         /// Where the channel stands now.
         position: Position,
     },
+    /// A connection joined or left a channel with join/leave events. Live
+    /// only: always queued (never written by [`Outbox::offer`]), no offset,
+    /// and the session's positions ignore it.
+    Presence(Arc<super::PresenceEvent>),
 }
 
 /// What became of an event handed to an [`Outbox`].
@@ -77,6 +81,10 @@ pub enum Drained {
     /// The server is shutting down and everything queued was delivered:
     /// end the connection with a "reconnect" signal.
     ShutDown,
+    /// The application disconnected the connection's user
+    /// ([`crate::Hub::disconnect`]): end it at once, with a "do not
+    /// reconnect with this token" signal.
+    Disconnected,
 }
 
 /// A connection's bounded queue between fan-out and its transport, and its
@@ -93,6 +101,7 @@ struct State {
     waker: Option<Waker>,
     overflowed: bool,
     shut_down: bool,
+    disconnected: bool,
     /// Set while parked. Kept inline with `positions` rather than boxed: at
     /// 10,000 subscribers every pointer fan-out follows is a cache miss.
     sink: Option<Arc<dyn DirectSink>>,
@@ -110,6 +119,7 @@ impl std::fmt::Debug for State {
             .field("queued", &self.queue.len())
             .field("overflowed", &self.overflowed)
             .field("shut_down", &self.shut_down)
+            .field("disconnected", &self.disconnected)
             .field("parked", &self.sink.is_some())
             .field("positions", &self.positions)
             .finish()
@@ -120,7 +130,8 @@ impl State {
     /// Writes `p` through the parked connection's sink when it is the next
     /// message of one of its channels and nothing is queued before it.
     fn try_direct(&mut self, p: &Publication) -> bool {
-        if !self.queue.is_empty() || self.shut_down || self.leftover.is_some() {
+        if !self.queue.is_empty() || self.shut_down || self.disconnected || self.leftover.is_some()
+        {
             return false;
         }
         let Some(sink) = &self.sink else {
@@ -193,7 +204,7 @@ impl Outbox {
     }
 
     fn enqueue(&self, mut st: MutexGuard<'_, State>, event: OutboxEvent) -> PushOutcome {
-        if st.overflowed {
+        if st.overflowed || st.disconnected {
             return PushOutcome::Dropped;
         }
         let outcome = if st.queue.len() >= self.capacity {
@@ -218,6 +229,9 @@ impl Outbox {
         let mut st = self.lock();
         if st.overflowed {
             return Poll::Ready(Drained::Overflowed);
+        }
+        if st.disconnected {
+            return Poll::Ready(Drained::Disconnected);
         }
         if st.queue.is_empty() {
             if st.shut_down {
@@ -263,6 +277,7 @@ impl Outbox {
             || !st.queue.is_empty()
             || st.overflowed
             || st.shut_down
+            || st.disconnected
             || st.leftover.is_some()
         {
             return false;
@@ -296,11 +311,34 @@ impl Outbox {
         }
     }
 
+    /// Tells the connection to end now: its user was disconnected by the
+    /// application. What is queued is dropped (the client's cursor stands
+    /// before it); wakes the connection.
+    pub fn disconnect(&self) {
+        let waker = {
+            let mut st = self.lock();
+            st.disconnected = true;
+            st.queue = VecDeque::new();
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether [`Outbox::disconnect`] was called.
+    pub fn is_disconnected(&self) -> bool {
+        self.lock().disconnected
+    }
+
     /// Takes what is queued without waiting.
     pub fn try_drain(&self, out: &mut Vec<OutboxEvent>) -> Option<Drained> {
         let mut st = self.lock();
         if st.overflowed {
             return Some(Drained::Overflowed);
+        }
+        if st.disconnected {
+            return Some(Drained::Disconnected);
         }
         if st.queue.is_empty() {
             return None;

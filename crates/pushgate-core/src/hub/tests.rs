@@ -336,6 +336,7 @@ mod promise {
             Emit::Reset { channel, position } => {
                 client.receive(channel, Got::Reset(position.epoch, position.offset))
             }
+            Emit::Presence(_) => {}
         });
     }
 
@@ -460,6 +461,418 @@ mod promise {
                 prop_assert_eq!(&at, &top, "{:?}: the client ends at the top", name);
                 prop_assert_eq!(top.offset, published[i]);
             }
+        }
+    }
+}
+
+/// A hub whose `chat:` channels have presence and join/leave, `room:`
+/// channels presence only; everything open.
+fn presence_hub() -> Arc<Hub> {
+    use crate::namespace::{Namespace, Namespaces, Rules};
+    let chat = Rules {
+        presence: true,
+        join_leave: true,
+        ..Rules::open()
+    };
+    let room = Rules {
+        presence: true,
+        ..Rules::open()
+    };
+    let namespaces = Namespaces::new(
+        Rules::open(),
+        Rules::open(),
+        vec![
+            Namespace::new("chat", chat).unwrap(),
+            Namespace::new("room", room).unwrap(),
+        ],
+    );
+    let log = MemoryLog::new(MemoryLogConfig {
+        history_size: 100,
+        history_ttl_ms: 60_000,
+        clock: Arc::new(ManualClock::new(1_000)),
+    });
+    let config = HubConfig {
+        policy: Arc::new(crate::auth::Policy::new(None, namespaces)),
+        clock: Arc::new(ManualClock::new(1_000_000)),
+        ..HubConfig::default()
+    };
+    Arc::new(Hub::new(Arc::new(log), config))
+}
+
+fn as_user(id: &str) -> crate::Principal {
+    crate::Principal::User(Arc::new(crate::User {
+        id: id.into(),
+        channels: Default::default(),
+        publish: Default::default(),
+        send: true,
+        expires: None,
+        issued_at: None,
+    }))
+}
+
+fn conn(hub: &Arc<Hub>, id: SubscriberId, who: crate::Principal) -> Connection {
+    Connection::new(hub.clone(), id, Limits::default(), who)
+}
+
+fn join(conn: &mut Connection, c: &str) {
+    let (reply, _) = now(conn.subscribe(ch(c), &Since::Now)).unwrap();
+    assert!(matches!(reply, Reply::Subscribed { .. }), "{reply:?}");
+}
+
+/// What the connection's outbox holds, through its session.
+fn drain(conn: &mut Connection) -> Vec<Emit> {
+    let mut events = Vec::new();
+    conn.outbox().try_drain(&mut events);
+    let mut out = Vec::new();
+    conn.accept_all(events, &mut out);
+    out
+}
+
+fn presence_events(emits: &[Emit]) -> Vec<String> {
+    emits
+        .iter()
+        .map(|e| match e {
+            Emit::Presence(p) => String::from_utf8(p.json().to_vec()).unwrap(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn presence_lists_members_and_forgets_them_on_unsubscribe_and_drop() {
+    let hub = presence_hub();
+    let mut a1 = conn(&hub, 12, as_user("alice"));
+    let mut a2 = conn(&hub, 17, as_user("alice"));
+    let mut b = conn(&hub, 5, as_user("bob"));
+    let mut anon = conn(&hub, 9, crate::Principal::Anonymous);
+    for c in [&mut a1, &mut a2, &mut b, &mut anon] {
+        join(c, "room:1");
+    }
+    let p = hub.presence(&ch("room:1")).unwrap();
+    let users: Vec<(&str, Vec<u64>)> = p.users.iter().map(|(u, c)| (&**u, c.clone())).collect();
+    assert_eq!(users, vec![("alice", vec![12, 17]), ("bob", vec![5])]);
+    assert_eq!(p.anonymous, 1);
+
+    let (reply, _) = now(b.execute(
+        crate::protocol::decode(br#"{"type":"unsubscribe","channel":"room:1"}"#).unwrap(),
+    ));
+    assert!(matches!(reply, Reply::Unsubscribed { .. }));
+    drop(a2);
+    drop(anon);
+    let p = hub.presence(&ch("room:1")).unwrap();
+    assert_eq!(p.users.len(), 1);
+    assert_eq!(p.users[0].1, vec![12]);
+    assert_eq!(p.anonymous, 0);
+    // Without join_leave nobody heard anything.
+    assert!(drain(&mut a1).is_empty());
+    drop(a1);
+    assert_eq!(hub.presence(&ch("room:1")).unwrap().users, vec![]);
+
+    // A channel without presence: refused, and nothing is kept for it.
+    let mut c = conn(&hub, 1, as_user("carol"));
+    join(&mut c, "news");
+    let e = hub.presence(&ch("news")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadRequest);
+    assert!(e.message().contains("presence is off"), "{}", e.message());
+    let local = hub.fanout.get(&ch("news")).unwrap();
+    assert!(lock(&local).members.is_none());
+}
+
+#[test]
+fn the_presence_command_answers_as_documented() {
+    let hub = presence_hub();
+    let mut a = conn(&hub, 12, as_user("alice"));
+    join(&mut a, "room:1");
+    let req = crate::protocol::decode(br#"{"type":"presence","channel":"room:1","id":3}"#).unwrap();
+    let id = req.id.clone();
+    let (reply, _) = now(a.execute(req));
+    let v: serde_json::Value = serde_json::from_str(&reply.encode(id.as_ref())).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"presence","id":3,"channel":"room:1",
+            "users":[{"user":"alice","clients":["12"]}],"anonymous":0})
+    );
+    let req = crate::protocol::decode(br#"{"type":"presence","channel":"news"}"#).unwrap();
+    let (reply, _) = now(a.execute(req));
+    assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::BadRequest));
+}
+
+#[test]
+fn join_and_leave_reach_the_other_subscribers_and_move_no_cursor() {
+    let hub = presence_hub();
+    let mut watcher = conn(&hub, 1, as_user("bob"));
+    join(&mut watcher, "chat:a");
+    publish(&hub, "chat:a", 1);
+    let before = drain(&mut watcher);
+    assert_eq!(before.len(), 1);
+    let cursor = watcher.session().cursor();
+
+    let mut alice = conn(&hub, 12, as_user("alice"));
+    join(&mut alice, "chat:a");
+    assert!(drain(&mut alice).is_empty(), "no join of its own");
+    let mut anon = conn(&hub, 13, crate::Principal::Anonymous);
+    join(&mut anon, "chat:a");
+    drop(anon);
+    now(alice.execute(
+        crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:a"}"#).unwrap(),
+    ));
+    assert_eq!(
+        presence_events(&drain(&mut watcher)),
+        vec![
+            r#"{"type":"join","channel":"chat:a","user":"alice","client":"12"}"#,
+            r#"{"type":"join","channel":"chat:a","user":null,"client":"13"}"#,
+            r#"{"type":"leave","channel":"chat:a","user":null,"client":"13"}"#,
+            r#"{"type":"leave","channel":"chat:a","user":"alice","client":"12"}"#,
+        ]
+    );
+    assert_eq!(
+        watcher.session().cursor(),
+        cursor,
+        "the cursor did not move"
+    );
+    // The next message is still the next offset, not a duplicate or a gap.
+    publish(&hub, "chat:a", 2);
+    let after = drain(&mut watcher);
+    assert!(matches!(&after[..], [Emit::Message(p)] if p.offset == before_offset(&before) + 1));
+
+    // A poll request neither joins nor hears joins.
+    let mut poller = conn(&hub, 40, as_user("carol")).without_presence();
+    join(&mut poller, "chat:a");
+    assert_eq!(hub.presence(&ch("chat:a")).unwrap().users.len(), 1);
+    assert!(drain(&mut watcher).is_empty());
+    let mut dave = conn(&hub, 41, as_user("dave"));
+    join(&mut dave, "chat:a");
+    assert!(drain(&mut poller).is_empty());
+}
+
+fn before_offset(emits: &[Emit]) -> u64 {
+    match emits.last() {
+        Some(Emit::Message(p)) => p.offset,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_join_is_queued_behind_a_parked_connection_and_stops_direct_writes() {
+    struct Count(AtomicUsize);
+    impl DirectSink for Count {
+        fn try_send(&self, _: &Publication) -> Sent {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Sent::All
+        }
+    }
+    let hub = presence_hub();
+    let mut watcher = conn(&hub, 1, as_user("bob"));
+    join(&mut watcher, "chat:a");
+    let sink = Arc::new(Count(AtomicUsize::new(0)));
+    let dyn_sink: Arc<dyn DirectSink> = sink.clone();
+    assert!(watcher.park(&dyn_sink));
+    let mut alice = conn(&hub, 12, as_user("alice"));
+    join(&mut alice, "chat:a");
+    publish(&hub, "chat:a", 1);
+    assert_eq!(sink.0.load(Ordering::SeqCst), 0, "queued behind the join");
+    watcher.unpark();
+    let emits = drain(&mut watcher);
+    assert!(matches!(&emits[..], [Emit::Presence(_), Emit::Message(p)] if p.offset == 1));
+}
+
+#[test]
+fn send_appends_to_personal_channels_and_says_who_is_online() {
+    let hub = presence_hub();
+    let mut tab1 = conn(&hub, 1, as_user("alice"));
+    let mut tab2 = conn(&hub, 2, as_user("alice"));
+    let mut other = conn(&hub, 3, as_user("bob"));
+    join(&mut tab1, "#alice");
+    join(&mut tab2, "#alice");
+    join(&mut other, "#bob");
+    let mut carol = conn(&hub, 4, as_user("carol"));
+    let req = crate::protocol::decode(
+        br#"{"type":"send","to":["alice","dave"],"data":{"t":"</script>"},"id":1}"#,
+    )
+    .unwrap();
+    let (reply, _) = now(carol.execute(req));
+    let v: serde_json::Value = serde_json::from_str(&reply.encode(None)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"sent","online":["alice"],"offline":["dave"]})
+    );
+    for tab in [&mut tab1, &mut tab2] {
+        let emits = drain(tab);
+        let [Emit::Message(p)] = &emits[..] else {
+            panic!("{emits:?}")
+        };
+        assert_eq!(p.channel.as_str(), "#alice");
+        let json = std::str::from_utf8(p.json()).unwrap();
+        assert!(!json.contains('<'), "script-safe: {json}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"from":"carol","data":{"t":"</script>"}})
+        );
+    }
+    assert!(drain(&mut other).is_empty(), "nobody else");
+    // Offline recipients find it in their history.
+    let dave = now(hub.read(&ch("#dave"), StartAt::Earliest, 10)).unwrap();
+    assert_eq!(dave.messages.len(), 1);
+    // From the API: "from" is null.
+    let r = now(hub.send(
+        None,
+        &["alice".into()],
+        None,
+        &crate::json::SafeJson::parse(b"1").unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(r.online, vec![crate::auth::UserId::from("alice")]);
+    let emits = drain(&mut tab1);
+    let [Emit::Message(p)] = &emits[..] else {
+        panic!("{emits:?}")
+    };
+    let v: serde_json::Value = serde_json::from_slice(p.json()).unwrap();
+    assert_eq!(v["data"], serde_json::json!({"from":null,"data":1}));
+}
+
+#[test]
+fn send_refuses_bad_recipient_lists() {
+    for body in [
+        r#"{"type":"send","to":[],"data":1}"#.to_string(),
+        r#"{"type":"send","to":["a b"],"data":1}"#.to_string(),
+        r#"{"type":"send","to":"alice","data":1}"#.to_string(),
+        r#"{"type":"send","to":["alice"]}"#.to_string(),
+        format!(
+            r#"{{"type":"send","to":[{}],"data":1}}"#,
+            (0..=MAX_RECIPIENTS)
+                .map(|i| format!("\"u{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    ] {
+        let e = crate::protocol::decode(body.as_bytes()).unwrap_err();
+        assert_eq!(e.error.kind(), ErrorKind::BadRequest, "{body}");
+    }
+}
+
+#[test]
+fn disconnect_tells_every_live_connection_of_the_user_and_no_other() {
+    let hub = presence_hub();
+    let a1 = conn(&hub, 1, as_user("alice"));
+    let a2 = conn(&hub, 2, as_user("alice"));
+    let b = conn(&hub, 3, as_user("bob"));
+    let mut late = conn(&hub, 4, crate::Principal::Anonymous);
+    let dropped = conn(&hub, 5, as_user("alice"));
+    drop(dropped);
+    let _ = &mut late;
+    assert_eq!(hub.disconnect(&"alice".into()), 2);
+    let mut out = Vec::new();
+    assert_eq!(a1.outbox().try_drain(&mut out), Some(Drained::Disconnected));
+    assert_eq!(a2.outbox().try_drain(&mut out), Some(Drained::Disconnected));
+    assert_eq!(b.outbox().try_drain(&mut out), None);
+    assert_eq!(hub.disconnect(&"alice".into()), 0, "told once");
+    assert_eq!(hub.policy().revoked_count(), 1);
+}
+
+mod presence_model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Connection `i` subscribes (when it is not subscribed).
+        Subscribe(usize),
+        /// Connection `i` unsubscribes (when it is subscribed).
+        Unsubscribe(usize),
+        /// Connection `i` is dropped and replaced by a fresh one.
+        Drop(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6usize).prop_map(Op::Subscribe),
+            (0..6usize).prop_map(Op::Unsubscribe),
+            (0..6usize).prop_map(Op::Drop),
+        ]
+    }
+
+    /// Connection `i`'s user: three users, one anonymous slot.
+    fn who(i: usize) -> crate::Principal {
+        match i % 4 {
+            3 => crate::Principal::Anonymous,
+            u => as_user(["alice", "bob", "carol"][u]),
+        }
+    }
+
+    proptest! {
+        /// Whatever connections do, presence lists exactly those subscribed,
+        /// and a watcher that replays the join/leave it heard arrives at the
+        /// same list: no stale entry, no missed or doubled event.
+        #[test]
+        fn presence_and_join_leave_track_the_subscribers(ops in proptest::collection::vec(op(), 0..40)) {
+            let hub = presence_hub();
+            let mut watcher = conn(&hub, 1000, as_user("watcher"));
+            join(&mut watcher, "chat:m");
+            drain(&mut watcher);
+            let mut next_id = 0;
+            let mut fresh = |i: usize| {
+                next_id += 1;
+                conn(&hub, next_id, who(i))
+            };
+            let mut conns: Vec<Connection> = (0..6).map(&mut fresh).collect();
+            let mut subscribed = [false; 6];
+            for op in ops {
+                match op {
+                    Op::Subscribe(i) if !subscribed[i] => {
+                        join(&mut conns[i], "chat:m");
+                        subscribed[i] = true;
+                    }
+                    Op::Unsubscribe(i) if subscribed[i] => {
+                        let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#).unwrap();
+                        now(conns[i].execute(req));
+                        subscribed[i] = false;
+                    }
+                    Op::Drop(i) => {
+                        conns[i] = fresh(i);
+                        subscribed[i] = false;
+                    }
+                    _ => {}
+                }
+            }
+            // The model: who is subscribed, by client id.
+            let mut expected: BTreeMap<u64, Option<String>> = BTreeMap::new();
+            expected.insert(1000, Some("watcher".into()));
+            for (i, c) in conns.iter().enumerate() {
+                if subscribed[i] {
+                    expected.insert(c.id(), c.principal().user().map(|u| u.id.to_string()));
+                }
+            }
+            let p = hub.presence(&ch("chat:m")).unwrap();
+            let mut listed: BTreeMap<u64, Option<String>> = BTreeMap::new();
+            for (user, clients) in &p.users {
+                for c in clients {
+                    listed.insert(*c, Some(user.to_string()));
+                }
+            }
+            let anonymous = expected.values().filter(|u| u.is_none()).count();
+            expected.retain(|_, u| u.is_some());
+            prop_assert_eq!(&listed, &expected);
+            prop_assert_eq!(p.anonymous, anonymous);
+
+            // Replaying what the watcher heard.
+            let mut heard: BTreeMap<u64, Option<String>> = BTreeMap::new();
+            heard.insert(1000, Some("watcher".into()));
+            for emit in drain(&mut watcher) {
+                let Emit::Presence(e) = emit else { panic!("{emit:?}") };
+                let v: serde_json::Value = serde_json::from_slice(e.json()).unwrap();
+                let client: u64 = v["client"].as_str().unwrap().parse().unwrap();
+                let user = v["user"].as_str().map(str::to_owned);
+                match e.change {
+                    Change::Join => prop_assert!(heard.insert(client, user).is_none(), "joined twice"),
+                    Change::Leave => prop_assert!(heard.remove(&client).is_some(), "left unjoined"),
+                }
+            }
+            heard.retain(|_, u| u.is_some());
+            prop_assert_eq!(heard, expected);
         }
     }
 }

@@ -61,6 +61,12 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
     if emits.is_empty() {
         wait(&state, &mut conn, &mut emits, timeout).await;
     }
+    if conn.outbox().is_disconnected() {
+        return web::error(&Error::new(
+            pushgate_core::ErrorKind::Unauthorized,
+            "your user was disconnected by the application: get a new token",
+        ));
+    }
     answer(&state, &conn, &emits, Transport::LongPoll)
 }
 
@@ -85,7 +91,7 @@ async fn wait(state: &AppState, conn: &mut Connection, emits: &mut Vec<Emit>, ti
             Some(Drained::Events) => conn.accept_all(events.drain(..), emits),
             // Overflowed: answer with what was accepted; the cursor still
             // stands before anything dropped, so the next request catches up.
-            Some(Drained::Overflowed | Drained::ShutDown) | None => break,
+            Some(Drained::Overflowed | Drained::ShutDown | Drained::Disconnected) | None => break,
         }
     }
 }

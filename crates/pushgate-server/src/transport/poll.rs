@@ -44,7 +44,7 @@ pub async fn collect(
             "give at least one channel: ?channel=NAME",
         )));
     }
-    let mut conn = state.connection(principal);
+    let mut conn = state.connection(principal).without_presence();
     let mut emits: Vec<Emit> = Vec::new();
     for channel in channels {
         match conn.subscribe(channel, since).await {
@@ -73,11 +73,13 @@ pub fn answer(
         _ => {
             let entries: Vec<Cow<'_, [u8]>> = emits
                 .iter()
-                .map(|e| match e {
-                    Emit::Message(p) => Cow::Borrowed(&p.json()[..]),
+                .filter_map(|e| match e {
+                    Emit::Message(p) => Some(Cow::Borrowed(&p.json()[..])),
                     Emit::Reset { channel, position } => {
-                        Cow::Owned(encode_reset(channel, position).into_bytes())
+                        Some(Cow::Owned(encode_reset(channel, position).into_bytes()))
                     }
+                    // Polls take no part in presence (never queued for them).
+                    Emit::Presence(_) => None,
                 })
                 .collect();
             let entries: Vec<&[u8]> = entries.iter().map(|e| e.as_ref()).collect();

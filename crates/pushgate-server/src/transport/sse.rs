@@ -45,6 +45,8 @@ impl Framing for SseEncoder {
                     encode_reset(channel, position).as_bytes(),
                 )
             }
+            // No `id:`: a join or leave moves no cursor.
+            Emit::Presence(e) => sse::event(e.change.name(), None, e.json()),
         }
     }
 

@@ -309,6 +309,7 @@ impl Framing for WsFraming {
             Emit::Reset { channel, position } => {
                 self.data_frame(OpCode::Text, encode_reset(channel, position).as_bytes())
             }
+            Emit::Presence(e) => self.data_frame(OpCode::Text, e.json()),
         }
     }
 
