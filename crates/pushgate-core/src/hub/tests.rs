@@ -490,6 +490,7 @@ fn presence_hub() -> Arc<Hub> {
         history_size: 100,
         history_ttl_ms: 60_000,
         clock: Arc::new(ManualClock::new(1_000)),
+        ..Default::default()
     });
     let config = HubConfig {
         policy: Arc::new(crate::auth::Policy::new(None, namespaces)),
