@@ -1618,6 +1618,7 @@ export class Pushgate {
     if (this._active) return;
     this._active = true;
     this._attachEnvironment();
+    this._scheduleRefresh();
     const nav = globalThis.navigator;
     if (nav && nav.onLine === false) this._setState("offline");
     else this._startRound();
@@ -1810,10 +1811,9 @@ export class Pushgate {
     clearTimeout(this._timers.retry);
     if (!this._needsToken()) return this._startRoundNow();
     this._fetchToken().then(
-      (t) => {
-        if (!this._active) return;
-        if (!t && this._opts.token === null && !this._token) return this._startRoundNow(); // no token to give: anonymous
-        this._startRoundNow();
+      () => {
+        // With no token to give (getToken answered null) the client connects anonymously.
+        if (this._active) this._startRoundNow();
       },
       (err) => {
         if (!this._active) return;

@@ -343,3 +343,26 @@ test("join and leave reach pg's `join`/`leave` listeners for subscribed channels
     pg.close();
   }
 });
+
+test("getToken answering null connects anonymously; a getToken that throws is an error and a backoff", async (t) => {
+  const server = newServer();
+  const pg = client(t, server, { transports: ["websocket"], getToken: async () => null });
+  pg.subscribe("c", () => {});
+  await waitFor(() => pg.state === "connected");
+  assert.equal(pg.user, null);
+  assert.ok(!server.log.some((l) => l.includes("token=")));
+
+  const server2 = newServer();
+  let calls = 0;
+  const pg2 = client(t, server2, {
+    transports: ["websocket"],
+    getToken: async () => {
+      if (calls++ === 0) throw new Error("backend down");
+      return token({ sub: "carol", exp: inSecs(3600) });
+    },
+  });
+  await waitFor(() => pg2.state === "connected", 2000);
+  assert.equal(pg2.errors[0].message, "backend down");
+  assert.ok(pg2.states.some((s) => s.state === "reconnecting"));
+  assert.equal(pg2.user, "carol");
+});
