@@ -113,6 +113,56 @@ export interface PushgateOptions {
   EventSource?: unknown;
   /** fetch to use. Default `globalThis.fetch`. */
   fetch?: typeof fetch;
+  /**
+   * A JWT for the server. Sent as `?token=` on the WebSocket URL, the
+   * EventSource URL and the iframe's src, and as `Authorization: Bearer` on
+   * fetch to the page's own origin (`?token=` to another origin). Its `sub`
+   * (read without verifying) names the user, whose personal channel `#<sub>`
+   * is subscribed by itself. Default null: anonymous.
+   */
+  token?: string | null;
+  /**
+   * Called for a token before connecting (when there is none), about
+   * `tokenRefreshMargin` before its `exp`, and when the server says it expired
+   * (close 4002, stream end `expired`, 401 `token_expired`) or was cut off
+   * (close 4003, end `disconnected`). Return null when there is none to give.
+   */
+  getToken?: (() => Promise<string | null> | string | null) | null;
+  /** ms before the token's `exp` to ask `getToken` for a fresh one (at most half the time left). Default 60000. */
+  tokenRefreshMargin?: number;
+}
+
+/** Someone subscribed to (`join`) or left (`leave`) a channel whose namespace has join/leave on. */
+export interface PresenceChange {
+  channel: string;
+  /** The user id; null for an anonymous subscriber. */
+  user: string | null;
+  /** The connection's id (opaque). */
+  client: string;
+}
+
+/** Who is subscribed to a channel. */
+export interface Presence {
+  channel: string;
+  /** Sorted by user id; `clients` are the user's connection ids. */
+  users: { user: string; clients: string[] }[];
+  /** Anonymous subscribers, counted, not listed. */
+  anonymous: number;
+}
+
+/** A direct message, from a message on the personal channel `#<you>`. */
+export interface DirectMessage<T = unknown> {
+  /** The sending user; null when the application's backend sent it (`POST /api/send`). */
+  from: string | null;
+  data: T;
+  /** The message as it arrived on the personal channel (offset, epoch, …). */
+  message: Message<{ from: string | null; data: T }>;
+}
+
+/** The answer to `send`: recipients with a connection on the server, and the others. */
+export interface Sent {
+  online: string[];
+  offline: string[];
 }
 
 export interface PushgateEvents {
@@ -122,6 +172,13 @@ export interface PushgateEvents {
   error: PushgateError;
   /** The number of publishes queued or awaiting their reply. */
   pending: number;
+  join: PresenceChange;
+  leave: PresenceChange;
+  direct: DirectMessage;
+  /** The server cut this user off (close 4003, end `disconnected`) and getToken had no new token: the client stopped. */
+  disconnected: PushgateError;
+  /** A new token was taken (the first, or a refresh). */
+  token: { user: string | null; expires: number | null };
 }
 
 /**
@@ -135,6 +192,14 @@ export class PushgateError extends Error {
   code: string;
   /** The server's error frame, when there was one. */
   frame: object | undefined;
+  /** For a refused subscription (`forbidden`, `unauthorized`): the channel. */
+  channel?: string;
+  /** For a refused subscribing HTTP request: the channels it was for. */
+  channels?: string[];
+  /** The WebSocket close code, when a close ended the connection. */
+  closeCode?: number;
+  /** The event stream's `end` reason, when the server ended it. */
+  endReason?: string;
 }
 
 export class Pushgate {
@@ -149,6 +214,8 @@ export class Pushgate {
   readonly transport: TransportName | null;
   /** Publishes queued or awaiting their reply. */
   readonly pending: number;
+  /** The user the token names (its `sub`, not verified), or null. */
+  readonly user: string | null;
 
   /** `base64url(channel).epoch.offset` per subscribed channel with a known position, joined by `~`. */
   cursor(): string;
@@ -166,6 +233,16 @@ export class Pushgate {
 
   /** Rejects with a `PushgateError` carrying the server's (or the client's) `code`. */
   publish(channel: string, data: unknown, options?: { event?: string }): Promise<Published>;
+
+  /**
+   * A direct message to users (at most 100), delivered on each one's personal
+   * channel `#<id>` as `{from, data}`. Needs a token with `send: true`.
+   * Queued while disconnected, like a publish.
+   */
+  send(to: string | string[], data: unknown, options?: { event?: string }): Promise<Sent>;
+
+  /** Who is subscribed to `channel` (its namespace must have presence on). */
+  presence(channel: string): Promise<Presence>;
 
   /** Starts connecting; only needed with `autoConnect: false` or after `close()`. */
   connect(): void;
@@ -203,6 +280,15 @@ export function decodeCursor(cursor: string): Map<string, Position>;
 
 /** A WebSocket binary frame (JSON header, `\n`, raw bytes) as a message with `data: Uint8Array`. */
 export function decodeBinaryFrame(buffer: ArrayBuffer): Message<Uint8Array>;
+
+/** A JWT's payload, read without verifying; null when unreadable. */
+export function tokenPayload(token: string): { sub?: string; exp?: number; [claim: string]: unknown } | null;
+
+/** ms from `at` until a token expiring at `exp` (s) should be refreshed: `margin` before, at most half of what is left, at least 1000. null without `exp`. */
+export function refreshDelay(exp: number | undefined, at: number, margin?: number): number | null;
+
+/** What a refusal means for the token: from an error's code, close code or end reason. */
+export function authFailure(err: unknown): "expired" | "disconnected" | "unauthorized" | "forbidden" | null;
 
 /** Per-channel positions, de-duplication and reset detection. */
 export class PositionTracker {

@@ -56,6 +56,59 @@ function errorFromFrame(frame) {
   return new PushgateError(String(frame.code || "error"), String(frame.message || frame.code || "error"), frame);
 }
 
+/**
+ * What a refusal means for the client's token, from an error code, a
+ * WebSocket close code or an event stream's `end` reason:
+ * `"expired"` (get a fresh token and reconnect at once), `"disconnected"`
+ * (the application cut this user off: only a new token may reconnect),
+ * `"unauthorized"` (the token, or its absence, is refused), `"forbidden"`
+ * (this user may not subscribe there), or null.
+ * @param {any} err
+ */
+export function authFailure(err) {
+  if (!err) return null;
+  if (err.closeCode === 4002 || err.endReason === "expired" || err.code === "token_expired") return "expired";
+  if (err.closeCode === 4003 || err.endReason === "disconnected") return "disconnected";
+  if (err.closeCode === 4401 || err.code === "unauthorized") return "unauthorized";
+  if (err.closeCode === 4403 || err.code === "forbidden") return "forbidden";
+  return null;
+}
+
+/**
+ * The payload of a JWT (base64url JSON), read without verifying anything:
+ * the client only needs `sub` (its personal channel) and `exp` (when to
+ * refresh). The server is the one that checks the signature.
+ * @param {string} token
+ * @returns {{sub?: string, exp?: number, [k: string]: any} | null} null when unreadable
+ */
+export function tokenPayload(token) {
+  if (typeof token !== "string") return null;
+  const parts = token.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const payload = JSON.parse(utf8Decoder.decode(base64ToBytes(parts[1])));
+    return payload && typeof payload === "object" && !Array.isArray(payload) ? payload : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * When to ask for a fresh token, in ms from `at`: `margin` before `exp`, but
+ * never later than half way through what is left (a short token is refreshed
+ * in time too), and never sooner than 1 s from now. null: no `exp`, nothing
+ * to refresh.
+ * @param {number | undefined} exp seconds since the Unix epoch
+ * @param {number} at now, ms
+ * @param {number} [margin] ms (60000)
+ * @returns {number | null}
+ */
+export function refreshDelay(exp, at, margin = 60000) {
+  if (typeof exp !== "number" || !Number.isFinite(exp)) return null;
+  const left = exp * 1000 - at;
+  return Math.max(1000, Math.floor(left - Math.min(margin, left / 2)));
+}
+
 // ---------------------------------------------------------------------------
 // Base64 (standard and URL-safe): cursors and binary data
 // ---------------------------------------------------------------------------
@@ -514,6 +567,34 @@ function now() {
   return Date.now();
 }
 
+/** Adds `?token=` (or `&token=`) to a URL when there is a token. */
+function withToken(url, token) {
+  return token ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : url;
+}
+
+/** Whether `base` is the page's origin (no page: Node, tests — no CORS either). */
+function sameOrigin(base) {
+  const loc = globalThis.location;
+  if (!loc || !loc.origin) return true;
+  try {
+    return new URL(base).origin === loc.origin;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * fetch with the token: `Authorization: Bearer` to the page's own origin;
+ * to another origin the `token` query parameter, since a cross-origin
+ * `Authorization` header needs a CORS preflight that allows it.
+ */
+function authFetch(ctx, url, init = {}) {
+  const token = ctx.token();
+  if (!token) return ctx.options.fetch(url, init);
+  if (!sameOrigin(ctx.base)) return ctx.options.fetch(withToken(url, token), init);
+  return ctx.options.fetch(url, { ...init, headers: { ...(init.headers || {}), Authorization: `Bearer ${token}` } });
+}
+
 /** `?channel=a&channel=b&since=…` — channel names may hold `+ / = # $`. */
 function subscribeQuery(channels, since, extra = {}) {
   const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
@@ -573,6 +654,7 @@ function parseJson(text) {
  * @property {Required<PushgateOptions>} options
  * @property {() => string[]} channels       the channels to subscribe now
  * @property {(channels?: string[]) => string} since the cursor to resume from
+ * @property {() => string | null} token the current token, if any
  * @property {{frame: (obj: any) => void, dead: (err: Error) => void}} hooks
  */
 
@@ -639,12 +721,16 @@ class WebSocketTransport extends Transport {
     this._nextId = 1;
     /** channels the server has been asked to subscribe */
     this._subscribed = new Set();
+    /** subscribe command id → channel, to tell which subscription a refusal is for */
+    this._subIds = new Map();
+    /** channels refused on this socket: not asked again on it */
+    this._refusedHere = new Set();
     this._ws = null;
   }
 
   open() {
     const Ws = this.ctx.options.WebSocket;
-    const url = this.ctx.base.replace(/^http/, "ws") + "/ws";
+    const url = withToken(this.ctx.base.replace(/^http/, "ws") + "/ws", this.ctx.token());
     let ws;
     try {
       ws = new Ws(url);
@@ -656,7 +742,11 @@ class WebSocketTransport extends Transport {
     ws.binaryType = "arraybuffer";
     ws.onopen = () => this._onOpen();
     ws.onmessage = (e) => this._onMessage(e.data);
-    ws.onclose = (e) => this._die(new PushgateError("disconnected", `WebSocket closed (${e.code}${e.reason ? " " + e.reason : ""})`));
+    ws.onclose = (e) => {
+      const err = new PushgateError(closeErrorCode(e.code), `WebSocket closed (${e.code}${e.reason ? " " + e.reason : ""})`);
+      /** @type {any} */ (err).closeCode = e.code;
+      this._die(err);
+    };
     ws.onerror = () => this._die(new PushgateError("disconnected", "WebSocket error"));
   }
 
@@ -678,6 +768,16 @@ class WebSocketTransport extends Transport {
       frame = null;
     }
     if (!frame) return;
+    const sub = typeof frame.id === "number" ? this._subIds.get(frame.id) : undefined;
+    if (sub !== undefined) {
+      // The answer to a subscribe: a refusal names its channel for the owner.
+      this._subIds.delete(frame.id);
+      if (frame.type === "error") {
+        this._subscribed.delete(sub);
+        this._refusedHere.add(sub);
+        return this._frame({ type: "$refused", channel: sub, error: frame });
+      }
+    }
     const waiter = typeof frame.id === "number" ? this._pending.get(frame.id) : undefined;
     if (waiter) {
       this._pending.delete(frame.id);
@@ -697,11 +797,14 @@ class WebSocketTransport extends Transport {
         this._sendRaw({ type: "unsubscribe", channel: c });
       }
     }
+    for (const c of this._refusedHere) if (!want.has(c)) this._refusedHere.delete(c);
     for (const c of want) {
-      if (this._subscribed.has(c)) continue;
+      if (this._subscribed.has(c) || this._refusedHere.has(c)) continue;
       this._subscribed.add(c);
       const since = this.ctx.since([c]);
-      this._sendRaw(since ? { type: "subscribe", channel: c, since } : { type: "subscribe", channel: c });
+      const id = this._nextId++;
+      this._subIds.set(id, c);
+      this._sendRaw(since ? { type: "subscribe", channel: c, since, id } : { type: "subscribe", channel: c, id });
     }
   }
 
@@ -796,7 +899,11 @@ class HttpTransport extends Transport {
     if (this.closed) return;
     const reason = String(obj.reason || "unknown");
     if (reason === "lifetime" || reason === "behind") this._reopen();
-    else this._die(new PushgateError("disconnected", `the server ended the stream: ${reason}`));
+    else {
+      const err = new PushgateError(reason === "expired" ? "token_expired" : "disconnected", `the server ended the stream: ${reason}`);
+      /** @type {any} */ (err).endReason = reason;
+      this._die(err);
+    }
   }
 
   /** Opens the receiving request(s). @abstract */
@@ -804,6 +911,19 @@ class HttpTransport extends Transport {
 
   /** Ends the receiving request(s). @abstract */
   _stop() {}
+
+  /**
+   * A refused subscribing request (401/403) is for the channels it asked
+   * for: those its message names (the server names the channel it refuses),
+   * else all of them.
+   */
+  _refused(err) {
+    const kind = authFailure(err);
+    if (kind !== "forbidden" && kind !== "unauthorized") return err;
+    const named = this._channels.filter((c) => err.message.includes(c));
+    err.channels = named.length ? named : [...this._channels];
+    return err;
+  }
 
   async _probe(gen) {
     try {
@@ -838,7 +958,7 @@ class HttpTransport extends Transport {
 async function postCommand(ctx, command) {
   let res;
   try {
-    res = await ctx.options.fetch(`${ctx.base}/command`, {
+    res = await authFetch(ctx, `${ctx.base}/command`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(command),
@@ -892,7 +1012,7 @@ class SseTransport extends HttpTransport {
     const Es = this.ctx.options.EventSource;
     let es;
     try {
-      es = new Es(this.ctx.base + "/sse" + subscribeQuery(channels, since));
+      es = new Es(this.ctx.base + "/sse" + subscribeQuery(channels, since, tokenParam(this.ctx)));
     } catch (err) {
       queueMicrotask(() => this._die(err));
       return;
@@ -906,7 +1026,7 @@ class SseTransport extends HttpTransport {
     const onPing = (e) => {
       if (this._current(gen)) this._frame(parseJson(e.data) || { type: "ping" });
     };
-    const names = new Set(["message", "subscribed", "reset", "end", ...this.ctx.options.sseEvents]);
+    const names = new Set(["message", "subscribed", "reset", "end", "join", "leave", ...this.ctx.options.sseEvents]);
     names.delete("ping");
     for (const name of names) es.addEventListener(name, onEvent);
     es.addEventListener("ping", onPing);
@@ -937,12 +1057,12 @@ class StreamTransport extends HttpTransport {
     this._abort = abort;
     this._read(gen, this.ctx.base + "/stream" + subscribeQuery(channels, since), abort.signal).then(
       () => this._current(gen) && this._die(new PushgateError("disconnected", "the stream ended")),
-      (err) => this._current(gen) && this._die(err),
+      (err) => this._current(gen) && this._die(this._refused(err)),
     );
   }
 
   async _read(gen, url, signal) {
-    const res = await this.ctx.options.fetch(url, { signal, cache: "no-store" });
+    const res = await authFetch(this.ctx, url, { signal, cache: "no-store" });
     if (!res.ok) throw errorFromFrame(await readJson(res));
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
@@ -1010,7 +1130,7 @@ class PollTransport extends HttpTransport {
     this._deadline = now() + (long ? lp + Math.max(lp / 2, 1000) : opts.openTimeout);
     let body;
     try {
-      const res = await opts.fetch(url, { signal: abort.signal, cache: "no-store" });
+      const res = await authFetch(this.ctx, url, { signal: abort.signal, cache: "no-store" });
       body = await readJson(res);
     } catch (err) {
       if (this._current(gen)) this._die(err);
@@ -1018,7 +1138,7 @@ class PollTransport extends HttpTransport {
     }
     if (!this._current(gen)) return;
     this._deadline = 0;
-    if (body.type === "error") return this._die(errorFromFrame(body));
+    if (body.type === "error") return this._die(this._refused(errorFromFrame(body)));
     for (const m of body.messages || []) this._frame(normalizeBinary(m));
     // A private frame: the owner feeds it to PositionTracker.learn().
     this._frame({ type: "$cursor", cursor: body.cursor || "" });
@@ -1070,7 +1190,7 @@ class IframeTransport extends HttpTransport {
     iframe.style.display = "none";
     iframe.setAttribute("aria-hidden", "true");
     iframe.onload = () => this._current(gen) && this._die(new PushgateError("disconnected", "the iframe stream ended"));
-    iframe.src = this.ctx.base + "/iframe" + subscribeQuery(channels, since, { callback: name });
+    iframe.src = this.ctx.base + "/iframe" + subscribeQuery(channels, since, { callback: name, ...tokenParam(this.ctx) });
     (doc.body || doc.documentElement).appendChild(iframe);
     this._iframe = iframe;
   }
@@ -1089,6 +1209,26 @@ class IframeTransport extends HttpTransport {
       setTimeout(() => delete globalThis[name], 1000);
       this._callback = null;
     }
+  }
+}
+
+/** `{token}` for a URL the browser opens itself (EventSource, iframe), or nothing. */
+function tokenParam(ctx) {
+  const token = ctx.token();
+  return token ? { token } : {};
+}
+
+/** The client's error code for a WebSocket close code. */
+function closeErrorCode(code) {
+  switch (code) {
+    case 4002:
+      return "token_expired";
+    case 4401:
+      return "unauthorized";
+    case 4403:
+      return "forbidden";
+    default:
+      return "disconnected";
   }
 }
 
@@ -1162,6 +1302,9 @@ function createTransport(name, ctx) {
  * @property {any} [WebSocket] constructor to use (globalThis.WebSocket)
  * @property {any} [EventSource] constructor to use (globalThis.EventSource)
  * @property {typeof fetch} [fetch] function to use (globalThis.fetch)
+ * @property {string | null} [token] a JWT for the server (null: anonymous)
+ * @property {(() => Promise<string | null> | string | null) | null} [getToken] called for a token before connecting, before it expires and when the server says it expired; null: no token to give
+ * @property {number} [tokenRefreshMargin] ms before `exp` to ask for a fresh token (60000; at most half the time left)
  */
 
 /** The default transport order. @type {readonly TransportName[]} */
@@ -1191,10 +1334,15 @@ function withDefaults(options) {
     WebSocket: g.WebSocket,
     EventSource: g.EventSource,
     fetch: typeof g.fetch === "function" ? g.fetch.bind(g) : undefined,
+    token: null,
+    getToken: null,
+    tokenRefreshMargin: 60000,
   };
   for (const [k, v] of Object.entries(options || {})) if (v !== undefined) o[k] = v;
   for (const name of o.transports) if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport ${JSON.stringify(name)}`);
   for (const name of o.sseEvents) if (!isValidEvent(name)) throw new TypeError(`invalid event name ${JSON.stringify(name)}`);
+  if (o.token !== null && typeof o.token !== "string") throw new TypeError("token must be a string");
+  if (o.getToken !== null && typeof o.getToken !== "function") throw new TypeError("getToken must be a function");
   return o;
 }
 
@@ -1276,10 +1424,24 @@ export class Pushgate {
     this._unstable = 0; // consecutive short-lived connections on one transport
     /** @type {Map<string, number>} transport → demoted until (ms) */
     this._demoted = new Map();
-    this._timers = { retry: null, upgrade: null, watchdog: null };
+    this._timers = { retry: null, upgrade: null, watchdog: null, refresh: null };
+    /** @type {string | null} */
+    this._token = null;
+    /** @type {any} the token's payload, unverified */
+    this._claims = null;
+    /** @type {Promise<string | null> | null} a getToken call under way */
+    this._tokenFetch = null;
+    /** the personal channel `#<sub>` subscribed for direct messages, and its unsubscribe */
+    this._personal = { channel: /** @type {string | null} */ (null), off: /** @type {(() => void) | null} */ (null) };
+    /** channels an HTTP transport's request was refused (401/403) for: left out until the token changes or the app subscribes again */
+    this._refusedChannels = new Set();
+    /** reconnects at once with a fresh token since a connection last delivered */
+    this._authRetries = 0;
     this._syncScheduled = false;
     this._active = false; // between connect() and close()
     this._detach = null;
+
+    if (this._opts.token) this._setToken(this._opts.token);
 
     const remembered = this._opts.rememberTransport && storage();
     this._preferred = remembered ? remembered.getItem(this._storageKey()) : null;
@@ -1302,6 +1464,11 @@ export class Pushgate {
     return this._state === "connected" && this._link ? /** @type {any} */ (this._link.transport.name) : null;
   }
 
+  /** The user the token names (its `sub`, read without verifying), or null. @returns {string | null} */
+  get user() {
+    return this._claims && typeof this._claims.sub === "string" ? this._claims.sub : null;
+  }
+
   /** Publishes queued or awaiting their reply. */
   get pending() {
     return this._queue.pending;
@@ -1317,7 +1484,7 @@ export class Pushgate {
   }
 
   /**
-   * @param {"state" | "message" | "reset" | "error" | "pending"} type
+   * @param {"state" | "message" | "reset" | "error" | "pending" | "join" | "leave" | "direct" | "disconnected" | "token"} type
    * @param {Function} fn
    * @returns {() => void} removes the listener
    */
@@ -1342,6 +1509,7 @@ export class Pushgate {
     if (typeof onMessage !== "function") throw new TypeError("onMessage must be a function");
     let set = this._handlers.get(channel);
     if (!set) {
+      this._refusedChannels.delete(channel); // subscribing anew asks again
       set = new Set();
       this._handlers.set(channel, set);
       this._tracker.track(channel, this._seed.get(channel) || null);
@@ -1388,12 +1556,69 @@ export class Pushgate {
     return this._queue.push(command);
   }
 
+  /**
+   * Sends a direct message to users (`to`: a user id or a list, at most 100):
+   * it lands on each recipient's personal channel `#<id>` as
+   * `{"from": <your user>, "data": data}`. Needs a token that allows sending.
+   * Resolves with who was online (has a connection on the server) and who not.
+   * @param {string | string[]} to
+   * @param {any} data any JSON value
+   * @param {{event?: string}} [options]
+   * @returns {Promise<{online: string[], offline: string[]}>}
+   */
+  send(to, data, { event } = {}) {
+    const ids = typeof to === "string" ? [to] : Array.isArray(to) ? [...to] : null;
+    if (!ids || ids.length === 0 || ids.length > 100 || !ids.every((id) => typeof id === "string" && isValidChannel(`#${id}`))) {
+      return Promise.reject(new PushgateError("bad_request", "to must be a user id or a list of 1 to 100 user ids"));
+    }
+    if (event !== undefined && !isValidEvent(event)) {
+      return Promise.reject(new PushgateError("invalid_event", `invalid event name ${JSON.stringify(event)}`));
+    }
+    const command = event === undefined ? { type: "send", to: ids, data } : { type: "send", to: ids, data, event };
+    const size = this._commandSize(command);
+    if (size instanceof Error) return Promise.reject(size);
+    return this._queue.push(command).then((r) => ({ online: (r && r.online) || [], offline: (r && r.offline) || [] }));
+  }
+
+  /**
+   * Who is subscribed to `channel` (a channel whose namespace has presence):
+   * `{channel, users: [{user, clients}], anonymous}`.
+   * @param {string} channel
+   * @returns {Promise<{channel: string, users: {user: string, clients: string[]}[], anonymous: number}>}
+   */
+  presence(channel) {
+    if (!isValidChannel(channel)) {
+      return Promise.reject(new PushgateError("invalid_channel", `invalid channel name ${JSON.stringify(channel)}`));
+    }
+    return this._queue.push({ type: "presence", channel }).then((r) => {
+      const { type, id, ...rest } = r || {};
+      void type, void id;
+      return rest;
+    });
+  }
+
+  /** The command's size, or the error that refuses it. */
+  _commandSize(command) {
+    let text;
+    try {
+      text = JSON.stringify(command);
+    } catch (err) {
+      return new PushgateError("bad_json", `data cannot be sent as JSON: ${err && err.message}`);
+    }
+    const size = utf8.encode(text).length + 24; // + room for the id
+    if (size > this._opts.maxMessageSize) {
+      return new PushgateError("too_large", `the message is ${size} bytes; the limit is ${this._opts.maxMessageSize}`);
+    }
+    return size;
+  }
+
   /** Starts connecting (done by the constructor unless `autoConnect: false`). */
   connect() {
     this._autoConnect = false;
     if (this._active) return;
     this._active = true;
     this._attachEnvironment();
+    this._scheduleRefresh();
     const nav = globalThis.navigator;
     if (nav && nav.onLine === false) this._setState("offline");
     else this._startRound();
@@ -1404,11 +1629,167 @@ export class Pushgate {
     this._autoConnect = false;
     this._queue.rejectWaiting("closed", "the client was closed");
     if (!this._active) return;
+    this._stop();
+  }
+
+  /** Stops connecting and reconnecting. @param {Error} [error] why, for the state event */
+  _stop(error) {
+    if (error) this._queue.rejectWaiting(/** @type {any} */ (error).code || "disconnected", error.message);
     this._active = false;
+    clearTimeout(this._timers.refresh);
     if (this._detach) this._detach();
     this._detach = null;
     this._teardown();
-    this._setState("disconnected");
+    this._setState("disconnected", null, error ? { error } : {});
+  }
+
+  // -- tokens -------------------------------------------------------------------
+
+  /** Takes a new token: its user's personal channel, its refresh. */
+  _setToken(token) {
+    if (token === this._token) return;
+    this._token = token;
+    this._claims = tokenPayload(token);
+    this._refusedChannels.clear(); // a new token may grant what the old one did not
+    const sub = this.user;
+    const personal = sub !== null && isValidChannel(`#${sub}`) ? `#${sub}` : null;
+    if (personal !== this._personal.channel) {
+      if (this._personal.off) this._personal.off();
+      this._personal = { channel: personal, off: personal ? this.subscribe(personal, (m) => this._direct(m)) : null };
+    }
+    this._scheduleRefresh();
+    this._events.emit("token", { user: sub, expires: this._claims && typeof this._claims.exp === "number" ? this._claims.exp : null });
+  }
+
+  /** A message on the personal channel: `{from, data}` as a `direct` event. */
+  _direct(m) {
+    const d = m.data;
+    if (d && typeof d === "object" && !(d instanceof Uint8Array) && "from" in d) {
+      this._events.emit("direct", { from: d.from, data: d.data, message: m });
+    }
+  }
+
+  /** Asks `getToken` (one call at a time); resolves with the token now held, or null. */
+  _fetchToken() {
+    const get = this._opts.getToken;
+    if (!get) return Promise.resolve(this._token);
+    if (!this._tokenFetch) {
+      this._tokenFetch = Promise.resolve()
+        .then(() => get())
+        .then(
+          (t) => {
+            this._tokenFetch = null;
+            if (typeof t === "string" && t) this._setToken(t);
+            return typeof t === "string" && t ? t : null;
+          },
+          (err) => {
+            this._tokenFetch = null;
+            throw err instanceof Error ? err : new PushgateError("token", String(err));
+          },
+        );
+    }
+    return this._tokenFetch;
+  }
+
+  /** Whether the token held is missing or (nearly) expired, and getToken can do better. */
+  _needsToken() {
+    if (!this._opts.getToken) return false;
+    if (!this._token) return true;
+    const exp = this._claims && this._claims.exp;
+    return typeof exp === "number" && exp * 1000 - now() < 1000;
+  }
+
+  /** Asks for a fresh token `tokenRefreshMargin` before `exp`. */
+  _scheduleRefresh() {
+    clearTimeout(this._timers.refresh);
+    if (!this._opts.getToken || !this._claims) return;
+    const delay = refreshDelay(this._claims.exp, now(), this._opts.tokenRefreshMargin);
+    if (delay === null) return;
+    // setTimeout holds at most 2^31-1 ms (about 24 days): look again then.
+    const MAX = 2 ** 31 - 1;
+    this._timers.refresh = setTimeout(() => (delay > MAX ? this._scheduleRefresh() : this._refresh()), Math.min(delay, MAX));
+  }
+
+  _refresh() {
+    if (!this._active) return;
+    const old = this._token;
+    this._fetchToken().then(
+      (t) => {
+        if (t && t !== old) this._pushToken();
+        else this._scheduleRefresh(); // nothing new yet: ask again later
+      },
+      (err) => {
+        this._events.emit("error", err);
+        clearTimeout(this._timers.refresh);
+        this._timers.refresh = setTimeout(() => this._refresh(), 5000);
+      },
+    );
+  }
+
+  /**
+   * Hands a refreshed token to the open links: an `auth` command on
+   * WebSocket; the event streams reopen with it from the cursor; the polls
+   * carry it on their next request.
+   */
+  _pushToken() {
+    const token = this._token;
+    for (const link of [this._link, this._candidate]) {
+      if (!link || link.role === "retired") continue;
+      const t = /** @type {any} */ (link.transport);
+      if (t instanceof WebSocketTransport) {
+        if (t._isOpen()) t.send({ type: "auth", token }).catch((err) => this._events.emit("error", err));
+      } else if (t instanceof PollTransport) {
+        // the next request carries the new token
+      } else if (t instanceof HttpTransport && !t.closed && t._gen > 0) {
+        t._reopen();
+      }
+    }
+  }
+
+  /**
+   * The server refused the token or the user: getToken once (never with a
+   * backoff); a new token reconnects at once, else the client stops, and
+   * after `disconnected` emits `disconnected`. `forbidden` (or
+   * `unauthorized` without a token) for a subscribing request: an `error`
+   * naming the channels, which are left out from then on.
+   */
+  _authFailed(link, err, kind) {
+    this._stopConnectedTimers();
+    this._closeCandidate();
+    this._queue.setConnected(false);
+    const channels = /** @type {any} */ (err).channels;
+    if (kind === "forbidden" || (kind === "unauthorized" && !this._token && channels)) {
+      if (channels) for (const c of channels) this._refusedChannels.add(c);
+      if (channels && channels.length === 1) /** @type {any} */ (err).channel = channels[0];
+      this._events.emit("error", err);
+      if (!channels) return this._stop(err);
+      return this._startRound();
+    }
+    if (!this._opts.getToken) {
+      this._events.emit("error", err);
+      if (kind === "disconnected") this._events.emit("disconnected", err);
+      return this._stop(err);
+    }
+    const old = this._token;
+    this._setState("reconnecting", null, { attempt: this._attempt, delay: 0, error: err });
+    this._fetchToken().then(
+      (t) => {
+        if (!this._active) return;
+        // Only a different token may reconnect: the same one would be refused
+        // again. At once the first time; a second refusal in a row before
+        // anything was delivered backs off, so a server that refuses every
+        // fresh token is not hammered.
+        if (t && t !== old) return this._authRetries++ === 0 ? this._startRound() : this._backoff(err);
+        this._events.emit("error", err);
+        if (kind === "disconnected" || /disconnected/.test(err.message)) this._events.emit("disconnected", err);
+        this._stop(err);
+      },
+      (e) => {
+        if (!this._active) return;
+        this._events.emit("error", e);
+        this._backoff(err);
+      },
+    );
   }
 
   // -- connecting -------------------------------------------------------------
@@ -1428,6 +1809,21 @@ export class Pushgate {
    */
   _startRound() {
     clearTimeout(this._timers.retry);
+    if (!this._needsToken()) return this._startRoundNow();
+    this._fetchToken().then(
+      () => {
+        // With no token to give (getToken answered null) the client connects anonymously.
+        if (this._active) this._startRoundNow();
+      },
+      (err) => {
+        if (!this._active) return;
+        this._events.emit("error", err);
+        this._backoff(err);
+      },
+    );
+  }
+
+  _startRoundNow() {
     const names = this._available();
     if (names.length === 0) {
       this._events.emit("error", new PushgateError("unavailable", "no transport can run in this environment"));
@@ -1468,8 +1864,9 @@ export class Pushgate {
     link.transport = createTransport(name, {
       base: this._base,
       options: this._opts,
-      channels: () => [...this._handlers.keys()],
+      channels: () => this._channels(),
       since: (channels) => this._tracker.cursor(channels),
+      token: () => this._token,
       hooks: {
         frame: (obj) => this._onFrame(link, obj),
         dead: (err) => this._onDead(link, err),
@@ -1494,15 +1891,30 @@ export class Pushgate {
     // The connection delivers: a subscription confirmed, a poll answered, or
     // (with nothing to subscribe) the ping answered. The next drop is then a
     // new failure, not one more of a series, and is retried quickly.
-    if (type === "subscribed" || type === "$cursor" || (type === "pong" && this._handlers.size === 0)) this._attempt = 0;
+    if (type === "subscribed" || type === "$cursor" || (type === "pong" && this._handlers.size === 0)) {
+      this._attempt = 0;
+      this._authRetries = 0;
+    }
     if (type === "ping" || type === "pong") return; // signs of life, nothing more
     if (type === "$cursor") return this._learn(obj.cursor);
+    if (type === "$refused") return this._subscribeRefused(obj.channel, errorFromFrame(obj.error));
+    if (type === "join" || type === "leave") {
+      if (this._handlers.has(obj.channel)) this._events.emit(type, { channel: obj.channel, user: obj.user ?? null, client: obj.client });
+      return;
+    }
+    if (type === "authed") return;
     // An error with an id answers a command; its promise already rejected.
     if (type === "error") return obj.id === undefined ? this._events.emit("error", errorFromFrame(obj)) : undefined;
     for (const out of this._tracker.accept(obj)) {
       if (out.type === "reset") this._events.emit("reset", out);
       else this._deliver(out);
     }
+  }
+
+  /** A WebSocket subscribe was refused: said once, not asked again on this connection. */
+  _subscribeRefused(channel, err) {
+    /** @type {any} */ (err).channel = channel;
+    this._events.emit("error", err);
   }
 
   _learn(cursor) {
@@ -1552,6 +1964,8 @@ export class Pushgate {
     }
     if (link !== this._link) return;
     this._link = null;
+    const auth = authFailure(err);
+    if (auth) return this._authFailed(link, err, auth);
     if (!link.established) {
       this._lastOpenError = err;
       return this._tryNext(); // fall back to the next transport
@@ -1757,13 +2171,18 @@ export class Pushgate {
 
   // -- channel set --------------------------------------------------------------
 
+  /** The channels to subscribe: every handled one the server has not refused. */
+  _channels() {
+    return [...this._handlers.keys()].filter((c) => !this._refusedChannels.has(c));
+  }
+
   /** Batches subscribe/unsubscribe calls of one tick into one update per link. */
   _scheduleSync() {
     if (this._syncScheduled) return;
     this._syncScheduled = true;
     queueMicrotask(() => {
       this._syncScheduled = false;
-      const channels = [...this._handlers.keys()];
+      const channels = this._channels();
       for (const link of [this._link, this._candidate]) {
         if (link && link.role !== "retired") link.transport.update(channels);
       }

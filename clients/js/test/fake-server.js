@@ -44,6 +44,14 @@ export class FakeServer {
     this.log = [];
     /** WebSocket commands received, parsed */
     this.commands = [];
+    /** every token presented, in order: [how, token] with how "ws" (URL), "query" or "bearer" */
+    this.tokens = [];
+    /** when set, /poll, /longpoll and /stream (those asking for `channel`, if given) answer this refusal: {status, code, message?, channel?} */
+    this.refuseHttp = null;
+    /** who `presence` lists: [{user, clients}] */
+    this.present = [];
+    /** users whose personal channel `send` reports online */
+    this.online = new Set();
     const server = this;
 
     this.WebSocket = class FakeWebSocket {
@@ -54,6 +62,7 @@ export class FakeServer {
         this.subs = new Set();
         this.dead = false;
         server.log.push(`ws ${url}`);
+        server._noteToken(url, {});
         const mode = server.wsMode;
         setTimeout(() => {
           if (this.readyState === 3) return;
@@ -103,6 +112,7 @@ export class FakeServer {
         this._listeners = new Map();
         this._stream = null;
         server.log.push(`GET ${server._path(url)}`);
+        server._noteToken(url, {});
         setTimeout(() => {
           if (this.readyState === 2) return;
           if (!server.httpUp) return this.onerror?.({});
@@ -128,6 +138,47 @@ export class FakeServer {
     };
 
     this.fetch = async (url, init = {}) => server._fetch(url, init);
+  }
+
+  /** Records the token a request carries (query parameter or `Authorization: Bearer`). */
+  _noteToken(url, headers) {
+    const q = new URL(url).searchParams.get("token");
+    if (q) this.tokens.push([url.startsWith("ws") ? "ws" : "query", q]);
+    const h = headers && (headers.Authorization || headers.authorization);
+    if (h && h.startsWith("Bearer ")) this.tokens.push(["bearer", h.slice(7)]);
+  }
+
+  /** Every socket is closed by the server with `code` (4002 expired, 4003 disconnected). */
+  closeSockets(code, reason = "") {
+    for (const ws of [...this.sockets]) {
+      ws.close();
+      ws.onclose?.({ code, reason });
+    }
+  }
+
+  /** A `join` or `leave` to every subscriber of `channel`. */
+  presenceEvent(type, channel, user, client) {
+    const f = { type, channel, user, client };
+    for (const ws of this.sockets) if (ws.subs.has(channel)) ws._frame(f);
+    for (const st of this.streams) if (st.subs.has(channel)) st.send(f);
+  }
+
+  /** The reply to `send`, `presence` and `auth`, as the server gives them. */
+  _userCommand(cmd) {
+    switch (cmd.type) {
+      case "send": {
+        const online = cmd.to.filter((u) => this.online.has(u));
+        const offline = cmd.to.filter((u) => !this.online.has(u));
+        for (const u of cmd.to) this.publish(`#${u}`, { from: this.sender || null, data: cmd.data });
+        return { type: "sent", online, offline };
+      }
+      case "presence":
+        return { type: "presence", channel: cmd.channel, users: this.present, anonymous: 0 };
+      case "auth":
+        return { type: "authed", user: "alice", expires: 1 };
+      default:
+        return null;
+    }
   }
 
   /** The path and query of `url` below the prefix. */
@@ -205,6 +256,12 @@ export class FakeServer {
         return reply({ type: "unsubscribed", channel: cmd.channel });
       case "publish":
         return reply(this._publishCommand(cmd));
+      case "auth":
+        this.tokens.push(["auth", cmd.token]);
+        return reply(this._userCommand(cmd));
+      case "send":
+      case "presence":
+        return reply(this._userCommand(cmd));
       default:
         return reply({ type: "error", code: "unknown_command", message: "x" });
     }
@@ -220,15 +277,18 @@ export class FakeServer {
     const path = u.pathname.slice(this.prefix.length);
     const method = init.method || "GET";
     this.log.push(`${method} ${this._path(url)}${init.body ? " " + init.body : ""}`);
+    this._noteToken(url, init.headers);
     await new Promise((r) => setTimeout(r, 1));
     if (!this.httpUp) throw new TypeError("fetch failed");
     if (init.signal?.aborted) throw new DOMException("aborted", "AbortError");
     if (method === "POST" && path === "/command") {
       const cmd = JSON.parse(init.body);
-      const frame = cmd.type === "ping" ? { type: "pong" } : this._publishCommand(cmd);
+      const frame = cmd.type === "ping" ? { type: "pong" } : this._userCommand(cmd) || this._publishCommand(cmd);
       const out = cmd.id === undefined ? frame : { ...frame, id: cmd.id };
       return json(frame.type === "error" ? 403 : 200, out);
     }
+    const r = this.refuseHttp;
+    if (r && path !== "/command" && (!r.channel || u.searchParams.getAll("channel").includes(r.channel))) return json(r.status, { type: "error", code: r.code, message: r.message || r.code });
     if (path === "/stream") return this._ndjson(url, init.signal);
     const channels = u.searchParams.getAll("channel");
     const since = decodeCursor(u.searchParams.get("since") || "");
@@ -418,6 +478,7 @@ class FakeIframe {
     // The longest prefix wins; among equals, the newest server.
     const server = [...servers].reverse().filter((s) => u.pathname.startsWith(`${s.prefix}/`)).sort((a, b) => b.prefix.length - a.prefix.length)[0];
     server.log.push(`GET ${server._path(this.src)}`);
+    server._noteToken(this.src, {});
     setTimeout(() => {
       if (this._removed) return;
       if (!server.httpUp) return this.onload?.({}); // the browser's error page loads

@@ -50,7 +50,7 @@ async fn serve(
         return cors::preflight(admitted.origin());
     }
     match admitted.route().endpoint {
-        Endpoint::Demo => demo::index(),
+        Endpoint::Demo => demo::serve(state, &req),
         Endpoint::ClientJs => client_js::serve(),
         Endpoint::WebSocket | Endpoint::Echo => ws::handle(state.clone(), admitted, req).await,
         Endpoint::Sse

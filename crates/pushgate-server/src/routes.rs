@@ -141,6 +141,7 @@ use Endpoint as E;
 pub static ROUTES: &[Route] = &[
     //     path            methods             endpoint                           front         cors           auth
     entry("/",             &["GET", "HEAD"],    E::Demo,                           Front::Hyper, Cors::Off,     Public),
+    entry("/demo/token",   &["GET"],            E::Demo,                           Front::Hyper, Cors::Off,     Public),
     entry("/pushgate.js",  &["GET", "HEAD"],    E::ClientJs,                       Front::Hyper, Cors::Off,     Public),
     entry("/ws",           &["GET"],            E::WebSocket,                       Front::Get,   Cors::Upgrade, Client),
     entry("/echo",         &["GET"],            E::Echo,                           Front::Get,   Cors::Upgrade, Client),
