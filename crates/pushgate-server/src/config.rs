@@ -96,14 +96,13 @@ pub struct Config {
     pub auth_allow_no_exp: bool,
     /// Clock difference tolerated on `exp` and `nbf`.
     pub auth_leeway: Duration,
-    /// Channel namespaces, the default rules and those of personal
-    /// channels: the `[channels]`, `[personal]` and `[namespaces.NAME]`
-    /// tables of the config file.
-    pub namespaces: pushgate_core::Namespaces,
-    /// The namespace tables as the file wrote them, resolved by
-    /// [`Config::channel_rules`] once it is known whether a key is
-    /// configured (the defaults depend on it).
-    pub namespace_tables: Option<NamespaceTables>,
+    /// The `[channels]`, `[personal]` and `[namespaces.NAME]` tables as the
+    /// file wrote them, resolved by [`Config::channel_rules`] once it is
+    /// known whether a key is configured (the defaults depend on it).
+    pub namespace_tables: NamespaceTables,
+    /// Channel rules set in code (tests, embedders): used as they are,
+    /// instead of the tables.
+    pub namespaces: Option<pushgate_core::Namespaces>,
     /// Serve `/demo/token?user=NAME`, which hands anyone a token signed
     /// with `auth_secret`: for trying users on the demo; never in production.
     pub demo_tokens: bool,
@@ -152,8 +151,8 @@ impl Default for Config {
             auth_issuer: None,
             auth_allow_no_exp: false,
             auth_leeway: Duration::ZERO,
-            namespaces: pushgate_core::Namespaces::default(),
-            namespace_tables: None,
+            namespaces: None,
+            namespace_tables: NamespaceTables::default(),
             demo_tokens: false,
             log_json: false,
             shutdown_timeout: Duration::from_secs(10),
@@ -373,27 +372,24 @@ impl Config {
         })
     }
 
-    /// The namespaces this configuration makes: the file's tables resolved
-    /// (their defaults depend on whether a token key is configured), else
-    /// `namespaces` as set — closed by default when a key is configured.
+    /// The channel rules this configuration makes: `namespaces` when set
+    /// in code, else the file's tables, whose defaults depend on whether a
+    /// token key is configured (closed with one, open without).
     pub fn channel_rules(&self) -> pushgate_core::Namespaces {
         let checks = self.auth_secret.is_some()
             || self.auth_public_key.is_some()
             || self.auth_jwks.is_some();
-        match &self.namespace_tables {
-            Some(tables) => tables.resolve(checks),
-            None if checks && self.namespaces == pushgate_core::Namespaces::default() => {
-                NamespaceTables::default().resolve(true)
-            }
-            None => self.namespaces.clone(),
+        match &self.namespaces {
+            Some(set) => set.clone(),
+            None => self.namespace_tables.resolve(checks),
         }
     }
 
     /// The policy this configuration makes: the token verifier (none when
     /// no key is configured) and the namespaces, whose defaults depend on
-    /// whether tokens are checked. Also resolves `namespaces` from the file's
-    /// tables. A bad key is an error that names its file.
-    pub fn policy(&mut self) -> Result<Policy, Error> {
+    /// whether tokens are checked. A bad key is an error that names its
+    /// file.
+    pub fn policy(&self) -> Result<Policy, Error> {
         let auth = self.auth_config()?;
         let verifier = if auth.has_key() {
             let names = [
@@ -408,8 +404,7 @@ impl Config {
         } else {
             None
         };
-        self.namespaces = self.channel_rules();
-        Ok(Policy::new(verifier, self.namespaces.clone()))
+        Ok(Policy::new(verifier, self.channel_rules()))
     }
 }
 
@@ -462,29 +457,29 @@ mod tests {
 
     #[test]
     fn a_key_closes_the_default_channels() {
-        let mut open = Config::default();
+        let open = Config::default();
         assert!(!open.policy().unwrap().checks_tokens());
         assert_eq!(
-            open.namespaces.default_rules().subscribe,
+            open.channel_rules().default_rules().subscribe,
             pushgate_core::Access::Anyone
         );
-        let mut keyed = Config {
+        let keyed = Config {
             auth_secret: Some("x".repeat(32)),
             ..Config::default()
         };
         assert!(keyed.policy().unwrap().checks_tokens());
         assert_eq!(
-            keyed.namespaces.default_rules().subscribe,
+            keyed.channel_rules().default_rules().subscribe,
             pushgate_core::Access::Claim
         );
-        let mut file = Config::from_toml("[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[namespaces.public]\nsubscribe = \"anyone\"\n").unwrap();
+        let file = Config::from_toml("[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[namespaces.public]\nsubscribe = \"anyone\"\n").unwrap();
         let policy = file.policy().unwrap();
         let public = pushgate_core::ChannelName::new("public:news").unwrap();
         assert!(policy
             .check_subscribe(&pushgate_core::Principal::Anonymous, &public)
             .is_ok());
         assert_eq!(
-            file.namespaces.default_rules().publish,
+            file.channel_rules().default_rules().publish,
             pushgate_core::Access::Claim
         );
     }

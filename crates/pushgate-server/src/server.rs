@@ -26,7 +26,7 @@ impl Server {
     }
 
     /// Binds the listening socket with history kept by `log`.
-    pub async fn with_log(mut config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
+    pub async fn with_log(config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
         config.validate()?;
         let policy = config.policy()?;
         let listener = listen(config.listen).map_err(|e| Error::bind(config.listen, e))?;

@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use pushgate_core::namespace::{Access, Namespace, Namespaces, Rules};
 
-/// The top-level tables this module reads.
-pub(super) const TABLES: [&str; 3] = ["channels", "personal", "namespaces"];
-
 /// Rules as written: every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WrittenRules {
@@ -49,10 +46,7 @@ pub struct NamespaceTables {
 
 impl NamespaceTables {
     /// Takes the three tables out of `file`, leaving the settings.
-    pub(super) fn take(file: &mut toml::Table) -> Result<Option<Self>, String> {
-        if TABLES.iter().all(|t| !file.contains_key(*t)) {
-            return Ok(None);
-        }
+    pub(super) fn take(file: &mut toml::Table) -> Result<Self, String> {
         let mut tables = NamespaceTables::default();
         if let Some(v) = file.remove("channels") {
             tables.channels = rules("channels", v)?;
@@ -73,7 +67,7 @@ impl NamespaceTables {
                 tables.namespaces.push((name, r));
             }
         }
-        Ok(Some(tables))
+        Ok(tables)
     }
 
     /// The namespaces these tables make. `checks_tokens`: whether a key is
@@ -164,7 +158,7 @@ mod tests {
     use super::*;
     use pushgate_core::ChannelName;
 
-    fn tables(text: &str) -> Result<Option<NamespaceTables>, String> {
+    fn tables(text: &str) -> Result<NamespaceTables, String> {
         let mut file: toml::Table = text.parse().unwrap();
         NamespaceTables::take(&mut file)
     }
@@ -174,13 +168,16 @@ mod tests {
     }
 
     #[test]
-    fn no_tables_is_none() {
-        assert_eq!(tables("listen = \"127.0.0.1:1\"").unwrap(), None);
+    fn no_tables_are_the_defaults() {
+        let t = tables("listen = \"127.0.0.1:1\"").unwrap();
+        assert_eq!(t, NamespaceTables::default());
+        assert_eq!(rules_of(&t.resolve(false), "x").subscribe, Access::Anyone);
+        assert_eq!(rules_of(&t.resolve(true), "x").subscribe, Access::Claim);
     }
 
     #[test]
     fn defaults_depend_on_whether_tokens_are_checked() {
-        let t = tables("[channels]\npresence = true").unwrap().unwrap();
+        let t = tables("[channels]\npresence = true").unwrap();
         let open = t.resolve(false);
         assert_eq!(rules_of(&open, "news").subscribe, Access::Anyone);
         assert_eq!(rules_of(&open, "news").publish, Access::Anyone);
@@ -208,7 +205,6 @@ mod tests {
             join_leave = true
             "#,
         )
-        .unwrap()
         .unwrap();
         let ns = t.resolve(true);
         let chat = rules_of(&ns, "chat:room");

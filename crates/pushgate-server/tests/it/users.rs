@@ -33,14 +33,14 @@ pub async fn start_with_users() -> TestServer {
     };
     start_with(|c| {
         c.auth_secret = Some(SECRET.into());
-        c.namespaces = Namespaces::new(
+        c.namespaces = Some(Namespaces::new(
             Rules::open(),
             personal,
             vec![
                 Namespace::new("chat", chat).unwrap(),
                 Namespace::new("room", room).unwrap(),
             ],
-        );
+        ));
     })
     .await
 }
