@@ -85,3 +85,35 @@ async fn disconnect_ends_the_users_sse_stream_with_disconnected() {
     .unwrap();
     assert_eq!(res.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn disconnect_answers_the_users_waiting_long_poll_with_401() {
+    let server = start_with_users().await;
+    let path = format!(
+        "/longpoll?channel=%23alice&timeout=30&token={}",
+        token("alice")
+    );
+    let waiting = tokio::spawn({
+        let req = server.http.get(server.url(&path));
+        async move { req.send().await.unwrap() }
+    });
+    wait_until("alice's long-poll waits", || {
+        server.subscribers("#alice") == 1
+    })
+    .await;
+    let (_, v) = disconnect(&server, "alice").await;
+    assert_eq!(v, json!({"disconnected": 1}));
+    let res = within("the long-poll's answer", waiting).await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized", "{body}");
+    // Its next poll with the same token is refused too.
+    let (status, v) = server
+        .json_response(server.http.get(server.url(&path)))
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        v["message"].as_str().unwrap().contains("disconnected"),
+        "{v}"
+    );
+}
