@@ -6,6 +6,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer, launch } from "./harness.mjs";
@@ -13,6 +14,7 @@ import { startServer, launch } from "./harness.mjs";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CONFIG = join(root, "docs", "examples", "demo-auth.toml");
 const SECRET = "browser-test-secret-0123456789abcdef";
+const ARTIFACTS = join(root, "target", "browser-artifacts");
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -56,8 +58,6 @@ test("demo tokens: /demo/token mints a chat token; the page offers sign-in only 
   }
 });
 
-// Needs the server side of issue 11 (tokens on the transports, the `chat`
-// namespace from the config file, presence, join/leave and `send`).
 test("demo chat with users: alice and bob see each other online; a direct message reaches only bob", async () => {
   const server = await startServer({ args: ["--config", CONFIG, "--auth-secret", SECRET, "--demo-tokens"] });
   const pages = {};
@@ -104,6 +104,8 @@ test("demo chat with users: alice and bob see each other online; a direct messag
     assert.ok(!carolSees.includes("for bob only"), `carol must not see bob's message: ${carolSees}`);
     const bobSees = await pages.bob.$eval("#log", (ul) => ul.textContent);
     assert.ok(!bobSees.includes("for carol"), "bob must not see carol's message");
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await pages.bob.screenshot({ path: join(ARTIFACTS, "demo-users.png"), fullPage: true });
 
     // bob leaves: alice sees him go.
     await pages.bob.close();
