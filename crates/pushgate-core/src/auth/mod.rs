@@ -139,7 +139,16 @@ pub struct Policy {
     /// Users disconnected by the application (see [`Policy::revoke`]).
     /// std's lock, not loom's: nothing here races with fan-out.
     revoked: Mutex<Revocations>,
+    /// Tokens already verified, by their exact text.
+    verified: Mutex<HashMap<Box<str>, Arc<User>>>,
 }
+
+/// Most tokens remembered as verified. Every poll and long-poll request
+/// presents its token again, and a reconnecting client the one it had: a
+/// signature check costs 10 to 500 µs (HS256 to ES256; docs/benchmarks.md),
+/// a lookup well under one. Bounded: when full, expired entries go, and if
+/// none had, all of them.
+pub const VERIFIED_TOKENS: usize = 10_000;
 
 /// Most users remembered as disconnected at once; past it the oldest
 /// entry is forgotten first.
@@ -175,6 +184,7 @@ impl Policy {
             verifier,
             namespaces,
             revoked: Mutex::default(),
+            verified: Mutex::default(),
         }
     }
 
@@ -201,15 +211,37 @@ impl Policy {
         };
         match &self.verifier {
             Some(v) => {
-                let user = v.verify(token, now)?;
+                let user = self.verified(v, token, now)?;
                 self.check_revoked(&user, now)?;
-                Ok(Principal::User(Arc::new(user)))
+                Ok(Principal::User(user))
             }
             None => Err(Error::new(
                 ErrorKind::Unauthorized,
                 "this server checks no tokens (no auth key is configured): connect without one",
             )),
         }
+    }
+
+    /// The user of `token`: remembered when the same text was verified
+    /// before and has not expired (the same bytes verify the same way),
+    /// else verified now. Connections with one token share its user.
+    fn verified(&self, v: &Verifier, token: &str, now: u64) -> Result<Arc<User>, Error> {
+        let lock = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(user) = lock().get(token) {
+            if v.alive(user.expires, now) {
+                return Ok(user.clone());
+            }
+        }
+        let user = Arc::new(v.verify(token, now)?);
+        let mut cache = lock();
+        if cache.len() >= VERIFIED_TOKENS {
+            cache.retain(|_, u| v.alive(u.expires, now));
+            if cache.len() >= VERIFIED_TOKENS {
+                cache.clear();
+            }
+        }
+        cache.insert(token.into(), user.clone());
+        Ok(user)
     }
 
     /// Refuses `user`'s tokens issued at or before `at` (seconds since the

@@ -440,3 +440,40 @@ fn a_disconnected_users_older_tokens_are_refused_until_they_expire() {
         "alice's entry is gone, carol's kept"
     );
 }
+
+#[test]
+fn a_verified_token_is_remembered_until_it_expires() {
+    let policy = Policy::new(Some(hmac()), Namespaces::default());
+    let token = mint_hs256(SECRET, &claims("alice"), None).unwrap();
+    let first = policy.authenticate(Some(&token), NOW).unwrap();
+    let again = policy.authenticate(Some(&token), NOW + 30).unwrap();
+    let (Principal::User(a), Principal::User(b)) = (&first, &again) else {
+        panic!("users expected")
+    };
+    assert!(
+        Arc::ptr_eq(a, b),
+        "the second presentation shares the first's user"
+    );
+    // At its expiry the remembered token is checked again, and refused.
+    let e = policy.authenticate(Some(&token), NOW + 60).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TokenExpired);
+    // A token differing in one byte is verified on its own, and fails.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(policy.authenticate(Some(&forged), NOW).is_err());
+    // A disconnect reaches remembered tokens too.
+    policy.revoke(&"alice".into(), NOW + 1);
+    assert!(policy.authenticate(Some(&token), NOW + 2).is_err());
+}
+
+#[test]
+fn the_verified_tokens_stay_bounded() {
+    let policy = Policy::new(Some(hmac()), Namespaces::default());
+    for i in 0..VERIFIED_TOKENS + 10 {
+        let token = mint_hs256(SECRET, &claims(&format!("u{i}")), None).unwrap();
+        policy.authenticate(Some(&token), NOW).unwrap();
+    }
+    assert!(policy.verified.lock().unwrap().len() <= VERIFIED_TOKENS);
+}

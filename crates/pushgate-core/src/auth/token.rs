@@ -114,6 +114,11 @@ impl Verifier {
         Ok(Verifier { keys, config })
     }
 
+    /// Whether a token that expires at `exp` is still valid at `now`.
+    pub fn alive(&self, exp: Option<u64>, now: u64) -> bool {
+        exp.is_none_or(|exp| exp.saturating_add(self.config.leeway) > now)
+    }
+
     /// The algorithms a token may be signed with here.
     pub fn algorithms(&self) -> Vec<Algorithm> {
         let mut all: Vec<Algorithm> = Vec::new();
