@@ -38,10 +38,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(binary, port, args=()):
-    """`pushgate serve` on 127.0.0.1:`port`, returned once /metrics answers."""
+def start_server(binary, port, args=(), cpu=None):
+    """`pushgate serve` on 127.0.0.1:`port`, returned once /metrics answers;
+    pinned to CPU `cpu` (taskset) when given."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--no-demo", *args],
+        [*pin, binary, "serve", "--listen", f"127.0.0.1:{port}", "--no-demo", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
