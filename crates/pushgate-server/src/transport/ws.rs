@@ -59,8 +59,9 @@ pub struct Upgrade {
     query: SubscribeQuery,
     mode: Mode,
     principal: Principal,
-    /// A refused token: the socket opens only to say so and close.
-    refused: Option<pushgate_core::Error>,
+    /// A refused token: the socket opens only to say so and close. Boxed:
+    /// rare.
+    refused: Option<Box<pushgate_core::Error>>,
 }
 
 impl Upgrade {
@@ -95,7 +96,7 @@ pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgra
         query,
         mode,
         principal: admitted.principal().clone(),
-        refused: admitted.refused_token().cloned(),
+        refused: admitted.refused_token().cloned().map(Box::new),
     })
 }
 
@@ -139,107 +140,117 @@ pub async fn run<S: Io>(
     up: Upgrade,
     direct: Option<Arc<dyn DirectSink>>,
 ) {
+    // Taken apart, the handshake's answer dropped and the principal given
+    // to the connection: only what later awaits need stays in this future,
+    // which lives as long as the connection (memory per idle connection).
+    let Upgrade {
+        deflate,
+        query,
+        mode,
+        principal,
+        refused,
+        accept,
+        extensions,
+    } = up;
+    drop((accept, extensions));
     let _open = state.metrics.connection(Transport::Ws);
-    let conn = state.connection(&up.principal);
+    let expiry = admission::deadline(&state, &principal);
+    let conn = state.connection(&principal);
+    drop(principal);
     let _registered = state.registry.register(conn.outbox());
     let config = &state.config;
     let timing = state.ws_timing.clone();
     let framing = WsFraming {
-        deflate: up.deflate,
-        commands: up.mode == Mode::Commands,
+        deflate,
+        commands: mode == Mode::Commands,
     };
     let mut delivery = Delivery::new(conn, framing, timing, Instant::now().into_std());
     let mut peer = WsPeer {
-        rx: Receiver::new(config.max_message_size, up.deflate),
-        mode: up.mode,
+        rx: Receiver::new(config.max_message_size, deflate),
+        mode,
         got: Vec::new(),
         violation: None,
     };
     let mut socket = Socket::new(&mut io, Wire::Raw);
-    if let Some(refused) = up.refused {
-        // Browsers cannot read a refused handshake; they can read this.
-        let code = crate::error::close_code(refused.kind());
-        let reason = refused.kind().code();
-        delivery.reply(
-            &Reply::Error(refused),
-            None,
-            Vec::new(),
-            Instant::now().into_std(),
-        );
-        let frame = frame::close_frame(code, reason);
-        return close(&mut delivery, &mut socket, &mut peer, frame, true).await;
-    }
-    delivery.expire_at(admission::deadline(&state, &up.principal));
-    for channel in up.query.channels {
-        let (reply, events) = match delivery
-            .connection_mut()
-            .subscribe(channel, &up.query.since)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => (Reply::Error(e), Vec::new()),
-        };
-        delivery.reply(&reply, None, events, Instant::now().into_std());
-    }
-    state
-        .metrics
-        .delivered(Transport::Ws, delivery.take_delivered());
-    let ended = delivery_loop::run(
-        &state,
-        &mut delivery,
-        &mut socket,
-        &mut peer,
-        direct.as_ref(),
-        Transport::Ws,
-    )
-    .await;
-    let (frame, await_reply) = match ended {
-        Ended::Delivery(End::FellBehind) => {
-            state.metrics.dropped_slow(Transport::Ws);
-            tracing::info!("websocket subscriber fell behind; closing so it resumes");
-            let reason = "fell behind: reconnect and resume from your cursor";
-            (frame::close_frame(close::RESUME, reason), true)
+    // One closing handshake (one await of `close`) for every way out: each
+    // await point's state is part of this future, which lives as long as
+    // the connection.
+    let (frame, await_reply) = match refused {
+        Some(refused) => {
+            // Browsers cannot read a refused handshake; they can read this.
+            let code = crate::error::close_code(refused.kind());
+            let reason = refused.kind().code();
+            delivery.reply(
+                &Reply::Error(*refused),
+                None,
+                Vec::new(),
+                Instant::now().into_std(),
+            );
+            (frame::close_frame(code, reason), true)
         }
-        Ended::Delivery(End::ShutDown) => {
-            let reason = "server restarting: reconnect and resume from your cursor";
-            (frame::close_frame(close::RESTART, reason), true)
+        None => {
+            delivery.expire_at(expiry);
+            for channel in query.channels {
+                let (reply, events) = match delivery
+                    .connection_mut()
+                    .subscribe(channel, &query.since)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => (Reply::Error(e), Vec::new()),
+                };
+                delivery.reply(&reply, None, events, Instant::now().into_std());
+            }
+            state
+                .metrics
+                .delivered(Transport::Ws, delivery.take_delivered());
+            let ended = delivery_loop::run(
+                &state,
+                &mut delivery,
+                &mut socket,
+                &mut peer,
+                direct.as_ref(),
+                Transport::Ws,
+            )
+            .await;
+            match ended {
+                Ended::Delivery(End::FellBehind) => {
+                    state.metrics.dropped_slow(Transport::Ws);
+                    tracing::info!("websocket subscriber fell behind; closing so it resumes");
+                    let reason = "fell behind: reconnect and resume from your cursor";
+                    (frame::close_frame(close::RESUME, reason), true)
+                }
+                Ended::Delivery(End::ShutDown) => {
+                    let reason = "server restarting: reconnect and resume from your cursor";
+                    (frame::close_frame(close::RESTART, reason), true)
+                }
+                Ended::Delivery(End::Idle) => {
+                    let reason = "idle timeout: nothing received, not even a pong";
+                    (frame::close_frame(close::IDLE, reason), true)
+                }
+                Ended::Delivery(End::Expired) => {
+                    let reason = "token expired: reconnect with a fresh token";
+                    (frame::close_frame(close::TOKEN_EXPIRED, reason), true)
+                }
+                Ended::Delivery(End::Disconnected) => {
+                    let reason =
+                        "disconnected by the application: do not reconnect with this token";
+                    (frame::close_frame(close::DISCONNECTED, reason), true)
+                }
+                Ended::Peer(Closing::Reply(frame)) => (frame, false),
+                Ended::Peer(Closing::Violation(v)) => (frame::close_frame(v.code, v.reason), true),
+                // The peer is gone or unresponsive: just drop the socket.
+                Ended::Delivery(End::Stalled) | Ended::Gone => return,
+            }
         }
-        Ended::Delivery(End::Idle) => {
-            let reason = "idle timeout: nothing received, not even a pong";
-            (frame::close_frame(close::IDLE, reason), true)
-        }
-        Ended::Delivery(End::Expired) => {
-            let reason = "token expired: reconnect with a fresh token";
-            (frame::close_frame(close::TOKEN_EXPIRED, reason), true)
-        }
-        Ended::Delivery(End::Disconnected) => {
-            let reason = "disconnected by the application: do not reconnect with this token";
-            (frame::close_frame(close::DISCONNECTED, reason), true)
-        }
-        Ended::Peer(Closing::Reply(frame)) => (frame, false),
-        Ended::Peer(Closing::Violation(v)) => (frame::close_frame(v.code, v.reason), true),
-        // The peer is gone or unresponsive: just drop the socket.
-        Ended::Delivery(End::Stalled) | Ended::Gone => return,
     };
-    close(&mut delivery, &mut socket, &mut peer, frame, await_reply).await;
-}
-
-/// Sends what is queued and `frame`, a close, and with `await_reply` waits
-/// for the client's close.
-async fn close<S: Io>(
-    delivery: &mut Delivery<WsFraming>,
-    socket: &mut Socket<'_, S>,
-    peer: &mut WsPeer,
-    frame: Bytes,
-    await_reply: bool,
-) {
     // The closing handshake from the server's side: what is queued, the
     // close frame, then read until the client's close frame (or end of
     // stream) so that the server closes the TCP connection first (RFC 6455
     // §7.1.1); two seconds at most.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         delivery.send(frame, Instant::now().into_std());
-        if !socket.flush(delivery, Duration::from_secs(2)).await
+        if !socket.flush(&mut delivery, Duration::from_secs(2)).await
             || !await_reply
             || peer.rx.saw_close()
         {
