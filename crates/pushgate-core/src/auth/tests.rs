@@ -477,3 +477,53 @@ fn the_verified_tokens_stay_bounded() {
     }
     assert!(policy.verified.lock().unwrap().len() <= VERIFIED_TOKENS);
 }
+
+/// Not a test: what one verification costs, for docs/benchmarks.md.
+/// `cargo test --release -p pushgate-core --lib verify_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn verify_cost() {
+    let rsa_key = EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap();
+    let ec_key = EncodingKey::from_ec_pem(EC_PRIVATE).unwrap();
+    let cases = [
+        (
+            "HS256",
+            hmac(),
+            mint_hs256(SECRET, &claims("u"), None).unwrap(),
+        ),
+        (
+            "RS256",
+            Verifier::new(AuthConfig {
+                public_key_pem: Some(RSA_PUBLIC.to_vec()),
+                ..AuthConfig::default()
+            })
+            .unwrap(),
+            sign(Algorithm::RS256, &rsa_key, &claims("u"), None),
+        ),
+        (
+            "ES256",
+            Verifier::new(AuthConfig {
+                public_key_pem: Some(EC_PUBLIC.to_vec()),
+                ..AuthConfig::default()
+            })
+            .unwrap(),
+            sign(Algorithm::ES256, &ec_key, &claims("u"), None),
+        ),
+    ];
+    for (name, v, token) in cases {
+        let n = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            v.verify(&token, NOW).unwrap();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let policy = Policy::new(Some(v), Namespaces::default());
+        policy.authenticate(Some(&token), NOW).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            policy.authenticate(Some(&token), NOW).unwrap();
+        }
+        let cached = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        eprintln!("{name}: verify {per:.1} µs, remembered {cached:.2} µs");
+    }
+}
