@@ -222,19 +222,7 @@ fn send_fields(raw: &RawCommand<'_>) -> Result<DirectMessage, Error> {
 
 /// Decodes the body of `POST /api/send`, `{"to":[…],"data":…,"event"?}`.
 pub fn decode_send(bytes: &[u8]) -> Result<DirectMessage, Error> {
-    let not_object =
-        || Error::bad_request("the body must be a JSON object {\"to\",\"data\",\"event\"?}");
-    let raw: RawCommand<'_> = serde_json::from_str(utf8(bytes)?).map_err(|e| {
-        if e.is_data() {
-            not_object()
-        } else {
-            Error::new(ErrorKind::BadJson, format!("not valid JSON: {e}")).with_source(e)
-        }
-    })?;
-    if !is_object(bytes) {
-        return Err(not_object());
-    }
-    send_fields(&raw)
+    send_fields(&api_body(bytes, "{\"to\",\"data\",\"event\"?}")?)
 }
 
 /// Whether valid JSON text is an object. serde's derived struct decoding
@@ -258,8 +246,12 @@ fn utf8(bytes: &[u8]) -> Result<&str, Error> {
 /// Decodes the body of the server publish API, `{"channel","data","event"?}`:
 /// the fields of a `publish` command without `type`.
 pub fn decode_publish(bytes: &[u8]) -> Result<Publish, Error> {
-    let not_object =
-        || Error::bad_request("the body must be a JSON object {\"channel\",\"data\",\"event\"?}");
+    publish_fields(&api_body(bytes, "{\"channel\",\"data\",\"event\"?}")?)
+}
+
+/// The fields of an API body, which must be a JSON object shaped `shape`.
+fn api_body<'a>(bytes: &'a [u8], shape: &str) -> Result<RawCommand<'a>, Error> {
+    let not_object = || Error::bad_request(format!("the body must be a JSON object {shape}"));
     let raw: RawCommand<'_> = serde_json::from_str(utf8(bytes)?).map_err(|e| {
         if e.is_data() {
             not_object()
@@ -270,7 +262,7 @@ pub fn decode_publish(bytes: &[u8]) -> Result<Publish, Error> {
     if !is_object(bytes) {
         return Err(not_object());
     }
-    publish_fields(&raw)
+    Ok(raw)
 }
 
 /// Decodes one command. Never panics; errors carry a wire code and a message.
