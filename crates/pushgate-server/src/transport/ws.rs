@@ -413,9 +413,11 @@ async fn command(state: &AppState, delivery: &mut Delivery<WsFraming>, bytes: &[
         Ok(req) => {
             let id = req.id.clone();
             let (reply, events) = super::execute(state, delivery.connection_mut(), req).await;
-            // An `auth` may have moved the token's expiry.
-            let deadline = admission::deadline(state, delivery.connection().principal());
-            delivery.expire_at(deadline);
+            // Only an accepted `auth` changes the token, and so its expiry.
+            if let Reply::Authed { .. } = reply {
+                let deadline = admission::deadline(state, delivery.connection().principal());
+                delivery.expire_at(deadline);
+            }
             (reply, id, events)
         }
         Err(rejected) => {
