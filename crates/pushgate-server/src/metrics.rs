@@ -48,6 +48,89 @@ impl Transport {
 
 const N: usize = Transport::ALL.len();
 
+/// The abuse limits, as metric labels: each refusal is counted under the
+/// limit that refused it (docs/configuration.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_connections`: every connection the server holds.
+    Connections,
+    /// `max_connections_per_ip`.
+    ConnectionsPerIp,
+    /// `client_publish_rate` / `client_publish_burst`.
+    PublishRate,
+    /// `max_json_depth`.
+    JsonDepth,
+    /// `max_message_size` (a body or a WebSocket message too large).
+    MessageSize,
+    /// `max_head_size`: a request head too large.
+    HeadSize,
+    /// `head_timeout`: a request head (or body) too slow to arrive.
+    HeadTimeout,
+    /// `tls_handshake_timeout`, or a handshake that failed.
+    TlsHandshake,
+    /// HTTP/2 connections ended for abuse (floods, resets, too many streams).
+    Http2Abuse,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 9] = [
+        Limit::Connections,
+        Limit::ConnectionsPerIp,
+        Limit::PublishRate,
+        Limit::JsonDepth,
+        Limit::MessageSize,
+        Limit::HeadSize,
+        Limit::HeadTimeout,
+        Limit::TlsHandshake,
+        Limit::Http2Abuse,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::PublishRate => "publish_rate",
+            Limit::JsonDepth => "json_depth",
+            Limit::MessageSize => "message_size",
+            Limit::HeadSize => "head_size",
+            Limit::HeadTimeout => "head_timeout",
+            Limit::TlsHandshake => "tls_handshake",
+            Limit::Http2Abuse => "http2_abuse",
+        }
+    }
+}
+
+/// How a client connection speaks HTTP, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0) in plain text.
+    Http1,
+    /// HTTP/1.1 over TLS.
+    Http1Tls,
+    /// HTTP/2 with prior knowledge on a plain port (h2c).
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Http1,
+        Protocol::Http1Tls,
+        Protocol::H2c,
+        Protocol::H2,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http1Tls => "http1_tls",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     connections: [AtomicI64; N],
@@ -57,6 +140,10 @@ pub struct Metrics {
     /// Deliveries fan-out wrote itself (see `DirectSink`).
     delivered_direct: [AtomicU64; N],
     dropped_slow: [AtomicU64; N],
+    limited: [AtomicU64; Limit::ALL.len()],
+    /// Open TCP connections by how they speak HTTP, and all ever accepted.
+    http_connections: [AtomicI64; Protocol::ALL.len()],
+    http_connections_total: [AtomicU64; Protocol::ALL.len()],
     published: AtomicU64,
     publish_errors: AtomicU64,
     commands: AtomicU64,
@@ -87,6 +174,29 @@ impl Metrics {
 
     pub fn dropped_slow(&self, t: Transport) {
         self.dropped_slow[t.index()].fetch_add(1, Relaxed);
+    }
+
+    /// A request, command or connection refused by `limit`.
+    pub fn limited(&self, limit: Limit) {
+        self.limited[limit as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn limited_count(&self, limit: Limit) -> u64 {
+        self.limited[limit as usize].load(Relaxed)
+    }
+
+    /// Counts a TCP connection speaking `p` for as long as the guard lives.
+    pub fn http_connection(self: &Arc<Self>, p: Protocol) -> ProtocolGuard {
+        self.http_connections[p as usize].fetch_add(1, Relaxed);
+        self.http_connections_total[p as usize].fetch_add(1, Relaxed);
+        ProtocolGuard {
+            metrics: self.clone(),
+            p,
+        }
+    }
+
+    pub fn open_http_connections(&self, p: Protocol) -> i64 {
+        self.http_connections[p as usize].load(Relaxed)
     }
 
     pub fn published(&self) {
@@ -210,7 +320,67 @@ impl Metrics {
             "Client commands answered with an error.",
             self.command_errors.load(Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP pushgate_limited_total Requests, commands and connections refused by a limit.\n\
+             # TYPE pushgate_limited_total counter"
+        );
+        for l in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "pushgate_limited_total{{limit=\"{}\"}} {}",
+                l.label(),
+                self.limited[l as usize].load(Relaxed)
+            );
+        }
+        for (name, kind, help, values) in [
+            (
+                "pushgate_http_connections",
+                "gauge",
+                "Open TCP connections, by protocol (an HTTP/2 connection carries many requests and streams).",
+                &self.http_connections.each(),
+            ),
+            (
+                "pushgate_http_connections_total",
+                "counter",
+                "TCP connections accepted, by protocol.",
+                &self.http_connections_total.each(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (p, v) in Protocol::ALL.iter().zip(values.iter()) {
+                let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {v}", p.label());
+            }
+        }
         out
+    }
+}
+
+/// Every counter of an array, read.
+trait Each {
+    fn each(&self) -> Vec<i64>;
+}
+
+impl<const K: usize> Each for [AtomicI64; K] {
+    fn each(&self) -> Vec<i64> {
+        self.iter().map(|v| v.load(Relaxed)).collect()
+    }
+}
+
+impl<const K: usize> Each for [AtomicU64; K] {
+    fn each(&self) -> Vec<i64> {
+        self.iter().map(|v| v.load(Relaxed) as i64).collect()
+    }
+}
+
+pub struct ProtocolGuard {
+    metrics: Arc<Metrics>,
+    p: Protocol,
+}
+
+impl Drop for ProtocolGuard {
+    fn drop(&mut self) {
+        self.metrics.http_connections[self.p as usize].fetch_sub(1, Relaxed);
     }
 }
 
