@@ -26,11 +26,19 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 
 /// Reads a request body of at most `max` bytes within [`BODY_TIMEOUT`].
 pub async fn read_body(body: RequestBody, max: usize) -> Result<Bytes, Error> {
-    let body = match body {
-        RequestBody::Read(bytes) if bytes.len() > max => return Err(body_too_large(max)),
-        RequestBody::Read(bytes) => return Ok(bytes),
-        RequestBody::Incoming(body) => body,
-    };
+    match body {
+        RequestBody::Read(bytes) if bytes.len() > max => Err(body_too_large(max)),
+        RequestBody::Read(bytes) => Ok(bytes),
+        RequestBody::Incoming(body) => collect(body, max).await,
+        RequestBody::H2(body) => collect(body, max).await,
+    }
+}
+
+async fn collect<B>(body: B, max: usize) -> Result<Bytes, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect());
     let Ok(read) = read.await else {
         return Err(body_timed_out());

@@ -79,6 +79,28 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// Connections held at once; 0: the process's open-file limit less a
+    /// reserve (see `Config::connection_limit`).
+    pub max_connections: usize,
+    /// Connections one client IP address may hold at once; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers), HTTP/1.1 and HTTP/2.
+    pub max_head_size: usize,
+    /// How long a request head may take to arrive, and how long an idle
+    /// keep-alive connection is kept.
+    pub head_timeout: Duration,
+    /// Serve HTTP/2 (ALPN `h2` over TLS, prior knowledge on a plain port).
+    pub http2: bool,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_streams: usize,
+    /// PEM certificate chain: with `tls_key`, the port serves https and wss.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// A second, plain-HTTP address that only redirects to https.
+    pub tls_redirect: Option<SocketAddr>,
     /// HMAC secret that signs client tokens (HS256/384/512). With no secret,
     /// public key or JWKS, pushgate checks no tokens and every channel is
     /// open to anyone.
@@ -144,6 +166,16 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             outbox_capacity: 1024,
             max_subscriptions: 128,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_head_size: 64 * 1024,
+            head_timeout: Duration::from_secs(10),
+            http2: true,
+            http2_max_streams: 128,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_redirect: None,
             auth_secret: None,
             auth_public_key: None,
             auth_jwks: None,
@@ -173,6 +205,24 @@ setting::settings! {
     /// (CORS), e.g. https://app.example.com; `*` allows any; none: same-origin
     /// pages only
     allowed_origins: allowed_origins, "allowed-origin", "PUSHGATE_ALLOWED_ORIGINS";
+
+    /// Serve HTTP/2: over TLS when the client offers it (ALPN `h2`), and with
+    /// prior knowledge (h2c) on a plain port
+    http2: http2, "no-http2", "PUSHGATE_NO_HTTP2", Inverted;
+    /// Streams one HTTP/2 connection may have open at once
+    http2_max_streams: http2_max_streams, "http2-max-streams", "PUSHGATE_HTTP2_MAX_STREAMS";
+
+    [tls]
+    /// PEM certificate chain; with `tls.key` the port serves https and wss
+    /// only (SIGHUP reloads both files)
+    cert: tls_cert, "tls-cert", "PUSHGATE_TLS_CERT";
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1)
+    key: tls_key, "tls-key", "PUSHGATE_TLS_KEY";
+    /// How long a TLS handshake may take
+    handshake_timeout: tls_handshake_timeout, "tls-handshake-timeout",
+        "PUSHGATE_TLS_HANDSHAKE_TIMEOUT";
+    /// Also listen on this plain-HTTP address, only to redirect to https
+    redirect: tls_redirect, "tls-redirect", "PUSHGATE_TLS_REDIRECT";
 
     [history]
     /// Messages kept per channel
@@ -221,6 +271,17 @@ setting::settings! {
     outbox_capacity: outbox_capacity, "outbox-capacity", "PUSHGATE_OUTBOX_CAPACITY";
     /// Subscriptions one connection may hold
     max_subscriptions: max_subscriptions, "max-subscriptions", "PUSHGATE_MAX_SUBSCRIPTIONS";
+    /// Connections held at once, every protocol (over it: 503); 0: the
+    /// process's open-file limit less 256
+    max_connections: max_connections, "max-connections", "PUSHGATE_MAX_CONNECTIONS";
+    /// Connections one client IP address may hold at once (over it: 429); 0: no limit
+    max_connections_per_ip: max_connections_per_ip, "max-connections-per-ip",
+        "PUSHGATE_MAX_CONNECTIONS_PER_IP";
+    /// Largest request head, request line and headers, in bytes (over it: 431)
+    max_head_size: max_head_size, "max-head-size", "PUSHGATE_MAX_HEAD_SIZE";
+    /// How long a request head may take to arrive (slow clients are cut off),
+    /// and how long an idle keep-alive connection is kept
+    head_timeout: head_timeout, "head-timeout", "PUSHGATE_HEAD_TIMEOUT";
 
     [auth]
     /// HMAC secret of client tokens (HS256); none of secret, public key and
@@ -330,6 +391,21 @@ impl Config {
             (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),
             (self.max_subscriptions == 0, "max_subscriptions must be at least 1"),
             (self.worker_threads > 1024, "worker_threads must be at most 1024"),
+            (
+                self.tls_cert.is_some() != self.tls_key.is_some(),
+                "tls_cert and tls_key go together: give both, or neither",
+            ),
+            (
+                self.tls_redirect.is_some() && self.tls_cert.is_none(),
+                "tls_redirect needs tls_cert and tls_key: it redirects to https",
+            ),
+            (self.max_head_size < 1024, "max_head_size must be at least 1024 bytes"),
+            (self.head_timeout.is_zero(), "head_timeout must be above zero"),
+            (
+                self.tls_handshake_timeout.is_zero(),
+                "tls_handshake_timeout must be above zero",
+            ),
+            (self.http2_max_streams == 0, "http2_max_streams must be at least 1"),
             (
                 self.demo_tokens && self.auth_secret.is_none(),
                 "demo_tokens needs auth_secret: demo tokens are signed with it",

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -28,28 +27,32 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use pushgate_core::DirectSink;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
+use crate::accept::Client;
 use crate::admission;
 use crate::api;
 use crate::dispatch;
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics, Protocol};
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
 use crate::shared_tcp::{DirectWire, SharedTcp};
 use crate::state::AppState;
+use crate::transport::delivery_loop;
 use crate::transport::event_stream::EventStream;
 use crate::transport::ws;
 use crate::web::{Body, RequestBody};
 
-/// A request head must arrive within this time (slow-loris defence).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A head still incomplete at this size goes to hyper, which has the final
-/// say on limits (a complete larger head read at once stays with the front).
+/// A head still incomplete at this size goes to hyper (the fuzzed decision
+/// of [`parse_head`]); `max_head_size` refuses heads before that.
 pub const MAX_HEAD: usize = 16 * 1024;
+/// The first bytes of an HTTP/2 connection (RFC 9113 §3.4): a client with
+/// prior knowledge (h2c) starts with them.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const MAX_HEADERS: usize = 64;
 
-/// A client connection the front serves: a plain TCP socket now, TLS over
-/// one next. The front reads heads and bodies through it and writes whole
+/// A client connection the front serves: a plain TCP socket, or TLS over
+/// one. The front reads heads and bodies through it and writes whole
 /// answers; a connection that goes on streaming or upgrades becomes its
 /// [`Conn::Stream`].
 pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -65,9 +68,12 @@ pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         wire: Option<DirectWire>,
         metrics: &Arc<Metrics>,
     ) -> (Self::Stream, Option<Arc<dyn DirectSink>>);
+
+    /// The connection turned out to speak `p` (h2c), for the gauges.
+    fn speaks(&mut self, _metrics: &Arc<Metrics>, _p: Protocol) {}
 }
 
-impl Conn for TcpStream {
+impl Conn for Client<TcpStream> {
     type Stream = SharedTcp;
 
     fn into_stream(
@@ -75,9 +81,26 @@ impl Conn for TcpStream {
         wire: Option<DirectWire>,
         metrics: &Arc<Metrics>,
     ) -> (SharedTcp, Option<Arc<dyn DirectSink>>) {
-        let shared = SharedTcp::new(self, wire, metrics);
+        let shared = SharedTcp::new(self.io, wire, metrics, self.slot);
         let direct = shared.direct_sink();
         (shared, direct)
+    }
+
+    fn speaks(&mut self, metrics: &Arc<Metrics>, p: Protocol) {
+        self.slot.speaks(metrics, p);
+    }
+}
+
+/// TLS: fan-out cannot write between the task's records, so no sink.
+impl Conn for Client<TlsStream<TcpStream>> {
+    type Stream = Self;
+
+    fn into_stream(
+        self,
+        _: Option<DirectWire>,
+        _: &Arc<Metrics>,
+    ) -> (Self, Option<Arc<dyn DirectSink>>) {
+        (self, None)
     }
 }
 
@@ -91,21 +114,54 @@ enum Next {
 
 pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState>) {
     let mut buf: Vec<u8> = Vec::new();
+    let config = &state.config;
+    let mut first = true;
     loop {
-        let (parts, body) =
-            match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buf)).await {
-                // Too large: hyper refuses it (413), from the head on.
-                Ok(Ok(Some(Head::Ours { body, .. }))) if body > state.config.max_message_size => {
-                    break
+        let read = read_head(
+            &mut stream,
+            &mut buf,
+            config.max_head_size,
+            first && config.http2,
+        );
+        let (parts, body) = match tokio::time::timeout(config.head_timeout, read).await {
+            // Too large: hyper refuses it (413), from the head on.
+            Ok(Ok(Read::Head(Head::Ours { body, .. }))) if body > config.max_message_size => break,
+            Ok(Ok(Read::Head(Head::Ours { parts, head, body }))) => {
+                buf.drain(..head);
+                (parts, body)
+            }
+            Ok(Ok(Read::Head(Head::Hyper))) => break,
+            Ok(Ok(Read::H2c)) => {
+                stream.speaks(&state.metrics, Protocol::H2c);
+                let io = PrefixIo::new(prefix(buf), stream);
+                return Box::pin(crate::http2::serve(io, peer, state)).await;
+            }
+            Ok(Ok(Read::TooLarge)) => {
+                state.metrics.limited(Limit::HeadSize);
+                let e = pushgate_core::Error::new(
+                    pushgate_core::ErrorKind::TooLarge,
+                    format!(
+                        "request head larger than {} bytes (max_head_size)",
+                        config.max_head_size
+                    ),
+                );
+                let mut res = crate::web::error(&e);
+                *res.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                let _ = respond(&mut stream, res, false).await;
+                return;
+            }
+            // Closed or failed: nothing to answer.
+            Ok(Ok(Read::Closed)) | Ok(Err(_)) => return,
+            // Too slow: a partial head is a slow (or slow-loris) client; an
+            // idle keep-alive connection just ends.
+            Err(_) => {
+                if !buf.is_empty() {
+                    state.metrics.limited(Limit::HeadTimeout);
                 }
-                Ok(Ok(Some(Head::Ours { parts, head, body }))) => {
-                    buf.drain(..head);
-                    (parts, body)
-                }
-                Ok(Ok(Some(Head::Hyper))) => break,
-                // Closed, failed, or too slow: nothing to answer.
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
-            };
+                return;
+            }
+        };
+        first = false;
         if buf.is_empty() {
             // Idle connections must not keep the head buffer.
             buf = Vec::new();
@@ -136,7 +192,11 @@ pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState
                 // an idle stream then holds only its loop's state, not the
                 // front's (a task's allocation is the size of its largest
                 // state, for its whole life).
-                tokio::spawn(async move { events.run(&state, stream, direct).await });
+                tokio::spawn(async move {
+                    events
+                        .run(&state, stream, direct, delivery_loop::Wire::Chunked)
+                        .await
+                });
                 return;
             }
             Ok(Next::Upgrade(up)) => {
@@ -210,15 +270,43 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
     }
 }
 
-async fn read_head<C: Conn>(stream: &mut C, buf: &mut Vec<u8>) -> io::Result<Option<Head>> {
+/// What reading a request head gave.
+enum Read {
+    Head(Head),
+    /// The HTTP/2 preface: a client with prior knowledge.
+    H2c,
+    /// Larger than `max_head_size`.
+    TooLarge,
+    /// The client closed the connection.
+    Closed,
+}
+
+/// Reads until a head is complete. `h2c`: the connection's first bytes may
+/// be the HTTP/2 preface.
+async fn read_head<C: Conn>(
+    stream: &mut C,
+    buf: &mut Vec<u8>,
+    max: usize,
+    h2c: bool,
+) -> io::Result<Read> {
     loop {
         if !buf.is_empty() {
-            if let Some(head) = parse_head(buf) {
-                return Ok(Some(head));
+            let preface = &H2_PREFACE[..buf.len().min(H2_PREFACE.len())];
+            let maybe_h2c = h2c && buf.starts_with(preface);
+            if maybe_h2c && buf.len() >= H2_PREFACE.len() {
+                return Ok(Read::H2c);
+            }
+            if !maybe_h2c {
+                match parse_head(buf) {
+                    Some(Head::Ours { head, .. }) if head > max => return Ok(Read::TooLarge),
+                    Some(head) => return Ok(Read::Head(head)),
+                    None if buf.len() >= max => return Ok(Read::TooLarge),
+                    None => {}
+                }
             }
         }
         if read_some(stream, buf).await? == 0 {
-            return Ok(None);
+            return Ok(Read::Closed);
         }
     }
 }
@@ -482,6 +570,7 @@ fn encode_head<B>(res: &Response<B>, len: Option<usize>, keep_alive: bool) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Any byte stream can be served, as TLS will be: without fan-out's
     /// direct writes, which only a plaintext socket allows.

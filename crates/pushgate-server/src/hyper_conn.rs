@@ -11,13 +11,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::dispatch::route;
+use crate::metrics::Limit;
 use crate::state::AppState;
 use crate::web::RequestBody;
 
@@ -26,16 +26,25 @@ pub async fn serve<I>(io: I, peer: SocketAddr, state: Arc<AppState>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let metrics = state.metrics.clone();
+    let service_state = state.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        route(state.clone(), peer, req.map(RequestBody::Incoming))
+        route(service_state.clone(), peer, req.map(RequestBody::Incoming))
     });
+    let config = &state.config;
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024)
+        .header_read_timeout(config.head_timeout)
+        // hyper's read buffer bounds the head; it may not be below 8 KiB.
+        .max_buf_size(config.max_head_size.max(8192))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
+        if e.is_parse_too_large() {
+            metrics.limited(Limit::HeadSize);
+        } else if e.is_timeout() {
+            metrics.limited(Limit::HeadTimeout);
+        }
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

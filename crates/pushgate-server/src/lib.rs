@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+mod accept;
 mod admission;
 mod api;
 mod chunked;
@@ -19,14 +20,17 @@ mod demo;
 mod dispatch;
 mod error;
 mod http1;
+mod http2;
 mod hyper_conn;
 pub mod metrics;
 mod prefix_io;
+mod redirect;
 mod registry;
 mod routes;
 mod server;
 mod shared_tcp;
 mod state;
+mod tls;
 mod transport;
 mod web;
 

@@ -12,9 +12,12 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::error::Error;
 use crate::state::AppState;
+use crate::tls::Tls;
 
 pub struct Server {
     listener: TcpListener,
+    /// The plain-HTTP listener that redirects to https (`tls_redirect`).
+    redirect: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -29,7 +32,15 @@ impl Server {
     pub async fn with_log(config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
         config.validate()?;
         let policy = config.policy()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key, config.http2)?),
+            _ => None,
+        };
         let listener = listen(config.listen).map_err(|e| Error::bind(config.listen, e))?;
+        let redirect = match config.tls_redirect {
+            Some(addr) => Some(listen(addr).map_err(|e| Error::bind(addr, e))?),
+            None => None,
+        };
         let hub = Hub::new(
             log,
             HubConfig {
@@ -40,7 +51,8 @@ impl Server {
         );
         Ok(Server {
             listener,
-            state: AppState::new(config, Arc::new(hub)),
+            redirect,
+            state: AppState::serving(config, Arc::new(hub), tls),
         })
     }
 
@@ -54,26 +66,48 @@ impl Server {
         self.state.clone()
     }
 
+    /// The address of the redirecting listener, when there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then shuts down gracefully:
     /// WebSockets are closed with 1012, event streams end, waiting
     /// long-polls are answered, and this returns when they are gone or
     /// after `shutdown_timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            redirect,
+            state,
+        } = self;
         let addr = listener.local_addr().map_err(Error::io)?;
-        tracing::info!(%addr, "pushgate listening");
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            %addr,
+            tls = state.tls.is_some(),
+            http2 = state.config.http2,
+            max_connections = state.limiter.max_total(),
+            "pushgate listening"
+        );
         if state.config.api_key.is_none() {
             tracing::warn!("no API key configured: /api/* answers loopback clients only (set --api-key to publish from elsewhere)");
         }
         log_auth(&state);
         if state.config.demo {
-            tracing::info!(url = %format!("http://{addr}/"), "demo page");
+            tracing::info!(url = %format!("{scheme}://{addr}/"), "demo page");
         }
 
         let mut background = tokio::task::JoinSet::new();
         background.spawn(sweeper(state.clone()));
         if state.config.demo {
             background.spawn(crate::demo::clock(state.clone()));
+        }
+        if state.tls.is_some() {
+            background.spawn(reload_on_sighup(state.clone()));
+        }
+        if let Some(redirect) = redirect {
+            background.spawn(crate::redirect::run(redirect, addr.port()));
         }
 
         tokio::pin!(shutdown);
@@ -91,7 +125,7 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(crate::http1::serve(stream, peer, state.clone()));
+            tokio::spawn(crate::accept::serve(stream, peer, state.clone()));
         }
         // Graceful shutdown: stop accepting (the listener is dropped here),
         // tell every connection to end, and wait for them, within a deadline.
@@ -154,6 +188,30 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Reloads the TLS certificate and key on SIGHUP (a certbot renew hook
+/// sends it): new handshakes use the new files, open connections keep
+/// theirs, and a broken file leaves the old certificate serving.
+async fn reload_on_sighup(state: Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(tls) = &state.tls else { return };
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: the certificate will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!(cert = tls.cert_path(), "TLS certificate reloaded"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "TLS certificate NOT reloaded: still serving the previous one"
+            ),
+        }
+    }
 }
 
 /// Expires history and forgets idle channels.

@@ -19,6 +19,7 @@ use pushgate_core::{DirectSink, Publication, Sent};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::accept::Slot;
 use crate::metrics::{Metrics, Transport};
 
 /// Which of a publication's shared encodings fan-out writes to a socket.
@@ -35,17 +36,25 @@ pub struct Shared {
     /// `None`: the connection's task alone writes.
     wire: Option<DirectWire>,
     metrics: Arc<Metrics>,
+    /// The connection's place under the limits, given back when it closes.
+    _slot: Slot,
 }
 
 #[derive(Clone)]
 pub struct SharedTcp(Arc<Shared>);
 
 impl SharedTcp {
-    pub fn new(stream: TcpStream, wire: Option<DirectWire>, metrics: &Arc<Metrics>) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        wire: Option<DirectWire>,
+        metrics: &Arc<Metrics>,
+        slot: Slot,
+    ) -> Self {
         SharedTcp(Arc::new(Shared {
             stream,
             wire,
             metrics: metrics.clone(),
+            _slot: slot,
         }))
     }
 

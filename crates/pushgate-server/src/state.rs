@@ -6,9 +6,11 @@ use std::sync::Arc;
 use pushgate_core::delivery::Timing;
 use pushgate_core::{Connection, Hub, Limits, Principal};
 
+use crate::accept::Limiter;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::tls::Tls;
 
 pub struct AppState {
     pub config: Config,
@@ -22,11 +24,24 @@ pub struct AppState {
     pub stream_timing: Arc<Timing>,
     /// The same for the hidden iframe, whose document has a lifetime.
     pub iframe_timing: Arc<Timing>,
+    /// The certificate served, when the port speaks TLS.
+    pub tls: Option<Tls>,
+    /// Connections held, against `max_connections` and its per-IP limit.
+    pub limiter: Arc<Limiter>,
     next_subscriber: AtomicU64,
 }
 
 impl AppState {
     pub fn new(config: Config, hub: Arc<Hub>) -> Arc<Self> {
+        Self::serving(config, hub, None)
+    }
+
+    /// With the TLS certificate the port serves.
+    pub fn serving(config: Config, hub: Arc<Hub>, tls: Option<Tls>) -> Arc<Self> {
+        let limiter = Arc::new(Limiter::new(
+            Limiter::total_from(config.max_connections),
+            config.max_connections_per_ip,
+        ));
         let ws_timing = Arc::new(Timing {
             heartbeat: config.ws_ping_interval,
             heartbeat_after_silence: false,
@@ -52,10 +67,21 @@ impl AppState {
             ws_timing,
             stream_timing,
             iframe_timing,
+            tls,
+            limiter,
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
             next_subscriber: AtomicU64::new(1),
         })
+    }
+
+    /// Reads the TLS certificate and key files again (what SIGHUP does):
+    /// new handshakes use them; on error the old ones stay in use.
+    pub fn reload_tls(&self) -> Result<(), crate::Error> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Err(crate::Error::config("TLS is not configured")),
+        }
     }
 
     pub fn limits(&self) -> Limits {

@@ -24,6 +24,8 @@ pub const MAX_QUERY_LEN: usize = 32 * 1024;
 pub enum RequestBody {
     Incoming(hyper::body::Incoming),
     Read(Bytes),
+    /// An HTTP/2 request's body, not read yet.
+    H2(crate::http2::H2Body),
 }
 
 /// Every response body: a complete one, or an event stream. An enum rather

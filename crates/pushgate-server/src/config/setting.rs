@@ -167,6 +167,20 @@ impl Value for SocketAddr {
     }
 }
 
+/// Empty means none.
+impl Value for Option<SocketAddr> {
+    const KIND: Kind = Kind::Address;
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        SocketAddr::parse(text).map(Some)
+    }
+    fn show(&self) -> String {
+        self.map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
 /// Empty means none: an empty API key would let anyone in.
 impl Value for Option<String> {
     const KIND: Kind = Kind::Text;

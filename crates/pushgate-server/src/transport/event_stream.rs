@@ -133,14 +133,19 @@ impl EventStream {
         );
     }
 
-    /// Runs the stream on the front's socket, whose response head was
-    /// written, as chunked transfer encoding until the stream ends, the
-    /// client leaves, or the client stops reading.
-    pub async fn run<S>(&mut self, state: &AppState, mut io: S, direct: Option<Arc<dyn DirectSink>>)
-    where
+    /// Runs the stream on `io`, whose response head was written, until the
+    /// stream ends, the client leaves, or the client stops reading:
+    /// chunked on an HTTP/1.1 socket, raw on an HTTP/2 stream.
+    pub async fn run<S>(
+        &mut self,
+        state: &AppState,
+        mut io: S,
+        direct: Option<Arc<dyn DirectSink>>,
+        wire: Wire,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut socket = Socket::new(&mut io, Wire::Chunked);
+        let mut socket = Socket::new(&mut io, wire);
         let ended = delivery_loop::run(
             state,
             &mut self.delivery,
@@ -160,7 +165,13 @@ impl EventStream {
         // that reads resumes from its cursor either way.
         let limit = Duration::from_secs(2);
         if socket.flush(&mut self.delivery, limit).await {
-            let _ = tokio::time::timeout(limit, socket.io.write_all(b"0\r\n\r\n")).await;
+            let end = async {
+                match wire {
+                    Wire::Chunked => socket.io.write_all(b"0\r\n\r\n").await,
+                    Wire::Raw => socket.io.shutdown().await,
+                }
+            };
+            let _ = tokio::time::timeout(limit, end).await;
         }
     }
 

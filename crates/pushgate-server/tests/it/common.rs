@@ -56,6 +56,8 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// and the test's runtime ends its connections.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The plain-HTTP redirect listener's address, when configured.
+    pub redirect: Option<SocketAddr>,
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -90,6 +92,7 @@ pub async fn start_wrapped(
         .await
         .expect("the server binds");
     let addr = server.local_addr();
+    let redirect = server.redirect_addr();
     let state = server.state();
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn(server.run(async move {
@@ -101,6 +104,7 @@ pub async fn start_wrapped(
         .expect("an HTTP client");
     TestServer {
         addr,
+        redirect,
         state,
         http,
         stop: Some(stop),

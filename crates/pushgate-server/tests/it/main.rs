@@ -6,6 +6,7 @@
 
 mod common;
 
+mod abuse;
 mod api;
 mod auth;
 mod bad_input;
@@ -29,6 +30,7 @@ mod pubsub;
 mod resume;
 mod shutdown;
 mod sse;
+mod tls;
 mod users;
 mod websocket;
 mod websocket_deflate;
