@@ -15,7 +15,7 @@ export const ARTIFACTS = join(root, "target", "browser-artifacts");
  * Starts `pushgate serve` and resolves once it listens. `port` 0 picks a
  * free one (read back from the startup log).
  */
-export async function startServer({ port = 0, args = [] } = {}) {
+export async function startServer({ port = 0, args = [], tls = false } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run cargo build --release first`);
   const proc = spawn(BIN, ["serve", "--listen", `127.0.0.1:${port}`, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
@@ -36,7 +36,7 @@ export async function startServer({ port = 0, args = [] } = {}) {
   const exited = new Promise((resolve) => proc.on("exit", resolve));
   return {
     port: actualPort,
-    url: `http://127.0.0.1:${actualPort}`,
+    url: `${tls ? "https" : "http"}://127.0.0.1:${actualPort}`,
     proc,
     log: () => log,
     /** Ends the process (by its PID) and waits for it. */
@@ -60,8 +60,8 @@ export async function publish(url, channel, data, event) {
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
-/** A headless Chromium with the flags that work on these machines. */
-export async function launch() {
+/** A headless Chromium with the flags that work on these machines, and `extra`. */
+export async function launch(extra = []) {
   // playwright gives the browser a fresh temporary profile of its own.
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -69,6 +69,7 @@ export async function launch() {
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...extra,
     ],
   });
 }
