@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -606,4 +607,34 @@ async fn an_http2_stream_that_stops_reading_is_cut_off_and_its_neighbours_go_on(
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn http2_streams_keep_heartbeats_and_resume_with_last_event_id() {
+    let server = start_with(|c| c.stream_ping_interval = Duration::from_millis(200)).await;
+    for n in 1..=3 {
+        server.publish("hb", json!(n)).await;
+    }
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut h2 = h2_client(tcp).await;
+    // Resume after offset 1 with Last-Event-ID, as EventSource does.
+    let (_, poll) = h2_get(&mut h2, "/poll?channel=hb&since=earliest").await;
+    let poll: Value = serde_json::from_str(&read_body(poll).await).unwrap();
+    let epoch = poll["messages"][0]["epoch"].as_str().unwrap();
+    let first_id = cursor(&[("hb", epoch, 1)]);
+    let mut send = h2.clone().ready().await.unwrap();
+    let req = http::Request::get("https://localhost/sse?channel=hb")
+        .header("last-event-id", first_id)
+        .body(())
+        .unwrap();
+    let (res, _) = send.send_request(req, true).unwrap();
+    let res = within("the SSE head", res).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    h2_until(&mut body, &mut seen, r#""offset":3"#).await;
+    assert!(!seen.contains(r#""offset":1"#), "offset 1 was resumed past: {seen}");
+    assert!(seen.contains(r#""offset":2"#), "{seen}");
+    // Silence is filled with heartbeats.
+    h2_until(&mut body, &mut seen, "event:ping").await;
 }
