@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::dispatch::route;
+use crate::linger::Lingering;
 use crate::state::AppState;
 use crate::web::RequestBody;
 
@@ -33,7 +34,9 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(io), service)
+        // Its shutdown lingers, so that an answer hyper gives before the
+        // body is read (a 413) reaches a client still sending it.
+        .serve_connection(TokioIo::new(Lingering::new(io)), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -20,6 +20,7 @@ mod dispatch;
 mod error;
 mod http1;
 mod hyper_conn;
+mod linger;
 pub mod metrics;
 mod prefix_io;
 mod registry;

@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod bad_input;
 mod binary;
+mod close_handshake;
 mod command;
 mod cors;
 mod cross_transport;
