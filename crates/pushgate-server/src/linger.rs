@@ -82,8 +82,10 @@ where
 /// did not read (a 413 for a chunked body over the limit), and then drops
 /// it. Wrapped in this, the shutdown half-closes and reads what the client
 /// still sends for up to [`LINGER`], so the answer reaches the client.
-/// An idle connection pays one pointer: the timer exists only while it
-/// lingers.
+/// (A WebSocket upgraded on hyper's path lingers here too when it closes:
+/// what its client sends after the close frame is then dropped unparsed
+/// until the end of stream.) An idle connection pays one pointer: the
+/// timer exists only while it lingers.
 pub struct Lingering<S> {
     io: S,
     /// Set once the write side is shut: the end of the lingering.

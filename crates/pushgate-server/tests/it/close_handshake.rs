@@ -158,3 +158,72 @@ async fn a_chunked_body_over_the_size_limit_gets_its_413_while_the_client_still_
     }
     assert!(server.state.metrics.limited_count(Limit::MessageSize) >= ROUNDS as u64);
 }
+
+/// A client frame header declaring `len` bytes, masked (with key 0: the
+/// payload goes as it is) or not.
+fn frame_header(first: u8, masked: bool, len: u64) -> Vec<u8> {
+    let mut out = vec![first, if masked { 0x80 | 127 } else { 127 }];
+    out.extend_from_slice(&len.to_be_bytes());
+    if masked {
+        out.extend_from_slice(&[0; 4]);
+    }
+    out
+}
+
+/// The code of the one frame `got` holds, which must be a close frame.
+fn close_code(round: usize, what: &str, got: &[u8]) -> u16 {
+    assert!(
+        got.len() >= 4 && got[0] == 0x88 && got.len() == 2 + got[1] as usize,
+        "round {round}, {what}: not exactly one close frame: {got:?}"
+    );
+    u16::from_be_bytes([got[2], got[3]])
+}
+
+async fn ws_refusals(
+    addr: std::net::SocketAddr,
+    what: &str,
+    opening: Vec<u8>,
+    filler: &[u8],
+    code: u16,
+) {
+    for round in 0..ROUNDS {
+        let raw = raw_ws(addr, "/ws", None).await;
+        let ended = refused_while_sending(raw.stream, opening.clone(), filler.to_vec()).await;
+        let got = ended_cleanly(round, ended);
+        assert_eq!(close_code(round, what, &got), code, "round {round}, {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_size_limit_gets_its_1009_while_the_client_still_sends() {
+    let server = server().await;
+    let huge = frame_header(0x81, true, 1 << 30);
+    ws_refusals(server.addr, "a 1 GiB frame", huge, &[0; 16 * 1024], 1009).await;
+    assert!(server.state.metrics.limited_count(Limit::MessageSize) >= ROUNDS as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_and_utf8_violations_get_their_close_codes_while_the_client_still_sends() {
+    let server = server().await;
+    // Client frames must be masked: 1002, and the frame goes on and on.
+    let unmasked = frame_header(0x81, false, 1 << 30);
+    ws_refusals(
+        server.addr,
+        "an unmasked frame",
+        unmasked,
+        &[0; 16 * 1024],
+        1002,
+    )
+    .await;
+    // Text that is not UTF-8 from its first byte: 1007, and more of it.
+    let mut bad_text = frame_header(0x81, true, MAX as u64 - 16);
+    bad_text.extend_from_slice(&[0xff; 64]);
+    ws_refusals(
+        server.addr,
+        "text that is not UTF-8",
+        bad_text,
+        &[0xff; 16 * 1024],
+        1007,
+    )
+    .await;
+}
