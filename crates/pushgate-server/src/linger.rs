@@ -30,8 +30,8 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// Bytes dropped per read: on the stack for one poll only.
 const DISCARD_CHUNK: usize = 4096;
 
-/// Half-closes `io` once what was written has gone out (a FIN follows it),
-/// then reads and drops what the client still sends until it ends its side
+/// Half-closes `io` (the kernel sends a FIN after what was written), then
+/// reads and drops what the client still sends until it ends its side
 /// or `limit` passes. The caller drops the socket afterwards: with nothing
 /// unread, that sends no reset.
 pub async fn linger_close<S>(io: &mut S, limit: Duration)
