@@ -15,11 +15,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::linger;
 use crate::metrics::{Limit, Metrics, Protocol, ProtocolGuard};
 use crate::state::AppState;
 use crate::tls::Alpn;
@@ -240,13 +240,8 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, limit: Limit) {
          retry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let limit = Duration::from_secs(2);
-    let _ = tokio::time::timeout(limit, async {
-        io.write_all(answer.as_bytes()).await?;
-        io.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while io.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
+    let written = tokio::time::timeout(linger::LINGER, io.write_all(answer.as_bytes())).await;
+    if matches!(written, Ok(Ok(()))) {
+        linger::linger_close(&mut io, linger::LINGER).await;
+    }
 }

@@ -15,6 +15,7 @@ use pushgate_core::protocol::{self, Publish};
 use pushgate_core::StartAt;
 use pushgate_core::{ChannelName, Data, Error, ErrorKind, EventName};
 
+use crate::metrics::Limit;
 use crate::state::AppState;
 use crate::web::{self as h, Body, RequestBody};
 
@@ -24,28 +25,36 @@ pub const MAX_HISTORY_LIMIT: usize = 1000;
 /// A request body must arrive within this time, like a head (slow-loris defence).
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reads a request body of at most `max` bytes within [`BODY_TIMEOUT`].
-pub async fn read_body(body: RequestBody, max: usize) -> Result<Bytes, Error> {
+/// Reads a request body of at most `max` bytes within [`BODY_TIMEOUT`]; a
+/// refusal is counted under its limit.
+pub async fn read_body(state: &AppState, body: RequestBody, max: usize) -> Result<Bytes, Error> {
     match body {
-        RequestBody::Read(bytes) if bytes.len() > max => Err(body_too_large(max)),
+        RequestBody::Read(bytes) if bytes.len() > max => {
+            state.metrics.limited(Limit::MessageSize);
+            Err(body_too_large(max))
+        }
         RequestBody::Read(bytes) => Ok(bytes),
-        RequestBody::Incoming(body) => collect(body, max).await,
-        RequestBody::H2(body) => collect(body, max).await,
+        RequestBody::Incoming(body) => collect(state, body, max).await,
+        RequestBody::H2(body) => collect(state, body, max).await,
     }
 }
 
-async fn collect<B>(body: B, max: usize) -> Result<Bytes, Error>
+async fn collect<B>(state: &AppState, body: B, max: usize) -> Result<Bytes, Error>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect());
     let Ok(read) = read.await else {
+        state.metrics.limited(Limit::HeadTimeout);
         return Err(body_timed_out());
     };
     match read {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(body_too_large(max)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            state.metrics.limited(Limit::MessageSize);
+            Err(body_too_large(max))
+        }
         Err(e) => Err(Error::bad_request(format!("could not read the body: {e}"))),
     }
 }
@@ -60,7 +69,7 @@ pub fn body_timed_out() -> Error {
     )
 }
 
-fn body_too_large(max: usize) -> Error {
+pub fn body_too_large(max: usize) -> Error {
     Error::new(
         ErrorKind::TooLarge,
         format!("body is larger than {max} bytes (max_message_size)"),
@@ -85,7 +94,7 @@ fn is_octet_stream(headers: &HeaderMap) -> bool {
 pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let binary = is_octet_stream(req.headers());
     let query = req.uri().query().map(str::to_owned);
-    let body = match read_body(req.into_body(), state.config.max_message_size).await {
+    let body = match read_body(&state, req.into_body(), state.config.max_message_size).await {
         Ok(b) => b,
         Err(e) => return h::error(&e),
     };
@@ -191,7 +200,7 @@ pub async fn users(state: &Arc<AppState>, req: Request<RequestBody>) -> Response
 
 /// `POST /api/send {"to":[…],"data":…,"event"?}` → `{"online":[…],"offline":[…]}`.
 async fn send(state: &AppState, req: Request<RequestBody>) -> Result<String, Error> {
-    let body = read_body(req.into_body(), state.config.max_message_size).await?;
+    let body = read_body(state, req.into_body(), state.config.max_message_size).await?;
     let message = protocol::decode_send(&body)?;
     let r = state
         .hub
@@ -217,7 +226,7 @@ fn presence(state: &AppState, req: &Request<RequestBody>) -> Result<String, Erro
 
 /// `POST /api/disconnect {"user":"alice"}` → `{"disconnected":N}`.
 async fn disconnect(state: &AppState, req: Request<RequestBody>) -> Result<String, Error> {
-    let body = read_body(req.into_body(), 4096).await?;
+    let body = read_body(state, req.into_body(), 4096).await?;
     let user = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("user")?.as_str().map(str::to_owned))

@@ -1,4 +1,8 @@
-//! Cross-origin access for the browser-facing HTTP transports and `/command`.
+//! Cross-origin access for the browser-facing HTTP transports (`/sse`,
+//! `/stream`, `/iframe`, `/poll`, `/longpoll`) and `/command`: the same
+//! preflight answer and headers for each, whichever HTTP implementation
+//! serves it (preflights, `OPTIONS`, are hyper's: the front takes only GETs
+//! and POSTs).
 //!
 //! `allowed_origins` lists the origins (scheme://host[:port]) whose pages may
 //! use pushgate from another origin; `*` allows any. A request whose `Origin`
@@ -75,9 +79,10 @@ pub fn preflight(origin: &Origin) -> Response<Body> {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, OPTIONS"),
     );
+    // `Authorization`: a client route takes its token as a Bearer header too.
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Last-Event-ID"),
+        HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

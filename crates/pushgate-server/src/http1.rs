@@ -33,6 +33,7 @@ use crate::accept::Client;
 use crate::admission;
 use crate::api;
 use crate::dispatch;
+use crate::linger;
 use crate::metrics::{Limit, Metrics, Protocol};
 use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
@@ -124,8 +125,6 @@ pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState
             first && config.http2,
         );
         let (parts, body) = match tokio::time::timeout(config.head_timeout, read).await {
-            // Too large: hyper refuses it (413), from the head on.
-            Ok(Ok(Read::Head(Head::Ours { body, .. }))) if body > config.max_message_size => break,
             Ok(Ok(Read::Head(Head::Ours { parts, head, body }))) => {
                 buf.drain(..head);
                 (parts, body)
@@ -147,7 +146,9 @@ pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState
                 );
                 let mut res = crate::web::error(&e);
                 *res.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                let _ = respond(&mut stream, res, false).await;
+                if respond(&mut stream, res, false).await.is_ok() {
+                    linger::linger_close(&mut stream, linger::LINGER).await;
+                }
                 return;
             }
             // Closed or failed: nothing to answer.
@@ -411,37 +412,67 @@ async fn serve_post<C: Conn>(
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
     let keep_alive = !wants_close(&parts.headers);
-    match tokio::time::timeout(api::BODY_TIMEOUT, read_body(stream, buf, body)).await {
-        Ok(Ok(true)) => {
-            let bytes = if buf.len() == body {
+    let max = state.config.max_message_size;
+    // Announced too large: refused before any of it is read (after
+    // admission, as on hyper's path), and the connection ends.
+    let bytes = if body > max {
+        None
+    } else {
+        match tokio::time::timeout(api::BODY_TIMEOUT, read_body(stream, buf, body)).await {
+            Ok(Ok(true)) => Some(if buf.len() == body {
                 Bytes::from(std::mem::take(buf))
             } else {
                 let bytes = Bytes::copy_from_slice(&buf[..body]);
                 buf.drain(..body);
                 bytes
-            };
-            let res = match admission::admit(
-                state,
-                peer,
-                &parts.method,
-                parts.uri.path(),
-                parts.uri.query(),
-                &parts.headers,
-            ) {
-                Ok(admitted) => {
-                    let req = Request::from_parts(parts, RequestBody::Read(bytes));
-                    let mut res = dispatch::post(state, &admitted, req).await;
-                    admitted.finish(&mut res);
-                    res
-                }
-                Err(rejected) => rejected.into_response(),
-            };
-            respond(stream, res, keep_alive).await
+            }),
+            Ok(Ok(false)) | Ok(Err(_)) => return Ok(Next::Close),
+            Err(_) => {
+                state.metrics.limited(Limit::HeadTimeout);
+                let res = crate::web::error(&api::body_timed_out());
+                return refuse(stream, res).await;
+            }
         }
-        Ok(Ok(false)) | Ok(Err(_)) => Ok(Next::Close),
-        // The rest of the body may still come: answer, and close.
-        Err(_) => respond(stream, crate::web::error(&api::body_timed_out()), false).await,
+    };
+    let too_large = bytes.is_none();
+    let res = match admission::admit(
+        state,
+        peer,
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+    ) {
+        Ok(admitted) => {
+            let mut res = match bytes {
+                Some(bytes) => {
+                    let req = Request::from_parts(parts, RequestBody::Read(bytes));
+                    dispatch::post(state, &admitted, req).await
+                }
+                None => {
+                    state.metrics.limited(Limit::MessageSize);
+                    crate::web::error(&api::body_too_large(max))
+                }
+            };
+            admitted.finish(&mut res);
+            res
+        }
+        Err(rejected) => rejected.into_response(),
+    };
+    if too_large {
+        refuse(stream, res).await
+    } else {
+        respond(stream, res, keep_alive).await
     }
+}
+
+/// Answers a request whose body is left unread (too large, too slow), and
+/// ends the connection, lingering so that the answer reaches a client still
+/// sending (`crate::linger`).
+async fn refuse<C: Conn>(stream: &mut C, res: Response<Body>) -> io::Result<Next> {
+    respond(stream, res, false).await?;
+    linger::linger_close(stream, linger::LINGER).await;
+    Ok(Next::Close)
 }
 
 async fn serve_one<C: Conn>(

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::dispatch::route;
+use crate::linger::Lingering;
 use crate::metrics::Limit;
 use crate::state::AppState;
 use crate::web::RequestBody;
@@ -37,7 +38,9 @@ where
         .header_read_timeout(config.head_timeout)
         // hyper's read buffer bounds the head; it may not be below 8 KiB.
         .max_buf_size(config.max_head_size.max(8192))
-        .serve_connection(TokioIo::new(io), service)
+        // Its shutdown lingers, so that an answer hyper gives before the
+        // body is read (a 413) reaches a client still sending it.
+        .serve_connection(TokioIo::new(Lingering::new(io)), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         if e.is_parse_too_large() {

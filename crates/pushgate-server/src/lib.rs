@@ -22,6 +22,7 @@ mod error;
 mod http1;
 mod http2;
 mod hyper_conn;
+mod linger;
 pub mod metrics;
 mod prefix_io;
 mod redirect;

@@ -56,12 +56,15 @@ pub enum Front {
 }
 
 /// Who may call a route from a page of another origin (see `crate::cors`).
+/// Every HTTP transport is `Read` or `Act`, so each answers its preflight
+/// (`OPTIONS`) the same way; a WebSocket is never preflighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cors {
     /// Not meant for cross-origin pages: no preflight, no CORS headers.
     Off,
     /// Reads: preflights answered, allowed origins get CORS headers; a
-    /// foreign origin's page cannot read the answer.
+    /// foreign origin's page cannot read the answer (nor be answered a
+    /// preflight).
     Read,
     /// Acts on the server (`/command`): as `Read`, and a foreign origin is
     /// refused outright, since browsers send such a POST cross-site without
@@ -147,7 +150,7 @@ pub static ROUTES: &[Route] = &[
     entry("/echo",         &["GET"],            E::Echo,                           Front::Get,   Cors::Upgrade, Client),
     entry("/sse",          &["GET", "OPTIONS"], E::Sse,                            Front::Get,   Cors::Read,    Client),
     entry("/stream",       &["GET", "OPTIONS"], E::Ndjson,                         Front::Get,   Cors::Read,    Client),
-    entry("/iframe",       &["GET"],            E::Iframe,                         Front::Get,   Cors::Off,     Client),
+    entry("/iframe",       &["GET", "OPTIONS"], E::Iframe,                         Front::Get,   Cors::Read,    Client),
     entry("/poll",         &["GET", "OPTIONS"], E::Poll,                           Front::Get,   Cors::Read,    Client),
     entry("/longpoll",     &["GET", "OPTIONS"], E::LongPoll,                       Front::Get,   Cors::Read,    Client),
     entry("/command",      &["POST", "OPTIONS"], E::Command,                       Front::Post,  Cors::Act,     Client),

@@ -154,8 +154,12 @@ impl AsyncWrite for SharedTcp {
         Poll::Ready(Ok(()))
     }
 
-    /// The socket closes when the last holder drops it.
+    /// Shuts the write side (a FIN follows what was written), as a closing
+    /// connection does before it lingers (`crate::linger`); the socket
+    /// itself closes when the last holder drops it. Fan-out's direct writes
+    /// cannot follow: they happen only while the connection is parked, and
+    /// a connection unparks before it begins to close.
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+        Poll::Ready(socket2::SockRef::from(&self.0.stream).shutdown(std::net::Shutdown::Write))
     }
 }

@@ -21,7 +21,7 @@ pub async fn handle(
     principal: &Principal,
     req: Request<RequestBody>,
 ) -> Response<Body> {
-    let body = match read_body(req.into_body(), state.config.max_message_size).await {
+    let body = match read_body(&state, req.into_body(), state.config.max_message_size).await {
         Ok(b) => b,
         Err(e) => return web::error(&e),
     };

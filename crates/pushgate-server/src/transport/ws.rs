@@ -27,7 +27,8 @@ use super::delivery_loop::{self, Ended, Peer, Socket, Wire};
 use super::ws_handshake;
 use crate::admission::{self, Admitted, Rejection};
 use crate::error::close;
-use crate::metrics::Transport;
+use crate::linger;
+use crate::metrics::{Limit, Transport};
 use crate::routes::Endpoint;
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
@@ -175,7 +176,7 @@ pub async fn run<S: Io>(
     // One closing handshake (one await of `close`) for every way out: each
     // await point's state is part of this future, which lives as long as
     // the connection.
-    let (frame, await_reply) = match refused {
+    let (frame, then) = match refused {
         Some(refused) => {
             // Browsers cannot read a refused handshake; they can read this.
             let code = crate::error::close_code(refused.kind());
@@ -186,7 +187,7 @@ pub async fn run<S: Io>(
                 Vec::new(),
                 Instant::now().into_std(),
             );
-            (frame::close_frame(code, reason), true)
+            (frame::close_frame(code, reason), Then::AwaitClose)
         }
         None => {
             delivery.expire_at(expiry);
@@ -218,60 +219,90 @@ pub async fn run<S: Io>(
                     state.metrics.dropped_slow(Transport::Ws);
                     tracing::info!("websocket subscriber fell behind; closing so it resumes");
                     let reason = "fell behind: reconnect and resume from your cursor";
-                    (frame::close_frame(close::RESUME, reason), true)
+                    (frame::close_frame(close::RESUME, reason), Then::AwaitClose)
                 }
                 Ended::Delivery(End::ShutDown) => {
                     let reason = "server restarting: reconnect and resume from your cursor";
-                    (frame::close_frame(close::RESTART, reason), true)
+                    (frame::close_frame(close::RESTART, reason), Then::AwaitClose)
                 }
                 Ended::Delivery(End::Idle) => {
                     let reason = "idle timeout: nothing received, not even a pong";
-                    (frame::close_frame(close::IDLE, reason), true)
+                    (frame::close_frame(close::IDLE, reason), Then::AwaitClose)
                 }
                 Ended::Delivery(End::Expired) => {
                     let reason = "token expired: reconnect with a fresh token";
-                    (frame::close_frame(close::TOKEN_EXPIRED, reason), true)
+                    (
+                        frame::close_frame(close::TOKEN_EXPIRED, reason),
+                        Then::AwaitClose,
+                    )
                 }
                 Ended::Delivery(End::Disconnected) => {
                     let reason =
                         "disconnected by the application: do not reconnect with this token";
-                    (frame::close_frame(close::DISCONNECTED, reason), true)
+                    (
+                        frame::close_frame(close::DISCONNECTED, reason),
+                        Then::AwaitClose,
+                    )
                 }
-                Ended::Peer(Closing::Reply(frame)) => (frame, false),
-                Ended::Peer(Closing::Violation(v)) => (frame::close_frame(v.code, v.reason), true),
+                Ended::Peer(Closing::Reply(frame)) => (frame, Then::Close),
+                Ended::Peer(Closing::Violation(v)) => {
+                    if v.code == pushgate_core::websocket::close::TOO_BIG {
+                        state.metrics.limited(Limit::MessageSize);
+                    }
+                    (frame::close_frame(v.code, v.reason), Then::Discard)
+                }
                 // The peer is gone or unresponsive: just drop the socket.
                 Ended::Delivery(End::Stalled) | Ended::Gone => return,
             }
         }
     };
-    // The closing handshake from the server's side: what is queued, the
-    // close frame, then read until the client's close frame (or end of
-    // stream) so that the server closes the TCP connection first (RFC 6455
-    // §7.1.1); two seconds at most.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        delivery.send(frame, Instant::now().into_std());
-        if !socket.flush(&mut delivery, Duration::from_secs(2)).await
-            || !await_reply
-            || peer.rx.saw_close()
-        {
-            return;
+    // The closing handshake from the server's side: what is queued and the
+    // close frame, then the end of what this connection sends. A client
+    // still sending must not meet a closed socket, whose reset can destroy
+    // the close frame (`crate::linger`): the server half-closes and reads
+    // until the client's close frame or end of stream, and so closes the
+    // TCP connection first (RFC 6455 §7.1.1).
+    delivery.send(frame, Instant::now().into_std());
+    if !socket.flush(&mut delivery, CLOSING).await {
+        return;
+    }
+    // Nothing more goes out: leave the hub now rather than after lingering.
+    drop(delivery);
+    if then == Then::Close || peer.rx.saw_close() {
+        // The client sent its close frame, and nothing after it.
+        return;
+    }
+    // After a violation the receiver cannot find the client's close frame
+    // in what follows: everything is dropped until the end of stream.
+    let mut parse = then == Then::AwaitClose;
+    linger::linger_close_until(socket.io, linger::LINGER, |bytes| {
+        if !parse {
+            return false;
         }
-        let mut buf = vec![0u8; 1024];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut *socket.io, &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    peer.got.clear();
-                    if peer.rx.feed(&buf[..n], &mut peer.got).is_err()
-                        || peer.got.iter().any(|i| matches!(i, Incoming::Close(_)))
-                    {
-                        return;
-                    }
-                }
+        peer.got.clear();
+        match peer.rx.feed(bytes, &mut peer.got) {
+            Ok(()) => peer.got.iter().any(|i| matches!(i, Incoming::Close(_))),
+            Err(_) => {
+                parse = false;
+                false
             }
         }
     })
     .await;
+}
+
+/// The most a closing connection spends writing its last frames.
+const CLOSING: Duration = Duration::from_secs(2);
+
+/// What follows the server's close frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// The client began the closing handshake: close the socket.
+    Close,
+    /// Wait for the client's close frame (or its end of stream).
+    AwaitClose,
+    /// The client broke the protocol: drop what it sends until it ends.
+    Discard,
 }
 
 /// How the client ended a connection.

@@ -1,6 +1,7 @@
 //! Cross-origin access: `Access-Control-Allow-Origin` for allowed origins on
-//! the browser-facing endpoints, preflights, and refusal of `POST /command`
-//! and WebSocket upgrades from origins that are neither allowed nor ours.
+//! the browser-facing endpoints, every HTTP transport's preflight, and
+//! refusal of `POST /command` and WebSocket upgrades from origins that are
+//! neither allowed nor ours.
 
 use crate::common::*;
 use reqwest::header::HeaderMap;
@@ -8,6 +9,16 @@ use serde_json::json;
 
 const APP: &str = "https://app.example";
 const EVIL: &str = "https://evil.example";
+
+/// Every HTTP transport, and `/command`: each answers its preflight.
+const PREFLIGHTED: [&str; 6] = [
+    "/sse",
+    "/stream",
+    "/iframe",
+    "/poll",
+    "/longpoll",
+    "/command",
+];
 
 async fn server_allowing_app() -> TestServer {
     start_with(|c| c.allowed_origins = vec![APP.into()]).await
@@ -56,6 +67,7 @@ fn browser_requests(
         ("/longpoll", get("/longpoll?channel=c&timeout=0")),
         ("/sse", get("/sse?channel=c")),
         ("/stream", get("/stream?channel=c")),
+        ("/iframe", get("/iframe?channel=c&callback=cb")),
         (
             "/command",
             server
@@ -107,17 +119,24 @@ async fn other_origins_get_no_cors_headers() {
     assert_eq!(header(&h, "access-control-allow-origin"), None);
 }
 
+/// A preflight as a browser sends it before a cross-origin request.
+fn preflight(server: &TestServer, path: &str, origin: &str) -> reqwest::RequestBuilder {
+    server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization, last-event-id",
+        )
+}
+
 #[tokio::test]
 async fn preflight_from_an_allowed_origin_is_204_with_the_allowances() {
     let server = server_allowing_app().await;
-    for path in ["/sse", "/stream", "/poll", "/longpoll", "/command"] {
-        let req = server
-            .http
-            .request(reqwest::Method::OPTIONS, server.url(path))
-            .header("origin", APP)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type");
-        let (status, h) = head_of(req).await;
+    for path in PREFLIGHTED {
+        let (status, h) = head_of(preflight(&server, path, APP)).await;
         assert_eq!(status, 204, "{path}");
         assert_allowed(&h, APP, path);
         let methods = header(&h, "access-control-allow-methods").unwrap_or("");
@@ -127,7 +146,7 @@ async fn preflight_from_an_allowed_origin_is_204_with_the_allowances() {
         let headers = header(&h, "access-control-allow-headers")
             .unwrap_or("")
             .to_ascii_lowercase();
-        for wanted in ["content-type", "last-event-id"] {
+        for wanted in ["authorization", "content-type", "last-event-id"] {
             assert!(headers.contains(wanted), "{path}: Allow-Headers {headers}");
         }
         let max_age: u64 = header(&h, "access-control-max-age")
@@ -139,25 +158,82 @@ async fn preflight_from_an_allowed_origin_is_204_with_the_allowances() {
 }
 
 #[tokio::test]
-async fn preflight_from_a_refused_origin_is_403_json() {
+async fn preflight_from_a_refused_origin_is_403_json_without_cors_headers() {
     let server = server_allowing_app().await;
-    for path in ["/sse", "/poll", "/command"] {
-        let req = server
-            .http
-            .request(reqwest::Method::OPTIONS, server.url(path))
-            .header("origin", EVIL)
-            .header("access-control-request-method", "GET");
-        let (status, body) = server.json_response(req).await;
-        assert_eq!(status, 403, "{path}: {body}");
+    for path in PREFLIGHTED {
+        let res = within("a preflight", preflight(&server, path, EVIL).send())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(
+            header(res.headers(), "access-control-allow-origin"),
+            None,
+            "{path}"
+        );
+        let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["code"], "forbidden", "{path}: {body}");
     }
-    // Endpoints that are not for cross-origin use have no preflight.
-    let req = server
-        .http
-        .request(reqwest::Method::OPTIONS, server.url("/iframe"))
-        .header("origin", APP);
-    let (status, _) = server.json_response(req).await;
-    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn preflight_from_our_own_origin_is_204_without_cors_headers() {
+    let server = server_allowing_app().await;
+    let same = format!("http://{}", server.addr);
+    for path in PREFLIGHTED {
+        let (status, h) = head_of(preflight(&server, path, &same)).await;
+        assert_eq!(status, 204, "{path}");
+        assert_eq!(header(&h, "access-control-allow-origin"), None, "{path}");
+    }
+}
+
+/// Endpoints not meant for cross-origin pages have no preflight, and a
+/// WebSocket is never preflighted (its Origin is checked on the handshake).
+#[tokio::test]
+async fn routes_without_cors_have_no_preflight() {
+    let server = server_allowing_app().await;
+    for path in ["/ws", "/api/publish", "/api/history", "/pushgate.js"] {
+        let (status, h) = head_of(preflight(&server, path, APP)).await;
+        assert_eq!(status, 405, "{path}");
+        assert_eq!(header(&h, "access-control-allow-origin"), None, "{path}");
+    }
+}
+
+/// The front serves GETs and POSTs and hands a connection to hyper at its
+/// first `OPTIONS`: the answers are the same before and after.
+#[tokio::test]
+async fn preflight_and_requests_on_one_connection() {
+    let server = server_allowing_app().await;
+    let host = server.addr;
+    let mut conn = RawHttp::connect(server.addr, None).await;
+    let get = format!("GET /poll?channel=c HTTP/1.1\r\nHost: {host}\r\nOrigin: {APP}\r\n\r\n");
+    let allowed = format!("access-control-allow-origin: {APP}\r\n");
+
+    conn.send(&get).await;
+    let res = conn.read_response().await;
+    assert_eq!(res.status, 200, "the front's GET: {}", res.head);
+    assert!(
+        res.head.to_ascii_lowercase().contains(&allowed),
+        "{}",
+        res.head
+    );
+
+    conn.send(&format!(
+        "OPTIONS /poll HTTP/1.1\r\nHost: {host}\r\nOrigin: {APP}\r\n\
+         Access-Control-Request-Method: GET\r\n\r\n"
+    ))
+    .await;
+    let head = conn.read_head().await;
+    assert!(head.starts_with("HTTP/1.1 204 "), "the preflight: {head}");
+    assert!(head.to_ascii_lowercase().contains(&allowed), "{head}");
+
+    conn.send(&get).await;
+    let res = conn.read_response().await;
+    assert_eq!(res.status, 200, "hyper's GET: {}", res.head);
+    assert!(
+        res.head.to_ascii_lowercase().contains(&allowed),
+        "{}",
+        res.head
+    );
 }
 
 #[tokio::test]
