@@ -113,6 +113,7 @@ pub mod namespace;
 pub mod principal;
 pub mod protocol;
 pub mod publication;
+pub mod rate;
 pub mod session;
 mod sync;
 pub mod websocket;

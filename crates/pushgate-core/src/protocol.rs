@@ -16,6 +16,16 @@ use crate::publication::Data;
 /// Longest string accepted as a command `id`.
 pub const MAX_ID_LEN: usize = 128;
 
+/// The default of `max_json_depth`: how deep a command's or an API body's
+/// fields (a message's `data`) may nest arrays and objects. Real data
+/// rarely nests beyond ten; client parsers fail on deep nesting (.NET's
+/// `System.Text.Json` at 64 by default, recursive parsers by overflowing
+/// their stack), and data reaches subscribers inside up to four more
+/// levels (a poll body, its list, the message, a direct message's
+/// `{"from","data"}`). 32 keeps every message well inside what any client
+/// can read.
+pub const MAX_JSON_DEPTH: usize = 32;
+
 /// A command id as JSON text (a number or a string), echoed verbatim in the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandId(String);
@@ -91,6 +101,13 @@ pub struct Publish {
 }
 
 impl Command {
+    /// Whether it makes the server work for other clients (a publication,
+    /// a direct message): what a client's publish rate limits
+    /// ([`crate::rate`]).
+    pub fn counts_toward_publish_rate(&self) -> bool {
+        matches!(self, Command::Publish(_) | Command::Send(_))
+    }
+
     /// The command's `type`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -454,6 +471,11 @@ impl Reply {
                 out.push_str(e.code());
                 out.push_str("\",\"message\":");
                 json::push_string(&mut out, e.message());
+                if let Some(after) = e.retry_after() {
+                    // Rounded up: retrying at once after the hint must work.
+                    let ms = after.as_nanos().div_ceil(1_000_000);
+                    let _ = write!(out, ",\"retry_after_ms\":{ms}");
+                }
             }
         }
         out.push('}');
@@ -635,6 +657,17 @@ mod tests {
         assert_eq!(
             v,
             json!({"type":"reset","channel":"news","epoch":"ep","offset":4})
+        );
+    }
+
+    #[test]
+    fn a_refusal_with_a_wait_says_it_in_ms_rounded_up() {
+        let e = Error::new(ErrorKind::RateLimited, "slow down")
+            .with_retry_after(Duration::from_micros(12_300));
+        let v: Value = serde_json::from_str(&Reply::Error(e).encode(None)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"rate_limited","message":"slow down","retry_after_ms":13})
         );
     }
 
