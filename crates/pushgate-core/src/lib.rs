@@ -71,8 +71,8 @@
 //! let hub = Arc::new(Hub::new(log, HubConfig::default()));
 //! let mut conn = Connection::new(hub.clone(), 1, Limits::default(), Principal::Anonymous);
 //!
-//! let request = protocol::decode(br#"{"type":"subscribe","channel":"news","id":7}"#)
-//!     .expect("a valid command");
+//! let command = br#"{"type":"subscribe","channel":"news","id":7}"#;
+//! let request = protocol::decode(command, protocol::MAX_JSON_DEPTH).expect("a valid command");
 //! let id = request.id.clone();
 //! let (reply, catchup) = conn.execute(request).now_or_never().unwrap();
 //! assert!(reply.encode(id.as_ref()).starts_with(r#"{"type":"subscribed","id":7,"#));

@@ -79,6 +79,9 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// How deep a command's or an API body's fields (published `data`)
+    /// may nest arrays and objects; deeper is refused with `too_deep`.
+    pub max_json_depth: usize,
     /// HMAC secret that signs client tokens (HS256/384/512). With no secret,
     /// public key or JWKS, pushgate checks no tokens and every channel is
     /// open to anyone.
@@ -144,6 +147,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             outbox_capacity: 1024,
             max_subscriptions: 128,
+            max_json_depth: pushgate_core::protocol::MAX_JSON_DEPTH,
             auth_secret: None,
             auth_public_key: None,
             auth_jwks: None,
@@ -221,6 +225,10 @@ setting::settings! {
     outbox_capacity: outbox_capacity, "outbox-capacity", "PUSHGATE_OUTBOX_CAPACITY";
     /// Subscriptions one connection may hold
     max_subscriptions: max_subscriptions, "max-subscriptions", "PUSHGATE_MAX_SUBSCRIPTIONS";
+    /// How deep published data and client commands may nest arrays and
+    /// objects: client parsers fail on deep nesting (.NET's at 64), and
+    /// delivery wraps data in up to four more levels
+    max_json_depth: max_json_depth, "max-json-depth", "PUSHGATE_MAX_JSON_DEPTH";
 
     [auth]
     /// HMAC secret of client tokens (HS256); none of secret, public key and

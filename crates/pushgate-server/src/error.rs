@@ -6,6 +6,8 @@ use std::fmt;
 use http::StatusCode;
 use pushgate_core::ErrorKind;
 
+use crate::metrics::Limit;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The configuration is invalid.
@@ -82,6 +84,17 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The limit of `/metrics` (`pushgate_limited_total{limit=…}`) that refused
+/// a command or request with an error of `kind`, for the limits whose
+/// refusals are errors.
+pub fn limit_of(kind: ErrorKind) -> Option<Limit> {
+    match kind {
+        ErrorKind::RateLimited => Some(Limit::PublishRate),
+        ErrorKind::TooDeep => Some(Limit::JsonDepth),
+        _ => None,
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pushgate_core::delivery::Timing;
-use pushgate_core::{Connection, Hub, Limits, Principal};
+use pushgate_core::{Connection, Error, Hub, Limits, Principal};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -62,6 +62,14 @@ impl AppState {
         Limits {
             outbox_capacity: self.config.outbox_capacity,
             max_subscriptions: self.config.max_subscriptions,
+        }
+    }
+
+    /// Counts `e` in `/metrics` under the limit that refused it, if a limit
+    /// did (`rate_limited`, `too_deep`).
+    pub fn count_limited(&self, e: &Error) {
+        if let Some(limit) = crate::error::limit_of(e.kind()) {
+            self.metrics.limited(limit);
         }
     }
 

@@ -9,7 +9,7 @@ use crate::connection::{Connection, Limits};
 use crate::cursor::{Cursor, Positions, Since};
 use crate::error::ErrorKind;
 use crate::log::{MemoryLog, MemoryLogConfig};
-use crate::protocol::Reply;
+use crate::protocol::{Reply, MAX_JSON_DEPTH};
 use crate::session::Emit;
 use crate::Epoch;
 
@@ -555,7 +555,11 @@ fn presence_lists_members_and_forgets_them_on_unsubscribe_and_drop() {
     assert_eq!(p.anonymous, 1);
 
     let (reply, _) = now(b.execute(
-        crate::protocol::decode(br#"{"type":"unsubscribe","channel":"room:1"}"#).unwrap(),
+        crate::protocol::decode(
+            br#"{"type":"unsubscribe","channel":"room:1"}"#,
+            MAX_JSON_DEPTH,
+        )
+        .unwrap(),
     ));
     assert!(matches!(reply, Reply::Unsubscribed { .. }));
     drop(a2);
@@ -584,7 +588,11 @@ fn the_presence_command_answers_as_documented() {
     let hub = presence_hub();
     let mut a = conn(&hub, 12, as_user("alice"));
     join(&mut a, "room:1");
-    let req = crate::protocol::decode(br#"{"type":"presence","channel":"room:1","id":3}"#).unwrap();
+    let req = crate::protocol::decode(
+        br#"{"type":"presence","channel":"room:1","id":3}"#,
+        MAX_JSON_DEPTH,
+    )
+    .unwrap();
     let id = req.id.clone();
     let (reply, _) = now(a.execute(req));
     let v: serde_json::Value = serde_json::from_str(&reply.encode(id.as_ref())).unwrap();
@@ -593,7 +601,8 @@ fn the_presence_command_answers_as_documented() {
         serde_json::json!({"type":"presence","id":3,"channel":"room:1",
             "users":[{"user":"alice","clients":["12"]}],"anonymous":0})
     );
-    let req = crate::protocol::decode(br#"{"type":"presence","channel":"news"}"#).unwrap();
+    let req = crate::protocol::decode(br#"{"type":"presence","channel":"news"}"#, MAX_JSON_DEPTH)
+        .unwrap();
     let (reply, _) = now(a.execute(req));
     assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::BadRequest));
 }
@@ -615,7 +624,11 @@ fn join_and_leave_reach_the_other_subscribers_and_move_no_cursor() {
     join(&mut anon, "chat:a");
     drop(anon);
     now(alice.execute(
-        crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:a"}"#).unwrap(),
+        crate::protocol::decode(
+            br#"{"type":"unsubscribe","channel":"chat:a"}"#,
+            MAX_JSON_DEPTH,
+        )
+        .unwrap(),
     ));
     assert_eq!(
         presence_events(&drain(&mut watcher)),
@@ -689,6 +702,7 @@ fn send_appends_to_personal_channels_and_says_who_is_online() {
     let mut carol = conn(&hub, 4, as_user("carol"));
     let req = crate::protocol::decode(
         br#"{"type":"send","to":["alice","dave"],"data":{"t":"</script>"},"id":1}"#,
+        MAX_JSON_DEPTH,
     )
     .unwrap();
     let (reply, _) = now(carol.execute(req));
@@ -747,7 +761,7 @@ fn send_refuses_bad_recipient_lists() {
                 .join(",")
         ),
     ] {
-        let e = crate::protocol::decode(body.as_bytes()).unwrap_err();
+        let e = crate::protocol::decode(body.as_bytes(), MAX_JSON_DEPTH).unwrap_err();
         assert_eq!(e.error.kind(), ErrorKind::BadRequest, "{body}");
     }
 }
@@ -828,7 +842,7 @@ mod presence_model {
                         subscribed[i] = true;
                     }
                     Op::Unsubscribe(i) if subscribed[i] => {
-                        let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#).unwrap();
+                        let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#, MAX_JSON_DEPTH).unwrap();
                         now(conns[i].execute(req));
                         subscribed[i] = false;
                     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use pushgate_core::protocol::{self, Command, Reply};
+use pushgate_core::protocol::{Command, Reply};
 use pushgate_core::{Error, Principal};
 
 use crate::api::read_body;
@@ -25,7 +25,7 @@ pub async fn handle(
         Ok(b) => b,
         Err(e) => return web::error(&e),
     };
-    let (reply, id) = match protocol::decode(&body) {
+    let (reply, id) = match super::decode(&state, &body) {
         Ok(req) => {
             let id = req.id.clone();
             let reply = match req.command {

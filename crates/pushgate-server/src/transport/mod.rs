@@ -12,10 +12,17 @@ pub mod sse;
 pub mod ws;
 pub mod ws_handshake;
 
-use pushgate_core::protocol::{Command, Reply, Request};
+use pushgate_core::protocol::{self, Command, Rejected, Reply, Request};
 use pushgate_core::{Connection, OutboxEvent};
 
 use crate::state::AppState;
+
+/// Decodes one client command for any transport, with the configured
+/// `max_json_depth`; a refusal by a limit is counted under it.
+pub fn decode(state: &AppState, bytes: &[u8]) -> Result<Request, Rejected> {
+    protocol::decode(bytes, state.config.max_json_depth)
+        .inspect_err(|rejected| state.count_limited(&rejected.error))
+}
 
 /// Runs one client command for any transport, counting it in the metrics.
 pub async fn execute(

@@ -1,5 +1,6 @@
-//! Limits: message size (close 1009), subscriptions per connection, and the
-//! slow-consumer cut-off that protects everyone else on a channel.
+//! Limits: message size (close 1009), subscriptions per connection, the
+//! slow-consumer cut-off that protects everyone else on a channel, and the
+//! nesting depth of JSON.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -364,4 +365,87 @@ async fn a_stalled_ws_subscriber_of_a_10000_message_flood_is_cut_off_with_a_boun
         assert_eq!(assert_message(&v, "flood", offset)["n"], offset);
     }
     reader_still_gets(&mut reader, &mut publisher, COUNT + 1).await;
+}
+
+/// Reads the `/metrics` series `pushgate_limited_total{limit="…"}`.
+async fn limited(server: &TestServer, limit: &str) -> i64 {
+    let text = server.metrics_text().await;
+    metric(
+        &text,
+        &format!("pushgate_limited_total{{limit=\"{limit}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no {limit} series in\n{text}"))
+}
+
+/// `[[[…1…]]]`, nested `depth` deep.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test]
+async fn deep_json_is_refused_on_every_way_in_and_the_server_goes_on() {
+    let server = start_with(|c| c.max_json_depth = 8).await;
+    let mut reader = server.ws("/ws?channel=d").await;
+    assert_subscribed(&reader.next_json().await, "d");
+    let api = |data: &str| format!(r#"{{"channel":"d","data":{data}}}"#);
+    let command =
+        |data: &str| format!(r#"{{"type":"publish","channel":"d","data":{data},"id":7}}"#);
+    let post = |path: &str, body: String| server.http.post(server.url(path)).body(body);
+    let mut refusals = 0;
+
+    // At the limit: accepted everywhere.
+    let (status, reply) = server
+        .json_response(post("/api/publish", api(&nested(8))))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = server.command(command(&nested(8))).await;
+    assert_eq!(status, 200, "{reply}");
+    let mut ws = server.ws("/ws").await;
+    assert_eq!(
+        ws.command_text(&command(&nested(8))).await["type"],
+        "published"
+    );
+
+    // One deeper, and far deeper (serde_json's own limit of 128 never
+    // applied to data; 30,000 fits the default max_message_size).
+    for depth in [9, 129, 30_000] {
+        for (path, body) in [
+            ("/api/publish", api(&nested(depth))),
+            (
+                "/api/send",
+                format!(r#"{{"to":["bob"],"data":{}}}"#, nested(depth)),
+            ),
+            ("/command", command(&nested(depth))),
+        ] {
+            let (status, reply) = server.json_response(post(path, body)).await;
+            assert_eq!(status, 400, "{path}: {reply}");
+            assert_eq!(reply["code"], "too_deep", "{path}: {reply}");
+            let message = reply["message"].as_str().unwrap();
+            assert!(
+                message.contains("8 levels deep (max_json_depth)"),
+                "{message}"
+            );
+            refusals += 1;
+        }
+        // On a WebSocket: an error reply with the command's id; the
+        // connection stays.
+        let reply = ws.command_text(&command(&nested(depth))).await;
+        assert_eq!(
+            (&reply["type"], &reply["code"], &reply["id"]),
+            (&json!("error"), &json!("too_deep"), &json!(7)),
+            "{reply}"
+        );
+        // Deep in a field the server ignores, a command is refused too.
+        let ignored = format!(r#"{{"type":"ping","id":8,"x":{}}}"#, nested(depth));
+        assert_eq!(ws.command_text(&ignored).await["code"], "too_deep");
+        refusals += 2;
+    }
+    assert_eq!(ws.command(json!({"type": "ping"})).await["type"], "pong");
+    // Only the three publishes at the limit were delivered.
+    let at_the_limit: serde_json::Value = serde_json::from_str(&nested(8)).unwrap();
+    for offset in 1..=3 {
+        let m = reader.next_json().await;
+        assert_eq!(*assert_message(&m, "d", offset), at_the_limit);
+    }
+    assert_eq!(limited(&server, "json_depth").await, refusals);
 }
