@@ -60,6 +60,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
+//! use std::time::Instant;
 //!
 //! use futures_util::FutureExt as _;
 //! use pushgate_core::session::Emit;
@@ -74,7 +75,7 @@
 //! let command = br#"{"type":"subscribe","channel":"news","id":7}"#;
 //! let request = protocol::decode(command, protocol::MAX_JSON_DEPTH).expect("a valid command");
 //! let id = request.id.clone();
-//! let (reply, catchup) = conn.execute(request).now_or_never().unwrap();
+//! let (reply, catchup) = conn.execute(request, Instant::now()).now_or_never().unwrap();
 //! assert!(reply.encode(id.as_ref()).starts_with(r#"{"type":"subscribed","id":7,"#));
 //! assert!(catchup.is_empty(), "a new channel has no history");
 //!

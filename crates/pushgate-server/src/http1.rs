@@ -342,7 +342,7 @@ async fn serve_post<C: Conn>(
             ) {
                 Ok(admitted) => {
                     let req = Request::from_parts(parts, RequestBody::Read(bytes));
-                    let mut res = dispatch::post(state, &admitted, req).await;
+                    let mut res = dispatch::post(state, &admitted, peer, req).await;
                     admitted.finish(&mut res);
                     res
                 }

@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
@@ -183,13 +184,16 @@ fn log_errors_reach_the_caller_and_leave_nothing_registered() {
         "a failed subscribe unregisters"
     );
     let mut conn = Connection::new(Arc::new(hub), 2, Limits::default(), Default::default());
-    let (reply, _) = now(conn.execute(crate::protocol::Request {
-        id: None,
-        command: crate::protocol::Command::Subscribe {
-            channel: ch("a"),
-            since: Since::Now,
+    let (reply, _) = now(conn.execute(
+        crate::protocol::Request {
+            id: None,
+            command: crate::protocol::Command::Subscribe {
+                channel: ch("a"),
+                since: Since::Now,
+            },
         },
-    }));
+        Instant::now(),
+    ));
     assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::Unavailable));
     assert!(
         conn.session().is_empty(),
@@ -560,6 +564,7 @@ fn presence_lists_members_and_forgets_them_on_unsubscribe_and_drop() {
             MAX_JSON_DEPTH,
         )
         .unwrap(),
+        Instant::now(),
     ));
     assert!(matches!(reply, Reply::Unsubscribed { .. }));
     drop(a2);
@@ -594,7 +599,7 @@ fn the_presence_command_answers_as_documented() {
     )
     .unwrap();
     let id = req.id.clone();
-    let (reply, _) = now(a.execute(req));
+    let (reply, _) = now(a.execute(req, Instant::now()));
     let v: serde_json::Value = serde_json::from_str(&reply.encode(id.as_ref())).unwrap();
     assert_eq!(
         v,
@@ -603,7 +608,7 @@ fn the_presence_command_answers_as_documented() {
     );
     let req = crate::protocol::decode(br#"{"type":"presence","channel":"news"}"#, MAX_JSON_DEPTH)
         .unwrap();
-    let (reply, _) = now(a.execute(req));
+    let (reply, _) = now(a.execute(req, Instant::now()));
     assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::BadRequest));
 }
 
@@ -629,6 +634,7 @@ fn join_and_leave_reach_the_other_subscribers_and_move_no_cursor() {
             MAX_JSON_DEPTH,
         )
         .unwrap(),
+        Instant::now(),
     ));
     assert_eq!(
         presence_events(&drain(&mut watcher)),
@@ -705,7 +711,7 @@ fn send_appends_to_personal_channels_and_says_who_is_online() {
         MAX_JSON_DEPTH,
     )
     .unwrap();
-    let (reply, _) = now(carol.execute(req));
+    let (reply, _) = now(carol.execute(req, Instant::now()));
     let v: serde_json::Value = serde_json::from_str(&reply.encode(None)).unwrap();
     assert_eq!(
         v,
@@ -843,7 +849,7 @@ mod presence_model {
                     }
                     Op::Unsubscribe(i) if subscribed[i] => {
                         let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#, MAX_JSON_DEPTH).unwrap();
-                        now(conns[i].execute(req));
+                        now(conns[i].execute(req, Instant::now()));
                         subscribed[i] = false;
                     }
                     Op::Drop(i) => {
@@ -890,4 +896,62 @@ mod presence_model {
             prop_assert_eq!(heard, expected);
         }
     }
+}
+
+#[test]
+fn a_connection_publishes_at_its_rate_and_only_what_was_accepted_is_delivered() {
+    let t0 = Instant::now();
+    let policy = crate::auth::Policy::open().with_publish_rate(crate::rate::Rate::new(10, 3, t0));
+    let config = HubConfig {
+        policy: Arc::new(policy),
+        ..HubConfig::default()
+    };
+    let log = MemoryLog::new(MemoryLogConfig::default());
+    let hub = Arc::new(Hub::new(Arc::new(log), config));
+    let mut reader = conn(&hub, 1, crate::Principal::Anonymous);
+    join(&mut reader, "room");
+    let mut flooder = conn(&hub, 2, as_user("mallory"));
+    let command = |text: &str| crate::protocol::decode(text.as_bytes(), MAX_JSON_DEPTH).unwrap();
+    let publish = |n: u32| {
+        command(&format!(
+            r#"{{"type":"publish","channel":"room","data":{n}}}"#
+        ))
+    };
+    let mut run = |req, at| now(flooder.execute(req, at)).0;
+
+    for n in 0..3 {
+        assert!(matches!(run(publish(n), t0), Reply::Published { .. }));
+    }
+    // The fourth at once, and a direct message (the same allowance): refused
+    // with the wait, on a connection that goes on.
+    for req in [
+        publish(3),
+        command(r#"{"type":"send","to":["bob"],"data":1}"#),
+    ] {
+        let Reply::Error(e) = run(req, t0 + Duration::from_millis(30)) else {
+            panic!("not refused")
+        };
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(70)));
+        assert!(e.message().contains("at most 3 at once and 10 per second"));
+    }
+    // Commands that make no work for others are not counted.
+    assert_eq!(run(command(r#"{"type":"ping"}"#), t0), Reply::Pong);
+    // After the wait, one more.
+    assert!(matches!(
+        run(publish(4), t0 + Duration::from_millis(100)),
+        Reply::Published { .. }
+    ));
+    let got: Vec<u64> = drain(&mut reader)
+        .iter()
+        .map(|e| match e {
+            Emit::Message(p) => p.offset,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [1, 2, 3, 4],
+        "the refused publish never reached the log"
+    );
 }

@@ -12,6 +12,8 @@ pub mod sse;
 pub mod ws;
 pub mod ws_handshake;
 
+use std::time::Instant;
+
 use pushgate_core::protocol::{self, Command, Rejected, Reply, Request};
 use pushgate_core::{Connection, OutboxEvent};
 
@@ -31,8 +33,14 @@ pub async fn execute(
     request: Request,
 ) -> (Reply, Vec<OutboxEvent>) {
     let is_publish = matches!(request.command, Command::Publish(_));
-    let (reply, events) = conn.execute(request).await;
-    let ok = !matches!(reply, Reply::Error(_));
+    let (reply, events) = conn.execute(request, Instant::now()).await;
+    let ok = match &reply {
+        Reply::Error(e) => {
+            state.count_limited(e);
+            false
+        }
+        _ => true,
+    };
     if is_publish {
         if ok {
             state.metrics.published();
