@@ -48,6 +48,9 @@ pub async fn handle(
             let reply = match refused {
                 Some(e) => {
                     state.count_limited(&e);
+                    if let Command::Publish(_) = req.command {
+                        state.metrics.publish_error();
+                    }
                     state.metrics.command(false);
                     Reply::Error(e)
                 }

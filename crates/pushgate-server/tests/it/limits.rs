@@ -494,6 +494,9 @@ async fn a_command_flood_is_answered_429_with_retry_after_per_address() {
         .await;
     assert_eq!(reply["type"], "published", "{reply}");
     assert_eq!(limited(&server, "publish_rate").await, 2);
+    // A refused publish is a failed one, as on a WebSocket.
+    let text = server.metrics_text().await;
+    assert_eq!(metric(&text, "pushgate_publish_errors_total"), Some(1));
 }
 
 /// `[[[…1…]]]`, nested `depth` deep.
