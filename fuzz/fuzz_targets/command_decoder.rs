@@ -10,7 +10,7 @@ use pushgate_core::auth::{personal_channel, UserId};
 use pushgate_core::hub::{Presence, Recipients};
 use pushgate_core::json::SafeJson;
 use pushgate_core::protocol::{
-    decode, decode_publish, encode_reset, Command, DirectMessage, Publish, Reply,
+    decode, decode_publish, encode_reset, Command, DirectMessage, Publish, Reply, MAX_JSON_DEPTH,
 };
 use pushgate_core::{Data, Epoch, Error, ErrorKind, Position};
 use pushgate_fuzz::{is_json, is_script_safe};
@@ -50,8 +50,11 @@ fuzz_target!(|bytes: &[u8]| {
     let input: Option<Value> = serde_json::from_slice(bytes).ok();
     let field = |name: &str| input.as_ref().and_then(|v| v.get(name));
     let epoch = Epoch::new("fz").unwrap();
-    match decode(bytes) {
+    // Whatever is accepted nests no deeper than the limit inside its object.
+    let too_deep = pushgate_core::json::nests_deeper(bytes, MAX_JSON_DEPTH + 1);
+    match decode(bytes, MAX_JSON_DEPTH) {
         Ok(req) => {
+            assert!(!too_deep);
             let id = req.id.as_ref();
             if let Some(id) = id {
                 let echoed: Value = serde_json::from_str(id.as_json()).unwrap();
@@ -133,8 +136,11 @@ fuzz_target!(|bytes: &[u8]| {
             assert_eq!(v["message"], rejected.error.message());
         }
     }
-    match decode_publish(bytes) {
-        Ok(Publish { data, .. }) => check_data(&data, field("data")),
+    match decode_publish(bytes, MAX_JSON_DEPTH) {
+        Ok(Publish { data, .. }) => {
+            assert!(!too_deep);
+            check_data(&data, field("data"))
+        }
         Err(e) => {
             assert!(matches!(
                 e.kind(),
@@ -142,6 +148,7 @@ fuzz_target!(|bytes: &[u8]| {
                     | ErrorKind::BadRequest
                     | ErrorKind::InvalidChannel
                     | ErrorKind::InvalidEvent
+                    | ErrorKind::TooDeep
             ));
         }
     }

@@ -5,6 +5,7 @@
 //! event drained from the outbox through [`Connection::accept`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -14,6 +15,7 @@ use crate::error::{Error, ErrorKind};
 use crate::hub::{DirectSink, Hub, Outbox, OutboxEvent, Subscriber, SubscriberId};
 use crate::principal::Principal;
 use crate::protocol::{Command, DirectMessage, Publish, Reply, Request};
+use crate::rate::TokenBucket;
 use crate::session::{start_at, Emit, Session};
 
 /// Per-connection limits.
@@ -42,6 +44,8 @@ pub struct Connection {
     principal: Principal,
     subscriber: Subscriber,
     session: Session,
+    /// What it may still publish and send (see [`Connection::spend_publish_token`]).
+    publish_tokens: TokenBucket,
 }
 
 impl Connection {
@@ -58,6 +62,7 @@ impl Connection {
             principal,
             subscriber: Subscriber { id, outbox },
             session: Session::new(limits.max_subscriptions),
+            publish_tokens: TokenBucket::default(),
         }
     }
 
@@ -125,8 +130,13 @@ impl Connection {
         Ok((reply, events))
     }
 
-    /// Runs one command; errors become `Reply::Error`.
-    pub async fn execute(&mut self, request: Request) -> (Reply, Vec<OutboxEvent>) {
+    /// Runs one command at `now`; errors become `Reply::Error`.
+    pub async fn execute(&mut self, request: Request, now: Instant) -> (Reply, Vec<OutboxEvent>) {
+        if request.command.counts_toward_publish_rate() {
+            if let Err(e) = self.spend_publish_token(now) {
+                return (Reply::Error(e), Vec::new());
+            }
+        }
         let result = match request.command {
             Command::Subscribe { channel, since } => self.subscribe(channel, &since).await,
             Command::Unsubscribe { channel } => match self.session.unsubscribe(&channel) {
@@ -143,6 +153,20 @@ impl Connection {
             Command::Presence { channel } => self.presence(&channel),
         };
         result.unwrap_or_else(|e| (Reply::Error(e), Vec::new()))
+    }
+
+    /// The one gate of every command that makes the server work for other
+    /// clients (`publish`, `send`): one token of this connection's bucket,
+    /// at the policy's publish rate. Refused: a
+    /// [`crate::ErrorKind::RateLimited`] saying when to retry, and the
+    /// connection goes on.
+    pub fn spend_publish_token(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(rate) = self.hub.policy().publish_rate() else {
+            return Ok(());
+        };
+        self.publish_tokens
+            .take(rate, now)
+            .map_err(|wait| rate.refusal(wait))
     }
 
     async fn publish(&mut self, publish: Publish) -> Result<(Reply, Vec<OutboxEvent>), Error> {

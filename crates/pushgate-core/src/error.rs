@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What went wrong, in terms a client can act on. Each kind has a stable wire
 /// code (see `docs/protocol.md`); transports map kinds to HTTP statuses and
@@ -23,6 +24,12 @@ pub enum ErrorKind {
     InvalidCursor,
     /// A frame, body, cursor or list exceeds a configured limit.
     TooLarge,
+    /// JSON nested deeper than the server allows (`max_json_depth`): some
+    /// client parsers crash on deep nesting, so it is never passed on.
+    TooDeep,
+    /// The client publishes (or sends) faster than its allowance: retry
+    /// after [`Error::retry_after`].
+    RateLimited,
     /// The connection already holds as many subscriptions as allowed.
     TooManySubscriptions,
     /// `subscribe` for a channel the connection is already subscribed to.
@@ -57,6 +64,8 @@ impl ErrorKind {
             ErrorKind::InvalidEvent => "invalid_event",
             ErrorKind::InvalidCursor => "invalid_cursor",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::TooDeep => "too_deep",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::TooManySubscriptions => "too_many_subscriptions",
             ErrorKind::AlreadySubscribed => "already_subscribed",
             ErrorKind::NotSubscribed => "not_subscribed",
@@ -79,6 +88,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// When trying again can succeed ([`ErrorKind::RateLimited`]).
+    retry_after: Option<Duration>,
 }
 
 /// Two errors are equal when kind and message are: a cause is for logs.
@@ -97,6 +108,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
     }
 
@@ -104,6 +116,19 @@ impl Error {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
         self
+    }
+
+    /// The same error, which will not recur if the request is made again
+    /// `after` from now (a rate limit's refusal).
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// How long to wait before trying again, when the error says
+    /// (`retry_after_ms` in an error reply, `Retry-After` over HTTP).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// What went wrong, to pick a status, a close code or a retry by.

@@ -135,6 +135,62 @@ pub(crate) fn compact_escaped(valid_json: &str) -> String {
     out
 }
 
+/// The bytes [`nests_deeper`] stops at, outside a string (`[0]`: a quote
+/// and the brackets) and inside one (`[1]`: a quote and a backslash).
+static DEPTH_STOPS: [[bool; 256]; 2] = {
+    const OUTSIDE: &[u8] = b"\"[]{}";
+    const INSIDE: &[u8] = b"\"\\";
+    let mut t = [[false; 256]; 2];
+    let mut i = 0;
+    while i < OUTSIDE.len() {
+        t[0][OUTSIDE[i] as usize] = true;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < INSIDE.len() {
+        t[1][INSIDE[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Whether the arrays and objects of JSON text nest more than `max` deep
+/// (`1` and `"["` nest 0 deep, `[1]` 1, `{"a":[1]}` 2).
+///
+/// A byte scan that skips strings, with no stack: any depth is safe, and
+/// so is text that is not JSON (unbalanced brackets count as they come;
+/// whether the text is valid is the parser's to say). serde_json limits
+/// its own recursion to 128 levels, but only while it builds values: the
+/// `RawValue`s and ignored fields the protocol reads are skipped without a
+/// limit, so before this check any depth passed through to subscribers.
+pub fn nests_deeper(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = 0;
+    loop {
+        let stops = &DEPTH_STOPS[usize::from(in_string)];
+        while i < json.len() && !stops[usize::from(json[i])] {
+            i += 1;
+        }
+        let Some(&b) = json.get(i) else {
+            return false;
+        };
+        match b {
+            b'"' => in_string = !in_string,
+            // An escape: its next byte is never the string's end.
+            b'\\' => i += 1,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            _ => depth = depth.saturating_sub(1),
+        }
+        i += 1;
+    }
+}
+
 fn push_safe(out: &mut String, c: char) {
     match c {
         '<' => out.push_str("\\u003c"),
@@ -196,6 +252,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        let deeper = |text: &str, max| nests_deeper(text.as_bytes(), max);
+        assert!(!deeper("1", 0));
+        assert!(!deeper(r#""[[[{{{""#, 0));
+        assert!(deeper("[1]", 0));
+        assert!(!deeper("[1]", 1));
+        assert!(!deeper(r#"{"a":[1],"b":{"c":2}}"#, 2));
+        assert!(deeper(r#"{"a":[1],"b":{"c":[2]}}"#, 2));
+        // An escaped quote does not end the string; an escaped backslash does
+        // not escape the quote after it.
+        assert!(!deeper(r#"["\"[[", "\\", "]]"]"#, 1));
+        assert!(deeper(r#"["\\", [[1]]]"#, 2));
+        // Not JSON: no panic, and closing brackets never go below zero.
+        assert!(!deeper("]]]]}}[", 1));
+        assert!(deeper("]]]][[", 1));
+        assert!(!deeper("\"\\", 0));
+    }
+
+    #[test]
+    fn depth_of_a_hundred_thousand_levels_is_a_plain_loop() {
+        let n = 100_000;
+        let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(nests_deeper(deep.as_bytes(), 64));
+        assert!(!nests_deeper(deep.as_bytes(), n));
+        let open = "{\"a\":".repeat(n);
+        assert!(nests_deeper(open.as_bytes(), n - 1));
+    }
+
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -249,6 +342,15 @@ mod tests {
             let back: Value = serde_json::from_str(&out).unwrap();
             prop_assert_eq!(back, v);
             prop_assert!(is_safe(&out));
+        }
+
+        #[test]
+        fn nests_deeper_agrees_with_the_value(v in json_value()) {
+            let d = depth(&v);
+            for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap()] {
+                prop_assert!(!nests_deeper(text.as_bytes(), d));
+                prop_assert_eq!(nests_deeper(text.as_bytes(), d.saturating_sub(1)), d > 0);
+            }
         }
 
         #[test]

@@ -60,6 +60,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
+//! use std::time::Instant;
 //!
 //! use futures_util::FutureExt as _;
 //! use pushgate_core::session::Emit;
@@ -71,10 +72,10 @@
 //! let hub = Arc::new(Hub::new(log, HubConfig::default()));
 //! let mut conn = Connection::new(hub.clone(), 1, Limits::default(), Principal::Anonymous);
 //!
-//! let request = protocol::decode(br#"{"type":"subscribe","channel":"news","id":7}"#)
-//!     .expect("a valid command");
+//! let command = br#"{"type":"subscribe","channel":"news","id":7}"#;
+//! let request = protocol::decode(command, protocol::MAX_JSON_DEPTH).expect("a valid command");
 //! let id = request.id.clone();
-//! let (reply, catchup) = conn.execute(request).now_or_never().unwrap();
+//! let (reply, catchup) = conn.execute(request, Instant::now()).now_or_never().unwrap();
 //! assert!(reply.encode(id.as_ref()).starts_with(r#"{"type":"subscribed","id":7,"#));
 //! assert!(catchup.is_empty(), "a new channel has no history");
 //!
@@ -113,6 +114,7 @@ pub mod namespace;
 pub mod principal;
 pub mod protocol;
 pub mod publication;
+pub mod rate;
 pub mod session;
 mod sync;
 pub mod websocket;

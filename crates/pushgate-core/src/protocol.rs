@@ -16,6 +16,16 @@ use crate::publication::Data;
 /// Longest string accepted as a command `id`.
 pub const MAX_ID_LEN: usize = 128;
 
+/// The default of `max_json_depth`: how deep a command's or an API body's
+/// fields (a message's `data`) may nest arrays and objects. Real data
+/// rarely nests beyond ten; client parsers fail on deep nesting (.NET's
+/// `System.Text.Json` at 64 by default, recursive parsers by overflowing
+/// their stack), and data reaches subscribers inside up to four more
+/// levels (a poll body, its list, the message, a direct message's
+/// `{"from","data"}`). 32 keeps every message well inside what any client
+/// can read.
+pub const MAX_JSON_DEPTH: usize = 32;
+
 /// A command id as JSON text (a number or a string), echoed verbatim in the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandId(String);
@@ -91,6 +101,13 @@ pub struct Publish {
 }
 
 impl Command {
+    /// Whether it makes the server work for other clients (a publication,
+    /// a direct message): what a client's publish rate limits
+    /// ([`crate::rate`]).
+    pub fn counts_toward_publish_rate(&self) -> bool {
+        matches!(self, Command::Publish(_) | Command::Send(_))
+    }
+
     /// The command's `type`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -220,9 +237,10 @@ fn send_fields(raw: &RawCommand<'_>) -> Result<DirectMessage, Error> {
     })
 }
 
-/// Decodes the body of `POST /api/send`, `{"to":[…],"data":…,"event"?}`.
-pub fn decode_send(bytes: &[u8]) -> Result<DirectMessage, Error> {
-    send_fields(&api_body(bytes, "{\"to\",\"data\",\"event\"?}")?)
+/// Decodes the body of `POST /api/send`, `{"to":[…],"data":…,"event"?}`,
+/// whose fields nest at most `max_depth` deep.
+pub fn decode_send(bytes: &[u8], max_depth: usize) -> Result<DirectMessage, Error> {
+    send_fields(&api_body(bytes, "{\"to\",\"data\",\"event\"?}", max_depth)?)
 }
 
 /// Whether valid JSON text is an object. serde's derived struct decoding
@@ -244,13 +262,36 @@ fn utf8(bytes: &[u8]) -> Result<&str, Error> {
 }
 
 /// Decodes the body of the server publish API, `{"channel","data","event"?}`:
-/// the fields of a `publish` command without `type`.
-pub fn decode_publish(bytes: &[u8]) -> Result<Publish, Error> {
-    publish_fields(&api_body(bytes, "{\"channel\",\"data\",\"event\"?}")?)
+/// the fields of a `publish` command without `type`, nesting at most
+/// `max_depth` deep.
+pub fn decode_publish(bytes: &[u8], max_depth: usize) -> Result<Publish, Error> {
+    publish_fields(&api_body(
+        bytes,
+        "{\"channel\",\"data\",\"event\"?}",
+        max_depth,
+    )?)
+}
+
+/// Refuses a command or body (valid JSON, one object) whose fields nest
+/// more than `max_depth` deep: its own object is one level more. Checked
+/// once serde has read the text: serde skips the fields it keeps as raw
+/// text (`data`) and those it ignores without recursion, so any depth
+/// parses safely, and the reply can still echo the command's id.
+fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Error> {
+    if json::nests_deeper(bytes, max_depth.saturating_add(1)) {
+        return Err(Error::new(
+            ErrorKind::TooDeep,
+            format!(
+                "JSON nested more than {max_depth} levels deep (max_json_depth): \
+                 some clients cannot parse it; flatten the data"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The fields of an API body, which must be a JSON object shaped `shape`.
-fn api_body<'a>(bytes: &'a [u8], shape: &str) -> Result<RawCommand<'a>, Error> {
+fn api_body<'a>(bytes: &'a [u8], shape: &str, max_depth: usize) -> Result<RawCommand<'a>, Error> {
     let not_object = || Error::bad_request(format!("the body must be a JSON object {shape}"));
     let raw: RawCommand<'_> = serde_json::from_str(utf8(bytes)?).map_err(|e| {
         if e.is_data() {
@@ -262,11 +303,14 @@ fn api_body<'a>(bytes: &'a [u8], shape: &str) -> Result<RawCommand<'a>, Error> {
     if !is_object(bytes) {
         return Err(not_object());
     }
+    check_depth(bytes, max_depth)?;
     Ok(raw)
 }
 
-/// Decodes one command. Never panics; errors carry a wire code and a message.
-pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
+/// Decodes one command whose fields nest at most `max_depth` deep
+/// ([`MAX_JSON_DEPTH`] by default). Never panics, whatever the depth;
+/// errors carry a wire code and a message.
+pub fn decode(bytes: &[u8], max_depth: usize) -> Result<Request, Rejected> {
     let text = utf8(bytes).map_err(|error| Rejected { id: None, error })?;
     let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|e| {
         let error = if e.is_data() {
@@ -287,6 +331,7 @@ pub fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
         id: id.clone(),
         error,
     };
+    check_depth(bytes, max_depth).map_err(reject)?;
     let kind = string_field(raw.kind, "type")
         .and_then(|k| required(k, "a command", "type"))
         .map_err(reject)?;
@@ -454,6 +499,11 @@ impl Reply {
                 out.push_str(e.code());
                 out.push_str("\",\"message\":");
                 json::push_string(&mut out, e.message());
+                if let Some(after) = e.retry_after() {
+                    // Rounded up: retrying at once after the hint must work.
+                    let ms = after.as_nanos().div_ceil(1_000_000);
+                    let _ = write!(out, ",\"retry_after_ms\":{ms}");
+                }
             }
         }
         out.push('}');
@@ -495,11 +545,11 @@ mod tests {
     use serde_json::{json, Value};
 
     fn ok(s: &str) -> Request {
-        decode(s.as_bytes()).unwrap()
+        decode(s.as_bytes(), MAX_JSON_DEPTH).unwrap()
     }
 
     fn err(s: &str) -> Rejected {
-        decode(s.as_bytes()).unwrap_err()
+        decode(s.as_bytes(), MAX_JSON_DEPTH).unwrap_err()
     }
 
     #[test]
@@ -542,12 +592,12 @@ mod tests {
         let e = err(r#"["ping", 5]"#);
         assert_eq!((e.error.kind(), e.id), (ErrorKind::BadRequest, None));
         assert_eq!(
-            decode_publish(br#" ["a", null, "c", null, 1]"#)
+            decode_publish(br#" ["a", null, "c", null, 1]"#, MAX_JSON_DEPTH)
                 .unwrap_err()
                 .kind(),
             ErrorKind::BadRequest
         );
-        assert!(decode(b" \n{\"type\":\"ping\"}").is_ok());
+        assert!(decode(b" \n{\"type\":\"ping\"}", MAX_JSON_DEPTH).is_ok());
         let e = err(r#"{"type":"nope","id":5}"#);
         assert_eq!(e.error.kind(), ErrorKind::UnknownCommand);
         assert_eq!(e.id.unwrap().as_json(), "5");
@@ -638,15 +688,81 @@ mod tests {
         );
     }
 
+    #[test]
+    fn deep_json_is_refused_at_any_depth_keeping_the_id() {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let publish = |n| {
+            format!(
+                r#"{{"id":9,"type":"publish","channel":"a","data":{}}}"#,
+                nest(n)
+            )
+        };
+        let send = |n| {
+            format!(
+                r#"{{"id":9,"type":"send","to":["bob"],"data":{}}}"#,
+                nest(n)
+            )
+        };
+        let ignored = |n| format!(r#"{{"id":9,"type":"ping","x":{}}}"#, nest(n));
+        let api = |n| format!(r#"{{"channel":"a","data":{}}}"#, nest(n));
+        let api_send = |n| format!(r#"{{"to":["bob"],"data":{}}}"#, nest(n));
+        // The limit counts the fields' nesting: data may nest exactly that deep.
+        let max = MAX_JSON_DEPTH;
+        for text in [publish(max), send(max), ignored(max)] {
+            assert!(decode(text.as_bytes(), max).is_ok(), "{text}");
+        }
+        assert!(decode_publish(api(max).as_bytes(), max).is_ok());
+        assert!(decode_send(api_send(max).as_bytes(), max).is_ok());
+        // serde_json's own limit (128) never applied to these fields.
+        for n in [max + 1, 129, 100_000] {
+            for text in [publish(n), send(n), ignored(n)] {
+                let e = decode(text.as_bytes(), max).unwrap_err();
+                assert_eq!(e.error.kind(), ErrorKind::TooDeep);
+                assert_eq!(e.id.unwrap().as_json(), "9");
+                assert!(e
+                    .error
+                    .message()
+                    .contains("32 levels deep (max_json_depth)"));
+            }
+            let e = decode_publish(api(n).as_bytes(), max).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TooDeep);
+            let e = decode_send(api_send(n).as_bytes(), max).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TooDeep);
+        }
+        // A top level that is not even an object, 100,000 deep: no
+        // overflow, an error.
+        assert!(decode(nest(100_000).as_bytes(), max).is_err());
+        assert!(decode_publish(nest(100_000).as_bytes(), max).is_err());
+        let open = "[".repeat(100_000);
+        assert_eq!(
+            decode(open.as_bytes(), max).unwrap_err().error.kind(),
+            ErrorKind::BadJson
+        );
+        // Any limit: 0 allows scalars only.
+        assert!(decode(publish(0).as_bytes(), 0).is_ok());
+        assert!(decode(publish(1).as_bytes(), 0).is_err());
+    }
+
+    #[test]
+    fn a_refusal_with_a_wait_says_it_in_ms_rounded_up() {
+        let e = Error::new(ErrorKind::RateLimited, "slow down")
+            .with_retry_after(Duration::from_micros(12_300));
+        let v: Value = serde_json::from_str(&Reply::Error(e).encode(None)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"rate_limited","message":"slow down","retry_after_ms":13})
+        );
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&bytes);
+            let _ = decode(&bytes, MAX_JSON_DEPTH);
         }
 
         #[test]
         fn decode_never_panics_on_jsonish(s in r#"\{("(type|id|channel|since|data|event)":("[a-z<>~.]{0,8}"|[0-9]{1,3}|null|\[\]|\{\}),?){0,6}\}"#) {
-            let _ = decode(s.as_bytes());
+            let _ = decode(s.as_bytes(), MAX_JSON_DEPTH);
         }
     }
 }

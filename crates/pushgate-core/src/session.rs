@@ -38,7 +38,9 @@ pub enum Emit {
 #[derive(Debug, Default)]
 pub struct Session {
     subs: Positions,
-    max_subscriptions: usize,
+    /// A `u32`, not a `usize`: it keeps the session, held by every idle
+    /// connection, 8 bytes smaller.
+    max_subscriptions: u32,
     /// The positions are lent to the outbox (see [`Session::park`]).
     parked: bool,
     /// The connection is no member of its channels' presence and hears no
@@ -52,7 +54,7 @@ impl Session {
     pub fn new(max_subscriptions: usize) -> Self {
         Session {
             subs: Positions::new(),
-            max_subscriptions,
+            max_subscriptions: u32::try_from(max_subscriptions).unwrap_or(u32::MAX),
             parked: false,
             no_presence: false,
         }
@@ -126,7 +128,7 @@ impl Session {
                 format!("already subscribed to {channel}"),
             ));
         }
-        if self.subs().len() >= self.max_subscriptions {
+        if self.subs().len() >= self.max_subscriptions as usize {
             return Err(Error::new(
                 ErrorKind::TooManySubscriptions,
                 format!(

@@ -101,7 +101,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
     let parsed = if binary {
         binary_publish(query.as_deref(), body)
     } else {
-        protocol::decode_publish(&body)
+        protocol::decode_publish(&body, state.config.max_json_depth)
     };
     let Publish {
         channel,
@@ -109,7 +109,10 @@ pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
         data,
     } = match parsed {
         Ok(p) => p,
-        Err(e) => return h::error(&e),
+        Err(e) => {
+            state.count_limited(&e);
+            return h::error(&e);
+        }
     };
     match state.hub.publish(channel, event, data).await {
         Ok(p) => {
@@ -201,7 +204,8 @@ pub async fn users(state: &Arc<AppState>, req: Request<RequestBody>) -> Response
 /// `POST /api/send {"to":[…],"data":…,"event"?}` → `{"online":[…],"offline":[…]}`.
 async fn send(state: &AppState, req: Request<RequestBody>) -> Result<String, Error> {
     let body = read_body(state, req.into_body(), state.config.max_message_size).await?;
-    let message = protocol::decode_send(&body)?;
+    let message = protocol::decode_send(&body, state.config.max_json_depth)
+        .inspect_err(|e| state.count_limited(e))?;
     let r = state
         .hub
         .send(None, &message.to, message.event, &message.data)

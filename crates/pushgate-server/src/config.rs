@@ -6,9 +6,10 @@ mod reference;
 mod setting;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pushgate_core::auth::token::{AuthConfig, Verifier};
+use pushgate_core::rate::Rate;
 use pushgate_core::Policy;
 
 use crate::error::Error;
@@ -101,6 +102,17 @@ pub struct Config {
     pub tls_handshake_timeout: Duration,
     /// A second, plain-HTTP address that only redirects to https.
     pub tls_redirect: Option<SocketAddr>,
+    /// Publishes and direct messages (`publish`, `send`) one client may
+    /// make per second on average: per WebSocket connection, and per
+    /// address (an IPv6 client's /64) on `POST /command`, where each
+    /// request may come on a new connection. 0: no limit. The server API
+    /// is never limited.
+    pub client_publish_rate: u32,
+    /// How many of them a client may make at once, before the rate applies.
+    pub client_publish_burst: u32,
+    /// How deep a command's or an API body's fields (published `data`)
+    /// may nest arrays and objects; deeper is refused with `too_deep`.
+    pub max_json_depth: usize,
     /// HMAC secret that signs client tokens (HS256/384/512). With no secret,
     /// public key or JWKS, pushgate checks no tokens and every channel is
     /// open to anyone.
@@ -176,6 +188,9 @@ impl Default for Config {
             tls_key: None,
             tls_handshake_timeout: Duration::from_secs(10),
             tls_redirect: None,
+            client_publish_rate: 100,
+            client_publish_burst: 200,
+            max_json_depth: pushgate_core::protocol::MAX_JSON_DEPTH,
             auth_secret: None,
             auth_public_key: None,
             auth_jwks: None,
@@ -282,6 +297,20 @@ setting::settings! {
     /// How long a request head may take to arrive (slow clients are cut off),
     /// and how long an idle keep-alive connection is kept
     head_timeout: head_timeout, "head-timeout", "PUSHGATE_HEAD_TIMEOUT";
+    /// Publishes and direct messages a client may make per second on
+    /// average, per WebSocket and per address on /command (IPv6: per /64);
+    /// 0: no limit. Far above a chat or a game (20 to 60 updates a second),
+    /// far below a flood. Never applies to the /api/* of the application
+    client_publish_rate: client_publish_rate, "client-publish-rate",
+        "PUSHGATE_CLIENT_PUBLISH_RATE";
+    /// Publishes and direct messages a client may make at once before
+    /// client_publish_rate applies: room for a queue flushed on reconnect
+    client_publish_burst: client_publish_burst, "client-publish-burst",
+        "PUSHGATE_CLIENT_PUBLISH_BURST";
+    /// How deep published data and client commands may nest arrays and
+    /// objects: client parsers fail on deep nesting (.NET's at 64), and
+    /// delivery wraps data in up to four more levels
+    max_json_depth: max_json_depth, "max-json-depth", "PUSHGATE_MAX_JSON_DEPTH";
 
     [auth]
     /// HMAC secret of client tokens (HS256); none of secret, public key and
@@ -390,6 +419,10 @@ impl Config {
             ),
             (self.outbox_capacity == 0, "outbox_capacity must be at least 1"),
             (self.max_subscriptions == 0, "max_subscriptions must be at least 1"),
+            (
+                self.client_publish_rate > 0 && self.client_publish_burst == 0,
+                "client_publish_burst must be at least 1 (or client_publish_rate 0: no limit)",
+            ),
             (self.worker_threads > 1024, "worker_threads must be at most 1024"),
             (
                 self.tls_cert.is_some() != self.tls_key.is_some(),
@@ -480,7 +513,13 @@ impl Config {
         } else {
             None
         };
-        Ok(Policy::new(verifier, self.channel_rules()))
+        Ok(
+            Policy::new(verifier, self.channel_rules()).with_publish_rate(Rate::new(
+                self.client_publish_rate,
+                self.client_publish_burst,
+                Instant::now(),
+            )),
+        )
     }
 }
 
@@ -566,6 +605,28 @@ mod tests {
         let chat = pushgate_core::ChannelName::new("chat:a").unwrap();
         let log = c.memory_log();
         assert_eq!(log.namespaces.rules(&chat).history_size, Some(5));
+    }
+
+    #[test]
+    fn a_publish_rate_needs_a_burst_and_zero_is_no_limit() {
+        let c = Config {
+            client_publish_burst: 0,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("client_publish_burst"));
+        let unlimited = Config {
+            client_publish_rate: 0,
+            client_publish_burst: 0,
+            ..Config::default()
+        };
+        assert!(unlimited.validate().is_ok());
+        assert!(unlimited.policy().unwrap().publish_rate().is_none());
+        let rate = *Config::default().policy().unwrap().publish_rate().unwrap();
+        assert_eq!((rate.per_second(), rate.burst()), (100, 200));
     }
 
     #[test]

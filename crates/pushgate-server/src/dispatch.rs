@@ -36,7 +36,7 @@ pub async fn route(
         Ok(a) => a,
         Err(rejected) => return Ok(rejected.into_response()),
     };
-    let mut res = serve(&state, &admitted, req).await;
+    let mut res = serve(&state, &admitted, peer, req).await;
     admitted.finish(&mut res);
     Ok(res)
 }
@@ -44,6 +44,7 @@ pub async fn route(
 async fn serve(
     state: &Arc<AppState>,
     admitted: &Admitted,
+    peer: SocketAddr,
     req: Request<RequestBody>,
 ) -> Response<Body> {
     if admitted.is_preflight() {
@@ -61,7 +62,7 @@ async fn serve(
             let (parts, _) = req.into_parts();
             subscribe(state, admitted, &parts).await
         }
-        Endpoint::Command | Endpoint::Publish => post(state, admitted, req).await,
+        Endpoint::Command | Endpoint::Publish => post(state, admitted, peer, req).await,
         Endpoint::History => api::history(state.clone(), req).await,
         Endpoint::Send | Endpoint::Presence | Endpoint::Disconnect => api::users(state, req).await,
         Endpoint::Healthz => api::healthz(),
@@ -69,16 +70,20 @@ async fn serve(
     }
 }
 
-/// Serves an admitted POST with a body ([`Front::Post`] routes). Apart from
-/// [`route`] so that the front, which serves these itself, holds only their
-/// state while a request runs, not that of every endpoint.
+/// Serves an admitted POST with a body ([`Front::Post`] routes) from
+/// `peer` (whose address keys a `/command` client's publish allowance).
+/// Apart from [`route`] so that the front, which serves these itself, holds
+/// only their state while a request runs, not that of every endpoint.
 pub async fn post(
     state: &Arc<AppState>,
     admitted: &Admitted,
+    peer: SocketAddr,
     req: Request<RequestBody>,
 ) -> Response<Body> {
     match admitted.route().endpoint {
-        Endpoint::Command => command::handle(state.clone(), admitted.principal(), req).await,
+        Endpoint::Command => {
+            command::handle(state.clone(), admitted.principal(), peer.ip(), req).await
+        }
         Endpoint::Publish => api::publish(state.clone(), req).await,
         _ => Rejection::not_found(req.uri().path()).into_response(),
     }

@@ -6,6 +6,8 @@ use std::fmt;
 use http::StatusCode;
 use pushgate_core::ErrorKind;
 
+use crate::metrics::Limit;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The configuration is invalid.
@@ -81,7 +83,30 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The `Retry-After` of an HTTP answer to `e`, when it says when to retry:
+/// whole seconds, rounded up (RFC 9110 §10.2.3 has no finer unit; the
+/// body's `retry_after_ms` has).
+pub fn retry_after_header(e: &pushgate_core::Error) -> Option<http::HeaderValue> {
+    let after = e.retry_after()?;
+    let secs = after.as_nanos().div_ceil(1_000_000_000).max(1);
+    Some(http::HeaderValue::from(
+        u64::try_from(secs).unwrap_or(u64::MAX),
+    ))
+}
+
+/// The limit of `/metrics` (`pushgate_limited_total{limit=…}`) that refused
+/// a command or request with an error of `kind`, for the limits whose
+/// refusals are errors.
+pub fn limit_of(kind: ErrorKind) -> Option<Limit> {
+    match kind {
+        ErrorKind::RateLimited => Some(Limit::PublishRate),
+        ErrorKind::TooDeep => Some(Limit::JsonDepth),
+        _ => None,
     }
 }
 
@@ -124,6 +149,27 @@ pub mod close {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limit_is_a_429_with_retry_after_in_whole_seconds() {
+        use std::time::Duration;
+        let refused = |wait| {
+            pushgate_core::Error::new(ErrorKind::RateLimited, "slow down").with_retry_after(wait)
+        };
+        assert_eq!(http_status(ErrorKind::RateLimited), 429);
+        assert_eq!(http_status(ErrorKind::TooDeep), 400);
+        for (wait, header) in [(1, "1"), (999, "1"), (1000, "1"), (1001, "2")] {
+            let e = refused(Duration::from_millis(wait));
+            assert_eq!(retry_after_header(&e).unwrap(), header, "{wait} ms");
+        }
+        assert_eq!(
+            retry_after_header(&pushgate_core::Error::bad_request("x")),
+            None
+        );
+        assert_eq!(limit_of(ErrorKind::RateLimited), Some(Limit::PublishRate));
+        assert_eq!(limit_of(ErrorKind::TooDeep), Some(Limit::JsonDepth));
+        assert_eq!(limit_of(ErrorKind::BadJson), None);
+    }
 
     #[test]
     fn close_codes_follow_the_documented_map() {

@@ -447,7 +447,7 @@ async fn serve_post<C: Conn>(
             let mut res = match bytes {
                 Some(bytes) => {
                     let req = Request::from_parts(parts, RequestBody::Read(bytes));
-                    dispatch::post(state, &admitted, req).await
+                    dispatch::post(state, &admitted, peer, req).await
                 }
                 None => {
                     state.metrics.limited(Limit::MessageSize);

@@ -1,10 +1,13 @@
 //! What every request handler shares.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use pushgate_core::delivery::Timing;
-use pushgate_core::{Connection, Hub, Limits, Principal};
+use pushgate_core::rate::Buckets;
+use pushgate_core::{Connection, Error, Hub, Limits, Principal};
 
 use crate::accept::Limiter;
 use crate::config::Config;
@@ -28,7 +31,31 @@ pub struct AppState {
     pub tls: Option<Tls>,
     /// Connections held, against `max_connections` and its per-IP limit.
     pub limiter: Arc<Limiter>,
+    /// The publish allowance of `POST /command` clients, by address: they
+    /// hold no connection whose bucket could keep it.
+    command_publish_tokens: Mutex<Buckets<u64>>,
     next_subscriber: AtomicU64,
+}
+
+/// Most `/command` client addresses with a publish bucket at once: 16
+/// bytes each, 2.2 MB at most with the hash table's slack. A bucket is
+/// forgotten once full again, `client_publish_burst / client_publish_rate`
+/// seconds after its last publish (2 s by default), so this many is tens of
+/// thousands of addresses publishing each second.
+pub const COMMAND_CLIENTS: usize = 65_536;
+
+/// The key of a `/command` client's publish bucket: its IPv4 address, or
+/// the /64 of its IPv6 address, which one host usually holds whole and
+/// could otherwise rotate through for a fresh bucket per request. (An
+/// IPv4 key can equal a /64 only inside `::/32`, which is not routed.)
+fn command_client_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u64::from(u32::from(v4)),
+            None => (u128::from(v6) >> 64) as u64,
+        },
+    }
 }
 
 impl AppState {
@@ -71,6 +98,7 @@ impl AppState {
             limiter,
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
+            command_publish_tokens: Mutex::new(Buckets::new(COMMAND_CLIENTS)),
             next_subscriber: AtomicU64::new(1),
         })
     }
@@ -91,10 +119,48 @@ impl AppState {
         }
     }
 
+    /// The gate of a `POST /command` publish or send from `peer` at `now`:
+    /// a token from its address's bucket (see
+    /// [`Connection::spend_publish_token`] for a connection's own).
+    pub fn spend_command_publish_token(&self, peer: IpAddr, now: Instant) -> Result<(), Error> {
+        let Some(rate) = self.hub.policy().publish_rate() else {
+            return Ok(());
+        };
+        let mut table = self
+            .command_publish_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        table
+            .take(command_client_key(peer), rate, now)
+            .map_err(|wait| rate.refusal(wait))
+    }
+
+    /// Counts `e` in `/metrics` under the limit that refused it, if a limit
+    /// did (`rate_limited`, `too_deep`).
+    pub fn count_limited(&self, e: &Error) {
+        if let Some(limit) = crate::error::limit_of(e.kind()) {
+            self.metrics.limited(limit);
+        }
+    }
+
     /// A new client connection of `principal`, with a process-unique
     /// subscriber id.
     pub fn connection(&self, principal: &Principal) -> Connection {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         Connection::new(self.hub.clone(), id, self.limits(), principal.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_client_is_its_ipv4_address_or_its_ipv6_64() {
+        let key = |ip: &str| command_client_key(ip.parse().unwrap());
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("192.0.2.1"), key("::ffff:192.0.2.1"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind};
 use crate::json;
 use crate::namespace::{Access, Namespaces, Rules, PERSONAL_PREFIX};
 use crate::principal::Principal;
+use crate::rate::Rate;
 
 pub use token::{AuthConfig, Claims, Verifier};
 
@@ -141,6 +142,8 @@ pub struct Policy {
     revoked: Mutex<Revocations>,
     /// Tokens already verified, by their exact text.
     verified: Mutex<HashMap<Box<str>, Arc<User>>>,
+    /// How fast each client may publish and send (`None`: no limit).
+    publish_rate: Option<Rate>,
 }
 
 /// Most tokens remembered as verified. Every poll and long-poll request
@@ -185,7 +188,21 @@ impl Policy {
             namespaces,
             revoked: Mutex::default(),
             verified: Mutex::default(),
+            publish_rate: None,
         }
+    }
+
+    /// The same policy, limiting each client's publishes and direct
+    /// messages to `rate` (`None`: no limit, the default). The server API
+    /// is never limited: it is the application, not a client.
+    pub fn with_publish_rate(mut self, rate: Option<Rate>) -> Self {
+        self.publish_rate = rate;
+        self
+    }
+
+    /// How fast each client may publish and send, if it is limited.
+    pub fn publish_rate(&self) -> Option<&Rate> {
+        self.publish_rate.as_ref()
     }
 
     /// Whether tokens are checked at all.

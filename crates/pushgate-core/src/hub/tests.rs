@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
@@ -9,7 +10,7 @@ use crate::connection::{Connection, Limits};
 use crate::cursor::{Cursor, Positions, Since};
 use crate::error::ErrorKind;
 use crate::log::{MemoryLog, MemoryLogConfig};
-use crate::protocol::Reply;
+use crate::protocol::{Reply, MAX_JSON_DEPTH};
 use crate::session::Emit;
 use crate::Epoch;
 
@@ -183,13 +184,16 @@ fn log_errors_reach_the_caller_and_leave_nothing_registered() {
         "a failed subscribe unregisters"
     );
     let mut conn = Connection::new(Arc::new(hub), 2, Limits::default(), Default::default());
-    let (reply, _) = now(conn.execute(crate::protocol::Request {
-        id: None,
-        command: crate::protocol::Command::Subscribe {
-            channel: ch("a"),
-            since: Since::Now,
+    let (reply, _) = now(conn.execute(
+        crate::protocol::Request {
+            id: None,
+            command: crate::protocol::Command::Subscribe {
+                channel: ch("a"),
+                since: Since::Now,
+            },
         },
-    }));
+        Instant::now(),
+    ));
     assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::Unavailable));
     assert!(
         conn.session().is_empty(),
@@ -555,7 +559,12 @@ fn presence_lists_members_and_forgets_them_on_unsubscribe_and_drop() {
     assert_eq!(p.anonymous, 1);
 
     let (reply, _) = now(b.execute(
-        crate::protocol::decode(br#"{"type":"unsubscribe","channel":"room:1"}"#).unwrap(),
+        crate::protocol::decode(
+            br#"{"type":"unsubscribe","channel":"room:1"}"#,
+            MAX_JSON_DEPTH,
+        )
+        .unwrap(),
+        Instant::now(),
     ));
     assert!(matches!(reply, Reply::Unsubscribed { .. }));
     drop(a2);
@@ -584,17 +593,22 @@ fn the_presence_command_answers_as_documented() {
     let hub = presence_hub();
     let mut a = conn(&hub, 12, as_user("alice"));
     join(&mut a, "room:1");
-    let req = crate::protocol::decode(br#"{"type":"presence","channel":"room:1","id":3}"#).unwrap();
+    let req = crate::protocol::decode(
+        br#"{"type":"presence","channel":"room:1","id":3}"#,
+        MAX_JSON_DEPTH,
+    )
+    .unwrap();
     let id = req.id.clone();
-    let (reply, _) = now(a.execute(req));
+    let (reply, _) = now(a.execute(req, Instant::now()));
     let v: serde_json::Value = serde_json::from_str(&reply.encode(id.as_ref())).unwrap();
     assert_eq!(
         v,
         serde_json::json!({"type":"presence","id":3,"channel":"room:1",
             "users":[{"user":"alice","clients":["12"]}],"anonymous":0})
     );
-    let req = crate::protocol::decode(br#"{"type":"presence","channel":"news"}"#).unwrap();
-    let (reply, _) = now(a.execute(req));
+    let req = crate::protocol::decode(br#"{"type":"presence","channel":"news"}"#, MAX_JSON_DEPTH)
+        .unwrap();
+    let (reply, _) = now(a.execute(req, Instant::now()));
     assert!(matches!(reply, Reply::Error(e) if e.kind() == ErrorKind::BadRequest));
 }
 
@@ -615,7 +629,12 @@ fn join_and_leave_reach_the_other_subscribers_and_move_no_cursor() {
     join(&mut anon, "chat:a");
     drop(anon);
     now(alice.execute(
-        crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:a"}"#).unwrap(),
+        crate::protocol::decode(
+            br#"{"type":"unsubscribe","channel":"chat:a"}"#,
+            MAX_JSON_DEPTH,
+        )
+        .unwrap(),
+        Instant::now(),
     ));
     assert_eq!(
         presence_events(&drain(&mut watcher)),
@@ -689,9 +708,10 @@ fn send_appends_to_personal_channels_and_says_who_is_online() {
     let mut carol = conn(&hub, 4, as_user("carol"));
     let req = crate::protocol::decode(
         br#"{"type":"send","to":["alice","dave"],"data":{"t":"</script>"},"id":1}"#,
+        MAX_JSON_DEPTH,
     )
     .unwrap();
-    let (reply, _) = now(carol.execute(req));
+    let (reply, _) = now(carol.execute(req, Instant::now()));
     let v: serde_json::Value = serde_json::from_str(&reply.encode(None)).unwrap();
     assert_eq!(
         v,
@@ -747,7 +767,7 @@ fn send_refuses_bad_recipient_lists() {
                 .join(",")
         ),
     ] {
-        let e = crate::protocol::decode(body.as_bytes()).unwrap_err();
+        let e = crate::protocol::decode(body.as_bytes(), MAX_JSON_DEPTH).unwrap_err();
         assert_eq!(e.error.kind(), ErrorKind::BadRequest, "{body}");
     }
 }
@@ -828,8 +848,8 @@ mod presence_model {
                         subscribed[i] = true;
                     }
                     Op::Unsubscribe(i) if subscribed[i] => {
-                        let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#).unwrap();
-                        now(conns[i].execute(req));
+                        let req = crate::protocol::decode(br#"{"type":"unsubscribe","channel":"chat:m"}"#, MAX_JSON_DEPTH).unwrap();
+                        now(conns[i].execute(req, Instant::now()));
                         subscribed[i] = false;
                     }
                     Op::Drop(i) => {
@@ -876,4 +896,62 @@ mod presence_model {
             prop_assert_eq!(heard, expected);
         }
     }
+}
+
+#[test]
+fn a_connection_publishes_at_its_rate_and_only_what_was_accepted_is_delivered() {
+    let t0 = Instant::now();
+    let policy = crate::auth::Policy::open().with_publish_rate(crate::rate::Rate::new(10, 3, t0));
+    let config = HubConfig {
+        policy: Arc::new(policy),
+        ..HubConfig::default()
+    };
+    let log = MemoryLog::new(MemoryLogConfig::default());
+    let hub = Arc::new(Hub::new(Arc::new(log), config));
+    let mut reader = conn(&hub, 1, crate::Principal::Anonymous);
+    join(&mut reader, "room");
+    let mut flooder = conn(&hub, 2, as_user("mallory"));
+    let command = |text: &str| crate::protocol::decode(text.as_bytes(), MAX_JSON_DEPTH).unwrap();
+    let publish = |n: u32| {
+        command(&format!(
+            r#"{{"type":"publish","channel":"room","data":{n}}}"#
+        ))
+    };
+    let mut run = |req, at| now(flooder.execute(req, at)).0;
+
+    for n in 0..3 {
+        assert!(matches!(run(publish(n), t0), Reply::Published { .. }));
+    }
+    // The fourth at once, and a direct message (the same allowance): refused
+    // with the wait, on a connection that goes on.
+    for req in [
+        publish(3),
+        command(r#"{"type":"send","to":["bob"],"data":1}"#),
+    ] {
+        let Reply::Error(e) = run(req, t0 + Duration::from_millis(30)) else {
+            panic!("not refused")
+        };
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(70)));
+        assert!(e.message().contains("at most 3 at once and 10 per second"));
+    }
+    // Commands that make no work for others are not counted.
+    assert_eq!(run(command(r#"{"type":"ping"}"#), t0), Reply::Pong);
+    // After the wait, one more.
+    assert!(matches!(
+        run(publish(4), t0 + Duration::from_millis(100)),
+        Reply::Published { .. }
+    ));
+    let got: Vec<u64> = drain(&mut reader)
+        .iter()
+        .map(|e| match e {
+            Emit::Message(p) => p.offset,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [1, 2, 3, 4],
+        "the refused publish never reached the log"
+    );
 }

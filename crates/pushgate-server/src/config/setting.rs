@@ -143,7 +143,7 @@ macro_rules! integer {
         }
     )*};
 }
-integer!(u8, usize);
+integer!(u8, u32, usize);
 
 impl Value for bool {
     const KIND: Kind = Kind::Switch;

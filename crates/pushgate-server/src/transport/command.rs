@@ -4,38 +4,57 @@
 //!
 //! Subscriptions need a connection to deliver to, so `subscribe` and
 //! `unsubscribe` are refused here with a pointer to the streaming transports.
+//!
+//! A client here holds no connection to keep a publish allowance in (each
+//! request may come on a new one), so `publish` and `send` spend a token of
+//! its address's bucket instead (`AppState::spend_command_publish_token`);
+//! a refusal is a 429 with `Retry-After`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use http::{Request, Response, StatusCode};
-use pushgate_core::protocol::{self, Command, Reply};
+use http::{header, Request, Response, StatusCode};
+use pushgate_core::protocol::{Command, Reply};
 use pushgate_core::{Error, Principal};
 
 use crate::api::read_body;
-use crate::error::http_status;
+use crate::error::{http_status, retry_after_header};
 use crate::state::AppState;
 use crate::web::{self, Body, RequestBody};
 
 pub async fn handle(
     state: Arc<AppState>,
     principal: &Principal,
+    peer: IpAddr,
     req: Request<RequestBody>,
 ) -> Response<Body> {
     let body = match read_body(&state, req.into_body(), state.config.max_message_size).await {
         Ok(b) => b,
         Err(e) => return web::error(&e),
     };
-    let (reply, id) = match protocol::decode(&body) {
+    let (reply, id) = match super::decode(&state, &body) {
         Ok(req) => {
             let id = req.id.clone();
-            let reply = match req.command {
-                Command::Subscribe { .. } | Command::Unsubscribe { .. } => {
+            let refused = match &req.command {
+                Command::Subscribe { .. } | Command::Unsubscribe { .. } => Some(Error::bad_request(
+                    "subscriptions need a connection: use /ws, /sse, /stream, /iframe, /longpoll or /poll",
+                )),
+                c if c.counts_toward_publish_rate() => state
+                    .spend_command_publish_token(peer, Instant::now())
+                    .err(),
+                _ => None,
+            };
+            let reply = match refused {
+                Some(e) => {
+                    state.count_limited(&e);
+                    if let Command::Publish(_) = req.command {
+                        state.metrics.publish_error();
+                    }
                     state.metrics.command(false);
-                    Reply::Error(Error::bad_request(
-                        "subscriptions need a connection: use /ws, /sse, /stream, /iframe, /longpoll or /poll",
-                    ))
+                    Reply::Error(e)
                 }
-                _ => {
+                None => {
                     super::execute(&state, &mut state.connection(principal), req)
                         .await
                         .0
@@ -48,9 +67,13 @@ pub async fn handle(
             (Reply::Error(rejected.error), rejected.id)
         }
     };
-    let status = match &reply {
-        Reply::Error(e) => http_status(e.kind()),
-        _ => StatusCode::OK,
+    let (status, retry_after) = match &reply {
+        Reply::Error(e) => (http_status(e.kind()), retry_after_header(e)),
+        _ => (StatusCode::OK, None),
     };
-    web::json(status, reply.encode(id.as_ref()))
+    let mut res = web::json(status, reply.encode(id.as_ref()));
+    if let Some(after) = retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, after);
+    }
+    res
 }

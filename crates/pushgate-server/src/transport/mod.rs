@@ -12,10 +12,19 @@ pub mod sse;
 pub mod ws;
 pub mod ws_handshake;
 
-use pushgate_core::protocol::{Command, Reply, Request};
+use std::time::Instant;
+
+use pushgate_core::protocol::{self, Command, Rejected, Reply, Request};
 use pushgate_core::{Connection, OutboxEvent};
 
 use crate::state::AppState;
+
+/// Decodes one client command for any transport, with the configured
+/// `max_json_depth`; a refusal by a limit is counted under it.
+pub fn decode(state: &AppState, bytes: &[u8]) -> Result<Request, Rejected> {
+    protocol::decode(bytes, state.config.max_json_depth)
+        .inspect_err(|rejected| state.count_limited(&rejected.error))
+}
 
 /// Runs one client command for any transport, counting it in the metrics.
 pub async fn execute(
@@ -24,8 +33,14 @@ pub async fn execute(
     request: Request,
 ) -> (Reply, Vec<OutboxEvent>) {
     let is_publish = matches!(request.command, Command::Publish(_));
-    let (reply, events) = conn.execute(request).await;
-    let ok = !matches!(reply, Reply::Error(_));
+    let (reply, events) = conn.execute(request, Instant::now()).await;
+    let ok = match &reply {
+        Reply::Error(e) => {
+            state.count_limited(e);
+            false
+        }
+        _ => true,
+    };
     if is_publish {
         if ok {
             state.metrics.published();

@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
 use pushgate_core::delivery::{Delivery, End, Framing};
-use pushgate_core::protocol::{self, encode_reset, Reply};
+use pushgate_core::protocol::{encode_reset, Reply};
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::websocket::{deflate, frame, Deflate, Incoming, OpCode, Receiver, Violation};
 use pushgate_core::{DirectSink, Principal};
@@ -440,7 +440,7 @@ impl Peer<WsFraming> for WsPeer {
 }
 
 async fn command(state: &AppState, delivery: &mut Delivery<WsFraming>, bytes: &[u8]) {
-    let (reply, id, events) = match protocol::decode(bytes) {
+    let (reply, id, events) = match super::decode(state, bytes) {
         Ok(req) => {
             let id = req.id.clone();
             let (reply, events) = super::execute(state, delivery.connection_mut(), req).await;

@@ -629,7 +629,7 @@ fn assert_refused(reply: &Value, (text, code, id): &Refusal) {
 }
 
 /// Data nested 20,000 deep: valid JSON within `max_message_size` that a
-/// recursive parser would overflow its stack on.
+/// recursive parser would overflow its stack on; refused (`too_deep`).
 fn deep_publish(id: u64) -> String {
     format!(
         r#"{{"type":"publish","channel":"deep","id":{id},"data":{}{}}}"#,
@@ -659,8 +659,8 @@ async fn bad_commands_on_websocket_get_their_codes_and_the_connection_stays_usab
     }
     let reply = ws.command_text(&deep_publish(7)).await;
     assert_eq!(
-        (reply["type"].as_str(), &reply["id"]),
-        (Some("published"), &json!(7)),
+        (reply["code"].as_str(), &reply["id"]),
+        (Some("too_deep"), &json!(7)),
         "{reply}"
     );
     bystander.still_served(&server, "deep data").await;
@@ -741,8 +741,8 @@ async fn bad_commands_over_http_get_their_codes_and_statuses_on_one_connection()
     assert_eq!((status, v["code"].as_str()), (400, Some("bad_json")), "{v}");
 
     let res = post_command(&mut conn, deep_publish(7).as_bytes()).await;
-    assert_eq!(res.status, 200, "{}", res.head);
-    assert_eq!(res.json()["type"], "published");
+    assert_eq!(res.status, 400, "{}", res.head);
+    assert_eq!(res.json()["code"], "too_deep");
 
     // The same connection still serves a good command.
     let res = post_command(&mut conn, br#"{"type":"ping","id":"last"}"#).await;

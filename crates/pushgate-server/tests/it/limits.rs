@@ -1,5 +1,6 @@
-//! Limits: message size (close 1009), subscriptions per connection, and the
-//! slow-consumer cut-off that protects everyone else on a channel.
+//! Limits: message size (close 1009), subscriptions per connection, the
+//! slow-consumer cut-off that protects everyone else on a channel, a
+//! client's publish rate and the nesting depth of JSON.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -121,7 +122,11 @@ fn dropped(server: &TestServer, t: Transport) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_ws_subscriber_is_cut_off_while_a_reading_one_gets_every_message() {
-    let server = start_with(|c| c.outbox_capacity = 8).await;
+    let server = start_with(|c| {
+        c.outbox_capacity = 8;
+        c.client_publish_rate = 0; // the flood is the point
+    })
+    .await;
 
     // Completes the handshake, then never reads again, with a tiny receive buffer.
     let mut stalled = raw_ws(server.addr, "/ws?channel=flood", Some(4096)).await;
@@ -168,7 +173,11 @@ async fn stalled_ws_subscriber_is_cut_off_while_a_reading_one_gets_every_message
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn stalled_sse_subscriber_is_cut_off_while_a_reading_one_gets_every_message() {
-    let server = start_with(|c| c.outbox_capacity = 8).await;
+    let server = start_with(|c| {
+        c.outbox_capacity = 8;
+        c.client_publish_rate = 0; // the flood is the point
+    })
+    .await;
     let (mut stalled, head, _) = raw_request(
         server.addr,
         &format!(
@@ -270,7 +279,10 @@ async fn a_stalled_ws_subscriber_of_a_10000_message_flood_is_cut_off_with_a_boun
     let probe = Arc::new(Mutex::new(None::<Arc<OutboxProbe>>));
     let server = start_wrapped(
         // History keeps the whole flood, so the stalled client can resume.
-        |c| c.history_size = COUNT as usize + 10,
+        |c| {
+            c.history_size = COUNT as usize + 10;
+            c.client_publish_rate = 0; // the flood is the point
+        },
         |memory| {
             let p = Arc::new(OutboxProbe {
                 memory,
@@ -364,4 +376,198 @@ async fn a_stalled_ws_subscriber_of_a_10000_message_flood_is_cut_off_with_a_boun
         assert_eq!(assert_message(&v, "flood", offset)["n"], offset);
     }
     reader_still_gets(&mut reader, &mut publisher, COUNT + 1).await;
+}
+
+/// Reads the `/metrics` series `pushgate_limited_total{limit="…"}`.
+async fn limited(server: &TestServer, limit: &str) -> i64 {
+    let text = server.metrics_text().await;
+    metric(
+        &text,
+        &format!("pushgate_limited_total{{limit=\"{limit}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no {limit} series in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_ws_publish_flood_is_refused_after_the_burst_and_the_connection_stays() {
+    // 10 a second: taking all 40 would need 3.5 s, far longer than sending.
+    let server = start_with(|c| {
+        c.client_publish_rate = 10;
+        c.client_publish_burst = 5;
+    })
+    .await;
+    let mut reader = server.ws("/ws?channel=room").await;
+    assert_subscribed(&reader.next_json().await, "room");
+    let mut flooder = server.ws("/ws").await;
+    for n in 0..40 {
+        flooder
+            .send_json(&json!({"type": "publish", "channel": "room", "data": n, "id": n}))
+            .await;
+    }
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for n in 0..40 {
+        let reply = flooder.next_json().await;
+        assert_eq!(reply["id"], n, "replies come in order: {reply}");
+        match reply["type"].as_str() {
+            Some("published") => accepted.push(n),
+            Some("error") => {
+                assert_eq!(reply["code"], "rate_limited", "{reply}");
+                let wait = reply["retry_after_ms"].as_u64().expect("a wait");
+                assert!((1..=100).contains(&wait), "{reply}");
+                assert!(
+                    reply["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("client_publish_rate"),
+                    "{reply}"
+                );
+                refused += 1;
+            }
+            _ => panic!("{reply}"),
+        }
+    }
+    assert_eq!(accepted[..5], [0, 1, 2, 3, 4], "the burst is taken whole");
+    assert!(refused > 0, "40 publishes at once, none refused");
+    // The subscriber got exactly what was accepted, in order.
+    for (i, n) in accepted.iter().enumerate() {
+        let m = reader.next_json().await;
+        assert_eq!(*assert_message(&m, "room", i as u64 + 1), *n);
+    }
+    // The flooder is still connected, and not limited in what costs others
+    // nothing.
+    assert_eq!(
+        flooder.command(json!({"type": "ping", "id": "p"})).await["type"],
+        "pong"
+    );
+    assert_eq!(limited(&server, "publish_rate").await, refused);
+    // The application's API is never limited.
+    for n in 0..20 {
+        server.publish("room", json!({ "api": n })).await;
+    }
+}
+
+#[tokio::test]
+async fn a_command_flood_is_answered_429_with_retry_after_per_address() {
+    let server = start_with(|c| {
+        c.client_publish_rate = 1;
+        c.client_publish_burst = 3;
+    })
+    .await;
+    let publish = |n: u32| json!({"type": "publish", "channel": "c", "data": n}).to_string();
+    // Each request on a new connection: the address is the client.
+    let fresh = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    for n in 0..3 {
+        let req = fresh().post(server.url("/command")).body(publish(n));
+        let (status, reply) = server.json_response(req).await;
+        assert_eq!(
+            (status, &reply["type"]),
+            (200, &json!("published")),
+            "{reply}"
+        );
+    }
+    let res = within(
+        "the refused command",
+        fresh().post(server.url("/command")).body(publish(3)).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let reply: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    assert!(reply["retry_after_ms"].as_u64().unwrap() <= 1000, "{reply}");
+    // Direct messages spend the same allowance; other commands do not.
+    let send = json!({"type": "send", "to": ["bob"], "data": 1}).to_string();
+    assert_eq!(server.command(send).await.0, 429);
+    let (status, reply) = server.command(r#"{"type":"ping"}"#).await;
+    assert_eq!((status, &reply["type"]), (200, &json!("pong")));
+    // A WebSocket from the same address has its own allowance.
+    let mut ws = server.ws("/ws").await;
+    let reply = ws
+        .command(json!({"type": "publish", "channel": "c", "data": "ws"}))
+        .await;
+    assert_eq!(reply["type"], "published", "{reply}");
+    assert_eq!(limited(&server, "publish_rate").await, 2);
+    // A refused publish is a failed one, as on a WebSocket.
+    let text = server.metrics_text().await;
+    assert_eq!(metric(&text, "pushgate_publish_errors_total"), Some(1));
+}
+
+/// `[[[…1…]]]`, nested `depth` deep.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test]
+async fn deep_json_is_refused_on_every_way_in_and_the_server_goes_on() {
+    let server = start_with(|c| c.max_json_depth = 8).await;
+    let mut reader = server.ws("/ws?channel=d").await;
+    assert_subscribed(&reader.next_json().await, "d");
+    let api = |data: &str| format!(r#"{{"channel":"d","data":{data}}}"#);
+    let command =
+        |data: &str| format!(r#"{{"type":"publish","channel":"d","data":{data},"id":7}}"#);
+    let post = |path: &str, body: String| server.http.post(server.url(path)).body(body);
+    let mut refusals = 0;
+
+    // At the limit: accepted everywhere.
+    let (status, reply) = server
+        .json_response(post("/api/publish", api(&nested(8))))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = server.command(command(&nested(8))).await;
+    assert_eq!(status, 200, "{reply}");
+    let mut ws = server.ws("/ws").await;
+    assert_eq!(
+        ws.command_text(&command(&nested(8))).await["type"],
+        "published"
+    );
+
+    // One deeper, and far deeper (serde_json's own limit of 128 never
+    // applied to data; 30,000 fits the default max_message_size).
+    for depth in [9, 129, 30_000] {
+        for (path, body) in [
+            ("/api/publish", api(&nested(depth))),
+            (
+                "/api/send",
+                format!(r#"{{"to":["bob"],"data":{}}}"#, nested(depth)),
+            ),
+            ("/command", command(&nested(depth))),
+        ] {
+            let (status, reply) = server.json_response(post(path, body)).await;
+            assert_eq!(status, 400, "{path}: {reply}");
+            assert_eq!(reply["code"], "too_deep", "{path}: {reply}");
+            let message = reply["message"].as_str().unwrap();
+            assert!(
+                message.contains("8 levels deep (max_json_depth)"),
+                "{message}"
+            );
+            refusals += 1;
+        }
+        // On a WebSocket: an error reply with the command's id; the
+        // connection stays.
+        let reply = ws.command_text(&command(&nested(depth))).await;
+        assert_eq!(
+            (&reply["type"], &reply["code"], &reply["id"]),
+            (&json!("error"), &json!("too_deep"), &json!(7)),
+            "{reply}"
+        );
+        // Deep in a field the server ignores, a command is refused too.
+        let ignored = format!(r#"{{"type":"ping","id":8,"x":{}}}"#, nested(depth));
+        assert_eq!(ws.command_text(&ignored).await["code"], "too_deep");
+        refusals += 2;
+    }
+    assert_eq!(ws.command(json!({"type": "ping"})).await["type"], "pong");
+    // Only the three publishes at the limit were delivered.
+    let at_the_limit: serde_json::Value = serde_json::from_str(&nested(8)).unwrap();
+    for offset in 1..=3 {
+        let m = reader.next_json().await;
+        assert_eq!(*assert_message(&m, "d", offset), at_the_limit);
+    }
+    assert_eq!(limited(&server, "json_depth").await, refusals);
 }

@@ -633,7 +633,10 @@ async fn http2_streams_keep_heartbeats_and_resume_with_last_event_id() {
     let mut body = res.into_body();
     let mut seen = String::new();
     h2_until(&mut body, &mut seen, r#""offset":3"#).await;
-    assert!(!seen.contains(r#""offset":1"#), "offset 1 was resumed past: {seen}");
+    assert!(
+        !seen.contains(r#""offset":1"#),
+        "offset 1 was resumed past: {seen}"
+    );
     assert!(seen.contains(r#""offset":2"#), "{seen}");
     // Silence is filled with heartbeats.
     h2_until(&mut body, &mut seen, "event:ping").await;
