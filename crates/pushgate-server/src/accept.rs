@@ -200,6 +200,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
                 return;
             }
         };
+    // Boxed: a session is over a kilobyte, and a task keeps an async fn's
+    // arguments apart from its locals (rust-lang/rust#62958), so a stream
+    // passed by value would be paid for twice in each connection's future.
+    let stream = Box::new(stream);
     match (admitted, alpn) {
         (Err(limit), _) => refuse(stream, limit).await,
         (Ok(mut slot), Alpn::H2) => {

@@ -93,7 +93,7 @@ impl Conn for Client<TcpStream> {
 }
 
 /// TLS: fan-out cannot write between the task's records, so no sink.
-impl Conn for Client<TlsStream<TcpStream>> {
+impl Conn for Client<Box<TlsStream<TcpStream>>> {
     type Stream = Self;
 
     fn into_stream(
