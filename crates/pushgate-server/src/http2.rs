@@ -87,6 +87,14 @@ where
     loop {
         let accepted = tokio::select! {
             accepted = conn.accept() => accepted,
+            () = state.registry.shutting_down(), if !closing => {
+                // Tell the client to open nothing new; the streams end as
+                // every connection's do (the registry tells them).
+                conn.graceful_shutdown();
+                closing = true;
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                continue;
+            }
             () = &mut idle_timer => {
                 if closing {
                     // GOAWAY sent a while ago and still not done: a peer

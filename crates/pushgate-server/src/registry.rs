@@ -18,6 +18,9 @@ pub struct Registry {
     shards: [Mutex<HashMap<u64, Weak<Outbox>>>; SHARDS],
     next: AtomicU64,
     shutting_down: AtomicBool,
+    /// Woken when the shutdown begins (connections that hold no outbox of
+    /// their own, such as an HTTP/2 connection, wait on it).
+    shutdown: tokio::sync::Notify,
 }
 
 /// Keeps a connection registered until dropped.
@@ -46,9 +49,20 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ready once the shutdown has begun.
+    pub async fn shutting_down(&self) {
+        let notified = self.shutdown.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.shutting_down.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+
     /// Tells every registered connection to end.
     pub fn shut_down_all(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.notify_waiters();
         for shard in &self.shards {
             let outboxes: Vec<Weak<Outbox>> = shard
                 .lock()

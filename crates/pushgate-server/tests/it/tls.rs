@@ -641,3 +641,23 @@ async fn http2_streams_keep_heartbeats_and_resume_with_last_event_id() {
     // Silence is filled with heartbeats.
     h2_until(&mut body, &mut seen, "event:ping").await;
 }
+
+#[tokio::test]
+async fn a_shutdown_ends_http2_streams_and_the_server_stops() {
+    let mut server = start().await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut h2 = h2_client(tcp).await;
+    let (_, mut sse) = h2_get(&mut h2, "/sse?channel=bye").await;
+    let mut seen = String::new();
+    h2_until(&mut sse, &mut seen, "event: subscribed").await;
+    server.signal_shutdown();
+    // The stream ends (END_STREAM) after its farewell, and the server stops.
+    within("the stream to end", async {
+        while let Some(chunk) = sse.data().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(seen.contains(r#""reason":"shutdown""#), "{seen}");
+    server.stopped().await;
+}
