@@ -67,22 +67,23 @@ pub fn sanitize(raw: &[u8]) -> Result<String, Error> {
 /// The bytes [`compact_escaped`] stops at, outside a string (`[0]`: a
 /// quote and JSON whitespace) and inside one (`[1]`: a quote, a backslash,
 /// `<`, `>`, `&`, and 0xE2, the lead byte of U+2028 and U+2029).
-static STOPS: [[bool; 256]; 2] = {
-    const OUTSIDE: &[u8] = b"\" \n\r\t";
-    const INSIDE: &[u8] = b"\"\\<>&\xE2";
+static STOPS: [[bool; 256]; 2] = stop_table(b"\" \n\r\t", b"\"\\<>&\xE2");
+
+/// A scanner's stop bytes outside (`[0]`) and inside (`[1]`) a string.
+const fn stop_table(outside: &[u8], inside: &[u8]) -> [[bool; 256]; 2] {
     let mut t = [[false; 256]; 2];
     let mut i = 0;
-    while i < OUTSIDE.len() {
-        t[0][OUTSIDE[i] as usize] = true;
+    while i < outside.len() {
+        t[0][outside[i] as usize] = true;
         i += 1;
     }
     let mut i = 0;
-    while i < INSIDE.len() {
-        t[1][INSIDE[i] as usize] = true;
+    while i < inside.len() {
+        t[1][inside[i] as usize] = true;
         i += 1;
     }
     t
-};
+}
 
 /// Rewrites already-valid JSON text; see the module docs.
 ///
@@ -137,22 +138,7 @@ pub(crate) fn compact_escaped(valid_json: &str) -> String {
 
 /// The bytes [`nests_deeper`] stops at, outside a string (`[0]`: a quote
 /// and the brackets) and inside one (`[1]`: a quote and a backslash).
-static DEPTH_STOPS: [[bool; 256]; 2] = {
-    const OUTSIDE: &[u8] = b"\"[]{}";
-    const INSIDE: &[u8] = b"\"\\";
-    let mut t = [[false; 256]; 2];
-    let mut i = 0;
-    while i < OUTSIDE.len() {
-        t[0][OUTSIDE[i] as usize] = true;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < INSIDE.len() {
-        t[1][INSIDE[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
+static DEPTH_STOPS: [[bool; 256]; 2] = stop_table(b"\"[]{}", b"\"\\");
 
 /// Whether the arrays and objects of JSON text nest more than `max` deep
 /// (`1` and `"["` nest 0 deep, `[1]` 1, `{"a":[1]}` 2).

@@ -603,8 +603,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Any byte stream can be served, as TLS will be: without fan-out's
-    /// direct writes, which only a plaintext socket allows.
+    /// Any byte stream can be served, as TLS is: without fan-out's direct
+    /// writes, which only a plaintext socket allows.
     impl Conn for tokio::io::DuplexStream {
         type Stream = Self;
 
