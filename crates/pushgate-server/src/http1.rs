@@ -146,9 +146,7 @@ pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState
                 );
                 let mut res = crate::web::error(&e);
                 *res.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                if respond(&mut stream, res, false).await.is_ok() {
-                    linger::linger_close(&mut stream, linger::LINGER).await;
-                }
+                let _ = refuse(&mut stream, res).await;
                 return;
             }
             // Closed or failed: nothing to answer.
