@@ -545,3 +545,419 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, HandshakeKind, RootCertStore};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio_rustls::client::TlsStream as ClientStream;
+    use tokio_rustls::TlsConnector;
+
+    use super::*;
+
+    /// A server config (`h2`, `http/1.1`, session tickets) and a client
+    /// config that trusts its certificate.
+    fn configs() -> (Arc<ServerConfig>, ClientConfig) {
+        configs_for(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`configs`], the client speaking only `versions`.
+    fn configs_for(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, ClientConfig) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key.into())
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), client)
+    }
+
+    /// The server's socket: moves at most `read` / `write` bytes per call,
+    /// and counts what was written.
+    struct Trickle {
+        io: DuplexStream,
+        read: usize,
+        write: usize,
+        written: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let mut room = vec![0; buf.remaining().min(self.read)];
+            let mut small = ReadBuf::new(&mut room);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut small))?;
+            buf.put_slice(small.filled());
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.write);
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &buf[..n]))?;
+            self.written += n;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    type Server = TlsStream<Trickle>;
+    type Client = ClientStream<DuplexStream>;
+
+    /// A handshaken pair over an in-memory pipe of `capacity` bytes, the
+    /// server's socket moving `read` / `write` bytes per call.
+    async fn pair_with(
+        read: usize,
+        write: usize,
+        capacity: usize,
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+    ) -> (Server, Client) {
+        let (c, s) = tokio::io::duplex(capacity);
+        let trickle = Trickle {
+            io: s,
+            read,
+            write,
+            written: 0,
+        };
+        let name = ServerName::try_from("localhost").unwrap();
+        let (s, c) = within(async {
+            tokio::join!(
+                accept(trickle, server),
+                TlsConnector::from(client).connect(name, c)
+            )
+        })
+        .await;
+        (s.expect("the server's handshake"), c.expect("the client's"))
+    }
+
+    async fn pair(read: usize, write: usize) -> (Server, Client) {
+        let (server, client) = configs();
+        pair_with(read, write, 64 * 1024, server, Arc::new(client)).await
+    }
+
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("done in time")
+    }
+
+    /// The point of the stream: between reads and writes it keeps nothing.
+    fn holds_nothing(s: &Server) {
+        assert_eq!(s.received.capacity(), 0, "received bytes kept");
+        assert_eq!(s.session.plain.capacity(), 0, "plaintext kept");
+        assert_eq!(s.session.unsent.capacity(), 0, "records kept");
+    }
+
+    /// A recognisable pattern of `n` bytes.
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn handshakes_and_talks_when_the_socket_gives_one_byte_at_a_time() {
+        let (server, client) = configs();
+        let mut client = client;
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        let (mut s, mut c) = pair_with(1, 1, 64 * 1024, server, Arc::new(client)).await;
+        assert_eq!(s.alpn_protocol(), Some(&b"h2"[..]));
+        holds_nothing(&s);
+
+        c.write_all(b"hello").await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = [0; 5];
+        within(s.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"hello");
+        s.write_all(b"world").await.unwrap();
+        s.flush().await.unwrap();
+        within(c.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"world");
+        holds_nothing(&s);
+    }
+
+    #[tokio::test]
+    async fn a_record_split_across_reads_is_kept_only_until_it_is_whole() {
+        let (mut s, mut c) = pair(1000, usize::MAX).await;
+        let sent = pattern(10_000);
+        c.write_all(&sent).await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = vec![0; sent.len()];
+        let mut n = within(s.read(&mut got)).await.unwrap();
+        // The first read returns only once the record is whole.
+        assert_eq!(n, sent.len(), "one record, delivered whole");
+        while n < sent.len() {
+            n += within(s.read(&mut got[n..])).await.unwrap();
+        }
+        assert_eq!(got, sent);
+        holds_nothing(&s);
+    }
+
+    #[tokio::test]
+    async fn a_100_kib_write_reaches_the_peer_whole() {
+        // The socket takes 1,000 bytes per call and the pipe 8 KiB, so
+        // writes keep unsent tails and wait for them.
+        let (server, client) = configs();
+        let (mut s, mut c) = pair_with(usize::MAX, 1000, 8 * 1024, server, Arc::new(client)).await;
+        let sent = pattern(100 * 1024);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 100 * 1024];
+            c.read_exact(&mut got).await.unwrap();
+            got
+        });
+        within(async {
+            s.write_all(&sent).await.unwrap();
+            s.flush().await.unwrap();
+        })
+        .await;
+        assert_eq!(within(reader).await.unwrap(), sent);
+        holds_nothing(&s);
+    }
+
+    #[tokio::test]
+    async fn a_large_record_read_into_a_small_buffer_keeps_the_rest_until_read() {
+        let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+        let sent = pattern(16 * 1024);
+        c.write_all(&sent).await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut small = [0; 7];
+        while got.len() < sent.len() {
+            let n = within(s.read(&mut small)).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&small[..n]);
+            if got.len() < sent.len() {
+                assert_eq!(
+                    s.session.plain.len() - s.session.plain_read,
+                    sent.len() - got.len()
+                );
+            }
+        }
+        assert_eq!(got, sent);
+        holds_nothing(&s);
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_are_gathered_into_one_record() {
+        let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+        assert!(s.is_write_vectored());
+        let before = s.io.written;
+        let parts = [&b"ab"[..], b"", b"cde", &pattern(1000)];
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let n = s.write_vectored(&slices).await.unwrap();
+        assert_eq!(n, 1005);
+        // TLS 1.3: a 5-byte header, the content type and a 16-byte tag.
+        assert_eq!(s.io.written - before, n + 22, "one record");
+        let mut got = vec![0; n];
+        within(c.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, parts.concat());
+        holds_nothing(&s);
+    }
+
+    #[tokio::test]
+    async fn close_notify_goes_both_ways() {
+        let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+        // The client's close_notify ends what the server reads...
+        c.shutdown().await.unwrap();
+        let mut buf = [0; 16];
+        assert_eq!(within(s.read(&mut buf)).await.unwrap(), 0);
+        assert_eq!(
+            within(s.read(&mut buf)).await.unwrap(),
+            0,
+            "and stays ended"
+        );
+        // ...and the server may still answer, then close in turn.
+        s.write_all(b"bye").await.unwrap();
+        within(s.shutdown()).await.unwrap();
+        let mut got = Vec::new();
+        within(c.read_to_end(&mut got)).await.unwrap();
+        assert_eq!(got, b"bye", "then a clean end: close_notify");
+        // The socket's write side was shut after it.
+        assert_eq!(within(c.get_mut().0.read(&mut buf)).await.unwrap(), 0);
+        assert_eq!(
+            s.write(b"more").await.unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+        holds_nothing(&s);
+    }
+
+    #[tokio::test]
+    async fn garbage_after_the_handshake_is_an_error_and_an_alert() {
+        let bad_mac = [&[0x17, 0x03, 0x03, 0x00, 0x20][..], &[0x55; 0x20]].concat();
+        let oversized = [&[0x17, 0x03, 0x03, 0xff, 0xff][..], &[0; 64]].concat();
+        for garbage in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            &bad_mac,
+            &oversized,
+            &[0x16, 0x03, 0x03, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00],
+            &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+        ] {
+            let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+            c.get_mut().0.write_all(garbage).await.unwrap();
+            let mut buf = [0; 16];
+            let e = within(s.read(&mut buf)).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{garbage:?}: {e}");
+            let e = within(s.read(&mut buf)).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "and stays failed");
+            // The client learns why: rustls' alert reached it.
+            let e = within(c.read(&mut buf)).await.unwrap_err();
+            assert!(e.to_string().contains("alert"), "{garbage:?}: {e}");
+            within(s.shutdown()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_mid_record_or_without_close_notify_is_an_unexpected_eof() {
+        let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+        let raw = &mut c.get_mut().0;
+        raw.write_all(&[0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3])
+            .await
+            .unwrap();
+        raw.shutdown().await.unwrap();
+        let e = within(s.read(&mut [0; 16])).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("middle of a TLS record"), "{e}");
+
+        let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+        c.get_mut().0.shutdown().await.unwrap();
+        let e = within(s.read(&mut [0; 16])).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("without a TLS close_notify"), "{e}");
+    }
+
+    /// A small deterministic generator of hostile bytes.
+    fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (*seed >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn noise_instead_of_a_handshake_fails_it_without_a_panic() {
+        let (config, _) = configs();
+        let mut seed = 12;
+        for i in 0..64 {
+            let mut sent = noise(&mut seed, 1 + i * 5);
+            if i % 2 == 0 {
+                // A record header that claims a ClientHello.
+                sent.splice(
+                    0..0,
+                    [0x16, 0x03, 0x01, 0x00, (sent.len() as u8).max(4), 0x01],
+                );
+            }
+            let (mut c, s) = tokio::io::duplex(64 * 1024);
+            c.write_all(&sent).await.unwrap();
+            c.shutdown().await.unwrap();
+            assert!(within(accept(s, config.clone())).await.is_err(), "{sent:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn noise_after_the_handshake_is_an_error_without_a_panic() {
+        let mut seed = 34;
+        for i in 0..16 {
+            let (mut s, mut c) = pair(usize::MAX, 1 + i * 100).await;
+            let mut sent = noise(&mut seed, 1 + i * 300);
+            if i % 2 == 0 {
+                // An application data header, so the noise is decrypted.
+                let len = (sent.len() as u16).to_be_bytes();
+                sent.splice(0..0, [0x17, 0x03, 0x03, len[0], len[1]]);
+            }
+            c.get_mut().0.write_all(&sent).await.unwrap();
+            c.get_mut().0.shutdown().await.unwrap();
+            assert!(within(s.read(&mut [0; 64])).await.is_err(), "{sent:?}");
+            let _ = within(s.shutdown()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_update_from_the_peer_is_followed() {
+        let (mut s, mut c) = pair(usize::MAX, usize::MAX).await;
+        c.get_mut().1.refresh_traffic_keys().unwrap();
+        c.write_all(b"after the update").await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = [0; 16];
+        within(s.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"after the update");
+        // The client asked for our keys to change too: our answer goes
+        // before what we write next.
+        s.write_all(b"answer").await.unwrap();
+        let mut got = [0; 6];
+        within(c.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"answer");
+    }
+
+    #[tokio::test]
+    async fn a_session_ticket_lets_the_client_resume() {
+        let (server, client) = configs();
+        let client = Arc::new(client);
+        for kind in [HandshakeKind::Full, HandshakeKind::Resumed] {
+            let (mut s, mut c) = pair_with(
+                usize::MAX,
+                usize::MAX,
+                64 * 1024,
+                server.clone(),
+                client.clone(),
+            )
+            .await;
+            assert_eq!(c.get_ref().1.handshake_kind(), Some(kind));
+            // The tickets came after the handshake: reading takes them in.
+            s.write_all(b"x").await.unwrap();
+            within(c.read_exact(&mut [0])).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_1_2_works_too() {
+        let (server, client) = configs_for(&[&rustls::version::TLS12]);
+        let (mut s, mut c) = pair_with(1, 1, 64 * 1024, server, Arc::new(client)).await;
+        assert_eq!(
+            c.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        c.write_all(b"twelve").await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = [0; 6];
+        within(s.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"twelve");
+        s.write_all(b"ok").await.unwrap();
+        within(c.read_exact(&mut got[..2])).await.unwrap();
+        assert_eq!(&got[..2], b"ok");
+        holds_nothing(&s);
+    }
+}
