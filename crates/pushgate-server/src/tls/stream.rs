@@ -888,6 +888,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_handshake_message_over_a_records_room_fails_the_handshake() {
+        let (config, _) = configs();
+        let (mut c, s) = tokio::io::duplex(64 * 1024);
+        // A ClientHello that says it is 30,000 bytes long, in two records.
+        let mut hello = vec![0x01, 0x00, 0x75, 0x30];
+        hello.resize(30_004, 0);
+        for part in hello.chunks(MAX_PLAINTEXT) {
+            let len = (part.len() as u16).to_be_bytes();
+            c.write_all(&[0x16, 0x03, 0x01, len[0], len[1]])
+                .await
+                .unwrap();
+            c.write_all(part).await.unwrap();
+        }
+        let e = within(accept(s, config)).await.err().expect("refused");
+        assert!(e.to_string().contains("over 18 KiB"), "{e}");
+    }
+
+    #[tokio::test]
     async fn noise_after_the_handshake_is_an_error_without_a_panic() {
         let mut seed = 34;
         for i in 0..16 {
