@@ -27,7 +27,6 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use pushgate_core::DirectSink;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use crate::accept::Client;
 use crate::admission;
@@ -39,6 +38,7 @@ use crate::prefix_io::PrefixIo;
 use crate::routes::{self, Endpoint, Front};
 use crate::shared_tcp::{DirectWire, SharedTcp};
 use crate::state::AppState;
+use crate::tls::TlsStream;
 use crate::transport::delivery_loop;
 use crate::transport::event_stream::EventStream;
 use crate::transport::ws;

@@ -7,6 +7,12 @@
 //! key belongs to the certificate, and only then swaps: a broken file leaves
 //! the old certificate serving. Open connections keep the keys their
 //! handshake agreed on, so they are not touched at all.
+//!
+//! The handshake and the records after it are our own [`TlsStream`] over
+//! rustls' unbuffered API (`stream`): an idle connection keeps no TLS
+//! buffer.
+
+mod stream;
 
 use std::sync::{Arc, RwLock};
 
@@ -17,8 +23,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+
+pub use stream::TlsStream;
 
 use crate::error::Error;
 
@@ -29,10 +35,10 @@ pub struct Tls {
     provider: Arc<CryptoProvider>,
     certs: Arc<Certs>,
     /// Offers `h2` (when HTTP/2 is on) and `http/1.1`.
-    serve: TlsAcceptor,
+    serve: Arc<ServerConfig>,
     /// Offers only `http/1.1`: a connection refused by a limit is answered
     /// in HTTP/1.1, which the refusal writes by hand.
-    refuse: TlsAcceptor,
+    refuse: Arc<ServerConfig>,
 }
 
 /// What the handshake agreed on.
@@ -87,8 +93,8 @@ impl Tls {
         Ok(Tls {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
-            serve: TlsAcceptor::from(config(serve)?),
-            refuse: TlsAcceptor::from(config(&[b"http/1.1"])?),
+            serve: config(serve)?,
+            refuse: config(&[b"http/1.1"])?,
             provider,
             certs,
         })
@@ -114,9 +120,9 @@ impl Tls {
         tcp: TcpStream,
         refusing: bool,
     ) -> std::io::Result<(TlsStream<TcpStream>, Alpn)> {
-        let acceptor = if refusing { &self.refuse } else { &self.serve };
-        let tls = acceptor.accept(tcp).await?;
-        let alpn = match tls.get_ref().1.alpn_protocol() {
+        let config = if refusing { &self.refuse } else { &self.serve };
+        let tls = stream::accept(tcp, config.clone()).await?;
+        let alpn = match tls.alpn_protocol() {
             Some(b"h2") => Alpn::H2,
             _ => Alpn::Http1,
         };
