@@ -357,7 +357,13 @@ async fn subscriber_task(
             ws_client::run(tls, &target, source, &mut sub, mode, seed, plan.ws_deflate).await
         }
         Transport::Sse => match &h2 {
-            Some(pool) => h2_client::run_sse(pool, conn, &target, &mut sub, plan.plain).await,
+            // Boxed, so that its larger future does not widen every task.
+            Some(pool) => {
+                Box::pin(h2_client::run_sse(
+                    pool, conn, &target, &mut sub, plan.plain,
+                ))
+                .await
+            }
             None => sse_client::run(tls, &target, source, &mut sub, plan.plain).await,
         },
         Transport::LongPoll if plan.plain => {

@@ -141,8 +141,11 @@ pub async fn connect(
         .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))?;
     match tls {
         None => Ok(net::Stream::Tcp(tcp)),
+        // Boxed: the handshake's future holds a whole client connection
+        // (~1.1 KiB), which would otherwise widen every caller's future,
+        // and so every plaintext subscriber's task, for its whole life.
         Some(t) => Ok(net::Stream::Tls(Box::new(
-            t.handshake(tcp, Alpn::Http1).await?,
+            Box::pin(t.handshake(tcp, Alpn::Http1)).await?,
         ))),
     }
 }
