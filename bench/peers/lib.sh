@@ -85,7 +85,8 @@ await_http() {
       tail -n 30 "$log" >&2
       exit 1
     fi
-    if curl -s -o /dev/null --max-time 1 "$url"; then
+    # -k: a TLS peer (nchan+tls) serves a self-signed test certificate.
+    if curl -s -k -o /dev/null --max-time 1 "$url"; then
       return 0
     fi
     sleep 0.1

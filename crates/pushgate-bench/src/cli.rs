@@ -134,6 +134,28 @@ pub struct CommonArgs {
     #[arg(long)]
     pub ws_deflate: bool,
 
+    /// Connect over TLS: wss:// and https:// (ALPN http/1.1; h2 with
+    /// --h2-connections), publishes too. Implied by https:// or wss:// URLs.
+    /// Needs --tls-ca or --tls-insecure
+    #[arg(long)]
+    pub tls: bool,
+
+    /// TLS: trust the certificates in this PEM file (a self-signed
+    /// certificate is its own anchor if it is not marked as a CA)
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    pub tls_ca: Option<String>,
+
+    /// TLS: accept any certificate (self-signed test certificates); the
+    /// handshake's signature is still checked
+    #[arg(long)]
+    pub tls_insecure: bool,
+
+    /// SSE: open the subscribers' streams on N HTTP/2 connections (subscriber
+    /// i on connection i mod N): with --tls by ALPN h2, else h2c (prior
+    /// knowledge)
+    #[arg(long, value_name = "N")]
+    pub h2_connections: Option<usize>,
+
     /// pushgate: a client token (JWT) every subscriber presents, as the
     /// `token=` query parameter
     #[arg(long, value_name = "JWT")]

@@ -9,11 +9,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::error::{BenchError, ErrorKind};
-use crate::net;
+use crate::net::{self, Stream};
+use crate::tls::{self, TlsClient};
 
 /// Longest response head accepted; real servers send a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
@@ -141,8 +141,8 @@ fn has_token(value: &str, token: &str) -> bool {
 
 /// Reads until a whole response head is in `pending`, removes it from there and
 /// returns it; body bytes that came with it stay in `pending`.
-pub async fn read_head(
-    stream: &mut TcpStream,
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
     pending: &mut Vec<u8>,
 ) -> Result<ResponseHead, BenchError> {
     loop {
@@ -331,14 +331,19 @@ pub struct Response {
 
 /// One keep-alive HTTP/1.1 connection doing one request at a time.
 pub struct HttpConn {
-    stream: TcpStream,
+    stream: Stream,
     pending: Vec<u8>,
 }
 
 impl HttpConn {
-    pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Self> {
+    /// Connects, over TLS (ALPN `http/1.1`) when `tls` is given.
+    pub async fn connect(
+        tls: Option<&TlsClient>,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> Result<Self, BenchError> {
         Ok(HttpConn {
-            stream: net::connect(addr, source).await?,
+            stream: tls::connect(tls, addr, source).await?,
             pending: Vec::new(),
         })
     }

@@ -17,12 +17,17 @@
 //! long-poll itself over raw `TcpStream`s, keeps almost no per-connection
 //! memory (see [`net`]), and runs on one thread unless `--threads` says more.
 //!
+//! `--tls` (or `https://`/`wss://` URLs) puts every connection over rustls
+//! ([`tls`]); `--h2-connections N` carries SSE subscribers as streams of N
+//! HTTP/2 connections ([`h2_client`], h2c without TLS).
+//!
 //! Library use: [`run`] from any async context, or [`run_blocking`] from a
 //! plain thread. Both run the generator on its own runtime and thread, sized
 //! by `--threads`, so the caller's runtime neither limits nor disturbs it.
 
 mod cli;
 mod error;
+pub mod h2_client;
 pub mod histogram;
 pub mod http;
 pub mod longpoll_client;
@@ -35,6 +40,7 @@ mod runner;
 pub mod sse_client;
 pub mod stats;
 pub mod target;
+pub mod tls;
 pub mod ws_client;
 
 pub use cli::{BenchArgs, BenchCommand, CommonArgs, FanoutArgs, IdleArgs, Peer, Transport};

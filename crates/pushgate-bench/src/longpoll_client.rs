@@ -13,6 +13,7 @@ use crate::http::HttpConn;
 use crate::marker;
 use crate::stats::Subscriber;
 use crate::target::{percent_encode, Target};
+use crate::tls::TlsClient;
 
 /// A long-poll batch may hold many messages; anything beyond this is a fault.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -46,12 +47,13 @@ pub fn poll_path(endpoint: &str, timeout_secs: u64, since: Option<&str>) -> Stri
 /// server holds cursor-less polls (pushgate does: "live from now") or not;
 /// its answer is the subscribed moment.
 pub async fn run(
+    tls: Option<&TlsClient>,
     target: &Target,
     source: Option<IpAddr>,
     sub: &mut Subscriber,
     timeout_secs: u64,
 ) -> Result<(), BenchError> {
-    let mut conn = connect(target, source).await?;
+    let mut conn = connect(tls, target, source).await?;
     sub.connected();
     let mut cursor: Option<String> = None;
     loop {
@@ -80,7 +82,7 @@ pub async fn run(
         cursor = Some(parse_cursor(&resp.body)?);
         sub.mark_subscribed();
         if !resp.head.keep_alive {
-            conn = connect(target, source).await?;
+            conn = connect(tls, target, source).await?;
         }
     }
 }
@@ -110,11 +112,12 @@ pub fn plain_poll_request(target: &Target, last_modified: &str, etag: &str) -> S
 /// do not say when they have registered a waiting request (`--settle` is the
 /// margin for that).
 pub async fn run_plain(
+    tls: Option<&TlsClient>,
     target: &Target,
     source: Option<IpAddr>,
     sub: &mut Subscriber,
 ) -> Result<(), BenchError> {
-    let mut conn = connect(target, source).await?;
+    let mut conn = connect(tls, target, source).await?;
     sub.connected();
     let (mut last_modified, mut etag) = (String::new(), String::new());
     loop {
@@ -140,16 +143,18 @@ pub async fn run_plain(
             }
         }
         if !resp.head.keep_alive {
-            conn = connect(target, source).await?;
+            conn = connect(tls, target, source).await?;
         }
     }
 }
 
 /// One keep-alive connection to the target (again after the server closed one).
-async fn connect(target: &Target, source: Option<IpAddr>) -> Result<HttpConn, BenchError> {
-    HttpConn::connect(target.addr, source)
-        .await
-        .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))
+async fn connect(
+    tls: Option<&TlsClient>,
+    target: &Target,
+    source: Option<IpAddr>,
+) -> Result<HttpConn, BenchError> {
+    HttpConn::connect(tls, target.addr, source).await
 }
 
 #[cfg(test)]

@@ -5,15 +5,19 @@
 //! the generator's largest cost. Instead each worker thread owns one scratch
 //! buffer; a connection only keeps the few bytes of an incomplete frame or
 //! line between reads, and usually nothing at all.
+//!
+//! Over TLS (`--tls`) rustls keeps its own buffers per connection: that
+//! memory is the library's, and is what a TLS client costs.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
 
 const SCRATCH_LEN: usize = 64 * 1024;
 
@@ -40,6 +44,71 @@ pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<T
     Ok(stream)
 }
 
+/// A client connection: plain TCP, or TLS over it (boxed: rustls' state is
+/// large, and a plain connection should not carry its size).
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Waits until `stream` has data, reads it into this thread's scratch buffer
 /// and hands it to `f`. `Ok(None)` means the peer closed the connection.
 ///
@@ -48,8 +117,8 @@ pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<T
 /// `readable` + `try_read`) because on a short read tokio clears readiness
 /// itself, saving one EAGAIN `read` per wake-up, which at one message per
 /// wake-up would double the generator's syscalls.
-pub async fn read_with<R>(
-    stream: &mut TcpStream,
+pub async fn read_with<S: AsyncRead + Unpin, R>(
+    stream: &mut S,
     mut f: impl FnMut(&[u8]) -> R,
 ) -> io::Result<Option<R>> {
     std::future::poll_fn(|cx| {

@@ -15,6 +15,7 @@ use crate::http::HttpConn;
 use crate::marker;
 use crate::stats::Shared;
 use crate::target::{percent_encode, Target};
+use crate::tls::TlsClient;
 
 /// Responses to a publish are small; a larger one means something is off.
 const MAX_RESPONSE: usize = 1024 * 1024;
@@ -29,6 +30,8 @@ pub struct PublishPlan {
     /// Messages per second over all publishers; 0 means as fast as responses come.
     pub rate: f64,
     pub size: usize,
+    /// `--tls`: publishes go over TLS too (the server's port speaks only TLS).
+    pub tls: Option<TlsClient>,
 }
 
 /// Publishes every `seq` whose channel belongs to publisher `index`.
@@ -85,9 +88,7 @@ async fn publish_one(
     channel: &str,
 ) -> Result<(), BenchError> {
     if conn.is_none() {
-        let c = HttpConn::connect(plan.target.addr, None)
-            .await
-            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))?;
+        let c = HttpConn::connect(plan.tls.as_ref(), plan.target.addr, None).await?;
         *conn = Some(c);
     }
     let Some(c) = conn.as_mut() else {
@@ -162,6 +163,7 @@ mod tests {
             publishers: 1,
             rate: 0.0,
             size: 60,
+            tls: None,
         }
     }
 

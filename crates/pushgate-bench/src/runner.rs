@@ -13,6 +13,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::cli::{BenchArgs, BenchCommand, CommonArgs, Peer, Transport};
 use crate::error::{BenchError, ErrorKind};
+use crate::h2_client::{self, H2Pool};
 use crate::histogram::LatencySummary;
 use crate::marker;
 use crate::proc_stats::{self, ProcSample, SelfUsage};
@@ -23,6 +24,7 @@ use crate::report::{
 };
 use crate::stats::{Layout, Shared, Subscriber};
 use crate::target::{self, parse_loopback_url, percent_encode, Scheme, SourceAddrs, Target};
+use crate::tls::{TlsClient, Trust};
 use crate::ws_client::WsMode;
 use crate::{longpoll_client, sse_client, ws_client};
 
@@ -64,6 +66,10 @@ pub(crate) struct Plan {
     token: Option<String>,
     /// WebSocket: offer permessage-deflate.
     ws_deflate: bool,
+    /// `--tls`: every connection (subscribers and publishers) over TLS.
+    tls: Option<TlsClient>,
+    /// SSE over this many HTTP/2 connections; 0: one HTTP/1.1 connection each.
+    h2_connections: usize,
     quiet: bool,
     settle: Duration,
 }
@@ -153,6 +159,15 @@ impl Plan {
             !c.ws_deflate || transport == Transport::Ws,
             "--ws-deflate is for WebSocket subscribers (-t ws, or a ws:// --sub-url)",
         )?;
+        let h2_connections = c.h2_connections.unwrap_or(0);
+        check(
+            c.h2_connections.is_none() || (1..=c.connections).contains(&h2_connections),
+            "--h2-connections must be between 1 and --connections",
+        )?;
+        check(
+            h2_connections == 0 || transport == Transport::Sse,
+            "--h2-connections is for SSE subscribers (-t sse, or an http:// --sub-url)",
+        )?;
         let layout = Layout {
             base: c.channel.clone(),
             connections: c.connections,
@@ -163,6 +178,43 @@ impl Plan {
             .conns_per_source
             .unwrap_or_else(target::default_per_source);
         let sources = SourceAddrs::new(sub_base.addr, per_source, c.connections)?;
+        let pub_url_tls = match &args.command {
+            BenchCommand::Fanout(a) => a.pub_url.as_deref().map(parse_loopback_url).transpose()?,
+            BenchCommand::Idle(_) => None,
+        }
+        .map(|t| t.tls);
+        check(
+            c.tls || pub_url_tls.is_none_or(|tls| tls == sub_base.tls),
+            "--sub-url and --pub-url must both use TLS (https://, wss://) or both not; or give --tls",
+        )?;
+        let tls = if c.tls || sub_base.tls {
+            let trust = match (&c.tls_ca, c.tls_insecure) {
+                (Some(path), _) => Trust::CaFile(path.clone()),
+                (None, true) => Trust::Insecure,
+                (None, false) => {
+                    return Err(BenchError::config(
+                        "TLS needs --tls-ca FILE (the certificate to trust) or --tls-insecure",
+                    ))
+                }
+            };
+            let host = sub_base.authority.rsplit_once(':').map_or(
+                sub_base.authority.as_str(),
+                |(h, p)| {
+                    if p.contains(']') {
+                        sub_base.authority.as_str()
+                    } else {
+                        h
+                    }
+                },
+            );
+            Some(TlsClient::new(&trust, host)?)
+        } else {
+            check(
+                c.tls_ca.is_none() && !c.tls_insecure,
+                "--tls-ca and --tls-insecure are for TLS; add --tls",
+            )?;
+            None
+        };
 
         let (kind, settle) = match &args.command {
             BenchCommand::Idle(a) => (Kind::Idle, secs(a.settle, "--settle")?),
@@ -199,7 +251,7 @@ impl Plan {
                 };
                 check(
                     publish_target.scheme == Scheme::Http,
-                    "--pub-url must be an http:// URL",
+                    "--pub-url must be an http:// or https:// URL",
                 )?;
                 let publish = PublishPlan {
                     target: publish_target,
@@ -207,6 +259,7 @@ impl Plan {
                     publishers: a.publishers.min(layout.total_channels()),
                     rate: a.rate,
                     size: a.size,
+                    tls: tls.clone(),
                 };
                 let kind = Kind::Fanout {
                     messages: a.messages,
@@ -232,6 +285,8 @@ impl Plan {
             poll_timeout: c.poll_timeout,
             token: c.token.clone(),
             ws_deflate: c.ws_deflate,
+            tls,
+            h2_connections,
             quiet: c.quiet,
             settle,
         })
@@ -283,6 +338,7 @@ impl Plan {
 async fn subscriber_task(
     plan: Arc<Plan>,
     shared: Arc<Shared>,
+    h2: Option<Arc<H2Pool>>,
     conn: usize,
     source: Option<IpAddr>,
     permit: OwnedSemaphorePermit,
@@ -290,6 +346,7 @@ async fn subscriber_task(
     let target = plan.sub_target(conn);
     let seed = (u64::from(shared.run_id) << 32) ^ (conn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut sub = Subscriber::new(shared, conn, Some(permit));
+    let tls = plan.tls.as_ref();
     let result = match plan.transport {
         Transport::Ws => {
             let mode = match (plan.plain, plan.peer) {
@@ -297,14 +354,23 @@ async fn subscriber_task(
                 (true, Peer::Plain) => WsMode::Plain,
                 (true, Peer::SocketIo) => WsMode::SocketIo,
             };
-            ws_client::run(&target, source, &mut sub, mode, seed, plan.ws_deflate).await
+            ws_client::run(tls, &target, source, &mut sub, mode, seed, plan.ws_deflate).await
         }
-        Transport::Sse => sse_client::run(&target, source, &mut sub, plan.plain).await,
+        Transport::Sse => match &h2 {
+            // Boxed, so that its larger future does not widen every task.
+            Some(pool) => {
+                Box::pin(h2_client::run_sse(
+                    pool, conn, &target, &mut sub, plan.plain,
+                ))
+                .await
+            }
+            None => sse_client::run(tls, &target, source, &mut sub, plan.plain).await,
+        },
         Transport::LongPoll if plan.plain => {
-            longpoll_client::run_plain(&target, source, &mut sub).await
+            longpoll_client::run_plain(tls, &target, source, &mut sub).await
         }
         Transport::LongPoll => {
-            longpoll_client::run(&target, source, &mut sub, plan.poll_timeout).await
+            longpoll_client::run(tls, &target, source, &mut sub, plan.poll_timeout).await
         }
     };
     sub.finish(result);
@@ -445,6 +511,14 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
 
     // Subscribers, at most `connect_concurrency` handshakes at a time.
     let n = plan.layout.connections;
+    let h2 = (plan.h2_connections > 0).then(|| {
+        Arc::new(H2Pool::new(
+            plan.h2_connections,
+            plan.sub_base.addr,
+            plan.sources,
+            plan.tls.clone(),
+        ))
+    });
     let mut conns = JoinSet::new();
     let gate = Arc::new(Semaphore::new(plan.connect_concurrency));
     let setup_start = Instant::now();
@@ -461,6 +535,7 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
         conns.spawn(subscriber_task(
             plan.clone(),
             shared.clone(),
+            h2.clone(),
             i,
             source,
             permit,
@@ -607,6 +682,9 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
 
     // Everything measured: close all connections (aborting a task drops its socket).
     conns.abort_all();
+    if let Some(pool) = &h2 {
+        pool.close();
+    }
     background.abort_all();
     drop(progress_line);
 
@@ -795,6 +873,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_http2() {
+        let p = plan(&[
+            "fanout",
+            "--url",
+            "https://localhost:8443",
+            "--tls-insecure",
+        ])
+        .unwrap();
+        assert!(p.tls.is_some());
+        assert_eq!(p.sub_target(0).scheme, Scheme::Ws);
+        let Kind::Fanout { publish, .. } = &p.kind else {
+            panic!("fanout")
+        };
+        assert!(publish.tls.is_some());
+        assert_eq!(publish.target.addr, "127.0.0.1:8443".parse().unwrap());
+        // --tls on an http:// URL: the same port, spoken over TLS.
+        let p = plan(&["idle", "--tls", "--tls-insecure", "--url", "http://[::1]:9"]).unwrap();
+        assert!(p.tls.is_some());
+        let p = plan(&["idle", "-t", "sse", "-c", "1000", "--h2-connections", "10"]).unwrap();
+        assert_eq!(p.h2_connections, 10);
+        assert!(p.tls.is_none());
+        let p = plan(&[
+            "fanout",
+            "--tls-insecure",
+            "--sub-url",
+            "wss://127.0.0.1/s?id={channel}",
+            "--pub-url",
+            "https://127.0.0.1/p?id={channel}",
+        ])
+        .unwrap();
+        assert!(p.tls.is_some() && p.plain);
+        assert!(plan(&["idle"]).unwrap().tls.is_none());
+    }
+
+    #[test]
     fn rejects_bad_combinations() {
         let kind = |args: &[&str]| plan(args).unwrap_err().kind();
         assert_eq!(
@@ -838,6 +951,39 @@ mod tests {
             ErrorKind::Config
         );
         assert!(plan(&["idle", "--ws-deflate"]).unwrap().ws_deflate);
+        assert_eq!(kind(&["idle", "--tls"]), ErrorKind::Config);
+        assert_eq!(
+            kind(&["idle", "--url", "https://127.0.0.1:1"]),
+            ErrorKind::Config
+        );
+        assert_eq!(kind(&["idle", "--tls-insecure"]), ErrorKind::Config);
+        assert_eq!(
+            kind(&["idle", "--tls", "--tls-ca", "/nonexistent/ca.pem"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&[
+                "fanout",
+                "--tls-insecure",
+                "--sub-url",
+                "wss://127.0.0.1/s",
+                "--pub-url",
+                "http://127.0.0.1/p"
+            ]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["idle", "-t", "sse", "-c", "10", "--h2-connections", "11"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["idle", "-t", "sse", "--h2-connections", "0"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["idle", "-t", "longpoll", "--h2-connections", "1"]),
+            ErrorKind::Config
+        );
         assert_eq!(
             kind(&["idle", "--url", "http://[::1]:1", "-c", "30000"]),
             ErrorKind::Config

@@ -11,6 +11,7 @@ use crate::marker;
 use crate::net;
 use crate::stats::Subscriber;
 use crate::target::Target;
+use crate::tls::{self, TlsClient};
 
 /// Longest line kept; longer ones mean the peer is not sending what we think.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -132,19 +133,79 @@ enum Parse {
     Lines(LineSplitter),
 }
 
+/// Reads a subscriber's endless response body, whatever carries it (an
+/// HTTP/1.1 connection, or an HTTP/2 stream).
+pub(crate) struct StreamReader {
+    body: StreamBody,
+    parse: Parse,
+    plain: bool,
+}
+
+impl StreamReader {
+    /// `chunked`: the body is HTTP/1.1 chunked (never over HTTP/2);
+    /// `event_stream`: the server said `text/event-stream`.
+    pub(crate) fn new(chunked: bool, event_stream: bool, plain: bool) -> Self {
+        StreamReader {
+            body: if chunked {
+                StreamBody::Chunked(ChunkedDecoder::new())
+            } else {
+                StreamBody::Raw
+            },
+            parse: if event_stream || !plain {
+                Parse::Sse(SseParser::default())
+            } else {
+                Parse::Lines(LineSplitter::default())
+            },
+            plain,
+        }
+    }
+
+    /// Counts the events in `data`; `true` once a chunked body has ended.
+    pub(crate) fn feed(&mut self, data: &[u8], sub: &mut Subscriber) -> Result<bool, BenchError> {
+        let now = marker::unix_nanos();
+        let StreamReader { body, parse, plain } = self;
+        let plain = *plain;
+        let mut on_body = |bytes: &[u8]| match parse {
+            Parse::Sse(p) => p.feed(bytes, |name, data| {
+                if !plain && name == b"subscribed" {
+                    sub.ack();
+                } else {
+                    sub.on_message(data, now);
+                }
+            }),
+            Parse::Lines(l) => l.feed(bytes, |line| {
+                sub.on_message(line, now);
+            }),
+        };
+        match body {
+            StreamBody::Raw => on_body(data)?,
+            StreamBody::Chunked(dec) => {
+                let mut result = Ok(());
+                dec.decode(data, |bytes| {
+                    if result.is_ok() {
+                        result = on_body(bytes);
+                    }
+                })?;
+                result?;
+                return Ok(dec.is_done());
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// Subscribes with a GET that returns an endless stream, and reads it until it ends.
 ///
 /// With `plain`, the 200 response counts as subscribed; otherwise the
 /// server's `event: subscribed` does.
 pub async fn run(
+    tls: Option<&TlsClient>,
     target: &Target,
     source: Option<IpAddr>,
     sub: &mut Subscriber,
     plain: bool,
 ) -> Result<(), BenchError> {
-    let mut stream = net::connect(target.addr, source)
-        .await
-        .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))?;
+    let mut stream = tls::connect(tls, target.addr, source).await?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
         target.path_and_query, target.authority
@@ -166,49 +227,15 @@ pub async fn run(
     if plain {
         sub.mark_subscribed();
     }
-    let mut body = match head.framing {
-        BodyFraming::Chunked => StreamBody::Chunked(ChunkedDecoder::new()),
-        BodyFraming::Length(_) | BodyFraming::UntilClose => StreamBody::Raw,
-    };
-    let mut parse = if head.event_stream || !plain {
-        Parse::Sse(SseParser::default())
-    } else {
-        Parse::Lines(LineSplitter::default())
-    };
-
-    let mut handle = |data: &[u8], sub: &mut Subscriber| -> Result<bool, BenchError> {
-        let now = marker::unix_nanos();
-        let mut on_body = |bytes: &[u8]| match &mut parse {
-            Parse::Sse(p) => p.feed(bytes, |name, data| {
-                if !plain && name == b"subscribed" {
-                    sub.ack();
-                } else {
-                    sub.on_message(data, now);
-                }
-            }),
-            Parse::Lines(l) => l.feed(bytes, |line| {
-                sub.on_message(line, now);
-            }),
-        };
-        match &mut body {
-            StreamBody::Raw => on_body(data)?,
-            StreamBody::Chunked(dec) => {
-                let mut result = Ok(());
-                dec.decode(data, |bytes| {
-                    if result.is_ok() {
-                        result = on_body(bytes);
-                    }
-                })?;
-                result?;
-                return Ok(dec.is_done());
-            }
-        }
-        Ok(false)
-    };
-    let mut ended = !pending.is_empty() && handle(&pending, sub)?;
+    let mut reader = StreamReader::new(
+        head.framing == BodyFraming::Chunked,
+        head.event_stream,
+        plain,
+    );
+    let mut ended = !pending.is_empty() && reader.feed(&pending, sub)?;
     drop(pending);
     while !ended {
-        ended = match net::read_with(&mut stream, |data| handle(data, sub)).await {
+        ended = match net::read_with(&mut stream, |data| reader.feed(data, sub)).await {
             Ok(Some(r)) => r?,
             Ok(None) => true,
             Err(e) => return Err(BenchError::io("reading event stream", e)),

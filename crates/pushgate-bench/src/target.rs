@@ -19,6 +19,8 @@ pub enum Scheme {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub scheme: Scheme,
+    /// `https://` or `wss://`.
+    pub tls: bool,
     /// `host[:port]` exactly as written, for the `Host:` header.
     pub authority: String,
     pub addr: SocketAddr,
@@ -31,6 +33,7 @@ impl Target {
     pub fn with_path(&self, scheme: Scheme, path_and_query: String) -> Target {
         Target {
             scheme,
+            tls: self.tls,
             authority: self.authority.clone(),
             addr: self.addr,
             path_and_query,
@@ -47,22 +50,23 @@ impl Target {
     }
 }
 
-/// Parses `http://`, `ws://` URLs and refuses any host that is not loopback.
+/// Parses `http://`, `ws://`, `https://` and `wss://` URLs and refuses any
+/// host that is not loopback.
 pub fn parse_loopback_url(url: &str) -> Result<Target, BenchError> {
-    let (scheme, rest) = if let Some(rest) = strip_prefix_ci(url, "http://") {
-        (Scheme::Http, rest)
+    let (scheme, tls, rest) = if let Some(rest) = strip_prefix_ci(url, "http://") {
+        (Scheme::Http, false, rest)
     } else if let Some(rest) = strip_prefix_ci(url, "ws://") {
-        (Scheme::Ws, rest)
-    } else if strip_prefix_ci(url, "https://").is_some() || strip_prefix_ci(url, "wss://").is_some()
-    {
-        return Err(BenchError::config(format!(
-            "{url}: TLS is not supported (loopback benchmarks measure the server, not TLS)"
-        )));
+        (Scheme::Ws, false, rest)
+    } else if let Some(rest) = strip_prefix_ci(url, "https://") {
+        (Scheme::Http, true, rest)
+    } else if let Some(rest) = strip_prefix_ci(url, "wss://") {
+        (Scheme::Ws, true, rest)
     } else {
         return Err(BenchError::config(format!(
-            "{url}: expected an http:// or ws:// URL"
+            "{url}: expected an http://, ws://, https:// or wss:// URL"
         )));
     };
+    let default_port = if tls { 443 } else { 80 };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     if authority.contains('@') {
@@ -70,7 +74,7 @@ pub fn parse_loopback_url(url: &str) -> Result<Target, BenchError> {
             "{url}: user info in URLs is not supported"
         )));
     }
-    let (host, port) = split_host_port(authority)
+    let (host, port) = split_host_port(authority, default_port)
         .ok_or_else(|| BenchError::config(format!("{url}: cannot parse host and port")))?;
     let ip = loopback_ip(host).ok_or_else(|| {
         BenchError::new(
@@ -88,6 +92,7 @@ pub fn parse_loopback_url(url: &str) -> Result<Target, BenchError> {
     };
     Ok(Target {
         scheme,
+        tls,
         authority: authority.to_string(),
         addr: SocketAddr::new(ip, port),
         path_and_query,
@@ -100,21 +105,21 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     if let Some(v6) = authority.strip_prefix('[') {
         let close = v6.find(']')?;
         let host = &v6[..close];
         let after = &v6[close + 1..];
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
-            None if after.is_empty() => 80,
+            None if after.is_empty() => default_port,
             None => return None,
         };
         return Some((host, port));
     }
     match authority.rsplit_once(':') {
         Some((host, port)) => Some((host, port.parse().ok()?)),
-        None => Some((authority, 80)),
+        None => Some((authority, default_port)),
     }
     .filter(|(host, _)| !host.is_empty())
 }
@@ -251,6 +256,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_schemes() {
+        let t = parse_loopback_url("https://localhost/x").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.scheme, Scheme::Http);
+        assert_eq!(t.addr, "127.0.0.1:443".parse().unwrap());
+        let t = parse_loopback_url("WSS://127.0.0.1:8443/sub?id=1").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.scheme, Scheme::Ws);
+        assert_eq!(t.addr, "127.0.0.1:8443".parse().unwrap());
+        assert!(t.with_path(Scheme::Http, "/".into()).tls);
+        assert!(!parse_loopback_url("ws://127.0.0.1").unwrap().tls);
+        assert_eq!(
+            parse_loopback_url("https://10.0.0.1").unwrap_err().kind(),
+            ErrorKind::NotLoopback
+        );
+    }
+
+    #[test]
     fn refuses_everything_else() {
         for url in [
             "http://10.0.0.1:80",
@@ -270,7 +293,6 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::NotLoopback, "{url}");
         }
         for url in [
-            "https://127.0.0.1",
             "ftp://127.0.0.1",
             "127.0.0.1:80",
             "http://u@127.0.0.1",

@@ -27,6 +27,7 @@ use crate::marker;
 use crate::net;
 use crate::stats::Subscriber;
 use crate::target::Target;
+use crate::tls::{self, TlsClient};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -629,6 +630,7 @@ pub fn socketio_step(msg: &[u8]) -> SocketIoStep {
 /// `deflate`, offers permessage-deflate and counts in the run's totals whether
 /// the server accepted it and how many compressed messages arrived.
 pub async fn run(
+    tls: Option<&TlsClient>,
     target: &Target,
     source: Option<IpAddr>,
     sub: &mut Subscriber,
@@ -636,9 +638,7 @@ pub async fn run(
     seed: u64,
     deflate: bool,
 ) -> Result<(), BenchError> {
-    let mut stream = net::connect(target.addr, source)
-        .await
-        .map_err(|e| BenchError::new(ErrorKind::Connect, format!("connect: {e}")))?;
+    let mut stream = tls::connect(tls, target.addr, source).await?;
     let mut rng = XorShift::new(seed);
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());

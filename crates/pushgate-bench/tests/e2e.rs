@@ -3,6 +3,9 @@
 //! `/api/publish` (plus a raw-body `/plainpub` for plain mode) to check that
 //! every transport subscribes, answers pings, decodes chunked streams and
 //! accounts for each delivery. It is not a reference implementation.
+//!
+//! Its port also speaks h2c (HTTP/2 prior knowledge; only `/sse`), and a TLS
+//! front (rustls, a certificate made here) relays to it for `--tls`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -342,7 +345,75 @@ async fn serve_longpoll(hub: &Hub, req: &Request) -> Vec<u8> {
     }
 }
 
+/// The query parameters `name` of an HTTP/2 request's URI.
+fn uri_params(uri: &http::Uri, name: &str) -> Vec<String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| unescape(v))
+        .collect()
+}
+
+/// HTTP/2 with prior knowledge: every stream is an SSE subscription.
+async fn serve_h2(hub: Arc<Hub>, sock: TcpStream) {
+    let Ok(mut conn) = h2::server::handshake(sock).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            if req.uri().path() != "/sse" {
+                let resp = http::Response::builder().status(404).body(()).unwrap();
+                let _ = respond.send_response(resp, true);
+                return;
+            }
+            let channels = uri_params(req.uri(), "channel");
+            let mut rx = merge(&hub, &channels);
+            let resp = http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(())
+                .unwrap();
+            let Ok(mut send) = respond.send_response(resp, false) else {
+                return;
+            };
+            let mut head = String::from("retry: 2000\n\n");
+            for ch in &channels {
+                head.push_str(&format!(
+                    "event: subscribed\ndata: {{\"type\":\"subscribed\",\"channel\":\"{ch}\"}}\n\n"
+                ));
+            }
+            if send.send_data(head.into(), false).is_err() {
+                return;
+            }
+            while let Some(m) = rx.recv().await {
+                // Each event over two DATA frames, so lines straddle frames.
+                let ev = format!("id: x\nevent: message\ndata: {m}\n\n");
+                let (a, b) = ev.split_at(ev.len() / 2);
+                let a = bytes::Bytes::copy_from_slice(a.as_bytes());
+                let b = bytes::Bytes::copy_from_slice(b.as_bytes());
+                if send.send_data(a, false).is_err() || send.send_data(b, false).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
 async fn serve_conn(hub: Arc<Hub>, mut sock: TcpStream) {
+    // The HTTP/2 preface starts with "PRI"; HTTP/1.1 requests with a method.
+    let mut first = [0u8; 3];
+    loop {
+        match sock.peek(&mut first).await {
+            Ok(n) if n >= 3 => break,
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    if &first == b"PRI" {
+        return serve_h2(hub, sock).await;
+    }
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut sock, &mut buf).await {
         let reply = match (req.method.as_str(), req.path.as_str()) {
@@ -383,6 +454,49 @@ async fn start_server() -> (String, Arc<Hub>) {
         }
     });
     (url, hub)
+}
+
+/// A TLS front relaying to the stand-in at `upstream`, offering `h2` and
+/// `http/1.1`. Returns its URL's authority and the PEM file to trust.
+async fn start_tls_front(upstream: &str) -> (String, std::path::PathBuf) {
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    static N: AtomicU64 = AtomicU64::new(0);
+    let ca = std::env::temp_dir().join(format!(
+        "pgb-e2e-{}-{}.pem",
+        std::process::id(),
+        N.fetch_add(1, Relaxed)
+    ));
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut plain = TcpStream::connect(upstream).await.unwrap();
+                plain.set_nodelay(true).unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (authority, ca)
 }
 
 #[derive(Parser)]
@@ -544,6 +658,110 @@ async fn fanout_over_longpoll() {
     .await
     .unwrap();
     assert_clean(&r, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_tls_on_every_transport() {
+    let (url, _hub) = start_server().await;
+    let (front, ca) = start_tls_front(&url).await;
+    let ca = ca.to_str().unwrap();
+    for (transport, host) in [
+        ("ws", "localhost"),
+        ("sse", "127.0.0.1"),
+        ("longpoll", "localhost"),
+    ] {
+        let url = format!("https://{host}:{}", front.rsplit_once(':').unwrap().1);
+        let r = bench(&[
+            "fanout", "-t", transport, "--url", &url, "--tls-ca", ca, "-c", "10", "-m", "50",
+            "--rate", "0", "--settle", "0",
+        ])
+        .await
+        .unwrap();
+        assert_clean(&r, 50 * 10);
+    }
+    // The certificate is checked: one that does not match the anchor fails.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let wrong = std::env::temp_dir().join(format!("pgb-e2e-{}-wrong.pem", std::process::id()));
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let err = bench(&[
+        "idle",
+        "--url",
+        &format!("https://{front}"),
+        "--tls-ca",
+        wrong.to_str().unwrap(),
+        "-c",
+        "2",
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.message().contains("certificate"), "{err}");
+    // ... unless told not to be.
+    let r = bench(&[
+        "idle",
+        "--url",
+        &format!("https://{front}"),
+        "--tls-insecure",
+        "-c",
+        "2",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.connections.subscribed, 2);
+    let _ = std::fs::remove_file(wrong);
+    let _ = std::fs::remove_file(ca);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_http2_streams() {
+    let (url, _hub) = start_server().await;
+    // h2c: 30 streams over 4 connections, two channels each.
+    let r = bench(&[
+        "fanout",
+        "-t",
+        "sse",
+        "--url",
+        &url,
+        "--h2-connections",
+        "4",
+        "-c",
+        "30",
+        "--channels-per-conn",
+        "2",
+        "-m",
+        "100",
+        "--rate",
+        "0",
+        "--settle",
+        "0",
+    ])
+    .await
+    .unwrap();
+    assert_clean(&r, 100 * 30);
+    // Over TLS, h2 by ALPN.
+    let (front, ca) = start_tls_front(&url).await;
+    let r = bench(&[
+        "fanout",
+        "-t",
+        "sse",
+        "--url",
+        &format!("https://{front}"),
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "--h2-connections",
+        "3",
+        "-c",
+        "20",
+        "-m",
+        "50",
+        "--rate",
+        "0",
+        "--settle",
+        "0",
+    ])
+    .await
+    .unwrap();
+    assert_clean(&r, 50 * 20);
+    let _ = std::fs::remove_file(ca);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
