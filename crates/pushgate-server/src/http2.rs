@@ -154,16 +154,20 @@ async fn serve_stream(
         }
     }
     let req = Request::from_parts(parts, RequestBody::H2(H2Body(body)));
-    // A long-poll waits here: give up at once if the client resets the stream.
-    let route = dispatch::route(state.clone(), peer, req);
-    tokio::pin!(route);
-    let res = poll_fn(|cx| {
-        if let Poll::Ready(Ok(res)) = route.as_mut().poll(cx) {
-            return Poll::Ready(Some(res));
-        }
-        respond.poll_reset(cx).map(|_| None)
-    })
-    .await;
+    // A long-poll waits here: give up at once if the client resets the
+    // stream. Boxed and gone before the answer is sent: an event stream
+    // then runs for hours in this task, which would otherwise keep the
+    // handlers' state (a task's allocation is its largest state's size).
+    let res = {
+        let mut route = Box::pin(dispatch::route(state.clone(), peer, req));
+        poll_fn(|cx| {
+            if let Poll::Ready(Ok(res)) = route.as_mut().poll(cx) {
+                return Poll::Ready(Some(res));
+            }
+            respond.poll_reset(cx).map(|_| None)
+        })
+        .await
+    };
     if let Some(res) = res {
         let _ = send(&mut respond, res, &state).await;
     }

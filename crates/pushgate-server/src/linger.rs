@@ -27,6 +27,10 @@ use tokio::time::Sleep;
 /// keeps writing past it is then reset, its answer long since delivered.
 pub const LINGER: Duration = Duration::from_secs(2);
 
+/// How long a lingering close waits for the client's next bytes before
+/// it closes: a few round trips.
+pub const QUIET: Duration = Duration::from_millis(250);
+
 /// Bytes dropped per read: on the stack for one poll only.
 const DISCARD_CHUNK: usize = 4096;
 
@@ -50,29 +54,50 @@ where
     F: FnMut(&[u8]) -> bool,
 {
     let _ = tokio::time::timeout(limit, async {
-        if io.shutdown().await.is_ok() {
-            poll_fn(|cx| poll_discard(io, cx, &mut done)).await;
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        // Until the client ends its side, or sends nothing for QUIET: what
+        // it had in flight when the answer reached it has arrived by then
+        // (a client that answers a close frame and waits for the server
+        // to close first is not kept waiting), while a client that keeps
+        // sending keeps the lingering going, up to `limit`.
+        loop {
+            let discard = poll_fn(|cx| poll_discard(io, cx, &mut done));
+            if !matches!(tokio::time::timeout(QUIET, discard).await, Ok(More::Maybe)) {
+                break;
+            }
         }
     })
     .await;
 }
 
-/// Reads and drops until the end of the stream, an error, or `done`.
+/// After lingering reads: whether more may come.
+enum More {
+    Maybe,
+    No,
+}
+
+/// Reads and drops what has arrived: ready with `Maybe` once something
+/// was read, `No` at the end of the stream, an error, or `done`.
 /// Endless input cannot hog the worker: each read spends tokio's
 /// cooperative budget, which ends the poll when it runs out.
-fn poll_discard<S, F>(io: &mut S, cx: &mut Context<'_>, done: &mut F) -> Poll<()>
+fn poll_discard<S, F>(io: &mut S, cx: &mut Context<'_>, done: &mut F) -> Poll<More>
 where
     S: AsyncRead + Unpin,
     F: FnMut(&[u8]) -> bool,
 {
     let mut buf = [MaybeUninit::<u8>::uninit(); DISCARD_CHUNK];
+    let mut read_any = false;
     loop {
         let mut read = ReadBuf::uninit(&mut buf);
-        match ready!(Pin::new(&mut *io).poll_read(cx, &mut read)) {
-            Ok(()) if read.filled().is_empty() => return Poll::Ready(()),
-            Ok(()) if done(read.filled()) => return Poll::Ready(()),
-            Ok(()) => {}
-            Err(_) => return Poll::Ready(()),
+        match Pin::new(&mut *io).poll_read(cx, &mut read) {
+            Poll::Pending if read_any => return Poll::Ready(More::Maybe),
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(More::No),
+            Poll::Ready(Ok(())) if done(read.filled()) => return Poll::Ready(More::No),
+            Poll::Ready(Ok(())) => read_any = true,
+            Poll::Ready(Err(_)) => return Poll::Ready(More::No),
         }
     }
 }
@@ -142,10 +167,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<S> {
                 this.until.insert(Box::pin(tokio::time::sleep(LINGER)))
             }
         };
-        if poll_discard(&mut this.io, cx, &mut |_| false).is_ready() {
-            return Poll::Ready(Ok(()));
+        loop {
+            match poll_discard(&mut this.io, cx, &mut |_| false) {
+                Poll::Ready(More::No) => return Poll::Ready(Ok(())),
+                Poll::Ready(More::Maybe) => {}
+                Poll::Pending => return until.as_mut().poll(cx).map(Ok),
+            }
         }
-        until.as_mut().poll(cx).map(Ok)
     }
 }
 
