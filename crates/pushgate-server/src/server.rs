@@ -46,6 +46,7 @@ impl Server {
             HubConfig {
                 direct_gap_ms: config.direct_write_gap.as_millis() as u64,
                 policy: Arc::new(policy),
+                rtc: Arc::new(config.rtc()),
                 ..Default::default()
             },
         );
