@@ -217,17 +217,18 @@ impl Connection {
                 ),
             ));
         }
-        let from =
-            match from {
-                None => self.id(),
-                Some((id, key)) if self.hub.check_client_key(id, &key) => id,
-                Some((id, _)) => return Err(Error::new(
+        let from = match from {
+            None => self.id(),
+            Some((id, key)) if self.hub.check_client_key(id, &key) => id,
+            Some((id, _)) => {
+                return Err(Error::new(
                     ErrorKind::Forbidden,
                     format!(
                         "client_key is not client {id}'s: use the one its subscribed reply gave"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         self.hub.signal(&room, from, to, &data)?;
         Ok((Reply::Signaled { room, to }, Vec::new()))
     }

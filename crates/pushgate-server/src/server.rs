@@ -254,7 +254,11 @@ mod tests {
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let sock = socket2::SockRef::from(&stream);
-        assert_eq!(sock.tcp_user_timeout().unwrap(), None, "the kernel's default");
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            None,
+            "the kernel's default"
+        );
         give_up_on_silent_peers(&stream, Duration::from_secs(60));
         assert_eq!(
             sock.tcp_user_timeout().unwrap(),

@@ -3,24 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use serde_json::{json, Value};
 
+use super::tests::{as_user as user, ch, conn, now};
 use super::*;
-use crate::connection::{Connection, Limits};
+use crate::connection::Connection;
 use crate::error::ErrorKind;
 use crate::log::{MemoryLog, MemoryLogConfig};
 use crate::protocol::{decode, Reply, MAX_JSON_DEPTH};
 use crate::rtc::{RtcConfig, TurnCredentials};
 use crate::session::Emit;
-
-fn ch(s: &str) -> ChannelName {
-    ChannelName::new(s).unwrap()
-}
-
-fn now<T>(f: impl std::future::Future<Output = T>) -> T {
-    f.now_or_never().expect("the memory log answers at once")
-}
 
 /// A hub with the built-in `room` namespace, open, and `rtc`.
 fn rooms(rtc: RtcConfig) -> Arc<Hub> {
@@ -33,21 +25,6 @@ fn rooms(rtc: RtcConfig) -> Arc<Hub> {
         Arc::new(MemoryLog::new(MemoryLogConfig::default())),
         config,
     ))
-}
-
-fn user(id: &str) -> crate::Principal {
-    crate::Principal::User(Arc::new(crate::User {
-        id: id.into(),
-        channels: Default::default(),
-        publish: Default::default(),
-        send: false,
-        expires: None,
-        issued_at: None,
-    }))
-}
-
-fn conn(hub: &Arc<Hub>, id: SubscriberId, who: crate::Principal) -> Connection {
-    Connection::new(hub.clone(), id, Limits::default(), who)
 }
 
 /// Runs one command; returns its reply as the wire JSON.

@@ -14,7 +14,7 @@ use crate::protocol::{Reply, MAX_JSON_DEPTH};
 use crate::session::Emit;
 use crate::Epoch;
 
-fn ch(s: &str) -> ChannelName {
+pub(super) fn ch(s: &str) -> ChannelName {
     ChannelName::new(s).unwrap()
 }
 
@@ -36,7 +36,7 @@ fn hub(history_size: usize, ttl: Millis, direct_gap_ms: Millis) -> (Arc<Hub>, Ma
 }
 
 /// Runs a future of the memory log, which never waits.
-fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(super) fn now<T>(f: impl std::future::Future<Output = T>) -> T {
     f.now_or_never().expect("the memory log answers at once")
 }
 
@@ -504,7 +504,7 @@ fn presence_hub() -> Arc<Hub> {
     Arc::new(Hub::new(Arc::new(log), config))
 }
 
-fn as_user(id: &str) -> crate::Principal {
+pub(super) fn as_user(id: &str) -> crate::Principal {
     crate::Principal::User(Arc::new(crate::User {
         id: id.into(),
         channels: Default::default(),
@@ -515,7 +515,7 @@ fn as_user(id: &str) -> crate::Principal {
     }))
 }
 
-fn conn(hub: &Arc<Hub>, id: SubscriberId, who: crate::Principal) -> Connection {
+pub(super) fn conn(hub: &Arc<Hub>, id: SubscriberId, who: crate::Principal) -> Connection {
     Connection::new(hub.clone(), id, Limits::default(), who)
 }
 
