@@ -14,7 +14,7 @@ use crate::cursor::Since;
 use crate::error::{Error, ErrorKind};
 use crate::hub::{DirectSink, Hub, Outbox, OutboxEvent, Subscriber, SubscriberId};
 use crate::principal::Principal;
-use crate::protocol::{Command, DirectMessage, Publish, Reply, Request};
+use crate::protocol::{Command, DirectMessage, Publish, Reply, Request, Signal};
 use crate::rate::TokenBucket;
 use crate::session::{start_at, Emit, Session};
 
@@ -109,11 +109,9 @@ impl Connection {
             .policy()
             .check_subscribe(&self.principal, &channel)?;
         self.session.check_subscribe(&channel)?;
-        let member = self
-            .session
-            .takes_part_in_presence()
-            .then(|| self.principal.user().map(|u| &u.id));
-        let catchup = self
+        let user = self.principal.user().map(|u| &u.id);
+        let member = self.session.takes_part_in_presence().then_some(user);
+        let (catchup, room) = self
             .hub
             .subscribe_as(
                 &channel,
@@ -122,9 +120,11 @@ impl Connection {
                 member,
             )
             .await?;
+        let room = room.map(|others| Box::new(self.hub.room_join(self.id(), user, others)));
         let reply = Reply::Subscribed {
             channel,
             position: catchup.position.clone(),
+            room,
         };
         let events = self.session.subscribed(catchup);
         Ok((reply, events))
@@ -151,12 +151,13 @@ impl Connection {
             Command::Auth { token } => self.reauthenticate(&token),
             Command::Send(message) => self.send(message).await,
             Command::Presence { channel } => self.presence(&channel),
+            Command::Signal(signal) => self.signal(signal),
         };
         result.unwrap_or_else(|e| (Reply::Error(e), Vec::new()))
     }
 
     /// The one gate of every command that makes the server work for other
-    /// clients (`publish`, `send`): one token of this connection's bucket,
+    /// clients (`publish`, `send`, `signal`): one token of this connection's bucket,
     /// at the policy's publish rate. Refused: a
     /// [`crate::ErrorKind::RateLimited`] saying when to retry, and the
     /// connection goes on.
@@ -194,6 +195,42 @@ impl Connection {
             .send(from, &message.to, message.event, &message.data)
             .await?;
         Ok((Reply::Sent(recipients), Vec::new()))
+    }
+
+    /// A WebRTC signal to another member of a room, from this connection
+    /// or from the one its `client_key` proves (a client that sends over
+    /// `POST /command` and receives on a stream).
+    fn signal(&mut self, signal: Signal) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+        let Signal {
+            room,
+            to,
+            from,
+            data,
+        } = signal;
+        let limit = self.hub.rtc().signal_limit();
+        if data.as_str().len() > limit {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "signal data is {} bytes of JSON, more than max_signal_size ({limit})",
+                    data.as_str().len()
+                ),
+            ));
+        }
+        let from = match from {
+            None => self.id(),
+            Some((id, key)) if self.hub.check_client_key(id, &key) => id,
+            Some((id, _)) => {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    format!(
+                        "client_key is not client {id}'s: use the one its subscribed reply gave"
+                    ),
+                ))
+            }
+        };
+        self.hub.signal(&room, from, to, &data)?;
+        Ok((Reply::Signaled { room, to }, Vec::new()))
     }
 
     /// Who is on `channel`: allowed to whoever may subscribe to it.

@@ -43,6 +43,11 @@ pub enum ErrorKind {
     TokenExpired,
     /// The caller may not do this.
     Forbidden,
+    /// A `signal` from a connection that is not a member of the room.
+    NotInRoom,
+    /// A `signal` to a connection that is not (or no longer) a member of
+    /// the room, or to the sender itself.
+    UnknownClient,
     /// The history/fan-out backend failed or is unreachable; retrying may help.
     Unavailable,
     /// The client did not send (a part of) its request in time.
@@ -72,6 +77,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::TokenExpired => "token_expired",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotInRoom => "not_in_room",
+            ErrorKind::UnknownClient => "unknown_client",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::NotFound => "not_found",

@@ -115,6 +115,7 @@ pub mod principal;
 pub mod protocol;
 pub mod publication;
 pub mod rate;
+pub mod rtc;
 pub mod session;
 mod sync;
 pub mod websocket;

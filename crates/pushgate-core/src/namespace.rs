@@ -15,6 +15,11 @@ use crate::error::{Error, ErrorKind};
 /// What begins a user's personal channel (`#alice`).
 pub const PERSONAL_PREFIX: &str = "#";
 
+/// The namespace every server has unless configured otherwise: `room:NAME`
+/// channels are WebRTC rooms (presence, join/leave, signals), with the
+/// access rules of channels in no namespace.
+pub const ROOM_NAMESPACE: &str = "room";
+
 /// Who may do something on a channel, beyond what a token's claims grant
 /// (a matching claim always grants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,9 @@ pub struct Rules {
     /// Whether subscribers are told when a user joins or leaves (needs
     /// `presence`).
     pub join_leave: bool,
+    /// Whether its channels are rooms: members relay WebRTC `signal`s to
+    /// each other (needs `presence` and `join_leave`).
+    pub signal: bool,
     /// Messages kept per channel; `None`: the server's `history.size`.
     pub history_size: Option<usize>,
     /// How long a message is kept; `None`: the server's `history.ttl`.
@@ -83,8 +91,20 @@ impl Rules {
             publish: Access::Anyone,
             presence: false,
             join_leave: false,
+            signal: false,
             history_size: None,
             history_ttl: None,
+        }
+    }
+
+    /// `base`'s access and history, as a room: presence, join/leave and
+    /// signals on.
+    pub fn room(base: &Rules) -> Self {
+        Rules {
+            presence: true,
+            join_leave: true,
+            signal: true,
+            ..base.clone()
         }
     }
 
@@ -157,8 +177,15 @@ impl Default for Namespaces {
 impl Namespaces {
     /// `default` rules channels in no namespace; `personal` rules personal
     /// channels (its `publish` says who may send direct messages; its
-    /// `subscribe` is ignored: only the owner subscribes).
+    /// `subscribe` is ignored: only the owner subscribes). Unless `list`
+    /// has a namespace [`ROOM_NAMESPACE`], one is added with
+    /// [`Rules::room`] of `default`.
     pub fn new(default: Rules, personal: Rules, mut list: Vec<Namespace>) -> Self {
+        if !list.iter().any(|n| n.name == ROOM_NAMESPACE) {
+            let rooms = Namespace::new(ROOM_NAMESPACE, Rules::room(&default))
+                .expect("a valid namespace name");
+            list.push(rooms);
+        }
         list.sort_by_key(|n| std::cmp::Reverse(n.prefix.len()));
         Namespaces {
             default,
@@ -232,6 +259,16 @@ mod tests {
         );
         assert_eq!(ns.rules(&ch("news")), &Rules::closed());
         assert_eq!(ns.rules(&ch("#alice")), &Rules::open());
+        // Rooms are built in, with the default access, unless configured.
+        let room = ns.rules(&ch("room:a"));
+        assert!(room.signal && room.presence && room.join_leave);
+        assert_eq!(room.subscribe, Access::Claim);
+        let ns = Namespaces::new(
+            Rules::open(),
+            Rules::open(),
+            vec![Namespace::new("room", rooms.clone()).unwrap()],
+        );
+        assert_eq!(ns.rules(&ch("room:a")), &rooms);
         assert!(Namespace::new("a:b", Rules::open()).is_err());
         assert!(Namespace::new("", Rules::open()).is_err());
     }

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use crate::channel::{ChannelName, EventName};
 use crate::cursor::{Position, Since};
 use crate::error::{Error, ErrorKind};
+use crate::hub::{RoomJoin, SubscriberId};
 use crate::json::{self, SafeJson};
 use crate::publication::Data;
 
@@ -74,6 +75,25 @@ pub enum Command {
         /// The channel asked about.
         channel: ChannelName,
     },
+    /// A WebRTC signal to another member of a room. Answered with
+    /// [`Reply::Signaled`].
+    Signal(Signal),
+}
+
+/// A `signal`: `data` for member `to` of `room`, from this connection or,
+/// over `POST /command`, from the connection `from` proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// The room both are in.
+    pub room: ChannelName,
+    /// The receiving connection's id.
+    pub to: SubscriberId,
+    /// The sending connection and its `client_key`, when the command
+    /// comes from elsewhere (`POST /command`); `None`: the connection the
+    /// command arrived on.
+    pub from: Option<(SubscriberId, String)>,
+    /// The payload, compact and script-safe.
+    pub data: SafeJson,
 }
 
 /// A direct message as a client (`send`) or the API (`/api/send`) gives it.
@@ -102,10 +122,13 @@ pub struct Publish {
 
 impl Command {
     /// Whether it makes the server work for other clients (a publication,
-    /// a direct message): what a client's publish rate limits
+    /// a direct message, a signal): what a client's publish rate limits
     /// ([`crate::rate`]).
     pub fn counts_toward_publish_rate(&self) -> bool {
-        matches!(self, Command::Publish(_) | Command::Send(_))
+        matches!(
+            self,
+            Command::Publish(_) | Command::Send(_) | Command::Signal(_)
+        )
     }
 
     /// The command's `type`.
@@ -118,6 +141,7 @@ impl Command {
             Command::Auth { .. } => "auth",
             Command::Send(_) => "send",
             Command::Presence { .. } => "presence",
+            Command::Signal(_) => "signal",
         }
     }
 }
@@ -163,6 +187,12 @@ struct RawCommand<'a> {
     token: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     to: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    from: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    client_key: Option<&'a RawValue>,
 }
 
 fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Error> {
@@ -233,6 +263,43 @@ fn send_fields(raw: &RawCommand<'_>) -> Result<DirectMessage, Error> {
     Ok(DirectMessage {
         to,
         event,
+        data: SafeJson::from_valid(data),
+    })
+}
+
+/// A client id as the wire writes it (`"12"`). An id that is no number is
+/// no connection's: `unknown_client`.
+fn client_id(text: &str) -> Result<SubscriberId, Error> {
+    text.parse().map_err(|_| {
+        let mut shown = String::new();
+        json::push_string(&mut shown, &text.chars().take(32).collect::<String>());
+        Error::new(ErrorKind::UnknownClient, format!("no client {shown}"))
+    })
+}
+
+fn signal_fields(raw: &RawCommand<'_>) -> Result<Signal, Error> {
+    let room = required(string_field(raw.room, "room")?, "signal", "room")?;
+    let room = ChannelName::new(&room)?;
+    let to = client_id(&required(string_field(raw.to, "to")?, "signal", "to")?)?;
+    let from = match (
+        string_field(raw.from, "from")?,
+        string_field(raw.client_key, "client_key")?,
+    ) {
+        (None, None) => None,
+        (Some(from), Some(key)) => Some((client_id(&from)?, key)),
+        _ => {
+            return Err(Error::bad_request(
+                "\"from\" and \"client_key\" go together: both (signalling over POST /command) or neither",
+            ))
+        }
+    };
+    let data = raw
+        .data
+        .ok_or_else(|| Error::bad_request("signal needs a \"data\" field"))?;
+    Ok(Signal {
+        room,
+        to,
+        from,
         data: SafeJson::from_valid(data),
     })
 }
@@ -357,12 +424,13 @@ pub fn decode(bytes: &[u8], max_depth: usize) -> Result<Request, Rejected> {
             },
             "send" => Command::Send(send_fields(&raw)?),
             "presence" => Command::Presence { channel: channel()? },
+            "signal" => Command::Signal(signal_fields(&raw)?),
             other => {
                 let mut shown = String::new();
                 json::push_string(&mut shown, &other.chars().take(32).collect::<String>());
                 return Err(Error::new(
                     ErrorKind::UnknownCommand,
-                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish, ping, auth, send or presence"),
+                    format!("unknown command type {shown}; expected subscribe, unsubscribe, publish, ping, auth, send, presence or signal"),
                 ));
             }
         })
@@ -380,6 +448,9 @@ pub enum Reply {
         channel: ChannelName,
         /// The channel's epoch and newest offset when it was read.
         position: Position,
+        /// In a room: who this connection is, who else is there, the ICE
+        /// servers. Boxed: most subscriptions are to no room.
+        room: Option<Box<RoomJoin>>,
     },
     /// No more events of `channel` follow.
     Unsubscribed {
@@ -407,6 +478,13 @@ pub enum Reply {
     Sent(crate::hub::Recipients),
     /// The answer to [`Command::Presence`].
     Presence(crate::hub::Presence),
+    /// The signal of [`Command::Signal`] is on its way to `to`.
+    Signaled {
+        /// The room.
+        room: ChannelName,
+        /// The receiving connection.
+        to: SubscriberId,
+    },
     /// The command failed: a code to act on and a message for a person.
     Error(Error),
 }
@@ -453,10 +531,17 @@ impl Reply {
             }
         };
         match self {
-            Reply::Subscribed { channel, position } => {
+            Reply::Subscribed {
+                channel,
+                position,
+                room,
+            } => {
                 open(&mut out, "subscribed", id);
                 push_position(&mut out, channel, position);
                 announce(&mut out);
+                if let Some(room) = room {
+                    room.push_field(&mut out);
+                }
             }
             Reply::Unsubscribed { channel } => {
                 open(&mut out, "unsubscribed", id);
@@ -492,6 +577,12 @@ impl Reply {
                 open(&mut out, "presence", id);
                 out.push(',');
                 p.push_fields(&mut out);
+            }
+            Reply::Signaled { room, to } => {
+                open(&mut out, "signaled", id);
+                out.push_str(",\"room\":");
+                json::push_string(&mut out, room.as_str());
+                let _ = write!(out, ",\"to\":\"{to}\"");
             }
             Reply::Error(e) => {
                 open(&mut out, "error", id);
@@ -645,6 +736,7 @@ mod tests {
             &Reply::Subscribed {
                 channel: ch.clone(),
                 position: pos.clone(),
+                room: None,
             }
             .encode(id.as_ref()),
         )
@@ -664,9 +756,39 @@ mod tests {
         assert_eq!(
             announced(&Reply::Subscribed {
                 channel: ch.clone(),
-                position: pos.clone()
+                position: pos.clone(),
+                room: None,
             }),
             json!({"type":"subscribed","channel":"news","epoch":"ep","offset":4,"heartbeat":15000})
+        );
+        let room = RoomJoin {
+            client: 12,
+            client_key: "k".into(),
+            members: vec![(7, None), (9, Some("alice".into()))],
+            ice_servers: r#"[{"urls":["stun:s"]}]"#.into(),
+        };
+        assert_eq!(
+            announced(&Reply::Subscribed {
+                channel: ch.clone(),
+                position: pos.clone(),
+                room: Some(Box::new(room)),
+            }),
+            json!({"type":"subscribed","channel":"news","epoch":"ep","offset":4,"heartbeat":15000,
+                "room":{"client":"12","client_key":"k",
+                    "members":[{"client":"7","user":null},{"client":"9","user":"alice"}],
+                    "ice_servers":[{"urls":["stun:s"]}]}})
+        );
+        let v: Value = serde_json::from_str(
+            &Reply::Signaled {
+                room: ChannelName::new("room:r").unwrap(),
+                to: 7,
+            }
+            .encode(id.as_ref()),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"signaled","id":"x<","room":"room:r","to":"7"})
         );
         // Only subscribed and pong announce it.
         assert_eq!(
@@ -741,6 +863,60 @@ mod tests {
         // Any limit: 0 allows scalars only.
         assert!(decode(publish(0).as_bytes(), 0).is_ok());
         assert!(decode(publish(1).as_bytes(), 0).is_err());
+    }
+
+    #[test]
+    fn decodes_signals() {
+        let r = ok(r#"{"type":"signal","room":"room:r","to":"7","data":{"sdp":"<"},"id":2}"#);
+        assert!(r.command.counts_toward_publish_rate());
+        let Command::Signal(s) = r.command else {
+            panic!()
+        };
+        assert_eq!((s.room.as_str(), s.to, &s.from), ("room:r", 7, &None));
+        assert_eq!(s.data.as_str(), r#"{"sdp":"\u003c"}"#);
+        let r = ok(
+            r#"{"type":"signal","room":"room:r","to":"7","from":"12","client_key":"k","data":1}"#,
+        );
+        let Command::Signal(s) = r.command else {
+            panic!()
+        };
+        assert_eq!(s.from, Some((12, "k".to_string())));
+        for (text, kind) in [
+            (
+                r#"{"type":"signal","to":"7","data":1}"#,
+                ErrorKind::BadRequest,
+            ),
+            (
+                r#"{"type":"signal","room":"room:r","data":1}"#,
+                ErrorKind::BadRequest,
+            ),
+            (
+                r#"{"type":"signal","room":"room:r","to":"7"}"#,
+                ErrorKind::BadRequest,
+            ),
+            (
+                r#"{"type":"signal","room":"room:r","to":7,"data":1}"#,
+                ErrorKind::BadRequest,
+            ),
+            (
+                r#"{"type":"signal","room":"a b","to":"7","data":1}"#,
+                ErrorKind::InvalidChannel,
+            ),
+            (
+                r#"{"type":"signal","room":"room:r","to":"x7","data":1}"#,
+                ErrorKind::UnknownClient,
+            ),
+            (
+                r#"{"type":"signal","room":"room:r","to":"7","from":"12","data":1}"#,
+                ErrorKind::BadRequest,
+            ),
+            (
+                r#"{"type":"signal","room":"room:r","to":"7","client_key":"k","data":1}"#,
+                ErrorKind::BadRequest,
+            ),
+        ] {
+            assert_eq!(err(text).error.kind(), kind, "{text}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::channel::ChannelName;
 use crate::cursor::{Cursor, Position, Positions, Since, Standing};
 use crate::error::{Error, ErrorKind};
 use crate::hub::outbox::{DirectSink, Outbox, OutboxEvent};
-use crate::hub::PresenceEvent;
+use crate::hub::LiveEvent;
 use crate::log::{Catchup, StartAt};
 use crate::publication::Publication;
 
@@ -28,9 +28,9 @@ pub enum Emit {
         /// Where the client stands once it has.
         position: Position,
     },
-    /// A `join` or `leave` of a subscribed channel: sent as it is, with no
-    /// cursor (it has no offset and moves nothing).
-    Presence(Arc<PresenceEvent>),
+    /// A `join`, `leave` or `signal` of a subscribed channel: sent as it
+    /// is, with no cursor (it has no offset and moves nothing).
+    Live(Arc<LiveEvent>),
 }
 
 /// A connection's subscriptions: for each channel, the last offset
@@ -228,9 +228,9 @@ impl Session {
                 sub.offset = position.offset;
                 out(Emit::Reset { channel, position });
             }
-            OutboxEvent::Presence(event) => {
+            OutboxEvent::Live(event) => {
                 if !self.no_presence && self.is_subscribed(&event.channel) {
-                    out(Emit::Presence(event));
+                    out(Emit::Live(event));
                 }
             }
         }
@@ -293,7 +293,7 @@ mod tests {
             .map(|e| match e {
                 Emit::Message(p) => format!("m{}", p.offset),
                 Emit::Reset { position, .. } => format!("r{}", position.offset),
-                Emit::Presence(e) => e.change.name().to_string(),
+                Emit::Live(e) => e.kind.name().to_string(),
             })
             .collect()
     }

@@ -137,6 +137,20 @@ pub struct Config {
     /// Channel rules set in code (tests, embedders): used as they are,
     /// instead of the tables.
     pub namespaces: Option<pushgate_core::Namespaces>,
+    /// STUN and TURN URLs handed to clients that join a room, for their
+    /// `RTCPeerConnection`s.
+    pub ice_servers: Vec<String>,
+    /// coturn's `use-auth-secret`: each joining client gets TURN
+    /// credentials made with this secret, valid `turn_credential_ttl`.
+    pub turn_secret: Option<String>,
+    /// How long TURN credentials made from `turn_secret` are valid.
+    pub turn_credential_ttl: Duration,
+    /// A fixed TURN username for every client (without `turn_secret`).
+    pub turn_username: Option<String>,
+    /// The password of `turn_username`.
+    pub turn_credential: Option<String>,
+    /// Largest `data` of one WebRTC signal, in bytes of JSON.
+    pub max_signal_size: usize,
     /// Serve `/demo/token?user=NAME`, which hands anyone a token signed
     /// with `auth_secret`: for trying users on the demo; never in production.
     pub demo_tokens: bool,
@@ -200,6 +214,12 @@ impl Default for Config {
             auth_leeway: Duration::ZERO,
             namespaces: None,
             namespace_tables: NamespaceTables::default(),
+            ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_credential_ttl: pushgate_core::rtc::TURN_CREDENTIAL_TTL,
+            turn_username: None,
+            turn_credential: None,
+            max_signal_size: pushgate_core::rtc::MAX_SIGNAL_SIZE,
             demo_tokens: false,
             log_json: false,
             shutdown_timeout: Duration::from_secs(10),
@@ -330,6 +350,27 @@ setting::settings! {
     /// Clock difference tolerated on a token's `exp` and `nbf`
     leeway: auth_leeway, "auth-leeway", "PUSHGATE_AUTH_LEEWAY";
 
+    [webrtc]
+    /// STUN or TURN server URL handed to clients joining a room
+    /// (`stun:host:3478`, `turn:host:3478?transport=udp`, `turns:host:5349`);
+    /// repeat for several. None: clients use host candidates only (same
+    /// machine or network)
+    ice_servers: ice_servers, "ice-server", "PUSHGATE_ICE_SERVERS";
+    /// coturn's `static-auth-secret` (`use-auth-secret`): each joining client
+    /// gets its own short-lived TURN credentials for the turn: URLs
+    turn_secret: turn_secret, "turn-secret", "PUSHGATE_TURN_SECRET", Secret;
+    /// How long TURN credentials made from turn_secret are valid; they must
+    /// outlast a call
+    turn_credential_ttl: turn_credential_ttl, "turn-credential-ttl",
+        "PUSHGATE_TURN_CREDENTIAL_TTL";
+    /// A fixed TURN username for every client (instead of turn_secret)
+    turn_username: turn_username, "turn-username", "PUSHGATE_TURN_USERNAME";
+    /// The password of turn_username
+    turn_credential: turn_credential, "turn-credential", "PUSHGATE_TURN_CREDENTIAL", Secret;
+    /// Largest data of one signal (an SDP offer, an ICE candidate), in bytes
+    /// of JSON
+    max_signal_size: max_signal_size, "max-signal-size", "PUSHGATE_MAX_SIGNAL_SIZE";
+
     [fanout]
     /// Two messages in a row this close to the previous one of their channel
     /// make a burst, which goes through the queues instead of straight to
@@ -443,7 +484,27 @@ impl Config {
                 self.demo_tokens && self.auth_secret.is_none(),
                 "demo_tokens needs auth_secret: demo tokens are signed with it",
             ),
+            (
+                self.turn_username.is_some() != self.turn_credential.is_some(),
+                "turn_username and turn_credential go together: give both, or neither",
+            ),
+            (
+                self.turn_secret.is_some() && self.turn_username.is_some(),
+                "turn_secret and turn_username exclude each other: credentials are \
+                 either made from the secret for each client or fixed",
+            ),
+            (
+                self.turn_secret.is_some() && self.turn_credential_ttl.as_secs() == 0,
+                "turn_credential_ttl must be at least 1s",
+            ),
+            (self.max_signal_size < 1024, "max_signal_size must be at least 1024 bytes"),
         ];
+        if let Some(url) = self.ice_servers.iter().find(|u| !is_ice_url(u)) {
+            return Err(Error::config(format!(
+                "ice_servers: {url:?} is not a STUN or TURN URL: write stun:HOST[:PORT], \
+                 turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]"
+            )));
+        }
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(Error::config(*why)),
             None => Ok(()),
@@ -451,7 +512,41 @@ impl Config {
     }
 }
 
+/// A URL an `RTCPeerConnection` takes as an ICE server (RFC 7064, 7065).
+fn is_ice_url(url: &str) -> bool {
+    let rest = ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
 impl Config {
+    /// What rooms are configured with: ICE servers, TURN credentials, the
+    /// signal size limit.
+    pub fn rtc(&self) -> pushgate_core::rtc::RtcConfig {
+        use pushgate_core::rtc::{RtcConfig, TurnCredentials};
+        let turn = match (
+            &self.turn_secret,
+            &self.turn_username,
+            &self.turn_credential,
+        ) {
+            (Some(secret), _, _) => TurnCredentials::Secret {
+                secret: secret.clone(),
+                ttl: self.turn_credential_ttl,
+            },
+            (None, Some(username), Some(credential)) => TurnCredentials::Fixed {
+                username: username.clone(),
+                credential: credential.clone(),
+            },
+            _ => TurnCredentials::None,
+        };
+        RtcConfig {
+            ice_servers: self.ice_servers.clone(),
+            turn,
+            max_signal_size: self.max_signal_size,
+        }
+    }
+
     /// What tokens are checked with, reading the key files named by
     /// `auth_public_key` and `auth_jwks`; an unreadable file is an error
     /// naming it.

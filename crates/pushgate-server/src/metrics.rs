@@ -146,6 +146,8 @@ pub struct Metrics {
     http_connections_total: [AtomicU64; Protocol::ALL.len()],
     published: AtomicU64,
     publish_errors: AtomicU64,
+    signals: AtomicU64,
+    signal_errors: AtomicU64,
     commands: AtomicU64,
     command_errors: AtomicU64,
     /// Woken whenever a connection closes; graceful shutdown waits on it.
@@ -205,6 +207,16 @@ impl Metrics {
 
     pub fn publish_error(&self) {
         self.publish_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A WebRTC signal relayed (`ok`) or refused.
+    pub fn signal(&self, ok: bool) {
+        let counter = if ok {
+            &self.signals
+        } else {
+            &self.signal_errors
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     pub fn command(&self, ok: bool) {
@@ -307,6 +319,18 @@ impl Metrics {
             "pushgate_publish_errors_total",
             "Publish requests that failed.",
             self.publish_errors.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "pushgate_signals_relayed_total",
+            "WebRTC signals relayed from one member of a room to another.",
+            self.signals.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "pushgate_signal_errors_total",
+            "WebRTC signals refused (sender or target not in the room, too large, too fast).",
+            self.signal_errors.load(Relaxed),
         );
         single(
             &mut out,

@@ -46,6 +46,7 @@ impl Server {
             HubConfig {
                 direct_gap_ms: config.direct_write_gap.as_millis() as u64,
                 policy: Arc::new(policy),
+                rtc: Arc::new(config.rtc()),
                 ..Default::default()
             },
         );
@@ -125,6 +126,7 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
+            give_up_on_silent_peers(&stream, state.config.ws_idle_timeout);
             tokio::spawn(crate::accept::serve(stream, peer, state.clone()));
         }
         // Graceful shutdown: stop accepting (the listener is dropped here),
@@ -179,6 +181,23 @@ fn log_auth(state: &AppState) {
 /// client comes back at once, and a dropped SYN costs a client a 1 s retry.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// A peer that vanishes without a FIN or a reset (a pulled cable, a
+/// sleeping laptop) leaves sent data unacknowledged; the kernel then
+/// retransmits for up to 15 minutes before it gives up. Every held
+/// connection sends a heartbeat at least every `stream_ping_interval` or
+/// `ws_ping_interval`, so with `TCP_USER_TIMEOUT` at `idle` (the same
+/// limit the stall rule applies to writes) such a connection fails within
+/// a heartbeat and `idle`, and leaves presence and its rooms. Linux only:
+/// elsewhere the stall rule and the WebSocket idle timeout remain.
+fn give_up_on_silent_peers(stream: &tokio::net::TcpStream, idle: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(idle));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, idle);
+}
+
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -220,5 +239,30 @@ async fn sweeper(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         state.hub.sweep().await;
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_give_up_on_a_silent_peer_after_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            None,
+            "the kernel's default"
+        );
+        give_up_on_silent_peers(&stream, Duration::from_secs(60));
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(60))
+        );
     }
 }

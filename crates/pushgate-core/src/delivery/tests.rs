@@ -19,7 +19,7 @@ impl Framing for Tags {
         let tag = match emit {
             Emit::Message(p) => format!("m{}", p.offset),
             Emit::Reset { position, .. } => format!("r{}", position.offset),
-            Emit::Presence(e) => e.change.name().to_string(),
+            Emit::Live(e) => e.kind.name().to_string(),
         };
         // The session already counts the emit.
         Bytes::from(format!(

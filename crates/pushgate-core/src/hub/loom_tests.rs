@@ -132,7 +132,7 @@ impl Task {
         self.session.accept_with(event, |emit| match emit {
             Emit::Message(p) => self.wire.push(p.offset),
             Emit::Reset { .. } => panic!("no history was lost: {emit:?}"),
-            Emit::Presence(_) => panic!("no channel here has presence: {emit:?}"),
+            Emit::Live(_) => panic!("no channel here has presence: {emit:?}"),
         });
     }
 

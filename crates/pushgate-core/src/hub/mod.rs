@@ -12,8 +12,10 @@
 //! announced to the new subscriber, or both: the catch-up may overlap live
 //! delivery, never leave a hole, and [`crate::Session`] drops the overlap.
 
+pub mod live;
 pub mod outbox;
 pub mod presence;
+mod room;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -27,10 +29,13 @@ use crate::error::Error;
 use crate::json::SafeJson;
 use crate::log::{Appended, Catchup, Log, StartAt};
 use crate::publication::{Data, Publication};
+use crate::rtc::{ClientKeys, RtcConfig};
 use crate::sync::{self, lock, Mutex, SHARDS};
 
+pub use live::{LiveEvent, LiveKind};
 pub use outbox::{DirectSink, Drained, Outbox, OutboxEvent, PushOutcome, Sent};
-pub use presence::{Change, Presence, PresenceEvent};
+pub use presence::{Member, Presence};
+pub use room::RoomJoin;
 
 use presence::Members;
 
@@ -63,6 +68,8 @@ pub struct HubConfig {
     /// Who may subscribe, publish and send, and each namespace's rules;
     /// every connection of the hub decides by it.
     pub policy: Arc<Policy>,
+    /// The ICE servers and limits of rooms' WebRTC signaling.
+    pub rtc: Arc<RtcConfig>,
 }
 
 impl Default for HubConfig {
@@ -71,6 +78,7 @@ impl Default for HubConfig {
             direct_gap_ms: DIRECT_GAP_MS,
             clock: Arc::new(SystemClock),
             policy: Arc::new(Policy::open()),
+            rtc: Arc::default(),
         }
     }
 }
@@ -82,6 +90,8 @@ pub struct Hub {
     /// Each user's live connections, for [`Hub::disconnect`]. Weak: the
     /// index never keeps a connection alive.
     users: Mutex<HashMap<UserId, Vec<Weak<Outbox>>>>,
+    /// Prove a connection's id in a room's signals over `POST /command`.
+    keys: ClientKeys,
 }
 
 /// Most recipients of one direct message.
@@ -132,6 +142,7 @@ impl Hub {
             log,
             fanout,
             users: Mutex::new(HashMap::new()),
+            keys: ClientKeys::random(),
         }
     }
 
@@ -143,6 +154,11 @@ impl Hub {
     /// The hub's time (token expiry, the burst rule).
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.fanout.config.clock
+    }
+
+    /// How rooms signal: ICE servers, the size of a signal.
+    pub fn rtc(&self) -> &Arc<RtcConfig> {
+        &self.fanout.config.rtc
     }
 
     /// The log it fans out from.
@@ -171,22 +187,26 @@ impl Hub {
         start: StartAt,
         subscriber: &Subscriber,
     ) -> Result<Catchup, Error> {
-        self.subscribe_as(channel, start, subscriber, None).await
+        self.subscribe_as(channel, start, subscriber, None)
+            .await
+            .map(|(catchup, _)| catchup)
     }
 
     /// [`Hub::subscribe`], with the connection's part in presence:
     /// `member` is `None` for one that takes none (a poll request), else
     /// `Some(user)` (`Some(None)`: anonymous). On a channel with presence
     /// a member is listed, and with join/leave the other subscribers get
-    /// its `join` (and its `leave` when it unsubscribes or is dropped).
+    /// its `join` (and its `leave` when it unsubscribes or is dropped). In
+    /// a room a member also gets the other members, as they were when it
+    /// was added: every later change reaches its outbox as a join or leave.
     pub async fn subscribe_as(
         &self,
         channel: &ChannelName,
         start: StartAt,
         subscriber: &Subscriber,
         member: Option<Option<&UserId>>,
-    ) -> Result<Catchup, Error> {
-        self.fanout.add(channel, subscriber, member);
+    ) -> Result<(Catchup, Option<Vec<Member>>), Error> {
+        let room = self.fanout.add(channel, subscriber, member);
         let registered = Registered {
             fanout: &self.fanout,
             channel,
@@ -194,7 +214,7 @@ impl Hub {
         };
         let catchup = self.log.read(channel, start, usize::MAX).await?;
         std::mem::forget(registered);
-        Ok(catchup)
+        Ok((catchup, room))
     }
 
     /// Stops fan-out to `subscriber` on `channel`. Idempotent, and never
@@ -218,6 +238,7 @@ impl Hub {
         Ok(Presence::of(
             channel.clone(),
             local.as_ref().and_then(|l| l.members.as_deref()),
+            self.is_room(channel),
         ))
     }
 
@@ -364,7 +385,14 @@ impl Fanout {
         lock(self.shard(channel)).get(channel).cloned()
     }
 
-    fn add(&self, channel: &ChannelName, subscriber: &Subscriber, member: Option<Option<&UserId>>) {
+    /// Adds `subscriber`, and `member` to presence where the channel keeps
+    /// it; in a room, returns the other members as they were.
+    fn add(
+        &self,
+        channel: &ChannelName,
+        subscriber: &Subscriber,
+        member: Option<Option<&UserId>>,
+    ) -> Option<Vec<Member>> {
         // Read before the lock: a namespace lookup, on subscribe only.
         let rules = member.map(|_| self.config.policy.rules(channel));
         let presence = rules.is_some_and(|r| r.presence);
@@ -380,14 +408,18 @@ impl Fanout {
             local
                 .subscribers
                 .insert(subscriber.id, subscriber.outbox.clone());
+            let mut room = None;
             if let (true, Some(user)) = (presence, member) {
+                if rules.is_some_and(|r| r.signal) {
+                    room = Some(presence::list(local.members.as_deref()));
+                }
                 local
                     .members
                     .get_or_insert_with(Default::default)
                     .insert(subscriber.id, user.cloned());
                 if rules.is_some_and(|r| r.join_leave) {
-                    let event = Arc::new(PresenceEvent::new(
-                        Change::Join,
+                    let event = Arc::new(LiveEvent::presence(
+                        LiveKind::Join,
                         channel.clone(),
                         user,
                         subscriber.id,
@@ -395,7 +427,7 @@ impl Fanout {
                     local.tell(&event, subscriber.id);
                 }
             }
-            return;
+            return room;
         }
     }
 
@@ -416,8 +448,8 @@ impl Fanout {
                 local.members = None;
             }
             if self.config.policy.rules(channel).join_leave {
-                let event = Arc::new(PresenceEvent::new(
-                    Change::Leave,
+                let event = Arc::new(LiveEvent::presence(
+                    LiveKind::Leave,
                     channel.clone(),
                     user.as_ref(),
                     subscriber,
@@ -447,10 +479,10 @@ impl Local {
     /// Queues a join/leave for every subscriber but `except`. Through the
     /// queues, never written from here: the event has no offset, so a
     /// parked connection's positions have nothing to say about it.
-    fn tell(&self, event: &Arc<PresenceEvent>, except: SubscriberId) {
+    fn tell(&self, event: &Arc<LiveEvent>, except: SubscriberId) {
         for (id, outbox) in &self.subscribers {
             if *id != except {
-                outbox.push(OutboxEvent::Presence(event.clone()));
+                outbox.push(OutboxEvent::Live(event.clone()));
             }
         }
     }
@@ -504,5 +536,7 @@ impl Appended for Fanout {
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(test)]
+mod room_tests;
 #[cfg(test)]
 mod tests;

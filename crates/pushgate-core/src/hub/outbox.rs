@@ -52,10 +52,10 @@ pub enum OutboxEvent {
         /// Where the channel stands now.
         position: Position,
     },
-    /// A connection joined or left a channel with join/leave events. Live
-    /// only: always queued (never written by [`Outbox::offer`]), no offset,
-    /// and the session's positions ignore it.
-    Presence(Arc<super::PresenceEvent>),
+    /// A join or leave of a channel with join/leave events, or a signal
+    /// relayed in a room. Live only: always queued (never written by
+    /// [`Outbox::offer`]), no offset, and the session's positions ignore it.
+    Live(Arc<super::LiveEvent>),
 }
 
 /// What became of an event handed to an [`Outbox`].

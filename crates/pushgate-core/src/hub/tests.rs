@@ -14,7 +14,7 @@ use crate::protocol::{Reply, MAX_JSON_DEPTH};
 use crate::session::Emit;
 use crate::Epoch;
 
-fn ch(s: &str) -> ChannelName {
+pub(super) fn ch(s: &str) -> ChannelName {
     ChannelName::new(s).unwrap()
 }
 
@@ -36,7 +36,7 @@ fn hub(history_size: usize, ttl: Millis, direct_gap_ms: Millis) -> (Arc<Hub>, Ma
 }
 
 /// Runs a future of the memory log, which never waits.
-fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(super) fn now<T>(f: impl std::future::Future<Output = T>) -> T {
     f.now_or_never().expect("the memory log answers at once")
 }
 
@@ -340,7 +340,7 @@ mod promise {
             Emit::Reset { channel, position } => {
                 client.receive(channel, Got::Reset(position.epoch, position.offset))
             }
-            Emit::Presence(_) => {}
+            Emit::Live(_) => {}
         });
     }
 
@@ -504,7 +504,7 @@ fn presence_hub() -> Arc<Hub> {
     Arc::new(Hub::new(Arc::new(log), config))
 }
 
-fn as_user(id: &str) -> crate::Principal {
+pub(super) fn as_user(id: &str) -> crate::Principal {
     crate::Principal::User(Arc::new(crate::User {
         id: id.into(),
         channels: Default::default(),
@@ -515,7 +515,7 @@ fn as_user(id: &str) -> crate::Principal {
     }))
 }
 
-fn conn(hub: &Arc<Hub>, id: SubscriberId, who: crate::Principal) -> Connection {
+pub(super) fn conn(hub: &Arc<Hub>, id: SubscriberId, who: crate::Principal) -> Connection {
     Connection::new(hub.clone(), id, Limits::default(), who)
 }
 
@@ -537,7 +537,7 @@ fn presence_events(emits: &[Emit]) -> Vec<String> {
     emits
         .iter()
         .map(|e| match e {
-            Emit::Presence(p) => String::from_utf8(p.json().to_vec()).unwrap(),
+            Emit::Live(p) => String::from_utf8(p.json().to_vec()).unwrap(),
             other => format!("{other:?}"),
         })
         .collect()
@@ -693,7 +693,7 @@ fn a_join_is_queued_behind_a_parked_connection_and_stops_direct_writes() {
     assert_eq!(sink.0.load(Ordering::SeqCst), 0, "queued behind the join");
     watcher.unpark();
     let emits = drain(&mut watcher);
-    assert!(matches!(&emits[..], [Emit::Presence(_), Emit::Message(p)] if p.offset == 1));
+    assert!(matches!(&emits[..], [Emit::Live(_), Emit::Message(p)] if p.offset == 1));
 }
 
 #[test]
@@ -883,13 +883,14 @@ mod presence_model {
             let mut heard: BTreeMap<u64, Option<String>> = BTreeMap::new();
             heard.insert(1000, Some("watcher".into()));
             for emit in drain(&mut watcher) {
-                let Emit::Presence(e) = emit else { panic!("{emit:?}") };
+                let Emit::Live(e) = emit else { panic!("{emit:?}") };
                 let v: serde_json::Value = serde_json::from_slice(e.json()).unwrap();
                 let client: u64 = v["client"].as_str().unwrap().parse().unwrap();
                 let user = v["user"].as_str().map(str::to_owned);
-                match e.change {
-                    Change::Join => prop_assert!(heard.insert(client, user).is_none(), "joined twice"),
-                    Change::Leave => prop_assert!(heard.remove(&client).is_some(), "left unjoined"),
+                match e.kind {
+                    LiveKind::Join => prop_assert!(heard.insert(client, user).is_none(), "joined twice"),
+                    LiveKind::Leave => prop_assert!(heard.remove(&client).is_some(), "left unjoined"),
+                    LiveKind::Signal => prop_assert!(false, "nobody signalled"),
                 }
             }
             heard.retain(|_, u| u.is_some());

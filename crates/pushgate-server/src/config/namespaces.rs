@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use pushgate_core::namespace::{Access, Namespace, Namespaces, Rules};
+use pushgate_core::namespace::{Access, Namespace, Namespaces, Rules, ROOM_NAMESPACE};
 
 /// Rules as written: every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,18 +18,22 @@ pub struct WrittenRules {
     publish: Option<Access>,
     presence: Option<bool>,
     join_leave: Option<bool>,
+    signal: Option<bool>,
     history_size: Option<usize>,
     history_ttl: Option<Duration>,
 }
 
 impl WrittenRules {
-    /// These rules, with every unset key taken from `base`.
+    /// These rules, with every unset key taken from `base`. A room
+    /// (`signal`) has presence and join/leave unless they are written.
     fn over(&self, base: &Rules) -> Rules {
+        let signal = self.signal.unwrap_or(base.signal);
         Rules {
             subscribe: self.subscribe.unwrap_or(base.subscribe),
             publish: self.publish.unwrap_or(base.publish),
-            presence: self.presence.unwrap_or(base.presence),
-            join_leave: self.join_leave.unwrap_or(base.join_leave),
+            presence: self.presence.unwrap_or(base.presence || signal),
+            join_leave: self.join_leave.unwrap_or(base.join_leave || signal),
+            signal,
             history_size: self.history_size.or(base.history_size),
             history_ttl: self.history_ttl.or(base.history_ttl),
         }
@@ -84,20 +88,30 @@ impl NamespaceTables {
             publish: Access::Claim,
             ..Rules::open()
         });
+        // `[namespaces.room]` changes the built-in rooms: it is written
+        // over a room's rules, not over a plain channel's.
         let list = self
             .namespaces
             .iter()
-            .filter_map(|(name, r)| Namespace::new(name, r.over(&default)).ok())
+            .filter_map(|(name, r)| {
+                let base = if name == ROOM_NAMESPACE {
+                    Rules::room(&default)
+                } else {
+                    default.clone()
+                };
+                Namespace::new(name, r.over(&base)).ok()
+            })
             .collect();
         Namespaces::new(default, personal, list)
     }
 }
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "subscribe",
     "publish",
     "presence",
     "join_leave",
+    "signal",
     "history_size",
     "history_ttl",
 ];
@@ -126,6 +140,7 @@ fn rules(written: &str, value: toml::Value) -> Result<WrittenRules, String> {
             "publish" => r.publish = Some(access(&v)?),
             "presence" => r.presence = Some(flag(&v)?),
             "join_leave" => r.join_leave = Some(flag(&v)?),
+            "signal" => r.signal = Some(flag(&v)?),
             "history_size" => {
                 let n = v
                     .as_integer()
@@ -149,6 +164,12 @@ fn rules(written: &str, value: toml::Value) -> Result<WrittenRules, String> {
                 ))
             }
         }
+    }
+    if r.signal == Some(true) && (r.presence == Some(false) || r.join_leave == Some(false)) {
+        return Err(format!(
+            "[{written}]: signal = true makes a room, whose members must see each other: \
+             it needs presence and join_leave (leave them out, or set them true)"
+        ));
     }
     Ok(r)
 }
@@ -216,6 +237,41 @@ mod tests {
         assert_eq!(rules_of(&ns, "news").publish, Access::Claim, "default");
         assert_eq!(ns.personal().publish, Access::Users);
         assert_eq!(ns.personal().history_ttl, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn rooms_are_built_in_and_any_namespace_can_be_one() {
+        let t = tables("").unwrap();
+        let room = rules_of(&t.resolve(true), "room:a");
+        assert!(room.signal && room.presence && room.join_leave);
+        assert_eq!(room.subscribe, Access::Claim, "the default access");
+        let t = tables(
+            r#"
+            [namespaces.room]
+            subscribe = "users"
+            [namespaces.call]
+            signal = true
+            history_size = 0
+            [namespaces.off]
+            signal = false
+            "#,
+        )
+        .unwrap();
+        let ns = t.resolve(false);
+        let room = rules_of(&ns, "room:a");
+        assert!(room.signal && room.join_leave, "still a room");
+        assert_eq!(room.subscribe, Access::Users);
+        let call = rules_of(&ns, "call:a");
+        assert!(call.signal && call.presence && call.join_leave);
+        assert_eq!(call.history_size, Some(0));
+        assert!(!rules_of(&ns, "off:a").presence);
+        let t = tables("[namespaces.room]\nsignal = false").unwrap();
+        assert!(
+            !rules_of(&t.resolve(false), "room:a").signal,
+            "rooms turned off"
+        );
+        let e = tables("[namespaces.call]\nsignal = true\npresence = false").unwrap_err();
+        assert!(e.contains("[namespaces.call]: signal = true"), "{e}");
     }
 
     #[test]

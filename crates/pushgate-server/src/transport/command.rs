@@ -5,8 +5,11 @@
 //! Subscriptions need a connection to deliver to, so `subscribe` and
 //! `unsubscribe` are refused here with a pointer to the streaming transports.
 //!
+//! A `signal` names its sender (`from`, a room member's id) and proves it
+//! with that connection's `client_key`: the request is not the connection.
+//!
 //! A client here holds no connection to keep a publish allowance in (each
-//! request may come on a new one), so `publish` and `send` spend a token of
+//! request may come on a new one), so `publish`, `send` and `signal` spend a token of
 //! its address's bucket instead (`AppState::spend_command_publish_token`);
 //! a refusal is a 429 with `Retry-After`.
 
@@ -48,8 +51,10 @@ pub async fn handle(
             let reply = match refused {
                 Some(e) => {
                     state.count_limited(&e);
-                    if let Command::Publish(_) = req.command {
-                        state.metrics.publish_error();
+                    match req.command {
+                        Command::Publish(_) => state.metrics.publish_error(),
+                        Command::Signal(_) => state.metrics.signal(false),
+                        _ => {}
                     }
                     state.metrics.command(false);
                     Reply::Error(e)

@@ -36,7 +36,7 @@ impl Framing for IframeEncoder {
             Emit::Reset { channel, position } => {
                 iframe::script(&self.callback, encode_reset(channel, position).as_bytes())
             }
-            Emit::Presence(e) => iframe::script(&self.callback, e.json()),
+            Emit::Live(e) => iframe::script(&self.callback, e.json()),
         })
     }
 

@@ -33,6 +33,7 @@ pub async fn execute(
     request: Request,
 ) -> (Reply, Vec<OutboxEvent>) {
     let is_publish = matches!(request.command, Command::Publish(_));
+    let is_signal = matches!(request.command, Command::Signal(_));
     let (reply, events) = conn.execute(request, Instant::now()).await;
     let ok = match &reply {
         Reply::Error(e) => {
@@ -47,6 +48,9 @@ pub async fn execute(
         } else {
             state.metrics.publish_error();
         }
+    }
+    if is_signal {
+        state.metrics.signal(ok);
     }
     state.metrics.command(ok);
     (reply, events)

@@ -30,7 +30,7 @@ impl Framing for NdjsonEncoder {
             Emit::Reset { channel, position } => {
                 ndjson::line(encode_reset(channel, position).as_bytes())
             }
-            Emit::Presence(e) => ndjson::line(e.json()),
+            Emit::Live(e) => ndjson::line(e.json()),
         }
     }
 

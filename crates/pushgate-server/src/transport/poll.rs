@@ -79,7 +79,7 @@ pub fn answer(
                         Some(Cow::Owned(encode_reset(channel, position).into_bytes()))
                     }
                     // Polls take no part in presence (never queued for them).
-                    Emit::Presence(_) => None,
+                    Emit::Live(_) => None,
                 })
                 .collect();
             let entries: Vec<&[u8]> = entries.iter().map(|e| e.as_ref()).collect();

@@ -46,7 +46,7 @@ impl Framing for SseEncoder {
                 )
             }
             // No `id:`: a join or leave moves no cursor.
-            Emit::Presence(e) => sse::event(e.change.name(), None, e.json()),
+            Emit::Live(e) => sse::event(e.kind.name(), None, e.json()),
         }
     }
 

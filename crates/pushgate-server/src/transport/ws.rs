@@ -351,7 +351,7 @@ impl Framing for WsFraming {
             Emit::Reset { channel, position } => {
                 self.data_frame(OpCode::Text, encode_reset(channel, position).as_bytes())
             }
-            Emit::Presence(e) => self.data_frame(OpCode::Text, e.json()),
+            Emit::Live(e) => self.data_frame(OpCode::Text, e.json()),
         }
     }
 

@@ -29,6 +29,7 @@ mod poll;
 mod presence;
 mod pubsub;
 mod resume;
+mod rtc;
 mod shutdown;
 mod sse;
 mod tls;
