@@ -2385,7 +2385,9 @@ function stopTracks(stream) {
  *
  * Events (`room.on(type, fn)` → `off()`): `peer` (a peer was added: a member
  * joined, or the mesh was rebuilt), `open` (a peer's data channel opened),
- * `message` ({peer, data}), `track` ({peer, track, stream}), `state`
+ * `message` ({peer, data}), `stream` ({peer, stream}: the peer's media
+ * stream arrived, or a new one replaced it), `track` ({peer, track, stream}:
+ * each remote track), `state`
  * ({peer, state}: its connectionState), `leave` (a peer was removed; its
  * `closeReason` says why), `rejoin` ({client}: our connection changed and
  * the mesh was rebuilt), `error`.
@@ -2579,15 +2581,20 @@ export class RtcRoom {
     this._joining = null;
     if (changed && !joining) this._events.emit("rejoin", { client: this.client });
     for (const id of [...this.peers.keys()]) if (!m.members.has(id)) this._removePeer(id, "left");
-    for (const [id, user] of m.members) if (!this.peers.has(id)) this._addPeer(id, user);
+    // We are the newcomer to these members: we make the first offers.
+    for (const [id, user] of m.members) if (!this.peers.has(id)) this._addPeer(id, user, true);
     if (joining) joining.resolve();
   }
 
-  /** @returns {RtcPeer | null} */
-  _addPeer(id, user) {
+  /**
+   * @param {string} id @param {string | null} user
+   * @param {boolean} [opens] we make the first offer (they were in the room before us)
+   * @returns {RtcPeer | null}
+   */
+  _addPeer(id, user, opens = false) {
     let peer;
     try {
-      peer = new RtcPeer(this, id, user);
+      peer = new RtcPeer(this, id, user, opens);
     } catch (err) {
       this._peerError(id, err); // e.g. an ICE server URL the browser refuses
       return null;
@@ -2625,10 +2632,18 @@ export class RtcRoom {
 
 /**
  * One other member of a room and our RTCPeerConnection to it.
+ *
+ * The first negotiation is opened by the newcomer (the member that found
+ * the other in its `members` list); the other end waits for that offer
+ * instead of offering at the same moment. Perfect negotiation would settle
+ * the crossing offers, but the polite end's rollback then lands while its
+ * first ICE gathering runs, and Chromium (156) gathers nothing after it: the
+ * pair never connects. Every later negotiation (media, ICE restarts) is
+ * perfect negotiation, from either end.
  */
 export class RtcPeer {
-  /** @param {RtcRoom} room @param {string} id @param {string | null} user */
-  constructor(room, id, user) {
+  /** @param {RtcRoom} room @param {string} id @param {string | null} user @param {boolean} opens */
+  constructor(room, id, user, opens) {
     this._room = room;
     /** The member's client id. */
     this.id = id;
@@ -2650,6 +2665,10 @@ export class RtcPeer {
     this._makingOffer = false;
     this._ignoreOffer = false;
     this._answerPending = false;
+    /** waiting for the newcomer's first offer */
+    this._awaitingOffer = !opens;
+    /** a negotiationneeded came while waiting */
+    this._deferred = false;
     /** the previous signal's sending, to keep them in order */
     this._sending = Promise.resolve();
     /** @type {Map<MediaStreamTrack, RTCRtpSender>} */
@@ -2663,6 +2682,9 @@ export class RtcPeer {
     // once, without waiting for the other's `datachannel` event.
     if (room._label !== null) this._useChannel(pc.createDataChannel(room._label, { negotiated: true, id: 0 }));
     if (room.localStream) this._useStream(room.localStream);
+    // With nothing of our own to negotiate no negotiationneeded comes, but
+    // the other end waits for our offer: an empty one lets it offer its own.
+    if (opens && !this.channel && this._senders.size === 0) queueMicrotask(() => this._negotiate());
   }
 
   /** The connection's state (RTCPeerConnection.connectionState). */
@@ -2708,7 +2730,9 @@ export class RtcPeer {
       stream = this.stream || new MediaStream();
       stream.addTrack(e.track);
     }
+    const fresh = stream !== this.stream;
     this.stream = stream;
+    if (fresh) this._room._events.emit("stream", { peer: this, stream });
     this._room._events.emit("track", { peer: this, track: e.track, stream });
   }
 
@@ -2731,6 +2755,13 @@ export class RtcPeer {
 
   /** negotiationneeded: offer whatever changed. */
   async _negotiate() {
+    // One offer at a time: a change made meanwhile is offered once this one
+    // is answered (the browser fires negotiationneeded again if need be).
+    if (this.closed || this._makingOffer) return;
+    if (this._awaitingOffer) {
+      this._deferred = true;
+      return;
+    }
     try {
       this._makingOffer = true;
       // Without an argument, the right description for the state: an offer,
@@ -2767,19 +2798,38 @@ export class RtcPeer {
         if (description.type === "offer") {
           await pc.setLocalDescription();
           this._signal({ description: pc.localDescription });
+          if (this._awaitingOffer) this._firstOfferAnswered();
         }
       } else if ("candidate" in data) {
+        // Judged on arrival: by the time adding fails, the answer to our own
+        // offer may have come in and cleared the flag.
+        const ignoring = this._ignoreOffer;
         try {
           // null: the end of the peer's candidates.
           await pc.addIceCandidate(data.candidate || undefined);
         } catch (err) {
           // Candidates of an offer we ignored cannot be added: expected.
-          if (!this._ignoreOffer) throw err;
+          if (!ignoring) throw err;
         }
       }
     } catch (err) {
       if (!this.closed) this._room._peerError(this.id, err);
     }
+  }
+
+  /**
+   * The newcomer's first offer is answered. What it did not cover of ours
+   * (its end without a data channel, tracks of a kind it did not offer) is
+   * still to negotiate, and the browser does not fire negotiationneeded
+   * again for a need it already announced: offer it now.
+   */
+  _firstOfferAnswered() {
+    this._awaitingOffer = false;
+    const pc = this.pc;
+    const unsent =
+      (this.channel !== null && !pc.sctp) ||
+      pc.getTransceivers().some((t) => t.sender.track && t.currentDirection !== "sendrecv" && t.currentDirection !== "sendonly");
+    if (this._deferred && unsent) this._negotiate();
   }
 
   _close(reason) {

@@ -42,7 +42,8 @@ export class FakeRTCPeerConnection {
     this._senders = [];
     /** tracks already handed to ontrack */
     this._delivered = new Set();
-    this._nnQueued = false;
+    /** the spec's [[NegotiationNeeded]] flag */
+    this._nnFlag = false;
     // for assertions
     this.offers = 0;
     this.rollbacks = 0;
@@ -54,6 +55,19 @@ export class FakeRTCPeerConnection {
     this.ontrack = null;
     this.onconnectionstatechange = null;
     this.oniceconnectionstatechange = null;
+  }
+
+  /** Set once a data channel section is negotiated. */
+  get sctp() {
+    return this._agreed.has("data") ? { state: "connected" } : null;
+  }
+
+  /** One transceiver per track added, sending once its track is negotiated. */
+  getTransceivers() {
+    return this._senders.map((sender) => ({
+      sender,
+      currentDirection: this._agreed.has(`track:${this.id}:${sender.track.id}`) ? "sendrecv" : null,
+    }));
   }
 
   createDataChannel(label, options = {}) {
@@ -169,21 +183,37 @@ export class FakeRTCPeerConnection {
     this._updateNegotiationNeeded();
   }
 
-  /** negotiationneeded fires later, and only if still needed and stable then. */
+  /**
+   * The spec's "update the negotiation-needed flag" after a change: only
+   * when stable, and an event only when the flag goes up.
+   */
   _updateNegotiationNeeded() {
-    if (this._nnQueued) return;
-    this._nnQueued = true;
+    if (this.closed || this.signalingState !== "stable") return;
+    if (!this._needsNegotiation()) {
+      this._nnFlag = false;
+      return;
+    }
+    if (this._nnFlag) return;
+    this._nnFlag = true;
+    this._fireNegotiationNeeded();
+  }
+
+  _fireNegotiationNeeded() {
     later(() => {
-      this._nnQueued = false;
-      if (!this.closed && this.signalingState === "stable" && this._needsNegotiation()) this.onnegotiationneeded?.({});
+      if (!this.closed && this.signalingState === "stable" && this._nnFlag && this._needsNegotiation()) this.onnegotiationneeded?.({});
     });
   }
 
-  /** A negotiation completed. */
+  /** A negotiation completed: back to stable, the event again if something is still to negotiate. */
   _settle(features) {
     this.signalingState = "stable";
     this._agreed = new Set(features);
-    this._updateNegotiationNeeded();
+    if (this._needsNegotiation()) {
+      this._nnFlag = true;
+      this._fireNegotiationNeeded();
+    } else {
+      this._nnFlag = false;
+    }
     this._connectPair();
   }
 

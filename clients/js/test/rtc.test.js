@@ -38,7 +38,7 @@ function client(t, server, options = {}) {
 function record(room) {
   room.seen = [];
   room.got = [];
-  for (const type of ["peer", "open", "leave", "rejoin", "error", "state", "track"]) {
+  for (const type of ["peer", "open", "leave", "rejoin", "error", "state", "stream", "track"]) {
     room.on(type, (e) => room.seen.push({ type, peer: e && (e.id ?? (e.peer && (e.peer.id ?? e.peer))), e }));
   }
   room.on("message", ({ peer, data }) => room.got.push(`${peer.id}:${data}`));
@@ -48,7 +48,7 @@ function record(room) {
 const opened = (room, id) => room.seen.some((e) => e.type === "open" && e.peer === id);
 const errors = (room) => room.seen.filter((e) => e.type === "error").map((e) => e.e);
 
-test("two clients join a room: each sees the other, the offers cross and settle, the data channel carries both ways", async (t) => {
+test("two clients join a room: each sees the other, the newcomer offers, the data channel carries both ways", async (t) => {
   const server = new FakeServer();
   server.iceServers = [{ urls: ["stun:stun.example.org:3478"] }];
   const a = record(await client(t, server).rtc.join("room:a"));
@@ -67,17 +67,13 @@ test("two clients join a room: each sees the other, the offers cross and settle,
   assert.deepEqual(pa.pc.config.iceServers, server.iceServers, "the server's ICE servers, unchanged");
   assert.notEqual(pa.polite, pb.polite, "exactly one end is polite");
   assert.equal(pa.polite, a.client < b.client);
-  // Both ends made an offer (each added the negotiated channel); the polite
-  // one rolled its own back and answered the other's.
-  assert.ok(pa.pc.offers >= 1 && pb.pc.offers >= 1, `offers ${pa.pc.offers}, ${pb.pc.offers}`);
-  const polite = pa.polite ? pa : pb;
-  const impolite = pa.polite ? pb : pa;
-  assert.equal(polite.pc.rollbacks, 1, "the polite end yields");
-  assert.equal(impolite.pc.rollbacks, 0, "the impolite end ignores the crossing offer");
+  // Both ends have the negotiated channel, so both wanted to offer; the
+  // newcomer did, and a waited for it: no crossing offers on a first contact.
+  assert.deepEqual([pa.pc.offers, pb.pc.offers], [0, 1]);
   assert.equal(pa.pc.signalingState, "stable");
   assert.equal(pb.pc.signalingState, "stable");
   assert.deepEqual(errors(a), []);
-  assert.deepEqual(errors(b), [], "the candidates of the ignored offer are dropped quietly");
+  assert.deepEqual(errors(b), []);
 
   assert.equal(a.send("hello b"), 1);
   assert.equal(pb.send("hello a"), true);
@@ -204,6 +200,36 @@ test("a new connection (new client id) rebuilds the mesh; the others see the old
   await waitFor(() => b.got.includes(`${a.client}:again`));
 });
 
+test("perfect negotiation: both ends offer at once (media on both sides); the polite end yields, the impolite one ignores, both get the other's tracks", async (t) => {
+  const server = new FakeServer();
+  const a = record(await client(t, server).rtc.join("room:glare"));
+  const b = record(await client(t, server).rtc.join("room:glare"));
+  await waitFor(() => opened(a, b.client) && opened(b, a.client), 2000, "open");
+  const pa = a.peers.get(b.client);
+  const pb = b.peers.get(a.client);
+  const offers = [pa.pc.offers, pb.pc.offers];
+  // In the same tick: both fire negotiationneeded, both offer.
+  await Promise.all([a.setMedia(fakeStream(["video"])), b.setMedia(fakeStream(["video"]))]);
+  await waitFor(() => a.seen.some((e) => e.type === "track") && b.seen.some((e) => e.type === "track"), 2000, "tracks both ways");
+  assert.ok(pa.pc.offers > offers[0] && pb.pc.offers > offers[1], "both offered");
+  const [polite, impolite] = pa.polite ? [pa, pb] : [pb, pa];
+  assert.equal(polite.pc.rollbacks, 1, "the polite end rolled its offer back and answered");
+  assert.equal(impolite.pc.rollbacks, 0, "the impolite end kept its offer");
+  await waitFor(() => pa.pc.signalingState === "stable" && pb.pc.signalingState === "stable", 1000, "stable");
+  assert.deepEqual([...errors(a), ...errors(b)], [], "the candidates of the ignored offer are dropped quietly");
+});
+
+test("the newcomer without anything to send still opens: the member's media reaches it", async (t) => {
+  const server = new FakeServer();
+  const media = fakeStream(["video"]);
+  const sender = record(await client(t, server).rtc.join("room:viewer", { media }));
+  const viewer = record(await client(t, server).rtc.join("room:viewer", { dataChannel: false }));
+  await waitFor(() => viewer.seen.some((e) => e.type === "track"), 2000, "the viewer gets the sender's track");
+  assert.equal(viewer.peers.get(sender.client).stream, media);
+  assert.equal(viewer.peers.get(sender.client).channel, null);
+  assert.deepEqual([...errors(sender), ...errors(viewer)], []);
+});
+
 test("a failed connection restarts ICE: a new offer, and it connects again", async (t) => {
   const server = new FakeServer();
   const a = record(await client(t, server).rtc.join("room:ice"));
@@ -288,6 +314,10 @@ test("media: tracks go to every peer and arrive as `track`; a stream the caller 
   assert.equal(track.peer.id, a.client);
   assert.equal(track.stream, mine, "the sender's stream");
   assert.equal(b.peers.get(a.client).stream, mine);
+  const streams = b.seen.filter((e) => e.type === "stream");
+  assert.equal(streams.length, 1, "one stream event for a's stream of two tracks");
+  assert.equal(streams[0].e.stream, mine);
+  assert.ok(b.seen.indexOf(streams[0]) < b.seen.findIndex((e) => e.type === "track"), "stream comes before its tracks");
 
   a.leave();
   b.leave();
