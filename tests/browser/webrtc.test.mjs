@@ -405,6 +405,10 @@ test("a poll transport cannot join a room: a clear error", async () => {
 test("/demo/webrtc: loads without console errors; two tabs join, see each other, chat over the data channel", async () => {
   const pages = [];
   try {
+    const main = await browser.newPage();
+    await main.goto(`${server.url}/`);
+    assert.equal(await main.getAttribute("#webrtc-link", "href"), "/demo/webrtc", "the main demo links to it");
+    await main.close();
     for (let i = 0; i < 2; i++) {
       const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
       page.consoleErrors = [];
