@@ -2343,8 +2343,9 @@ export class Pushgate {
 // members holds one RTCPeerConnection, negotiated with the "perfect
 // negotiation" pattern of the WebRTC spec: both ends may make an offer at
 // any time; when two offers cross, the polite end drops its own and answers,
-// the impolite end ignores the other's. Offers, answers and ICE candidates
-// travel as `signal` commands that the server relays to one member.
+// the impolite end ignores the other's (the very first offer of a pair is
+// the newcomer's: see RtcPeer). Offers, answers and ICE candidates travel
+// as `signal` commands that the server relays to one member.
 // ---------------------------------------------------------------------------
 
 /** Transports whose connection the server holds, so it can be a room member (a poll is not). */
@@ -2387,10 +2388,9 @@ function stopTracks(stream) {
  * joined, or the mesh was rebuilt), `open` (a peer's data channel opened),
  * `message` ({peer, data}), `stream` ({peer, stream}: the peer's media
  * stream arrived, or a new one replaced it), `track` ({peer, track, stream}:
- * each remote track), `state`
- * ({peer, state}: its connectionState), `leave` (a peer was removed; its
- * `closeReason` says why), `rejoin` ({client}: our connection changed and
- * the mesh was rebuilt), `error`.
+ * each remote track), `state` ({peer, state}: its connectionState), `leave`
+ * (a peer was removed; its `closeReason` says why), `rejoin` ({client}: our
+ * connection changed and the mesh was rebuilt), `error`.
  */
 export class RtcRoom {
   /**
