@@ -95,6 +95,7 @@ impl Server {
             tracing::warn!("no API key configured: /api/* answers loopback clients only (set --api-key to publish from elsewhere)");
         }
         log_auth(&state);
+        log_rtc(&state.config);
         if state.config.demo {
             tracing::info!(url = %format!("{scheme}://{addr}/"), "demo page");
         }
@@ -149,6 +150,24 @@ impl Server {
 }
 
 /// Says at start how clients are authenticated, or that they are not.
+/// What clients joining a room are told about ICE, so that an operator
+/// who set up TURN sees it taken.
+fn log_rtc(config: &Config) {
+    if config.ice_servers.is_empty() {
+        return;
+    }
+    let turn = match (&config.turn_secret, &config.turn_username) {
+        (Some(_), _) => "per client, from turn_secret",
+        (None, Some(_)) => "fixed",
+        (None, None) => "none",
+    };
+    tracing::info!(
+        ice_servers = config.ice_servers.len(),
+        turn_credentials = turn,
+        "WebRTC rooms: ICE servers handed to every joining client"
+    );
+}
+
 fn log_auth(state: &AppState) {
     let policy = state.hub.policy();
     if policy.checks_tokens() {

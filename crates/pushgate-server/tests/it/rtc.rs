@@ -240,6 +240,20 @@ async fn http_clients_signal_through_post_command_and_receive_on_their_stream() 
         (&json!("signal"), &json!("to ndjson")),
         "{v}"
     );
+
+    // And hidden iframes: a signal is one more script call.
+    let mut frame = server.iframe("channel=room:h", "pg.on").await;
+    let joined = frame.next_call().await;
+    let idf = client(&joined);
+    ws.next_json().await;
+    ws.command(signal("room:h", &idf, json!("<to iframe>")))
+        .await;
+    let v = frame.next_call().await;
+    assert_eq!(
+        (&v["type"], &v["data"]),
+        (&json!("signal"), &json!("<to iframe>")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
