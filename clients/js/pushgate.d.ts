@@ -130,6 +130,8 @@ export interface PushgateOptions {
   getToken?: (() => Promise<string | null> | string | null) | null;
   /** ms before the token's `exp` to ask `getToken` for a fresh one (at most half the time left). Default 60000. */
   tokenRefreshMargin?: number;
+  /** RTCPeerConnection constructor for `pg.rtc`. Default `globalThis.RTCPeerConnection`. */
+  RTCPeerConnection?: unknown;
 }
 
 /** Someone subscribed to (`join`) or left (`leave`) a channel whose namespace has join/leave on. */
@@ -148,6 +150,8 @@ export interface Presence {
   users: { user: string; clients: string[] }[];
   /** Anonymous subscribers, counted, not listed. */
   anonymous: number;
+  /** In a room: every member connection (you too, anonymous ones too), sorted by client id. */
+  members?: { client: string; user: string | null }[];
 }
 
 /** A direct message, from a message on the personal channel `#<you>`. */
@@ -244,6 +248,9 @@ export class Pushgate {
   /** Who is subscribed to `channel` (its namespace must have presence on). */
   presence(channel: string): Promise<Presence>;
 
+  /** WebRTC rooms over this client's connection. */
+  readonly rtc: Rtc;
+
   /** Starts connecting; only needed with `autoConnect: false` or after `close()`. */
   connect(): void;
   /** Closes every connection, stops reconnecting; queued publishes reject with `closed`. */
@@ -251,6 +258,120 @@ export class Pushgate {
 }
 
 export default Pushgate;
+
+// --- WebRTC: pg.rtc -----------------------------------------------------------
+
+export interface Rtc {
+  /**
+   * Joins `room` (a channel whose namespace has `signal = true`; every
+   * `room:NAME` by default) and connects peer to peer to every other member:
+   * one RTCPeerConnection each (a mesh, for small rooms), negotiated with
+   * the perfect-negotiation pattern. Resolves once the server has made this
+   * connection a member; the members already there are in `room.peers`.
+   *
+   * Rejects with a `PushgateError`: `unavailable` on `poll`/`longpoll` (a
+   * room needs a held connection) or without RTCPeerConnection,
+   * `bad_request` when `room` is not a room or is joined already,
+   * `forbidden`/`unauthorized` when the server refuses it, `closed` when
+   * the client closes first; with getUserMedia's error when `media` fails.
+   * @throws {TypeError} (as a rejection) for an invalid channel name
+   */
+  join(room: string, options?: RoomOptions): Promise<RtcRoom>;
+}
+
+export interface RoomOptions {
+  /**
+   * What to send every peer: a MediaStream (yours: the room never stops
+   * it), or MediaStreamConstraints for getUserMedia (`true`: audio and
+   * video; the room stops those tracks when it is left). Default none.
+   */
+  media?: MediaStream | MediaStreamConstraints | boolean | null;
+  /**
+   * The data channel's label, or `false` for none. Default `"pushgate"`. The
+   * channel is negotiated (`negotiated: true, id: 0`), so each end has it
+   * at once: there is no `datachannel` event.
+   */
+  dataChannel?: string | boolean;
+}
+
+/** Why a peer was removed. */
+export type PeerCloseReason =
+  /** the member left the room (its `leave`) */
+  | "left"
+  /** our own connection changed (a reconnect, a reopened event stream): every peer is rebuilt */
+  | "reconnect"
+  /** `room.leave()`, `pg.close()`, or the room was refused */
+  | "closed";
+
+export interface RoomEvents {
+  /** A peer was added: a member joined, or the mesh was rebuilt. Not fired for the members present when `join` resolved. */
+  peer: RtcPeer;
+  /** A peer's data channel opened. */
+  open: RtcPeer;
+  /** A message on a peer's data channel: a string, or an ArrayBuffer. */
+  message: { peer: RtcPeer; data: string | ArrayBuffer };
+  /** A peer's media stream arrived (or a new one replaced it). */
+  stream: { peer: RtcPeer; stream: MediaStream };
+  /** Each remote track, with the stream it belongs to. */
+  track: { peer: RtcPeer; track: MediaStreamTrack; stream: MediaStream };
+  /** A peer's `connectionState` changed; on `failed` the room restarts ICE. */
+  state: { peer: RtcPeer; state: RTCPeerConnectionState };
+  /** A peer was removed and closed; `peer.closeReason` says why. */
+  leave: RtcPeer;
+  /** Our connection changed (new `client` id): the peers were closed (`reconnect`) and are made again. */
+  rejoin: { client: string };
+  /** A refused signal, a failed negotiation step (`code` `webrtc`, with `peer`), the room refused after a reconnect. */
+  error: PushgateError & { peer?: string };
+}
+
+/** A joined room. */
+export class RtcRoom {
+  private constructor();
+  /** The room's channel. */
+  readonly name: string;
+  /** This connection's member id; null while not a member (between connections, after leaving). */
+  readonly client: string | null;
+  /** The other members' peers, by their client id. */
+  readonly peers: ReadonlyMap<string, RtcPeer>;
+  /** The ICE servers from the server (RTCConfiguration.iceServers): STUN/TURN are configured there, not here. */
+  readonly iceServers: RTCIceServer[];
+  /** What is sent to every peer. */
+  readonly localStream: MediaStream | null;
+  /** true once left (or the client closed). */
+  readonly left: boolean;
+
+  /** @returns a function that removes the listener */
+  on<K extends keyof RoomEvents>(type: K, listener: (event: RoomEvents[K]) => void): () => void;
+  off<K extends keyof RoomEvents>(type: K, listener?: (event: RoomEvents[K]) => void): void;
+  /** Sends on every open data channel (peer to peer). @returns how many peers it went to */
+  send(data: string | Blob | ArrayBuffer | ArrayBufferView): number;
+  /** Sends this media to every peer from now on (`null`: none); each peer renegotiates. */
+  setMedia(media: MediaStream | MediaStreamConstraints | boolean | null): Promise<MediaStream | null>;
+  /** Unsubscribes, closes every peer, stops the tracks the room got from getUserMedia. */
+  leave(): void;
+}
+
+/** Another member of a room, and the connection to it. */
+export class RtcPeer {
+  private constructor();
+  /** Its client id. */
+  readonly id: string;
+  /** Its user id; null when anonymous. */
+  readonly user: string | null;
+  /** Whether this end yields when both make an offer at once (our id sorts before theirs). */
+  readonly polite: boolean;
+  readonly pc: RTCPeerConnection;
+  /** The data channel, or null with `dataChannel: false`. */
+  readonly channel: RTCDataChannel | null;
+  /** What the peer sends us; null until its first track. */
+  readonly stream: MediaStream | null;
+  /** `pc.connectionState`. */
+  readonly state: RTCPeerConnectionState;
+  readonly closed: boolean;
+  readonly closeReason: PeerCloseReason | null;
+  /** Sends on the data channel. @returns false when it is not open */
+  send(data: string | Blob | ArrayBuffer | ArrayBufferView): boolean;
+}
 
 // --- The pure pieces, exported for tests and for other clients ---------------
 

@@ -992,7 +992,8 @@ async function readJson(res) {
  * EventSource hands a named event only to listeners registered for that
  * name, and a message published with an event name arrives as
  * `event: <name>`. So this transport listens for `message`, `subscribed`,
- * `reset` and every name in `options.sseEvents`; messages under other names
+ * `reset`, the room events `join`, `leave` and `signal`, and every name in
+ * `options.sseEvents`; messages under other names
  * never reach the page, show up as a hole, and the hole becomes a `reset`.
  * List your event names, or prefer a transport without the limit.
  *
@@ -1026,7 +1027,7 @@ class SseTransport extends HttpTransport {
     const onPing = (e) => {
       if (this._current(gen)) this._frame(parseJson(e.data) || { type: "ping" });
     };
-    const names = new Set(["message", "subscribed", "reset", "end", "join", "leave", ...this.ctx.options.sseEvents]);
+    const names = new Set(["message", "subscribed", "reset", "end", "join", "leave", "signal", ...this.ctx.options.sseEvents]);
     names.delete("ping");
     for (const name of names) es.addEventListener(name, onEvent);
     es.addEventListener("ping", onPing);
@@ -1305,6 +1306,7 @@ function createTransport(name, ctx) {
  * @property {string | null} [token] a JWT for the server (null: anonymous)
  * @property {(() => Promise<string | null> | string | null) | null} [getToken] called for a token before connecting, before it expires and when the server says it expired; null: no token to give
  * @property {number} [tokenRefreshMargin] ms before `exp` to ask for a fresh token (60000; at most half the time left)
+ * @property {any} [RTCPeerConnection] constructor `pg.rtc` uses (globalThis.RTCPeerConnection)
  */
 
 /** The default transport order. @type {readonly TransportName[]} */
@@ -1337,6 +1339,7 @@ function withDefaults(options) {
     token: null,
     getToken: null,
     tokenRefreshMargin: 60000,
+    RTCPeerConnection: g.RTCPeerConnection,
   };
   for (const [k, v] of Object.entries(options || {})) if (v !== undefined) o[k] = v;
   for (const name of o.transports) if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport ${JSON.stringify(name)}`);
@@ -1438,6 +1441,11 @@ export class Pushgate {
     /** reconnects at once with a fresh token since a connection last delivered */
     this._authRetries = 0;
     this._syncScheduled = false;
+    /** room channel → what the primary link's `subscribed` and join/leave say about it: our id, key, the other members */
+    this._memberships = new Map();
+    /** room channel → the RtcRoom joined there (or being joined) */
+    this._rooms = new Map();
+    this._rtc = null;
     this._active = false; // between connect() and close()
     this._detach = null;
 
@@ -1472,6 +1480,17 @@ export class Pushgate {
   /** Publishes queued or awaiting their reply. */
   get pending() {
     return this._queue.pending;
+  }
+
+  /**
+   * WebRTC over this client's connection: `pg.rtc.join(room, options)`
+   * joins a room (a channel whose namespace has `signal = true`, e.g.
+   * `room:NAME`) and connects to every other member peer to peer.
+   * @returns {{join: (room: string, options?: RoomOptions) => Promise<RtcRoom>}}
+   */
+  get rtc() {
+    if (!this._rtc) this._rtc = Object.freeze({ join: (room, options) => this._joinRoom(room, options) });
+    return this._rtc;
   }
 
   /**
@@ -1624,10 +1643,11 @@ export class Pushgate {
     else this._startRound();
   }
 
-  /** Closes every connection and stops reconnecting; queued publishes reject with `closed`. */
+  /** Closes every connection and stops reconnecting; queued publishes reject with `closed`; rooms are left. */
   close() {
     this._autoConnect = false;
     this._queue.rejectWaiting("closed", "the client was closed");
+    for (const room of [...this._rooms.values()]) room._clientStopped(null);
     if (!this._active) return;
     this._stop();
   }
@@ -1635,6 +1655,8 @@ export class Pushgate {
   /** Stops connecting and reconnecting. @param {Error} [error] why, for the state event */
   _stop(error) {
     if (error) this._queue.rejectWaiting(/** @type {any} */ (error).code || "disconnected", error.message);
+    // Nothing will carry signals any more: a pending join fails, a room's peers close.
+    if (error) for (const room of [...this._rooms.values()]) room._clientStopped(error);
     this._active = false;
     clearTimeout(this._timers.refresh);
     if (this._detach) this._detach();
@@ -1760,6 +1782,7 @@ export class Pushgate {
     const channels = /** @type {any} */ (err).channels;
     if (kind === "forbidden" || (kind === "unauthorized" && !this._token && channels)) {
       if (channels) for (const c of channels) this._refusedChannels.add(c);
+      if (channels) for (const c of channels) this._rooms.get(c)?._refused(err);
       if (channels && channels.length === 1) /** @type {any} */ (err).channel = channels[0];
       this._events.emit("error", err);
       if (!channels) return this._stop(err);
@@ -1900,8 +1923,10 @@ export class Pushgate {
     if (type === "$refused") return this._subscribeRefused(obj.channel, errorFromFrame(obj.error));
     if (type === "join" || type === "leave") {
       if (this._handlers.has(obj.channel)) this._events.emit(type, { channel: obj.channel, user: obj.user ?? null, client: obj.client });
-      return;
+      return this._roomFrame(link, obj.channel, obj);
     }
+    if (type === "signal") return this._roomFrame(link, obj.room, obj);
+    if (type === "subscribed") this._roomFrame(link, obj.channel, obj);
     if (type === "authed") return;
     // An error with an id answers a command; its promise already rejected.
     if (type === "error") return obj.id === undefined ? this._events.emit("error", errorFromFrame(obj)) : undefined;
@@ -1915,6 +1940,7 @@ export class Pushgate {
   _subscribeRefused(channel, err) {
     /** @type {any} */ (err).channel = channel;
     this._events.emit("error", err);
+    this._rooms.get(channel)?._refused(err);
   }
 
   _learn(cursor) {
@@ -1948,6 +1974,7 @@ export class Pushgate {
     this._scheduleUpgrade();
     this._setState("connected", name);
     this._queueOnline(link);
+    this._roomsOnLink(link);
   }
 
   _queueOnline(link) {
@@ -2026,6 +2053,9 @@ export class Pushgate {
    */
   _tryUpgradeTarget() {
     if (this._state !== "connected") return;
+    // A new connection is a new member id: every peer connection of a room
+    // would be torn down and negotiated again, so a working room stays put.
+    if (this._inRoom()) return this._scheduleUpgrade();
     const name = this._upgradeTargets.shift();
     if (!name) return this._scheduleUpgrade();
     this._candidate = this._openLink(name, "candidate");
@@ -2041,6 +2071,7 @@ export class Pushgate {
     this._remember(link.transport.name);
     this._setState("connected", link.transport.name);
     this._queueOnline(link);
+    this._roomsOnLink(link);
     this._scheduleUpgrade();
   }
 
@@ -2183,10 +2214,106 @@ export class Pushgate {
     queueMicrotask(() => {
       this._syncScheduled = false;
       const channels = this._channels();
+      for (const c of this._memberships.keys()) if (!channels.includes(c)) this._memberships.delete(c);
       for (const link of [this._link, this._candidate]) {
         if (link && link.role !== "retired") link.transport.update(channels);
       }
     });
+  }
+
+  // -- rooms (WebRTC signaling) -----------------------------------------------
+
+  /** `pg.rtc.join`. @param {string} name @param {RoomOptions} [options] */
+  async _joinRoom(name, options = {}) {
+    if (!isValidChannel(name)) throw new TypeError(`invalid room name ${JSON.stringify(name)}`);
+    const { media = null, dataChannel = true } = options || {};
+    const Pc = this._opts.RTCPeerConnection;
+    if (typeof Pc !== "function") throw new PushgateError("unavailable", "WebRTC is not available here (no RTCPeerConnection)");
+    if (this._rooms.has(name)) throw new PushgateError("bad_request", `already in room ${name}: leave it first`);
+    const held = this._opts.transports.filter((t) => HELD_TRANSPORTS.has(t));
+    if (held.length === 0) throw noRoomTransport(this._opts.transports.join(", "));
+    if (this.transport && !HELD_TRANSPORTS.has(this.transport)) throw noRoomTransport(this.transport);
+    const room = new RtcRoom(this, name, Pc, dataChannel);
+    this._rooms.set(name, room);
+    await room._start(media);
+    return room;
+  }
+
+  /**
+   * Keeps the membership of a room channel from the primary link's frames
+   * (`subscribed` with `room`, then `join`/`leave`), and hands the frame to
+   * the room joined there. Kept even without a room object, so a join on a
+   * channel the application already subscribed to starts from the truth.
+   */
+  _roomFrame(link, channel, frame) {
+    if (typeof channel !== "string") return;
+    let m = this._memberships.get(channel);
+    if (frame.type === "subscribed") {
+      const r = frame.room;
+      if (r && typeof r === "object") {
+        m = {
+          link,
+          client: String(r.client),
+          clientKey: typeof r.client_key === "string" ? r.client_key : null,
+          iceServers: Array.isArray(r.ice_servers) ? r.ice_servers : [],
+          members: new Map((Array.isArray(r.members) ? r.members : []).map((x) => [String(x.client), x.user ?? null])),
+        };
+        this._memberships.set(channel, m);
+      } else {
+        this._memberships.delete(channel);
+        m = undefined;
+      }
+    } else if (!m || m.link !== link) {
+      return; // not a room, or news from a connection that is not ours any more
+    } else if (frame.type === "join" && String(frame.client) !== m.client) {
+      m.members.set(String(frame.client), frame.user ?? null);
+    } else if (frame.type === "leave") {
+      m.members.delete(String(frame.client));
+    }
+    const room = this._rooms.get(channel);
+    if (room) room._frame(frame, m);
+  }
+
+  /** The primary link changed: a poll cannot be in a room. */
+  _roomsOnLink(link) {
+    const name = link.transport.name;
+    if (HELD_TRANSPORTS.has(name)) return;
+    for (const room of [...this._rooms.values()]) room._noRoomTransport(noRoomTransport(name));
+  }
+
+  /** Whether a room has its membership on the current link. */
+  _inRoom() {
+    for (const room of this._rooms.values()) if (room._link && room._link === this._link) return true;
+    return false;
+  }
+
+  /**
+   * Sends one `signal` for `room` on the link its membership is on. Over
+   * the HTTP transports the command goes by `POST /command` and names the
+   * connection it is from (`from`, `client_key`). Returns when the next
+   * signal to the same peer may go: at once on a WebSocket (one socket keeps
+   * order), after the reply over HTTP (separate requests could overtake).
+   * Refusals go to `room._signalFailed`. A signal with no connection to go
+   * on is dropped: the next membership rebuilds every peer anyway.
+   * @returns {Promise<void> | undefined}
+   */
+  _sendSignal(room, to, data) {
+    const link = room._link;
+    if (!link || link !== this._link || link.transport.closed) return undefined;
+    const t = link.transport;
+    const command = { type: "signal", room: room.name, to, data };
+    const ordered = t instanceof WebSocketTransport;
+    let reply;
+    try {
+      reply = t.send(ordered ? command : { ...command, from: room.client, client_key: room._clientKey });
+    } catch {
+      return undefined; // not connected: dropped (see above)
+    }
+    const settled = reply.then(
+      () => {},
+      (err) => room._signalFailed(to, err),
+    );
+    return ordered ? undefined : settled;
   }
 
   // -- state ------------------------------------------------------------------
@@ -2204,6 +2331,515 @@ export class Pushgate {
     const change = { state, ...extra };
     if (transport) change.transport = transport;
     this._events.emit("state", change);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// WebRTC rooms: a mesh of peer connections, signaled through pushgate
+//
+// A room is a channel whose namespace has `signal = true` (every `room:NAME`
+// by default). Its `subscribed` reply names our connection (`client`), the
+// other members and the ICE servers; `join`/`leave` follow. Each pair of
+// members holds one RTCPeerConnection, negotiated with the "perfect
+// negotiation" pattern of the WebRTC spec: both ends may make an offer at
+// any time; when two offers cross, the polite end drops its own and answers,
+// the impolite end ignores the other's (the very first offer of a pair is
+// the newcomer's: see RtcPeer). Offers, answers and ICE candidates travel
+// as `signal` commands that the server relays to one member.
+// ---------------------------------------------------------------------------
+
+/** Transports whose connection the server holds, so it can be a room member (a poll is not). */
+const HELD_TRANSPORTS = new Set(["websocket", "sse", "stream", "iframe"]);
+
+/** @param {string} what the transport(s) that cannot carry a room */
+function noRoomTransport(what) {
+  return new PushgateError(
+    "unavailable",
+    `a room needs a held connection (websocket, sse, stream or iframe), not ${what}: poll and longpoll connections are not room members`,
+  );
+}
+
+/**
+ * @typedef {object} RoomOptions
+ * @property {MediaStream | MediaStreamConstraints | boolean | null} [media] a stream to send to every peer, or constraints for getUserMedia (`true`: audio and video); none by default
+ * @property {string | boolean} [dataChannel] the data channel's label; `false` for none (default `"pushgate"`)
+ */
+
+/** A stream from `media`: the caller's own, or a new one from getUserMedia (`owned`, so stopped by the room). */
+async function acquireMedia(media) {
+  if (!media) return { stream: null, owned: false };
+  if (typeof media.getTracks === "function") return { stream: media, owned: false };
+  const devices = globalThis.navigator && globalThis.navigator.mediaDevices;
+  if (!devices || typeof devices.getUserMedia !== "function") {
+    throw new PushgateError("unavailable", "no camera or microphone here (getUserMedia needs a secure context: https or localhost)");
+  }
+  const constraints = media === true ? { audio: true, video: true } : media;
+  return { stream: await devices.getUserMedia(constraints), owned: true };
+}
+
+function stopTracks(stream) {
+  for (const track of stream.getTracks()) track.stop();
+}
+
+/**
+ * A joined room: one peer per other member. Made by `pg.rtc.join`.
+ *
+ * Events (`room.on(type, fn)` → `off()`): `peer` (a peer was added: a member
+ * joined, or the mesh was rebuilt), `open` (a peer's data channel opened),
+ * `message` ({peer, data}), `stream` ({peer, stream}: the peer's media
+ * stream arrived, or a new one replaced it), `track` ({peer, track, stream}:
+ * each remote track), `state` ({peer, state}: its connectionState), `leave`
+ * (a peer was removed; its `closeReason` says why), `rejoin` ({client}: our
+ * connection changed and the mesh was rebuilt), `error`.
+ */
+export class RtcRoom {
+  /**
+   * @param {Pushgate} pg
+   * @param {string} name
+   * @param {any} Pc the RTCPeerConnection constructor
+   * @param {string | boolean} dataChannel
+   */
+  constructor(pg, name, Pc, dataChannel) {
+    this._pg = pg;
+    /** The room's channel. */
+    this.name = name;
+    this._Pc = Pc;
+    this._label = dataChannel === false ? null : typeof dataChannel === "string" ? dataChannel : "pushgate";
+    this._events = new Emitter();
+    /** The other members' peers, by client id. @type {Map<string, RtcPeer>} */
+    this.peers = new Map();
+    /** Our connection's id in the room; null while not a member. @type {string | null} */
+    this.client = null;
+    this._clientKey = null;
+    /** The ICE servers the server handed out (RTCConfiguration.iceServers). @type {any[]} */
+    this.iceServers = [];
+    /** What we send to every peer. @type {MediaStream | null} */
+    this.localStream = null;
+    this._ownStream = false;
+    /** the link our membership is on: frames and signals of any other are stale */
+    this._link = null;
+    /** ids that left: a late signal from one of them must not create a peer again */
+    this._gone = new Set();
+    /** @type {{resolve: () => void, reject: (e: Error) => void} | null} */
+    this._joining = null;
+    this._unsubscribe = null;
+    /** true once left (or the client closed): for good */
+    this.left = false;
+  }
+
+  /** @returns {() => void} removes the listener */
+  on(type, fn) {
+    this._events.on(type, fn);
+    return () => this._events.off(type, fn);
+  }
+
+  off(type, fn) {
+    this._events.off(type, fn);
+  }
+
+  /**
+   * Sends `data` on every open data channel (peer to peer: the server never
+   * sees it). A string, Blob, ArrayBuffer or ArrayBufferView.
+   * @returns {number} how many peers it went to
+   */
+  send(data) {
+    let n = 0;
+    for (const peer of this.peers.values()) if (peer.send(data)) n++;
+    return n;
+  }
+
+  /**
+   * Sends `media` to every peer from now on, instead of the current local
+   * stream (each peer renegotiates). `null` stops sending. A stream the room
+   * got from getUserMedia itself is stopped when replaced.
+   * @param {MediaStream | MediaStreamConstraints | boolean | null} media
+   * @returns {Promise<MediaStream | null>}
+   */
+  async setMedia(media) {
+    if (this.left) throw new PushgateError("closed", `room ${this.name} was left`);
+    const { stream, owned } = await acquireMedia(media);
+    if (this.left) {
+      if (owned) stopTracks(stream);
+      throw new PushgateError("closed", `room ${this.name} was left`);
+    }
+    const old = this.localStream;
+    const oldOwned = this._ownStream;
+    this.localStream = stream;
+    this._ownStream = owned;
+    for (const peer of this.peers.values()) peer._useStream(stream);
+    if (old && oldOwned && old !== stream) stopTracks(old);
+    return stream;
+  }
+
+  /** Leaves: unsubscribes, closes every peer, stops the media the room acquired itself. */
+  leave() {
+    this._end(null, "closed");
+  }
+
+  /** Gets the media, subscribes, and resolves once the server says we are a member. */
+  async _start(media) {
+    try {
+      if (media) await this.setMedia(media);
+      await new Promise((resolve, reject) => {
+        this._joining = { resolve, reject };
+        if (this.left) return reject(new PushgateError("closed", "the client was closed"));
+        this._unsubscribe = this._pg.subscribe(this.name, () => {});
+        // Already subscribed (by the application): no new `subscribed` will come.
+        const m = this._pg._memberships.get(this.name);
+        if (m && m.link === this._pg._link) this._attach(m);
+      });
+    } catch (err) {
+      this._end(err, "closed");
+      throw err;
+    }
+  }
+
+  /**
+   * Ends the room for good. `error`: rejects a pending join, or is emitted.
+   * @param {Error | null} error
+   * @param {string} reason each peer's closeReason
+   */
+  _end(error, reason) {
+    if (this.left) return;
+    this.left = true;
+    if (this._pg._rooms.get(this.name) === this) this._pg._rooms.delete(this.name);
+    if (this._unsubscribe) this._unsubscribe();
+    this._unsubscribe = null;
+    for (const id of [...this.peers.keys()]) this._removePeer(id, reason);
+    this._link = null;
+    this.client = null;
+    if (this.localStream && this._ownStream) stopTracks(this.localStream);
+    const joining = this._joining;
+    this._joining = null;
+    if (joining) joining.reject(error || new PushgateError("closed", `left room ${this.name} before joining it`));
+    else if (error) this._events.emit("error", error);
+  }
+
+  /** The client closed (error null) or stopped for good. */
+  _clientStopped(error) {
+    this._end(error || (this._joining ? new PushgateError("closed", "the client was closed") : null), "closed");
+  }
+
+  /** The server refused the room's subscription. */
+  _refused(err) {
+    this._end(err, "closed");
+  }
+
+  /** The client now runs on a poll: no membership until a held transport is back. */
+  _noRoomTransport(err) {
+    if (this.left) return;
+    if (this._joining) return this._end(err, "closed");
+    for (const id of [...this.peers.keys()]) this._removePeer(id, "reconnect");
+    this._link = null;
+    this.client = null;
+    this._events.emit("error", err);
+  }
+
+  /** A room frame from the primary link; `m` is the membership it updated. */
+  _frame(frame, m) {
+    if (this.left) return;
+    if (frame.type === "subscribed") {
+      if (!m) {
+        return this._end(
+          new PushgateError("bad_request", `${this.name} is not a room: its namespace needs signal = true (every room:NAME channel is one by default)`),
+          "closed",
+        );
+      }
+      return this._attach(m);
+    }
+    if (!m || m.link !== this._link) return;
+    const id = String(frame.type === "signal" ? frame.from : frame.client);
+    if (id === this.client) return;
+    if (frame.type === "join") {
+      this._gone.delete(id);
+      if (!this.peers.has(id)) this._addPeer(id, frame.user ?? null);
+    } else if (frame.type === "leave") {
+      this._gone.add(id);
+      this._removePeer(id, "left");
+    } else if (frame.type === "signal" && !this._gone.has(id)) {
+      // A signal may overtake the sender's `join` (another path through the
+      // server): its peer is made now.
+      const peer = this.peers.get(id) || this._addPeer(id, frame.user ?? null);
+      if (peer) peer._onSignal(frame.data);
+    }
+  }
+
+  /** Takes a membership: the first, or a new one after our connection changed. */
+  _attach(m) {
+    const changed = m.client !== this.client;
+    this._link = m.link;
+    this._clientKey = m.clientKey;
+    this.iceServers = m.iceServers;
+    if (changed) {
+      // A new connection is a new member: the others drop our old id and
+      // meet the new one, so every peer starts over.
+      for (const id of [...this.peers.keys()]) this._removePeer(id, "reconnect");
+      this._gone.clear();
+      this.client = m.client;
+    }
+    const joining = this._joining;
+    this._joining = null;
+    if (changed && !joining) this._events.emit("rejoin", { client: this.client });
+    for (const id of [...this.peers.keys()]) if (!m.members.has(id)) this._removePeer(id, "left");
+    // We are the newcomer to these members: we make the first offers.
+    for (const [id, user] of m.members) if (!this.peers.has(id)) this._addPeer(id, user, true);
+    if (joining) joining.resolve();
+  }
+
+  /**
+   * @param {string} id @param {string | null} user
+   * @param {boolean} [opens] we make the first offer (they were in the room before us)
+   * @returns {RtcPeer | null}
+   */
+  _addPeer(id, user, opens = false) {
+    let peer;
+    try {
+      peer = new RtcPeer(this, id, user, opens);
+    } catch (err) {
+      this._peerError(id, err); // e.g. an ICE server URL the browser refuses
+      return null;
+    }
+    this.peers.set(id, peer);
+    this._events.emit("peer", peer);
+    return peer;
+  }
+
+  _removePeer(id, reason) {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    peer._close(reason);
+    this._events.emit("leave", peer);
+  }
+
+  /** A refused signal. */
+  _signalFailed(to, err) {
+    // The target left, or our membership ended: its `leave`, or our new
+    // membership, follows and settles the peer.
+    if (["unknown_client", "not_in_room", "disconnected"].includes(err && err.code)) return;
+    if (err && typeof err === "object") err.peer = to;
+    this._events.emit("error", err);
+  }
+
+  /** A negotiation step failed. */
+  _peerError(id, err) {
+    const e = new PushgateError("webrtc", `peer ${id}: ${(err && err.message) || err}`);
+    /** @type {any} */ (e).peer = id;
+    /** @type {any} */ (e).cause = err;
+    this._events.emit("error", e);
+  }
+}
+
+/**
+ * One other member of a room and our RTCPeerConnection to it.
+ *
+ * The first negotiation is opened by the newcomer (the member that found
+ * the other in its `members` list); the other end waits for that offer
+ * instead of offering at the same moment. Perfect negotiation would settle
+ * the crossing offers, but the polite end's rollback then lands while its
+ * first ICE gathering runs, and Chromium (156) gathers nothing after it: the
+ * pair never connects. Every later negotiation (media, ICE restarts) is
+ * perfect negotiation, from either end.
+ */
+export class RtcPeer {
+  /** @param {RtcRoom} room @param {string} id @param {string | null} user @param {boolean} opens */
+  constructor(room, id, user, opens) {
+    this._room = room;
+    /** The member's client id. */
+    this.id = id;
+    /** Its user id; null when anonymous. */
+    this.user = user;
+    // Both ends compare the same two ids, so exactly one of them yields when offers cross.
+    /** Whether this end yields when offers cross. */
+    this.polite = /** @type {string} */ (room.client) < id;
+    const pc = new room._Pc({ iceServers: room.iceServers });
+    /** @type {RTCPeerConnection} */
+    this.pc = pc;
+    /** The data channel (negotiated, id 0), or null. @type {RTCDataChannel | null} */
+    this.channel = null;
+    /** What the peer sends us; null until its first track. @type {MediaStream | null} */
+    this.stream = null;
+    this.closed = false;
+    /** Why it closed: "left", "reconnect" or "closed". @type {string | null} */
+    this.closeReason = null;
+    this._makingOffer = false;
+    this._ignoreOffer = false;
+    this._answerPending = false;
+    /** waiting for the newcomer's first offer */
+    this._awaitingOffer = !opens;
+    /** a negotiationneeded came while waiting */
+    this._deferred = false;
+    /** the previous signal's sending, to keep them in order */
+    this._sending = Promise.resolve();
+    /** @type {Map<MediaStreamTrack, RTCRtpSender>} */
+    this._senders = new Map();
+    pc.onnegotiationneeded = () => this._negotiate();
+    pc.onicecandidate = (e) => this._signal({ candidate: e.candidate || null });
+    pc.ontrack = (e) => this._track(e);
+    pc.onconnectionstatechange = () => this._stateChanged();
+    pc.oniceconnectionstatechange = () => pc.iceConnectionState === "failed" && this._restartIce();
+    // Negotiated with the same id on both ends: each has its channel at
+    // once, without waiting for the other's `datachannel` event.
+    if (room._label !== null) this._useChannel(pc.createDataChannel(room._label, { negotiated: true, id: 0 }));
+    if (room.localStream) this._useStream(room.localStream);
+    // With nothing of our own to negotiate no negotiationneeded comes, but
+    // the other end waits for our offer: an empty one lets it offer its own.
+    if (opens && !this.channel && this._senders.size === 0) queueMicrotask(() => this._negotiate());
+  }
+
+  /** The connection's state (RTCPeerConnection.connectionState). */
+  get state() {
+    return this.pc.connectionState;
+  }
+
+  /**
+   * Sends on the data channel, if it is open.
+   * @param {string | Blob | ArrayBuffer | ArrayBufferView} data
+   * @returns {boolean} whether it was sent
+   */
+  send(data) {
+    const ch = this.channel;
+    if (!ch || ch.readyState !== "open") return false;
+    ch.send(/** @type {any} */ (data));
+    return true;
+  }
+
+  _useChannel(ch) {
+    this.channel = ch;
+    ch.binaryType = "arraybuffer";
+    ch.onopen = () => this._room._events.emit("open", this);
+    ch.onmessage = (e) => this._room._events.emit("message", { peer: this, data: e.data });
+  }
+
+  /** Sends `stream`'s tracks instead of the current ones (null: none). */
+  _useStream(stream) {
+    if (this.closed) return;
+    const tracks = stream ? stream.getTracks() : [];
+    for (const [track, sender] of this._senders) {
+      if (tracks.includes(track)) continue;
+      this._senders.delete(track);
+      this.pc.removeTrack(sender);
+    }
+    for (const track of tracks) if (!this._senders.has(track)) this._senders.set(track, this.pc.addTrack(track, stream));
+  }
+
+  _track(e) {
+    let stream = e.streams && e.streams[0];
+    if (!stream) {
+      // A track sent without a stream: gather such tracks in one of our own.
+      stream = this.stream || new MediaStream();
+      stream.addTrack(e.track);
+    }
+    const fresh = stream !== this.stream;
+    this.stream = stream;
+    if (fresh) this._room._events.emit("stream", { peer: this, stream });
+    this._room._events.emit("track", { peer: this, track: e.track, stream });
+  }
+
+  _stateChanged() {
+    const state = this.pc.connectionState;
+    this._room._events.emit("state", { peer: this, state });
+    if (state === "failed") this._restartIce();
+  }
+
+  /** A failed connection gets new ICE credentials; negotiationneeded turns that into an offer. */
+  _restartIce() {
+    if (!this.closed && typeof this.pc.restartIce === "function") this.pc.restartIce();
+  }
+
+  /** Queues one signal to this peer, after the previous one. */
+  _signal(data) {
+    const room = this._room;
+    this._sending = this._sending.then(() => (this.closed ? undefined : room._pg._sendSignal(room, this.id, data)));
+  }
+
+  /** negotiationneeded: offer whatever changed. */
+  async _negotiate() {
+    // One offer at a time: a change made meanwhile is offered once this one
+    // is answered (the browser fires negotiationneeded again if need be).
+    if (this.closed || this._makingOffer) return;
+    if (this._awaitingOffer) {
+      this._deferred = true;
+      return;
+    }
+    try {
+      this._makingOffer = true;
+      // Without an argument, the right description for the state: an offer,
+      // or (if the other's offer came in meanwhile) the answer.
+      await this.pc.setLocalDescription();
+      this._signal({ description: this.pc.localDescription });
+    } catch (err) {
+      if (!this.closed) this._room._peerError(this.id, err);
+    } finally {
+      this._makingOffer = false;
+    }
+  }
+
+  /** A signal from the peer: `{description}` or `{candidate}`. */
+  async _onSignal(data) {
+    if (this.closed || !data || typeof data !== "object") return;
+    const pc = this.pc;
+    try {
+      if (data.description) {
+        const description = data.description;
+        // Ready for an offer: not making one, and stable (or about to be,
+        // once the answer being applied is in).
+        const ready = !this._makingOffer && (pc.signalingState === "stable" || this._answerPending);
+        const collision = description.type === "offer" && !ready;
+        this._ignoreOffer = !this.polite && collision;
+        if (this._ignoreOffer) return;
+        this._answerPending = description.type === "answer";
+        try {
+          // On the polite end, an offer that collides rolls ours back first.
+          await pc.setRemoteDescription(description);
+        } finally {
+          this._answerPending = false;
+        }
+        if (description.type === "offer") {
+          await pc.setLocalDescription();
+          this._signal({ description: pc.localDescription });
+          if (this._awaitingOffer) this._firstOfferAnswered();
+        }
+      } else if ("candidate" in data) {
+        // Judged on arrival: by the time adding fails, the answer to our own
+        // offer may have come in and cleared the flag.
+        const ignoring = this._ignoreOffer;
+        try {
+          // null: the end of the peer's candidates.
+          await pc.addIceCandidate(data.candidate || undefined);
+        } catch (err) {
+          // Candidates of an offer we ignored cannot be added: expected.
+          if (!ignoring) throw err;
+        }
+      }
+    } catch (err) {
+      if (!this.closed) this._room._peerError(this.id, err);
+    }
+  }
+
+  /**
+   * The newcomer's first offer is answered. What it did not cover of ours
+   * (its end without a data channel, tracks of a kind it did not offer) is
+   * still to negotiate, and the browser does not fire negotiationneeded
+   * again for a need it already announced: offer it now.
+   */
+  _firstOfferAnswered() {
+    this._awaitingOffer = false;
+    const pc = this.pc;
+    const unsent =
+      (this.channel !== null && !pc.sctp) ||
+      pc.getTransceivers().some((t) => t.sender.track && t.currentDirection !== "sendrecv" && t.currentDirection !== "sendonly");
+    if (this._deferred && unsent) this._negotiate();
+  }
+
+  _close(reason) {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    const pc = this.pc;
+    pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = pc.oniceconnectionstatechange = null;
+    if (this.channel) this.channel.onopen = this.channel.onmessage = null;
+    pc.close(); // closes the data channel too
   }
 }
 

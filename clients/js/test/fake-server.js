@@ -1,6 +1,7 @@
 // An in-memory stand-in for pushgate, enough of docs/protocol.md for the
 // client tests: channels with epochs and history, WebSocket commands, the
-// event streams (SSE, NDJSON /stream, iframe), /poll, /longpoll and /command.
+// event streams (SSE, NDJSON /stream, iframe), /poll, /longpoll and /command,
+// and rooms (`room:*`: members with client ids, join/leave, `signal`).
 // Its `WebSocket`, `EventSource` and `fetch` are passed to Pushgate as
 // options; the iframe needs `fakePage()`. Knobs make it misbehave the way
 // networks and proxies do.
@@ -52,6 +53,14 @@ export class FakeServer {
     this.present = [];
     /** users whose personal channel `send` reports online */
     this.online = new Set();
+    /** channels with this prefix are rooms */
+    this.roomPrefix = "room:";
+    /** handed out in a room's `subscribed` */
+    this.iceServers = [];
+    /** the next connection's client id */
+    this.nextClient = 1;
+    /** every signal relayed: {room, from, to, data, via} (via "ws" or "http") */
+    this.signals = [];
     const server = this;
 
     this.WebSocket = class FakeWebSocket {
@@ -61,6 +70,8 @@ export class FakeServer {
         this.binaryType = "blob";
         this.subs = new Set();
         this.dead = false;
+        this.client = String(server.nextClient++);
+        this.key = `key-${this.client}`;
         server.log.push(`ws ${url}`);
         server._noteToken(url, {});
         const mode = server.wsMode;
@@ -86,7 +97,11 @@ export class FakeServer {
       close() {
         this.readyState = 3;
         clearInterval(this._pinger);
-        server.sockets.delete(this);
+        if (server.sockets.delete(this)) server._left(this, this.subs);
+      }
+      /** delivers a server frame (rooms) */
+      deliver(obj) {
+        this._frame(obj);
       }
       /** the server side ends the connection */
       _closed(code) {
@@ -181,6 +196,63 @@ export class FakeServer {
     }
   }
 
+  // -- rooms ----------------------------------------------------------------
+
+  isRoom(channel) {
+    return channel.startsWith(this.roomPrefix);
+  }
+
+  /** Connections (sockets and event streams) in `room`. */
+  members(room) {
+    return [...this.sockets, ...this.streams].filter((c) => c.subs.has(room));
+  }
+
+  /** `subscribed` for `conn`, with `room` for a room. */
+  _subscribed(conn, channel) {
+    const c = this.channel(channel);
+    const frame = { type: "subscribed", channel, epoch: c.epoch, offset: c.offset };
+    if (this.isRoom(channel)) {
+      const members = this.members(channel).filter((m) => m !== conn).map((m) => ({ client: m.client, user: null }));
+      frame.room = { client: conn.client, client_key: conn.key, members, ice_servers: this.iceServers };
+    }
+    return frame;
+  }
+
+  /** Tells a room's other members that `conn` joined. */
+  _joined(conn, channel) {
+    if (!this.isRoom(channel)) return;
+    for (const m of this.members(channel)) if (m !== conn) m.deliver({ type: "join", channel, user: null, client: conn.client });
+  }
+
+  /** Tells the rooms among `channels` that `conn` left. */
+  _left(conn, channels) {
+    for (const channel of channels) {
+      if (!this.isRoom(channel)) continue;
+      for (const m of this.members(channel)) if (m !== conn) m.deliver({ type: "leave", channel, user: null, client: conn.client });
+    }
+  }
+
+  /** Relays a `signal` from `conn`: the server's decision, in small. */
+  _signal(conn, cmd, via) {
+    const err = (code) => ({ type: "error", code, message: code });
+    if (!cmd.room || !cmd.to || cmd.data === undefined) return err("bad_request");
+    if (!conn || !conn.subs.has(cmd.room)) return err("not_in_room");
+    const target = this.members(cmd.room).find((m) => m.client === String(cmd.to));
+    if (!target || target === conn) return err("unknown_client");
+    this.signals.push({ room: cmd.room, from: conn.client, to: target.client, data: cmd.data, via });
+    target.deliver({ type: "signal", room: cmd.room, from: conn.client, user: null, data: cmd.data });
+    return { type: "signaled", room: cmd.room, to: target.client };
+  }
+
+  /** A `signal` over POST /command: the sender names its connection and proves it. */
+  _httpSignal(cmd) {
+    if (cmd.from === undefined) return { type: "error", code: "not_in_room", message: "not_in_room" };
+    if (typeof cmd.client_key !== "string") return { type: "error", code: "bad_request", message: "from without client_key" };
+    const conn = [...this.sockets, ...this.streams].find((c) => c.client === String(cmd.from));
+    if (conn && conn.key !== cmd.client_key) return { type: "error", code: "forbidden", message: "client_key" };
+    return this._signal(conn, cmd, "http");
+  }
+
   /** The path and query of `url` below the prefix. */
   _path(url) {
     const u = new URL(url);
@@ -247,13 +319,16 @@ export class FakeServer {
         if (this.refuseSubscribe) return reply({ type: "error", code: "forbidden", message: "no" });
         const c = this.channel(cmd.channel);
         ws.subs.add(cmd.channel);
-        reply(this._announce({ type: "subscribed", channel: cmd.channel, epoch: c.epoch, offset: c.offset }));
+        reply(this._announce(this._subscribed(ws, cmd.channel)));
+        this._joined(ws, cmd.channel);
         for (const f of this.catchup(cmd.channel, decodeCursor(cmd.since || "")).frames) ws._frame(f);
         return;
       }
       case "unsubscribe":
-        ws.subs.delete(cmd.channel);
+        if (ws.subs.delete(cmd.channel)) this._left(ws, [cmd.channel]);
         return reply({ type: "unsubscribed", channel: cmd.channel });
+      case "signal":
+        return reply(this._signal(ws, cmd, "ws"));
       case "publish":
         return reply(this._publishCommand(cmd));
       case "auth":
@@ -283,9 +358,11 @@ export class FakeServer {
     if (init.signal?.aborted) throw new DOMException("aborted", "AbortError");
     if (method === "POST" && path === "/command") {
       const cmd = JSON.parse(init.body);
-      const frame = cmd.type === "ping" ? { type: "pong" } : this._userCommand(cmd) || this._publishCommand(cmd);
+      const frame =
+        cmd.type === "ping" ? { type: "pong" } : cmd.type === "signal" ? this._httpSignal(cmd) : this._userCommand(cmd) || this._publishCommand(cmd);
       const out = cmd.id === undefined ? frame : { ...frame, id: cmd.id };
-      return json(frame.type === "error" ? 403 : 200, out);
+      const status = { unknown_client: 404, bad_request: 400 }[frame.code] || (frame.type === "error" ? 403 : 200);
+      return json(status, out);
     }
     const r = this.refuseHttp;
     if (r && path !== "/command" && (!r.channel || u.searchParams.getAll("channel").includes(r.channel))) return json(r.status, { type: "error", code: r.code, message: r.message || r.code });
@@ -382,11 +459,13 @@ class FakeStream {
     this.dead = false;
     const u = new URL(url);
     this.subs = new Set(u.searchParams.getAll("channel"));
+    this.client = String(server.nextClient++);
+    this.key = `key-${this.client}`;
     server.streams.add(this);
     const since = decodeCursor(u.searchParams.get("since") || "");
     for (const ch of this.subs) {
-      const c = server.channel(ch);
-      this.send(server._announce({ type: "subscribed", channel: ch, epoch: c.epoch, offset: c.offset }));
+      this.send(server._announce(server._subscribed(this, ch)));
+      server._joined(this, ch);
     }
     for (const ch of this.subs) for (const f of server.catchup(ch, since).frames) this.send(f);
     this._arm();
@@ -422,7 +501,11 @@ class FakeStream {
   close() {
     this.open = false;
     clearTimeout(this._pinger);
-    this.server.streams.delete(this);
+    if (this.server.streams.delete(this)) this.server._left(this, this.subs);
+  }
+
+  deliver(obj) {
+    this.send(obj);
   }
 }
 

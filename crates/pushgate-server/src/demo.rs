@@ -1,6 +1,7 @@
 //! The page at `/` and the clock it shows: the server publishes its time on
 //! channel `clock` every second while `demo` is on. With `demo_tokens` and an
 //! auth secret, `/demo/token?user=NAME` hands anyone a token for the chat.
+//! `/demo/webrtc` is a two-tab WebRTC chat (and video) built on `pg.rtc`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,20 +15,24 @@ use crate::state::AppState;
 use crate::web::{error, json, text, Body};
 
 const INDEX: &str = include_str!("../assets/index.html");
+const WEBRTC: &str = include_str!("../assets/webrtc.html");
 
 /// How long a demo token lasts.
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-/// The demo's routes: the page at `/`, and `/demo/token`.
+/// The demo's routes: the page at `/`, `/demo/token` and `/demo/webrtc`.
 pub fn serve<B>(state: &AppState, req: &http::Request<B>) -> Response<Body> {
-    if req.uri().path() == "/demo/token" {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        return token(&state.config, req.uri().query().unwrap_or(""), now);
+    match req.uri().path() {
+        "/demo/token" => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            token(&state.config, req.uri().query().unwrap_or(""), now)
+        }
+        "/demo/webrtc" => text(StatusCode::OK, "text/html; charset=utf-8", WEBRTC),
+        _ => index(),
     }
-    index()
 }
 
 pub fn index() -> Response<Body> {

@@ -13,7 +13,7 @@ use crate::config::Config;
 /// What a route serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// The demo page at `/` (only with `demo`).
+    /// The demo pages at `/` and `/demo/webrtc`, and `/demo/token` (only with `demo`).
     Demo,
     /// `/pushgate.js`, the browser client.
     ClientJs,
@@ -145,6 +145,7 @@ pub static ROUTES: &[Route] = &[
     //     path            methods             endpoint                           front         cors           auth
     entry("/",             &["GET", "HEAD"],    E::Demo,                           Front::Hyper, Cors::Off,     Public),
     entry("/demo/token",   &["GET"],            E::Demo,                           Front::Hyper, Cors::Off,     Public),
+    entry("/demo/webrtc",  &["GET", "HEAD"],    E::Demo,                           Front::Hyper, Cors::Off,     Public),
     entry("/pushgate.js",  &["GET", "HEAD"],    E::ClientJs,                       Front::Hyper, Cors::Off,     Public),
     entry("/ws",           &["GET"],            E::WebSocket,                       Front::Get,   Cors::Upgrade, Client),
     entry("/echo",         &["GET"],            E::Echo,                           Front::Get,   Cors::Upgrade, Client),
