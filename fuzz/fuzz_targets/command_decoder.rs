@@ -7,10 +7,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use pushgate_core::auth::{personal_channel, UserId};
-use pushgate_core::hub::{Presence, Recipients};
+use pushgate_core::hub::{LiveEvent, Presence, Recipients, RoomJoin};
 use pushgate_core::json::SafeJson;
 use pushgate_core::protocol::{
-    decode, decode_publish, encode_reset, Command, DirectMessage, Publish, Reply, MAX_JSON_DEPTH,
+    decode, decode_publish, encode_reset, Command, DirectMessage, Publish, Reply, Signal,
+    MAX_JSON_DEPTH,
 };
 use pushgate_core::{Data, Epoch, Error, ErrorKind, Position};
 use pushgate_fuzz::{is_json, is_script_safe};
@@ -44,6 +45,12 @@ fn to_users(name: Option<&Value>) -> Vec<(UserId, Vec<u64>)> {
     vec![(name.into(), vec![1, u64::MAX])]
 }
 
+/// Room members: an anonymous one, and one of the input's channel as a user.
+fn to_members(name: Option<&Value>) -> Vec<(u64, Option<UserId>)> {
+    let name = name.and_then(Value::as_str).unwrap_or("<\u{2028}");
+    vec![(1, None), (u64::MAX, Some(name.into()))]
+}
+
 fuzz_target!(|bytes: &[u8]| {
     // The input as a JSON value, when serde_json's `Value` can hold it (not,
     // say, with 1e999 inside): the reference for ids and data.
@@ -70,6 +77,19 @@ fuzz_target!(|bytes: &[u8]| {
                     let r = Reply::Subscribed {
                         channel: channel.clone(),
                         position: position.clone(),
+                        room: None,
+                    };
+                    check_reply(&r.encode(id), "subscribed", id_json.as_ref());
+                    let key = field("channel").and_then(Value::as_str).unwrap_or("k");
+                    let r = Reply::Subscribed {
+                        channel: channel.clone(),
+                        position: position.clone(),
+                        room: Some(Box::new(RoomJoin {
+                            client: u64::MAX,
+                            client_key: key.into(),
+                            members: to_members(field("channel")),
+                            ice_servers: "[]".into(),
+                        })),
                     };
                     check_reply(&r.encode(id), "subscribed", id_json.as_ref());
                     check_reply(&encode_reset(channel, &position), "reset", None);
@@ -118,8 +138,32 @@ fuzz_target!(|bytes: &[u8]| {
                         channel: channel.clone(),
                         users: to_users(field("channel")),
                         anonymous: 1,
+                        members: Some(to_members(field("channel"))),
                     });
                     check_reply(&r.encode(id), "presence", id_json.as_ref());
+                }
+                Command::Signal(Signal {
+                    room,
+                    to,
+                    from,
+                    data,
+                }) => {
+                    check_data(&Data::Json(data.clone()), field("data"));
+                    let r = Reply::Signaled {
+                        room: room.clone(),
+                        to: *to,
+                    };
+                    check_reply(&r.encode(id), "signaled", id_json.as_ref());
+                    // What the target receives: script-safe, the same data.
+                    let sender = from.as_ref().map_or(0, |(f, _)| *f);
+                    let user = from.as_ref().map(|(_, key)| UserId::from(key.as_str()));
+                    let event = LiveEvent::signal(room.clone(), sender, user.as_ref(), data);
+                    let text = std::str::from_utf8(event.json()).unwrap();
+                    check_reply(text, "signal", None);
+                    let v: Value = serde_json::from_str(text).unwrap();
+                    if let Some(original) = field("data") {
+                        assert_eq!(&v["data"], original);
+                    }
                 }
             }
             // Any command can still fail when executed.

@@ -64,7 +64,10 @@ fn check_head(buf: &[u8]) {
                     panic!("{lengths:?}")
                 };
                 assert!(length.iter().all(u8::is_ascii_digit));
-                assert_eq!(std::str::from_utf8(length).unwrap().parse::<usize>(), Ok(body));
+                assert_eq!(
+                    std::str::from_utf8(length).unwrap().parse::<usize>(),
+                    Ok(body)
+                );
             }
             // Handlers see the path the front routed on, and the query.
             // (`http` drops a `#fragment`, as browsers never send one.)

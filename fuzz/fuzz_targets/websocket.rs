@@ -16,7 +16,10 @@ use pushgate_core::websocket::{Deflate, Incoming, Receiver, Violation};
 const MAX: usize = 4096;
 
 fn run(chunks: &[&[u8]]) -> (Vec<Incoming>, Option<Violation>) {
-    let deflate = Deflate { window_bits: 15, min_size: 0 };
+    let deflate = Deflate {
+        window_bits: 15,
+        min_size: 0,
+    };
     let mut r = Receiver::new(MAX, Some(deflate));
     let mut out = Vec::new();
     for c in chunks {
@@ -28,7 +31,9 @@ fn run(chunks: &[&[u8]]) -> (Vec<Incoming>, Option<Violation>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, rest)) = data.split_first() else { return };
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
     let (whole, error) = run(&[rest]);
     for (i, m) in whole.iter().enumerate() {
         match m {
@@ -51,10 +56,16 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(split, (whole, error));
 
     if let Ok(offer) = std::str::from_utf8(rest) {
-        let config = DeflateConfig { enabled: true, server_max_window_bits: 12, min_size: 0 };
+        let config = DeflateConfig {
+            enabled: true,
+            server_max_window_bits: 12,
+            min_size: 0,
+        };
         if let Some((agreed, answer)) = negotiate([offer], &config) {
             assert!((9..=12).contains(&agreed.window_bits));
-            assert!(answer.starts_with("permessage-deflate; server_no_context_takeover; client_no_context_takeover"));
+            assert!(answer.starts_with(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            ));
             assert!(offer.to_ascii_lowercase().contains("permessage-deflate"));
         }
     }

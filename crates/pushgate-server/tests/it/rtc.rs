@@ -304,3 +304,139 @@ async fn ice_servers_come_from_the_config_with_turn_credentials_per_client() {
     assert_eq!(username, expected_user);
     assert_eq!(ice[1]["credential"], json!(expected_credential));
 }
+
+/// A real coturn (Debian's `coturn`) on a loopback port, with
+/// `use-auth-secret`: whether the TURN credentials pushgate hands out are
+/// what a TURN server accepts. scripts/test installs coturn and sets
+/// `PUSHGATE_REQUIRE_COTURN=1`; elsewhere the test is skipped, saying so,
+/// when coturn is missing.
+struct Coturn {
+    port: u16,
+    _process: tokio::process::Child,
+    /// Its pid file and (unused) user database; removed on drop.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+impl Coturn {
+    async fn start(secret: &str) -> Option<Coturn> {
+        if !installed("turnserver") || !installed("turnutils_uclient") {
+            assert!(
+                std::env::var_os("PUSHGATE_REQUIRE_COTURN").is_none(),
+                "coturn is not installed (apt-get install coturn)"
+            );
+            eprintln!("skipped: coturn is not installed (apt-get install coturn)");
+            return None;
+        }
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("pushgate-coturn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut process = tokio::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+                "--realm=pushgate.test",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file=stdout",
+                "--simple-log",
+                "--allow-loopback-peers",
+            ])
+            .arg(format!("--pidfile={}", dir.join("pid").display()))
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("turnserver starts");
+        // Ready once its authentication threads run (the last start-up line).
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
+        within("coturn to start", async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("(auth thread)") {
+                    return;
+                }
+            }
+            panic!("turnserver exited while starting");
+        })
+        .await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Some(Coturn {
+            port,
+            _process: process,
+            dir,
+        })
+    }
+
+    /// Whether coturn grants a relay allocation with these credentials
+    /// (`turnutils_uclient -y`: two allocations that send each other a packet).
+    async fn allocates(&self, username: &str, credential: &str) -> bool {
+        let status = tokio::process::Command::new("turnutils_uclient")
+            .args(["-y", "-c", "-n", "1", "-m", "1", "-l", "100"])
+            .args(["-u", username, "-w", credential])
+            .args(["-p", &self.port.to_string(), "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        within("turnutils_uclient", status).await.unwrap().success()
+    }
+}
+
+#[tokio::test]
+async fn coturn_accepts_the_turn_credentials_handed_to_a_member_and_no_others() {
+    let secret = "a shared secret of pushgate and coturn";
+    let Some(coturn) = Coturn::start(secret).await else {
+        return;
+    };
+    let server = start_with(|c| {
+        c.ice_servers = vec![format!("turn:127.0.0.1:{}?transport=udp", coturn.port)];
+        c.turn_secret = Some(secret.into());
+    })
+    .await;
+    let (_ws, reply) = member(&server, "room:turn").await;
+    let turn = &reply["room"]["ice_servers"][0];
+    let (username, credential) = (
+        turn["username"].as_str().unwrap(),
+        turn["credential"].as_str().unwrap(),
+    );
+    assert!(coturn.allocates(username, credential).await, "{turn}");
+    // Expired credentials, another secret's, a wrong password: refused.
+    let name = username.split_once(':').unwrap().1;
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let (old_user, old_credential) = pushgate_core::rtc::turn_rest_credentials(secret, past, name);
+    let (user, other) =
+        pushgate_core::rtc::turn_rest_credentials("another secret", past + 3600, name);
+    for (u, c) in [
+        (old_user.as_str(), old_credential.as_str()),
+        (user.as_str(), other.as_str()),
+        (username, "wrong"),
+    ] {
+        assert!(!coturn.allocates(u, c).await, "{u} {c} was accepted");
+    }
+}
