@@ -116,7 +116,9 @@ impl Store for Redb {
         {
             let mut table = tx.open_table(TABLE).unwrap();
             for (channel, offset, payload) in batch {
-                table.insert((*channel, *offset), payload.as_slice()).unwrap();
+                table
+                    .insert((*channel, *offset), payload.as_slice())
+                    .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -127,7 +129,12 @@ impl Store for Redb {
         let db = redb::Database::open(dir.join("history.redb")).unwrap();
         let tx = db.begin_read().unwrap();
         let table = tx.open_table(TABLE).unwrap();
-        table.iter().unwrap().map(|r| r.unwrap().1.value().len()).filter(|l| *l > 0).count()
+        table
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().1.value().len())
+            .filter(|l| *l > 0)
+            .count()
     }
 }
 
@@ -169,7 +176,9 @@ impl Store for Fjall {
 fn open(engine: &str, dir: &Path) -> Box<dyn Store> {
     match engine {
         "wal" => Box::new(Wal::open(dir)),
-        "redb" => Box::new(Redb(redb::Database::create(dir.join("history.redb")).unwrap())),
+        "redb" => Box::new(Redb(
+            redb::Database::create(dir.join("history.redb")).unwrap(),
+        )),
         "fjall" => {
             let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
             let history = db
@@ -195,7 +204,12 @@ type Request = ((u32, u64, Vec<u8>), mpsc::Sender<()>);
 /// `publishers` threads append `total` records in all, each waiting for
 /// its acknowledgement (durable) before the next. Returns appends/s and
 /// the p50 and p99 latency.
-fn durable_appends(engine: &str, dir: &Path, publishers: usize, total: usize) -> (f64, Duration, Duration) {
+fn durable_appends(
+    engine: &str,
+    dir: &Path,
+    publishers: usize,
+    total: usize,
+) -> (f64, Duration, Duration) {
     let (tx, rx) = mpsc::channel::<Request>();
     let mut store = open(engine, dir);
     let committer = std::thread::spawn(move || {
@@ -228,8 +242,11 @@ fn durable_appends(engine: &str, dir: &Path, publishers: usize, total: usize) ->
                 let (ack_tx, ack_rx) = mpsc::channel();
                 for i in 0..each {
                     let t = Instant::now();
-                    tx.send(((p as u32, i as u64 + 1, vec![b'x'; PAYLOAD]), ack_tx.clone()))
-                        .unwrap();
+                    tx.send((
+                        (p as u32, i as u64 + 1, vec![b'x'; PAYLOAD]),
+                        ack_tx.clone(),
+                    ))
+                    .unwrap();
                     ack_rx.recv().unwrap();
                     lat.push(t.elapsed());
                 }
@@ -238,11 +255,17 @@ fn durable_appends(engine: &str, dir: &Path, publishers: usize, total: usize) ->
         })
         .collect();
     drop(tx);
-    let mut lat: Vec<Duration> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let mut lat: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     let elapsed = started.elapsed();
     let groups = committer.join().unwrap();
     lat.sort();
-    eprintln!("  {engine} x{publishers}: {groups} syncs for {} appends", lat.len());
+    eprintln!(
+        "  {engine} x{publishers}: {groups} syncs for {} appends",
+        lat.len()
+    );
     (
         lat.len() as f64 / elapsed.as_secs_f64(),
         lat[lat.len() / 2],
@@ -280,14 +303,20 @@ fn main() {
         }
     }
     let engines = ["wal", "redb", "fjall"];
-    println!("durable appends ({PAYLOAD}-byte records, acknowledged after the sync; group commit):");
+    println!(
+        "durable appends ({PAYLOAD}-byte records, acknowledged after the sync; group commit):"
+    );
     println!("| engine | publishers | appends/s | p50 | p99 |");
     println!("|---|---|---|---|---|");
     for publishers in [1, 50] {
         for engine in engines {
             let dir = base.join(format!("{engine}-{publishers}"));
             std::fs::create_dir_all(&dir).unwrap();
-            let n = if publishers == 1 { appends / 4 } else { appends };
+            let n = if publishers == 1 {
+                appends / 4
+            } else {
+                appends
+            };
             let (rate, p50, p99) = durable_appends(engine, &dir, publishers, n);
             println!(
                 "| {engine} | {publishers} | {rate:.0} | {:.2} ms | {:.2} ms |",
