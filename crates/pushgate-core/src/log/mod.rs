@@ -9,6 +9,7 @@
 
 pub mod conformance;
 mod memory;
+pub mod record;
 
 use std::sync::Arc;
 
