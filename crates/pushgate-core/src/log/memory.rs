@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
+use super::record::Record;
 use super::{Appended, Catchup, Log, StartAt};
 use crate::channel::{ChannelName, EventName};
 use crate::clock::{Clock, Millis, SystemClock};
@@ -71,7 +72,11 @@ struct ChannelState {
     /// Shared by every publication and catch-up of the channel.
     name: ChannelName,
     epoch: Epoch,
+    /// The newest readable offset.
     top: u64,
+    /// The newest offset given out: above `top` while reserved publications
+    /// wait to be made readable ([`MemoryLog::reserve`]).
+    reserved: u64,
     history: History,
     last_activity: Millis,
     /// Set when the sweeper dropped this state from the map; holders retry.
@@ -113,6 +118,7 @@ impl MemoryLog {
                             name: channel.clone(),
                             epoch: Epoch::random(),
                             top: 0,
+                            reserved: 0,
                             history: History::new(size, ttl),
                             last_activity: self.config.clock.now(),
                             removed: false,
@@ -134,6 +140,112 @@ impl MemoryLog {
     /// Number of channels with state (for metrics and tests).
     pub fn channel_count(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Gives a publication the channel's next offset without making it
+    /// readable: for a durable log, which stores it first and then calls
+    /// [`MemoryLog::commit`]. `enqueue` runs under the channel's lock, so
+    /// what it queues is in offset order.
+    pub fn reserve(
+        &self,
+        channel: ChannelName,
+        event: Option<EventName>,
+        data: Data,
+        enqueue: impl FnOnce(&Arc<Publication>),
+    ) -> Arc<Publication> {
+        let mut data = Some(data);
+        let mut enqueue = Some(enqueue);
+        self.with_channel(&channel, |st, now| {
+            let p = assign(st, event.clone(), data.take().expect("runs once"), now);
+            (enqueue.take().expect("runs once"))(&p);
+            p
+        })
+    }
+
+    /// Makes a reserved publication readable and announces it. A
+    /// channel's reservations are committed in offset order.
+    pub fn commit(&self, p: &Arc<Publication>) {
+        let listener = self.listener.get();
+        self.with_channel(&p.channel, |st, now| {
+            debug_assert_eq!(
+                st.epoch, p.epoch,
+                "a channel with a reservation keeps its epoch"
+            );
+            readable(st, p.clone(), now, listener);
+        });
+    }
+
+    /// Puts back a publication read from storage at start, before any
+    /// append: the channel takes its epoch and offset, and keeps it within
+    /// its retention (time is the publication's own). A publication of
+    /// another epoch starts the channel over in that epoch; one that does
+    /// not follow the newest (records lost) empties its history, so a read
+    /// across the hole answers `reset`; one already held is ignored.
+    pub fn restore(&self, record: Record) {
+        let Record {
+            time,
+            channel,
+            epoch,
+            offset,
+            event,
+            data,
+        } = record;
+        let mut data = Some(data);
+        self.with_channel(&channel, |st, now| {
+            if st.epoch != epoch || offset != st.top + 1 {
+                if st.epoch == epoch && offset <= st.top {
+                    return;
+                }
+                let (size, ttl) = self.config.retention(&st.name);
+                st.history = History::new(size, ttl);
+                st.epoch = epoch.clone();
+            }
+            st.top = offset;
+            st.reserved = offset;
+            let p = Publication::new(
+                st.name.clone(),
+                st.epoch.clone(),
+                offset,
+                event.clone(),
+                data.take().expect("with_channel runs its closure once"),
+                time,
+            );
+            st.history.push(Arc::new(p), now);
+        });
+    }
+}
+
+/// The channel's next offset, for a publication that is not readable yet.
+fn assign(
+    st: &mut ChannelState,
+    event: Option<EventName>,
+    data: Data,
+    now: Millis,
+) -> Arc<Publication> {
+    st.reserved += 1;
+    Arc::new(Publication::new(
+        st.name.clone(),
+        st.epoch.clone(),
+        st.reserved,
+        event,
+        data,
+        now,
+    ))
+}
+
+/// Keeps `p` and announces it, still under the channel's lock: the
+/// listener hears of a channel's appends in offset order, each once it is
+/// readable.
+fn readable(
+    st: &mut ChannelState,
+    p: Arc<Publication>,
+    now: Millis,
+    listener: Option<&Arc<dyn Appended>>,
+) {
+    st.top = p.offset;
+    st.history.push(p.clone(), now);
+    if let Some(listener) = listener {
+        listener.appended(&p);
     }
 }
 
@@ -183,21 +295,9 @@ impl Log for MemoryLog {
         let mut data = Some(data);
         let listener = self.listener.get();
         Ok(self.with_channel(&channel, |st, now| {
-            st.top += 1;
-            let p = Arc::new(Publication::new(
-                st.name.clone(),
-                st.epoch.clone(),
-                st.top,
-                event.clone(),
-                data.take().expect("with_channel runs its closure once"),
-                now,
-            ));
-            st.history.push(p.clone(), now);
-            // Still under the channel's lock: the listener hears of this
-            // channel's appends in offset order, each once it is readable.
-            if let Some(listener) = listener {
-                listener.appended(&p);
-            }
+            let data = data.take().expect("with_channel runs its closure once");
+            let p = assign(st, event.clone(), data, now);
+            readable(st, p.clone(), now, listener);
             p
         }))
     }
@@ -225,6 +325,7 @@ impl Log for MemoryLog {
                 // registers before it reads, so it is either seen here or
                 // reads the fresh state that replaces this one.
                 let forget = st.history.is_empty()
+                    && st.reserved == st.top
                     && now.saturating_sub(st.last_activity) >= st.history.ttl_ms()
                     && !in_use(name);
                 if forget {
@@ -357,5 +458,120 @@ mod tests {
         assert_eq!(log.channel_count(), 1);
         let p2 = publish(&log, "a", 2).await;
         assert_eq!((p2.offset, &p2.epoch), (2, &p1.epoch));
+    }
+
+    /// Records what the log announces.
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Vec<u64>>);
+
+    impl Appended for Heard {
+        fn appended(&self, p: &Arc<Publication>) {
+            self.0.lock().unwrap().push(p.offset);
+        }
+        fn lost(&self, _: &ChannelName, _: Position) {}
+    }
+
+    fn offsets(c: &Catchup) -> Vec<u64> {
+        c.messages.iter().map(|p| p.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn a_reserved_publication_is_readable_and_announced_only_once_committed() {
+        let (log, _) = log(10, 60_000);
+        let heard = Arc::new(Heard::default());
+        log.watch(heard.clone());
+        let mut queued = Vec::new();
+        let data = |n: u64| Data::json(&n.to_string()).unwrap();
+        let r1 = log.reserve(ch("a"), None, data(1), |p| queued.push(p.offset));
+        let r2 = log.reserve(ch("a"), None, data(2), |p| queued.push(p.offset));
+        assert_eq!(queued, [1, 2], "queued in offset order, under the lock");
+        let read = log.read(&ch("a"), StartAt::Earliest, 10).await.unwrap();
+        assert_eq!((read.position.offset, offsets(&read)), (0, vec![]));
+        assert!(heard.0.lock().unwrap().is_empty());
+        // Not even a reader at the top can see past what is readable.
+        let top = Position::new(r1.epoch.clone(), 1);
+        assert!(
+            log.read(&ch("a"), StartAt::After(top), 10)
+                .await
+                .unwrap()
+                .reset
+        );
+
+        log.commit(&r1);
+        let read = log.read(&ch("a"), StartAt::Earliest, 10).await.unwrap();
+        assert_eq!((read.position.offset, offsets(&read)), (1, vec![1]));
+        log.commit(&r2);
+        assert_eq!(*heard.0.lock().unwrap(), [1, 2]);
+        // An append continues after them.
+        assert_eq!(publish(&log, "a", 3).await.offset, 3);
+    }
+
+    #[tokio::test]
+    async fn a_channel_waiting_for_a_commit_is_never_forgotten() {
+        let (log, clock) = log(0, 0);
+        let r = log.reserve(ch("a"), None, Data::json("1").unwrap(), |_| {});
+        clock.advance(1_000);
+        log.sweep(&|_| false).await;
+        assert_eq!(log.channel_count(), 1, "the reservation keeps its epoch");
+        log.commit(&r);
+        let read = log.read(&ch("a"), StartAt::Now, 0).await.unwrap();
+        assert_eq!((&read.position.epoch, read.position.offset), (&r.epoch, 1));
+    }
+
+    fn stored(epoch: &str, offset: u64, time: Millis) -> Record {
+        Record {
+            time,
+            channel: ch("a"),
+            epoch: Epoch::new(epoch).unwrap(),
+            offset,
+            event: None,
+            data: Data::json(&offset.to_string()).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn restored_records_keep_their_epoch_offsets_and_retention() {
+        let (log, clock) = log(3, 60_000);
+        let now = clock.now();
+        for offset in 1..=5 {
+            log.restore(stored("E", offset, now - 1_000 + offset));
+        }
+        log.restore(stored("E", 4, now)); // copied forward twice: ignored
+        let at = |o| StartAt::After(Position::new(Epoch::new("E").unwrap(), o));
+        let read = log.read(&ch("a"), at(2), 10).await.unwrap();
+        assert_eq!(
+            (read.reset, offsets(&read)),
+            (false, vec![3, 4, 5]),
+            "3 kept"
+        );
+        assert!(
+            log.read(&ch("a"), at(1), 10).await.unwrap().reset,
+            "trimmed"
+        );
+        let p = publish(&log, "a", 6).await;
+        assert_eq!((p.epoch.as_str(), p.offset), ("E", 6));
+
+        // Older than the TTL: the position stands, the messages are gone.
+        let (log, clock) = self::log(10, 60_000);
+        clock.advance(100_000);
+        log.restore(stored("E", 1, clock.now() - 70_000));
+        let read = log.read(&ch("a"), at(0), 10).await.unwrap();
+        assert!(read.reset && read.position.offset == 1);
+        assert!(!log.read(&ch("a"), at(1), 10).await.unwrap().reset);
+
+        // A hole (records lost): no read crosses it; a new epoch starts over.
+        let (log, clock) = self::log(10, 60_000);
+        for offset in [1, 2, 5, 6] {
+            log.restore(stored("E", offset, clock.now()));
+        }
+        assert!(log.read(&ch("a"), at(2), 10).await.unwrap().reset);
+        let read = log.read(&ch("a"), at(5), 10).await.unwrap();
+        assert_eq!((read.reset, offsets(&read)), (false, vec![6]));
+        log.restore(stored("F", 1, clock.now()));
+        let read = log.read(&ch("a"), StartAt::Earliest, 10).await.unwrap();
+        assert_eq!(
+            (read.position.epoch.as_str(), offsets(&read)),
+            ("F", vec![1])
+        );
     }
 }

@@ -238,7 +238,9 @@ mod tests {
             channel: ChannelName::new("chat:room-1").unwrap(),
             epoch: Epoch::new("Xk3_a9Qm2Lw").unwrap(),
             offset,
-            event: offset.is_multiple_of(2).then(|| EventName::new("price").unwrap()),
+            event: offset
+                .is_multiple_of(2)
+                .then(|| EventName::new("price").unwrap()),
             data,
         }
     }
