@@ -31,6 +31,7 @@ mod routes;
 mod server;
 mod shared_tcp;
 mod state;
+pub mod store;
 mod tls;
 mod transport;
 mod web;

@@ -1,0 +1,5 @@
+//! The durable log behind `--data-dir` (issue 14, being built): history,
+//! offsets and epochs kept on disk in segment files of
+//! `pushgate_core::log::record` records. `segments` is the file layer.
+
+pub mod segments;
