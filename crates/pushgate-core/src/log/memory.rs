@@ -162,6 +162,28 @@ impl MemoryLog {
         })
     }
 
+    /// [`Log::append`], with `enqueue` run under the channel's lock once
+    /// the publication has its offset: for a durable log that makes
+    /// publications readable at once and stores them after (its records
+    /// then queue in offset order).
+    pub fn append_with(
+        &self,
+        channel: ChannelName,
+        event: Option<EventName>,
+        data: Data,
+        enqueue: impl FnOnce(&Arc<Publication>),
+    ) -> Arc<Publication> {
+        let mut data = Some(data);
+        let mut enqueue = Some(enqueue);
+        let listener = self.listener.get();
+        self.with_channel(&channel, |st, now| {
+            let p = assign(st, event.clone(), data.take().expect("runs once"), now);
+            (enqueue.take().expect("runs once"))(&p);
+            readable(st, p.clone(), now, listener);
+            p
+        })
+    }
+
     /// Makes a reserved publication readable and announces it. A
     /// channel's reservations are committed in offset order.
     pub fn commit(&self, p: &Arc<Publication>) {
@@ -292,14 +314,7 @@ impl Log for MemoryLog {
         event: Option<EventName>,
         data: Data,
     ) -> Result<Arc<Publication>, Error> {
-        let mut data = Some(data);
-        let listener = self.listener.get();
-        Ok(self.with_channel(&channel, |st, now| {
-            let data = data.take().expect("with_channel runs its closure once");
-            let p = assign(st, event.clone(), data, now);
-            readable(st, p.clone(), now, listener);
-            p
-        }))
+        Ok(self.append_with(channel, event, data, |_| {}))
     }
 
     async fn read(
