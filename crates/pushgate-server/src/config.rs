@@ -137,6 +137,13 @@ pub struct Config {
     /// Channel rules set in code (tests, embedders): used as they are,
     /// instead of the tables.
     pub namespaces: Option<pushgate_core::Namespaces>,
+    /// Keep history, offsets and epochs in this directory, across restarts
+    /// and crashes; none: in memory only.
+    pub data_dir: Option<String>,
+    /// When publications reach the disk (with `data_dir`).
+    pub sync: crate::store::Sync,
+    /// How often `sync = "interval"` syncs.
+    pub sync_interval: Duration,
     /// STUN and TURN URLs handed to clients that join a room, for their
     /// `RTCPeerConnection`s.
     pub ice_servers: Vec<String>,
@@ -214,6 +221,9 @@ impl Default for Config {
             auth_leeway: Duration::ZERO,
             namespaces: None,
             namespace_tables: NamespaceTables::default(),
+            data_dir: None,
+            sync: crate::store::Sync::Always,
+            sync_interval: Duration::from_millis(100),
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_credential_ttl: pushgate_core::rtc::TURN_CREDENTIAL_TTL,
@@ -258,6 +268,19 @@ setting::settings! {
         "PUSHGATE_TLS_HANDSHAKE_TIMEOUT";
     /// Also listen on this plain-HTTP address, only to redirect to https
     redirect: tls_redirect, "tls-redirect", "PUSHGATE_TLS_REDIRECT";
+
+    [store]
+    /// Keep history, offsets and epochs on disk in this directory: a restart
+    /// or a crash costs clients nothing (they resume without `reset`); none:
+    /// in memory only. One server per directory
+    data_dir: data_dir, "data-dir", "PUSHGATE_DATA_DIR";
+    /// When a publication reaches the disk: `always` (before it is
+    /// acknowledged, concurrent ones sharing a sync), `interval` (every
+    /// sync_interval: a crash may lose what was acknowledged since), `never`
+    /// (the kernel's write-back, about 30 s)
+    sync: sync, "sync", "PUSHGATE_SYNC";
+    /// How often sync = "interval" syncs
+    sync_interval: sync_interval, "sync-interval", "PUSHGATE_SYNC_INTERVAL";
 
     [history]
     /// Messages kept per channel
@@ -498,6 +521,7 @@ impl Config {
                 "turn_credential_ttl must be at least 1s",
             ),
             (self.max_signal_size < 1024, "max_signal_size must be at least 1024 bytes"),
+            (self.sync_interval.is_zero(), "sync_interval must be above zero"),
         ];
         if let Some(url) = self.ice_servers.iter().find(|u| !is_ice_url(u)) {
             return Err(Error::config(format!(
@@ -855,6 +879,8 @@ mod tests {
                 Kind::Switch if default == "true" => "false",
                 Kind::Switch => "true",
                 Kind::Address => "10.0.0.1:1",
+                // The one text setting with a closed set of values.
+                Kind::Text if s.name() == "store.sync" => "never",
                 Kind::Text => "k",
                 Kind::List => "a,b",
             };

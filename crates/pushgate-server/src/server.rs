@@ -24,8 +24,11 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket with the in-memory log.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let log = MemoryLog::new(config.memory_log());
-        Self::with_log(config, Arc::new(log)).await
+        let log: Arc<dyn Log> = match &config.data_dir {
+            Some(dir) => Arc::new(open_store(&config, std::path::Path::new(dir))?),
+            None => Arc::new(MemoryLog::new(config.memory_log())),
+        };
+        Self::with_log(config, log).await
     }
 
     /// Binds the listening socket with history kept by `log`.
@@ -150,6 +153,41 @@ impl Server {
 }
 
 /// Says at start how clients are authenticated, or that they are not.
+/// The durable log in `dir`, with what it held put back.
+fn open_store(
+    config: &Config,
+    dir: &std::path::Path,
+) -> Result<crate::store::disk_log::DiskLog, Error> {
+    use crate::store::disk_log::{DiskLog, SyncMode};
+    use crate::store::Sync;
+    let mode = match config.sync {
+        Sync::Always => SyncMode::Always,
+        Sync::Interval => SyncMode::Interval(config.sync_interval),
+        Sync::Never => SyncMode::Never,
+    };
+    let started = std::time::Instant::now();
+    let (log, recovered) = DiskLog::open(
+        dir,
+        config.memory_log(),
+        mode,
+        crate::store::segments::SEGMENT_SIZE,
+    )?;
+    if let Some((file, bytes)) = &recovered.torn {
+        tracing::warn!(
+            file = %file.display(),
+            bytes,
+            "dropped the end of a write a crash cut short (it was never acknowledged)"
+        );
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        sync = config.sync.name(),
+        ms = started.elapsed().as_millis() as u64,
+        "history store opened"
+    );
+    Ok(log)
+}
+
 /// What clients joining a room are told about ICE, so that an operator
 /// who set up TURN sees it taken.
 fn log_rtc(config: &Config) {

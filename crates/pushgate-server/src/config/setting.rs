@@ -181,6 +181,21 @@ impl Value for Option<SocketAddr> {
     }
 }
 
+impl Value for crate::store::Sync {
+    const KIND: Kind = Kind::Text;
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "always" => Ok(crate::store::Sync::Always),
+            "interval" => Ok(crate::store::Sync::Interval),
+            "never" => Ok(crate::store::Sync::Never),
+            _ => Err(format!("{text:?} is not always, interval or never")),
+        }
+    }
+    fn show(&self) -> String {
+        self.name().to_owned()
+    }
+}
+
 /// Empty means none: an empty API key would let anyone in.
 impl Value for Option<String> {
     const KIND: Kind = Kind::Text;

@@ -46,6 +46,8 @@ struct Job {
 
 /// See the module docs.
 pub struct DiskLog {
+    /// Held for the log's life: one server per data directory.
+    _lock: std::fs::File,
     memory: Arc<MemoryLog>,
     mode: SyncMode,
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
@@ -62,6 +64,7 @@ impl DiskLog {
         mode: SyncMode,
         segment_size: u64,
     ) -> Result<(DiskLog, Recovered), Error> {
+        let lock = lock(dir)?;
         let (segments, mut recovered) = Segments::open(dir, segment_size)?;
         let memory = Arc::new(MemoryLog::new(config));
         for record in std::mem::take(&mut recovered.records) {
@@ -79,6 +82,7 @@ impl DiskLog {
         };
         Ok((
             DiskLog {
+                _lock: lock,
                 memory,
                 mode,
                 jobs: std::sync::Mutex::new(Some(tx)),
@@ -108,6 +112,31 @@ impl DiskLog {
             "the history store cannot write to its data directory (see the server's log); \
              nothing more is acknowledged until it is restarted",
         )
+    }
+}
+
+/// Takes `dir`'s lock file: two servers writing one directory would
+/// interleave their records.
+fn lock(dir: &Path) -> Result<std::fs::File, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::config(format!("data_dir: cannot create {}: {e}", dir.display())))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::config(format!("data_dir: cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::config(format!(
+            "data_dir: {} is in use by another pushgate: one server per data directory",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::config(format!(
+            "data_dir: cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -304,6 +333,24 @@ mod tests {
             })
             .await;
         }
+    }
+
+    #[test]
+    fn one_server_per_data_directory() {
+        let dir = TempDir::new("lock");
+        let open = || {
+            DiskLog::open(
+                &dir.0,
+                MemoryLogConfig::default(),
+                SyncMode::Always,
+                1 << 20,
+            )
+        };
+        let first = open().unwrap();
+        let e = open().err().unwrap().to_string();
+        assert!(e.contains("is in use by another pushgate"), "{e}");
+        drop(first);
+        assert!(open().is_ok(), "free again once the first is gone");
     }
 
     #[tokio::test]

@@ -5,3 +5,25 @@
 
 pub mod disk_log;
 pub mod segments;
+
+/// The `sync` setting: when appends reach the disk (see [`disk_log::SyncMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Before each publish is acknowledged (group commit).
+    Always,
+    /// Every `sync_interval`.
+    Interval,
+    /// When the kernel writes back.
+    Never,
+}
+
+impl Sync {
+    /// Its name in the settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sync::Always => "always",
+            Sync::Interval => "interval",
+            Sync::Never => "never",
+        }
+    }
+}
