@@ -20,7 +20,7 @@ use pushgate_core::log::record::{Record, MAX_WRITE};
 use pushgate_core::log::{Appended, Catchup, Log, StartAt};
 use pushgate_core::{
     ChannelName, Data, Error as CoreError, ErrorKind, EventName, MemoryLog, MemoryLogConfig,
-    Publication,
+    Millis, Publication,
 };
 
 use super::segments::{Recovered, Segments};
@@ -37,11 +37,18 @@ pub enum SyncMode {
     Never,
 }
 
-struct Job {
-    record: Vec<u8>,
-    /// `Always`: made readable by the committer once durable; then `done`.
-    reserved: Option<Arc<Publication>>,
-    done: Option<tokio::sync::oneshot::Sender<bool>>,
+enum Job {
+    Append {
+        record: Vec<u8>,
+        /// Its time, for retention.
+        time: Millis,
+        /// `Always`: made readable by the committer once durable; then `done`.
+        reserved: Option<Arc<Publication>>,
+        done: Option<tokio::sync::oneshot::Sender<bool>>,
+    },
+    /// Delete the segments whose records are all older than this: no
+    /// channel retains any of them.
+    Expire(Millis),
 }
 
 /// See the module docs.
@@ -50,6 +57,9 @@ pub struct DiskLog {
     _lock: std::fs::File,
     memory: Arc<MemoryLog>,
     mode: SyncMode,
+    /// The longest any channel keeps a message; older records are dead.
+    max_ttl: Millis,
+    clock: Arc<dyn pushgate_core::Clock>,
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     failed: Arc<AtomicBool>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -66,6 +76,15 @@ impl DiskLog {
     ) -> Result<(DiskLog, Recovered), Error> {
         let lock = lock(dir)?;
         let (segments, mut recovered) = Segments::open(dir, segment_size)?;
+        let max_ttl = config
+            .namespaces
+            .iter()
+            .filter_map(|n| n.rules.history_ttl)
+            .chain(config.namespaces.default_rules().history_ttl)
+            .chain(config.namespaces.personal().history_ttl)
+            .map(|t| t.as_millis() as Millis)
+            .fold(config.history_ttl_ms, Millis::max);
+        let clock = config.clock.clone();
         let memory = Arc::new(MemoryLog::new(config));
         for record in std::mem::take(&mut recovered.records) {
             memory.restore(record);
@@ -85,6 +104,8 @@ impl DiskLog {
                 _lock: lock,
                 memory,
                 mode,
+                max_ttl,
+                clock,
                 jobs: std::sync::Mutex::new(Some(tx)),
                 failed,
                 committer: std::sync::Mutex::new(Some(committer)),
@@ -154,9 +175,19 @@ fn commit_loop(
     failed: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::new();
-    let mut group: Vec<Job> = Vec::new();
+    let mut group: Vec<(Option<Arc<Publication>>, Option<Done>)> = Vec::new();
     let mut next: Option<Job> = None;
+    let mut expire: Option<Millis> = None;
     let mut unsynced_since: Option<Instant> = None;
+    let fail = |failed: &AtomicBool, what: &str, e: std::io::Error| {
+        if !failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                error = %e,
+                "the history store could not {what} in its data directory: appends are \
+                 refused from now on (restart once the disk is fixed)"
+            );
+        }
+    };
     loop {
         let first = match next.take() {
             Some(job) => job,
@@ -170,8 +201,10 @@ fn commit_loop(
                 match jobs.recv_timeout(wait) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if unsynced_since.take().is_some() && segments.sync().is_err() {
-                            failed.store(true, Ordering::SeqCst);
+                        if unsynced_since.take().is_some() {
+                            if let Err(e) = segments.sync() {
+                                fail(&failed, "sync", e);
+                            }
                         }
                         continue;
                     }
@@ -180,48 +213,71 @@ fn commit_loop(
             }
         };
         buf.clear();
-        buf.extend_from_slice(&first.record);
-        group.push(first);
-        while let Ok(job) = jobs.try_recv() {
-            if buf.len() + job.record.len() > MAX_WRITE {
-                next = Some(job);
-                break;
+        let mut newest = 0;
+        let mut take = |job: Job, buf: &mut Vec<u8>| match job {
+            Job::Append {
+                record,
+                time,
+                reserved,
+                done,
+            } => {
+                buf.extend_from_slice(&record);
+                newest = newest.max(time);
+                group.push((reserved, done));
             }
-            buf.extend_from_slice(&job.record);
-            group.push(job);
-        }
-        let sync = match mode {
-            SyncMode::Always => true,
-            SyncMode::Interval(every) => {
-                let since = *unsynced_since.get_or_insert_with(Instant::now);
-                since.elapsed() >= every
-            }
-            SyncMode::Never => false,
+            Job::Expire(before) => expire = Some(before),
         };
-        let ok = !failed.load(Ordering::SeqCst) && segments.append(&buf, sync).is_ok();
-        if !ok {
-            if !failed.swap(true, Ordering::SeqCst) {
-                tracing::error!(
-                    "the history store could not write or sync its data directory: \
-                     appends are refused from now on (restart once the disk is fixed)"
-                );
-            }
-        } else if sync {
-            unsynced_since = None;
-        }
-        for job in group.drain(..) {
-            if ok {
-                if let Some(p) = &job.reserved {
-                    memory.commit(p);
+        take(first, &mut buf);
+        while let Ok(job) = jobs.try_recv() {
+            if let Job::Append { record, .. } = &job {
+                if buf.len() + record.len() > MAX_WRITE {
+                    next = Some(job);
+                    break;
                 }
             }
-            if let Some(done) = job.done {
-                let _ = done.send(ok);
+            take(job, &mut buf);
+        }
+        if !buf.is_empty() {
+            let sync = match mode {
+                SyncMode::Always => true,
+                SyncMode::Interval(every) => {
+                    let since = *unsynced_since.get_or_insert_with(Instant::now);
+                    since.elapsed() >= every
+                }
+                SyncMode::Never => false,
+            };
+            let mut ok = !failed.load(Ordering::SeqCst);
+            if ok {
+                if let Err(e) = segments.append(&buf, newest, sync) {
+                    fail(&failed, "write", e);
+                    ok = false;
+                } else if sync {
+                    unsynced_since = None;
+                }
+            }
+            for (reserved, done) in group.drain(..) {
+                if ok {
+                    if let Some(p) = &reserved {
+                        memory.commit(p);
+                    }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(ok);
+                }
+            }
+        }
+        if let Some(before) = expire.take() {
+            match segments.delete_older_than(before) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(segments = n, "expired history deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not delete an expired segment"),
             }
         }
     }
     let _ = segments.sync();
 }
+
+type Done = tokio::sync::oneshot::Sender<bool>;
 
 #[async_trait]
 impl Log for DiskLog {
@@ -251,8 +307,9 @@ impl Log for DiskLog {
             }
             .encode(&mut record);
             let always = self.mode == SyncMode::Always;
-            let _ = jobs.send(Job {
+            let _ = jobs.send(Job::Append {
                 record,
+                time: p.time,
                 reserved: always.then(|| p.clone()),
                 done: always.then_some(tx),
             });
@@ -286,8 +343,14 @@ impl Log for DiskLog {
         self.memory.watch(listener);
     }
 
+    /// Also deletes the segments whose records every channel's retention
+    /// has let go: disk use stays within what the longest TTL keeps.
     async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
         self.memory.sweep(in_use).await;
+        let before = self.clock.now().saturating_sub(self.max_ttl);
+        if let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = jobs.send(Job::Expire(before));
+        }
     }
 }
 
@@ -333,6 +396,57 @@ mod tests {
             })
             .await;
         }
+    }
+
+    fn segment_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn segments_go_once_the_longest_ttl_has_let_their_records_go() {
+        let dir = TempDir::new("retention");
+        let clock = pushgate_core::ManualClock::new(1_000_000);
+        let config = MemoryLogConfig {
+            history_ttl_ms: 60_000,
+            clock: Arc::new(clock.clone()),
+            ..Default::default()
+        };
+        let (log, _) = DiskLog::open(&dir.0, config.clone(), SyncMode::Always, 4096).unwrap();
+        let ch = ChannelName::new("news").unwrap();
+        for n in 0..600 {
+            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+        let before = segment_files(&dir.0);
+        assert!(before > 3, "{before} segments");
+        log.sweep(&|_| true).await;
+        clock.advance(60_001);
+        log.append(ch.clone(), None, Data::json("\"fresh\"").unwrap())
+            .await
+            .unwrap();
+        log.sweep(&|_| true).await;
+        // The committer deletes in order after the sweep's request: the
+        // next acknowledged append comes after it.
+        log.append(ch.clone(), None, Data::json("0").unwrap())
+            .await
+            .unwrap();
+        let after = segment_files(&dir.0);
+        assert!(after <= 2, "{after} of {before} segments left");
+        drop(log);
+        let (log, _) = DiskLog::open(&dir.0, config, SyncMode::Always, 4096).unwrap();
+        let read = log.read(&ch, StartAt::Earliest, 1000).await.unwrap();
+        assert_eq!(read.messages.len(), 2, "the two fresh ones");
+        assert_eq!(read.position.offset, 602, "offsets go on");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use pushgate_core::log::record::{scan, Record, MAX_WRITE};
+use pushgate_core::Millis;
 
 use crate::error::Error;
 
@@ -27,6 +28,8 @@ pub struct Segments {
     size: u64,
     /// Numbers of the files on disk, oldest first; the last is `current`.
     numbers: Vec<u64>,
+    /// The time of each file's newest record (0: none), as `numbers`.
+    newest: Vec<Millis>,
     current: File,
     /// Where the next record goes in `current`.
     at: u64,
@@ -66,6 +69,7 @@ impl Segments {
         }
         numbers.sort_unstable();
         let mut recovered = Recovered::default();
+        let mut newest = Vec::with_capacity(numbers.len());
         let mut end = 0;
         for (i, n) in numbers.iter().enumerate() {
             let path = segment_path(dir, *n);
@@ -81,6 +85,7 @@ impl Segments {
                     d.why
                 ))
             })?;
+            newest.push(scanned.records.iter().map(|r| r.time).max().unwrap_or(0));
             recovered.records.extend(scanned.records);
             if scanned.torn > 0 {
                 recovered.torn = Some((path.clone(), scanned.torn));
@@ -107,6 +112,7 @@ impl Segments {
             }
             None => {
                 numbers.push(1);
+                newest.push(0);
                 let file =
                     create(dir, 1, size).map_err(|e| fail("create", &segment_path(dir, 1), e))?;
                 (file, 0)
@@ -117,6 +123,7 @@ impl Segments {
                 dir: dir.to_path_buf(),
                 size,
                 numbers,
+                newest,
                 current,
                 at,
             },
@@ -126,8 +133,9 @@ impl Segments {
 
     /// Appends `bytes` (whole records, at most [`MAX_WRITE`]) to the
     /// current segment, or to a new one when they do not fit (the current
-    /// one is synced first); syncs the data when `sync`.
-    pub fn append(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
+    /// one is synced first); syncs the data when `sync`. `newest`: the
+    /// time of the newest record among them.
+    pub fn append(&mut self, bytes: &[u8], newest: Millis, sync: bool) -> io::Result<()> {
         debug_assert!(bytes.len() <= MAX_WRITE);
         let need = bytes.len() as u64;
         if self.at + need > self.size.max(need) {
@@ -135,7 +143,11 @@ impl Segments {
             let next = self.numbers.last().copied().unwrap_or(0) + 1;
             self.current = create(&self.dir, next, self.size.max(need))?;
             self.numbers.push(next);
+            self.newest.push(0);
             self.at = 0;
+        }
+        if let Some(last) = self.newest.last_mut() {
+            *last = (*last).max(newest);
         }
         self.current.write_all_at(bytes, self.at)?;
         self.at += need;
@@ -153,6 +165,23 @@ impl Segments {
     /// The numbers of the segment files, oldest first.
     pub fn numbers(&self) -> &[u64] {
         &self.numbers
+    }
+
+    /// Deletes the files, but the one being written, whose every record is
+    /// older than `before`: no channel retains any of them any more. Returns
+    /// how many went.
+    pub fn delete_older_than(&mut self, before: Millis) -> io::Result<usize> {
+        let mut gone = 0;
+        while self.numbers.len() > 1 && self.newest[0] < before {
+            std::fs::remove_file(segment_path(&self.dir, self.numbers[0]))?;
+            self.numbers.remove(0);
+            self.newest.remove(0);
+            gone += 1;
+        }
+        if gone > 0 {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(gone)
     }
 }
 
@@ -224,7 +253,7 @@ mod tests {
         let (mut s, r) = Segments::open(&dir.0, 1024).unwrap();
         assert!(r.records.is_empty());
         for o in 1..=60 {
-            s.append(&encoded(o..=o), o % 7 == 0).unwrap();
+            s.append(&encoded(o..=o), 0, o % 7 == 0).unwrap();
         }
         s.sync().unwrap();
         assert!(s.numbers().len() > 1, "small segments: it rotated");
@@ -233,7 +262,7 @@ mod tests {
         assert_eq!(offsets(&r), (1..=60).collect::<Vec<_>>());
         assert!(r.torn.is_none());
         // Appends continue where the records end.
-        s.append(&encoded(61..=62), true).unwrap();
+        s.append(&encoded(61..=62), 0, true).unwrap();
         drop(s);
         let (_, r) = Segments::open(&dir.0, 1024).unwrap();
         assert_eq!(r.records.len(), 62);
@@ -243,11 +272,11 @@ mod tests {
     fn an_unfinished_last_write_is_dropped_and_the_next_append_starts_clean() {
         let dir = TempDir::new("torn");
         let (mut s, _) = Segments::open(&dir.0, 64 * 1024).unwrap();
-        s.append(&encoded(1..=3), true).unwrap();
+        s.append(&encoded(1..=3), 0, true).unwrap();
         let whole = encoded(4..=5);
         // A crash in the middle of the write of 4 and 5, inside 4.
         let cut = whole.len() / 4;
-        s.append(&whole[..cut], true).unwrap();
+        s.append(&whole[..cut], 0, true).unwrap();
         drop(s);
         let (mut s, r) = Segments::open(&dir.0, 64 * 1024).unwrap();
         assert_eq!(offsets(&r), [1, 2, 3]);
@@ -255,7 +284,7 @@ mod tests {
         assert!(path.ends_with("00000000000000000001.seg"));
         // Counted to its last non-zero byte: zeros are what was there.
         assert!(bytes > 0 && bytes <= cut, "{bytes} of {cut}");
-        s.append(&encoded(4..=4), true).unwrap();
+        s.append(&encoded(4..=4), 0, true).unwrap();
         drop(s);
         let (_, r) = Segments::open(&dir.0, 64 * 1024).unwrap();
         assert_eq!(offsets(&r), [1, 2, 3, 4]);
@@ -263,11 +292,43 @@ mod tests {
     }
 
     #[test]
+    fn segments_whose_records_all_expired_are_deleted_but_the_current_one() {
+        let dir = TempDir::new("retention");
+        let (mut s, _) = Segments::open(&dir.0, 1024).unwrap();
+        // Records of times 1..=100 over several segments (record(o) is stamped
+        // with one time; the time passed here is what retention reads).
+        for o in 1..=100 {
+            s.append(&encoded(o..=o), o, false).unwrap();
+        }
+        let files = s.numbers().len();
+        assert!(files > 2);
+        assert_eq!(s.delete_older_than(0).unwrap(), 0);
+        let gone = s.delete_older_than(50).unwrap();
+        assert!(gone > 0 && gone < files, "{gone} of {files}");
+        assert!(
+            s.newest[0] >= 50,
+            "the oldest left holds a record of 50 or later"
+        );
+        let left = s.numbers().len();
+        assert_eq!(s.delete_older_than(u64::MAX).unwrap(), left - 1);
+        assert_eq!(s.numbers().len(), 1, "the segment being written stays");
+        drop(s);
+        // What is left reads back: the newest records, in order, to 100.
+        let (_, r) = Segments::open(&dir.0, 1024).unwrap();
+        let offsets = offsets(&r);
+        assert!(
+            offsets[0] > 50 && offsets.ends_with(&[99, 100]),
+            "{offsets:?}"
+        );
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
     fn damage_to_an_older_segment_stops_the_start_and_names_the_file() {
         let dir = TempDir::new("damage");
         let (mut s, _) = Segments::open(&dir.0, 1024).unwrap();
         for o in 1..=30 {
-            s.append(&encoded(o..=o), true).unwrap();
+            s.append(&encoded(o..=o), 0, true).unwrap();
         }
         drop(s);
         let first = segment_path(&dir.0, 1);
