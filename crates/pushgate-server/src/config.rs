@@ -276,8 +276,10 @@ setting::settings! {
     data_dir: data_dir, "data-dir", "PUSHGATE_DATA_DIR";
     /// When a publication reaches the disk: `always` (before it is
     /// acknowledged, concurrent ones sharing a sync), `interval` (every
-    /// sync_interval: a crash may lose what was acknowledged since), `never`
-    /// (the kernel's write-back, about 30 s)
+    /// sync_interval: a crash of the machine may lose what was acknowledged
+    /// since), `never` (the kernel's write-back, about 30 s). After a crash
+    /// in interval or never mode every channel goes on in a new epoch:
+    /// clients reset rather than skip what may be lost
     sync: sync, "sync", "PUSHGATE_SYNC";
     /// How often sync = "interval" syncs
     sync_interval: sync_interval, "sync-interval", "PUSHGATE_SYNC_INTERVAL";

@@ -141,7 +141,11 @@ impl Server {
         tracing::info!(open, "shutting down: closing connections");
         state.registry.shut_down_all();
         let deadline = state.config.shutdown_timeout;
-        match tokio::time::timeout(deadline, state.metrics.all_closed()).await {
+        let closed = tokio::time::timeout(deadline, state.metrics.all_closed()).await;
+        // Last: what was appended while connections ended is on disk, and
+        // the next start knows this stop was clean.
+        state.hub.log().close();
+        match closed {
             Ok(()) => tracing::info!("pushgate stopped"),
             Err(_) => tracing::warn!(
                 left = state.metrics.open_total(),
@@ -177,6 +181,13 @@ fn open_store(
             file = %file.display(),
             bytes,
             "dropped the end of a write a crash cut short (it was never acknowledged)"
+        );
+    }
+    if recovered.renewed_epochs {
+        tracing::warn!(
+            "the last stop was a crash, with sync = interval or never: messages acknowledged \
+             before it may be lost, so every channel goes on in a new epoch (clients reset \
+             rather than skip them)"
         );
     }
     tracing::info!(

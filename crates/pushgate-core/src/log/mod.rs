@@ -119,4 +119,8 @@ pub trait Log: Send + Sync + 'static {
     async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
         let _ = in_use;
     }
+
+    /// The server is stopping: make everything appended durable, and mark
+    /// the stop as clean. Appends after it fail.
+    fn close(&self) {}
 }

@@ -10,6 +10,7 @@
 //! readable at once and let the committer sync every interval, or leave it
 //! to the kernel.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -19,7 +20,7 @@ use async_trait::async_trait;
 use pushgate_core::log::record::{Record, MAX_WRITE};
 use pushgate_core::log::{Appended, Catchup, Log, StartAt};
 use pushgate_core::{
-    ChannelName, Data, Error as CoreError, ErrorKind, EventName, MemoryLog, MemoryLogConfig,
+    ChannelName, Data, Epoch, Error as CoreError, ErrorKind, EventName, MemoryLog, MemoryLogConfig,
     Millis, Publication,
 };
 
@@ -55,6 +56,7 @@ enum Job {
 pub struct DiskLog {
     /// Held for the log's life: one server per data directory.
     _lock: std::fs::File,
+    dir: std::path::PathBuf,
     memory: Arc<MemoryLog>,
     mode: SyncMode,
     /// The longest any channel keeps a message; older records are dead.
@@ -75,6 +77,7 @@ impl DiskLog {
         segment_size: u64,
     ) -> Result<(DiskLog, Recovered), Error> {
         let lock = lock(dir)?;
+        let lost = last_stop_lost_appends(dir, mode)?;
         let (segments, mut recovered) = Segments::open(dir, segment_size)?;
         let max_ttl = config
             .namespaces
@@ -86,7 +89,20 @@ impl DiskLog {
             .fold(config.history_ttl_ms, Millis::max);
         let clock = config.clock.clone();
         let memory = Arc::new(MemoryLog::new(config));
-        for record in std::mem::take(&mut recovered.records) {
+        // After a crash that may have taken back acknowledged (and
+        // delivered) messages, their offsets would be given again: every
+        // channel goes on in a new epoch, so that clients reset rather than
+        // skip what they never saw. Its history stays, relabelled.
+        let mut renamed: HashMap<(ChannelName, Epoch), Epoch> = HashMap::new();
+        let records = std::mem::take(&mut recovered.records);
+        recovered.renewed_epochs = lost && !records.is_empty();
+        for mut record in records {
+            if lost {
+                record.epoch = renamed
+                    .entry((record.channel.clone(), record.epoch.clone()))
+                    .or_insert_with(Epoch::random)
+                    .clone();
+            }
             memory.restore(record);
         }
         let (tx, rx) = mpsc::channel();
@@ -102,6 +118,7 @@ impl DiskLog {
         Ok((
             DiskLog {
                 _lock: lock,
+                dir: dir.to_path_buf(),
                 memory,
                 mode,
                 max_ttl,
@@ -114,16 +131,26 @@ impl DiskLog {
         ))
     }
 
-    /// Writes and syncs everything queued, then stops the committer.
-    pub fn close(&self) {
+    /// Writes and syncs everything queued, stops the committer, and marks
+    /// the stop clean (once: later calls do nothing).
+    pub fn shut(&self) {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(c) = self
+        let committer = self
             .committer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = c.join();
+            .take();
+        let Some(committer) = committer else {
+            return;
+        };
+        let _ = committer.join();
+        if self.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let marked = std::fs::write(self.dir.join(CLEAN), b"")
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, "could not mark the history store's stop as clean");
         }
     }
 
@@ -163,8 +190,38 @@ fn lock(dir: &Path) -> Result<std::fs::File, Error> {
 
 impl Drop for DiskLog {
     fn drop(&mut self) {
-        self.close();
+        self.shut();
     }
+}
+
+/// Present while no server runs on the directory and the last one stopped
+/// cleanly (everything synced).
+const CLEAN: &str = "clean";
+/// The sync mode the records were written with.
+const MODE: &str = "sync-mode";
+
+/// Reads and resets the directory's record of the last stop: whether it may
+/// have lost acknowledged appends (not clean, and written without syncing
+/// each). Then notes this run's `mode`, and that it has not stopped yet.
+fn last_stop_lost_appends(dir: &Path, mode: SyncMode) -> Result<bool, Error> {
+    let fail = |what: &str, e: std::io::Error| {
+        Error::config(format!("data_dir: cannot {what} in {}: {e}", dir.display()))
+    };
+    let clean = dir.join(CLEAN).exists();
+    let previous = std::fs::read_to_string(dir.join(MODE)).unwrap_or_default();
+    let name = match mode {
+        SyncMode::Always => "always",
+        SyncMode::Interval(_) => "interval",
+        SyncMode::Never => "never",
+    };
+    std::fs::write(dir.join(MODE), name).map_err(|e| fail("write sync-mode", e))?;
+    if clean {
+        std::fs::remove_file(dir.join(CLEAN)).map_err(|e| fail("remove clean", e))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail("sync", e))?;
+    Ok(!clean && matches!(previous.as_str(), "interval" | "never"))
 }
 
 fn commit_loop(
@@ -237,6 +294,15 @@ fn commit_loop(
             }
             take(job, &mut buf);
         }
+        // Before the group's acknowledgements: whoever asked for it and
+        // then appended sees it done.
+        if let Some(before) = expire.take() {
+            match segments.delete_older_than(before) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(segments = n, "expired history deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not delete an expired segment"),
+            }
+        }
         if !buf.is_empty() {
             let sync = match mode {
                 SyncMode::Always => true,
@@ -264,13 +330,6 @@ fn commit_loop(
                 if let Some(done) = done {
                     let _ = done.send(ok);
                 }
-            }
-        }
-        if let Some(before) = expire.take() {
-            match segments.delete_older_than(before) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(segments = n, "expired history deleted"),
-                Err(e) => tracing::warn!(error = %e, "could not delete an expired segment"),
             }
         }
     }
@@ -345,6 +404,10 @@ impl Log for DiskLog {
 
     /// Also deletes the segments whose records every channel's retention
     /// has let go: disk use stays within what the longest TTL keeps.
+    fn close(&self) {
+        self.shut();
+    }
+
     async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
         self.memory.sweep(in_use).await;
         let before = self.clock.now().saturating_sub(self.max_ttl);
@@ -447,6 +510,53 @@ mod tests {
         let read = log.read(&ch, StartAt::Earliest, 1000).await.unwrap();
         assert_eq!(read.messages.len(), 2, "the two fresh ones");
         assert_eq!(read.position.offset, 602, "offsets go on");
+    }
+
+    #[tokio::test]
+    async fn a_crash_without_syncing_each_append_starts_new_epochs_a_clean_stop_does_not() {
+        let dir = TempDir::new("epochs");
+        let ch = ChannelName::new("news").unwrap();
+        let open = |mode| DiskLog::open(&dir.0, MemoryLogConfig::default(), mode, 1 << 20).unwrap();
+        let interval = SyncMode::Interval(Duration::from_millis(5));
+        let epoch_after = |log: &DiskLog| {
+            let log = log.memory.clone();
+            let ch = ch.clone();
+            async move {
+                let read = log.read(&ch, StartAt::Earliest, 10).await.unwrap();
+                let offsets: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+                (read.position.epoch, offsets)
+            }
+        };
+        let (log, _) = open(interval);
+        for n in 1..=3 {
+            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+        let (epoch, _) = epoch_after(&log).await;
+        drop(log); // a clean stop: synced, marked
+        let (log, recovered) = open(interval);
+        assert!(!recovered.renewed_epochs);
+        assert_eq!(epoch_after(&log).await, (epoch.clone(), vec![1, 2, 3]));
+        drop(log);
+        // A crash: the mark of a clean stop is missing.
+        std::fs::remove_file(dir.0.join(CLEAN)).unwrap();
+        let (log, recovered) = open(SyncMode::Always);
+        assert!(recovered.renewed_epochs);
+        let (renewed, offsets) = epoch_after(&log).await;
+        assert_ne!(renewed, epoch, "a new epoch");
+        assert_eq!(offsets, [1, 2, 3], "its history kept, relabelled");
+        let p = log
+            .append(ch.clone(), None, Data::json("4").unwrap())
+            .await
+            .unwrap();
+        assert_eq!((&p.epoch, p.offset), (&renewed, 4));
+        drop(log);
+        // Written with sync = always, a crash costs no epoch.
+        std::fs::remove_file(dir.0.join(CLEAN)).unwrap();
+        let (log, recovered) = open(SyncMode::Always);
+        assert!(!recovered.renewed_epochs);
+        assert_eq!(epoch_after(&log).await.0, renewed);
     }
 
     #[test]

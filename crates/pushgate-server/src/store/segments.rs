@@ -43,6 +43,9 @@ pub struct Recovered {
     /// Bytes of an unfinished write dropped from the end of the last
     /// segment (never acknowledged: it was not synced), and that file.
     pub torn: Option<(PathBuf, usize)>,
+    /// The last stop was a crash of a server that did not sync each append:
+    /// every channel was given a new epoch (see `DiskLog::open`).
+    pub renewed_epochs: bool,
 }
 
 impl Segments {
