@@ -153,13 +153,7 @@ impl MemoryLog {
         data: Data,
         enqueue: impl FnOnce(&Arc<Publication>),
     ) -> Arc<Publication> {
-        let mut data = Some(data);
-        let mut enqueue = Some(enqueue);
-        self.with_channel(&channel, |st, now| {
-            let p = assign(st, event.clone(), data.take().expect("runs once"), now);
-            (enqueue.take().expect("runs once"))(&p);
-            p
-        })
+        self.offset_and(channel, event, data, enqueue, false)
     }
 
     /// [`Log::append`], with `enqueue` run under the channel's lock once
@@ -173,13 +167,28 @@ impl MemoryLog {
         data: Data,
         enqueue: impl FnOnce(&Arc<Publication>),
     ) -> Arc<Publication> {
+        self.offset_and(channel, event, data, enqueue, true)
+    }
+
+    /// Under the channel's lock: the next offset, `enqueue`, and when
+    /// `now_readable`, history and the announcement.
+    fn offset_and(
+        &self,
+        channel: ChannelName,
+        event: Option<EventName>,
+        data: Data,
+        enqueue: impl FnOnce(&Arc<Publication>),
+        now_readable: bool,
+    ) -> Arc<Publication> {
         let mut data = Some(data);
         let mut enqueue = Some(enqueue);
         let listener = self.listener.get();
         self.with_channel(&channel, |st, now| {
             let p = assign(st, event.clone(), data.take().expect("runs once"), now);
             (enqueue.take().expect("runs once"))(&p);
-            readable(st, p.clone(), now, listener);
+            if now_readable {
+                readable(st, p.clone(), now, listener);
+            }
             p
         })
     }

@@ -420,27 +420,11 @@ impl Log for DiskLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("pushgate-disklog-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::store::TempDir;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_log_conformance_suite_in_every_sync_mode() {
-        let dir = TempDir::new("conformance");
+        let dir = TempDir::new("disklog-conformance");
         let n = std::sync::atomic::AtomicUsize::new(0);
         for mode in [
             SyncMode::Always,
@@ -476,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn segments_go_once_the_longest_ttl_has_let_their_records_go() {
-        let dir = TempDir::new("retention");
+        let dir = TempDir::new("disklog-retention");
         let clock = pushgate_core::ManualClock::new(1_000_000);
         let config = MemoryLogConfig {
             history_ttl_ms: 60_000,
@@ -514,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_crash_without_syncing_each_append_starts_new_epochs_a_clean_stop_does_not() {
-        let dir = TempDir::new("epochs");
+        let dir = TempDir::new("disklog-epochs");
         let ch = ChannelName::new("news").unwrap();
         let open = |mode| DiskLog::open(&dir.0, MemoryLogConfig::default(), mode, 1 << 20).unwrap();
         let interval = SyncMode::Interval(Duration::from_millis(5));
@@ -561,7 +545,7 @@ mod tests {
 
     #[test]
     fn one_server_per_data_directory() {
-        let dir = TempDir::new("lock");
+        let dir = TempDir::new("disklog-lock");
         let open = || {
             DiskLog::open(
                 &dir.0,
@@ -579,7 +563,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_was_acknowledged_is_there_after_a_reopen_in_the_same_epoch() {
-        let dir = TempDir::new("reopen");
+        let dir = TempDir::new("disklog-reopen");
         let open = || {
             DiskLog::open(
                 &dir.0,

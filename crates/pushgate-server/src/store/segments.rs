@@ -208,6 +208,7 @@ fn create(dir: &Path, n: u64, size: u64) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::TempDir;
     use pushgate_core::{ChannelName, Data, Epoch};
 
     fn record(offset: u64) -> Record {
@@ -229,30 +230,13 @@ mod tests {
         out
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("pushgate-segments-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn offsets(r: &Recovered) -> Vec<u64> {
         r.records.iter().map(|r| r.offset).collect()
     }
 
     #[test]
     fn records_come_back_across_segments_and_reopens() {
-        let dir = TempDir::new("reopen");
+        let dir = TempDir::new("segments-reopen");
         let (mut s, r) = Segments::open(&dir.0, 1024).unwrap();
         assert!(r.records.is_empty());
         for o in 1..=60 {
@@ -273,7 +257,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_last_write_is_dropped_and_the_next_append_starts_clean() {
-        let dir = TempDir::new("torn");
+        let dir = TempDir::new("segments-torn");
         let (mut s, _) = Segments::open(&dir.0, 64 * 1024).unwrap();
         s.append(&encoded(1..=3), 0, true).unwrap();
         let whole = encoded(4..=5);
@@ -296,7 +280,7 @@ mod tests {
 
     #[test]
     fn segments_whose_records_all_expired_are_deleted_but_the_current_one() {
-        let dir = TempDir::new("retention");
+        let dir = TempDir::new("segments-retention");
         let (mut s, _) = Segments::open(&dir.0, 1024).unwrap();
         // Records of times 1..=100 over several segments (record(o) is stamped
         // with one time; the time passed here is what retention reads).
@@ -328,7 +312,7 @@ mod tests {
 
     #[test]
     fn damage_to_an_older_segment_stops_the_start_and_names_the_file() {
-        let dir = TempDir::new("damage");
+        let dir = TempDir::new("segments-damage");
         let (mut s, _) = Segments::open(&dir.0, 1024).unwrap();
         for o in 1..=30 {
             s.append(&encoded(o..=o), 0, true).unwrap();

@@ -400,7 +400,14 @@ impl Coturn {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .status();
-        within("turnutils_uclient", status).await.unwrap().success()
+        // Its own run takes about 6 s (it waits out its packets): more than
+        // a STEP leaves under a loaded test run.
+        let bound = std::time::Duration::from_secs(60);
+        tokio::time::timeout(bound, status)
+            .await
+            .expect("turnutils_uclient ended within 60 s")
+            .unwrap()
+            .success()
     }
 }
 
