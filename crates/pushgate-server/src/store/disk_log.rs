@@ -9,6 +9,11 @@
 //! sees a message a crash could take back. `Interval` and `Never` make it
 //! readable at once and let the committer sync every interval, or leave it
 //! to the kernel.
+//!
+//! What waits for the committer is bounded ([`QUEUE_BYTES`]): an append
+//! first takes its size from that budget, which the committer gives back
+//! once the record is written, so publishers faster than the disk wait for
+//! it (in every mode) instead of queueing without end.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +29,8 @@ use pushgate_core::{
     Millis, Publication,
 };
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use super::segments::{Recovered, Segments};
 use crate::error::Error;
 
@@ -38,9 +45,14 @@ pub enum SyncMode {
     Never,
 }
 
+/// How much may wait to be written: 8 full writes.
+pub const QUEUE_BYTES: usize = 8 * MAX_WRITE;
+
 enum Job {
     Append {
         record: Vec<u8>,
+        /// Its share of [`QUEUE_BYTES`], given back once written.
+        queued: OwnedSemaphorePermit,
         /// Its time, for retention.
         time: Millis,
         /// `Always`: made readable by the committer once durable; then `done`.
@@ -63,6 +75,9 @@ pub struct DiskLog {
     max_ttl: Millis,
     clock: Arc<dyn pushgate_core::Clock>,
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    /// Bytes that may still be queued for the committer.
+    queue: Arc<Semaphore>,
+    queue_limit: usize,
     failed: Arc<AtomicBool>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -124,11 +139,20 @@ impl DiskLog {
                 max_ttl,
                 clock,
                 jobs: std::sync::Mutex::new(Some(tx)),
+                queue: Arc::new(Semaphore::new(QUEUE_BYTES)),
+                queue_limit: QUEUE_BYTES,
                 failed,
                 committer: std::sync::Mutex::new(Some(committer)),
             },
             recovered,
         ))
+    }
+
+    /// Lets at most `bytes` wait for the committer (a test's small budget).
+    pub fn with_queue_limit(mut self, bytes: usize) -> DiskLog {
+        self.queue = Arc::new(Semaphore::new(bytes));
+        self.queue_limit = bytes;
+        self
     }
 
     /// Writes and syncs everything queued, stops the committer, and marks
@@ -232,7 +256,7 @@ fn commit_loop(
     failed: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::new();
-    let mut group: Vec<(Option<Arc<Publication>>, Option<Done>)> = Vec::new();
+    let mut group: Vec<(Option<Arc<Publication>>, Option<Done>, OwnedSemaphorePermit)> = Vec::new();
     let mut next: Option<Job> = None;
     let mut expire: Option<Millis> = None;
     let mut unsynced_since: Option<Instant> = None;
@@ -274,13 +298,14 @@ fn commit_loop(
         let mut take = |job: Job, buf: &mut Vec<u8>| match job {
             Job::Append {
                 record,
+                queued,
                 time,
                 reserved,
                 done,
             } => {
                 buf.extend_from_slice(&record);
                 newest = newest.max(time);
-                group.push((reserved, done));
+                group.push((reserved, done, queued));
             }
             Job::Expire(before) => expire = Some(before),
         };
@@ -321,7 +346,7 @@ fn commit_loop(
                     unsynced_since = None;
                 }
             }
-            for (reserved, done) in group.drain(..) {
+            for (reserved, done, _queued) in group.drain(..) {
                 if ok {
                     if let Some(p) = &reserved {
                         memory.commit(p);
@@ -352,6 +377,20 @@ impl Log for DiskLog {
         let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Err(Self::unavailable());
         };
+        // The record's size, near enough: what it will hold besides its
+        // header, times and epoch.
+        let size = match &data {
+            Data::Json(json) => json.as_str().len(),
+            Data::Binary(bytes) => bytes.len(),
+        } + channel.as_str().len()
+            + event.as_ref().map_or(0, |e| e.as_str().len())
+            + 128;
+        let queued = self
+            .queue
+            .clone()
+            .acquire_many_owned(size.min(self.queue_limit) as u32)
+            .await
+            .map_err(|_| Self::unavailable())?;
         let stored = data.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let enqueue = |p: &Arc<Publication>| {
@@ -368,6 +407,7 @@ impl Log for DiskLog {
             let always = self.mode == SyncMode::Always;
             let _ = jobs.send(Job::Append {
                 record,
+                queued,
                 time: p.time,
                 reserved: always.then(|| p.clone()),
                 done: always.then_some(tx),
@@ -442,6 +482,56 @@ mod tests {
                     .0
             })
             .await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_wait_for_the_disk_within_the_queue_budget_and_keep_their_order() {
+        let dir = TempDir::new("disklog-queue");
+        for mode in [SyncMode::Always, SyncMode::Never] {
+            let path = dir.0.join(format!("{mode:?}"));
+            let open = || {
+                DiskLog::open(&path, MemoryLogConfig::default(), mode, 1 << 20)
+                    .unwrap()
+                    .0
+                    // Room for about one small record: each append waits
+                    // for the one before it to be written.
+                    .with_queue_limit(200)
+            };
+            let log = Arc::new(open());
+            let ch = ChannelName::new("news").unwrap();
+            let big = format!("\"{}\"", "x".repeat(1000));
+            let mut tasks = Vec::new();
+            for n in 0..40 {
+                let (log, ch) = (log.clone(), ch.clone());
+                // Bigger than the whole budget: taken alone, not refused.
+                let data = if n % 10 == 0 {
+                    big.clone()
+                } else {
+                    n.to_string()
+                };
+                tasks.push(tokio::spawn(async move {
+                    log.append(ch, None, Data::json(&data).unwrap())
+                        .await
+                        .unwrap()
+                        .offset
+                }));
+            }
+            let mut offsets = Vec::new();
+            for t in tasks {
+                offsets.push(t.await.unwrap());
+            }
+            offsets.sort();
+            assert_eq!(offsets, (1..=40).collect::<Vec<u64>>(), "{mode:?}");
+            drop(log);
+            let log = open();
+            let read = log.read(&ch, StartAt::Earliest, 100).await.unwrap();
+            let stored: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+            assert_eq!(
+                stored,
+                (1..=40).collect::<Vec<u64>>(),
+                "{mode:?}: all written, in order"
+            );
         }
     }
 
