@@ -53,14 +53,16 @@ enum Job {
         record: Vec<u8>,
         /// Its share of [`QUEUE_BYTES`], given back once written.
         queued: OwnedSemaphorePermit,
-        /// Its time, for retention.
+        /// Its time, channel and offset, for retention.
         time: Millis,
+        channel: ChannelName,
+        offset: u64,
         /// `Always`: made readable by the committer once durable; then `done`.
         reserved: Option<Arc<Publication>>,
         done: Option<tokio::sync::oneshot::Sender<bool>>,
     },
-    /// Delete the segments whose records are all older than this: no
-    /// channel retains any of them.
+    /// Delete the segments no channel keeps a record of: those older than
+    /// this, and those trimmed away (see `Segments::delete_unkept`).
     Expire(Millis),
 }
 
@@ -256,6 +258,7 @@ fn commit_loop(
     failed: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::new();
+    let mut written = Vec::new();
     let mut group: Vec<(Option<Arc<Publication>>, Option<Done>, OwnedSemaphorePermit)> = Vec::new();
     let mut next: Option<Job> = None;
     let mut expire: Option<Millis> = None;
@@ -294,17 +297,19 @@ fn commit_loop(
             }
         };
         buf.clear();
-        let mut newest = 0;
+        written.clear();
         let mut take = |job: Job, buf: &mut Vec<u8>| match job {
             Job::Append {
                 record,
                 queued,
                 time,
+                channel,
+                offset,
                 reserved,
                 done,
             } => {
                 buf.extend_from_slice(&record);
-                newest = newest.max(time);
+                written.push((time, channel, offset));
                 group.push((reserved, done, queued));
             }
             Job::Expire(before) => expire = Some(before),
@@ -322,7 +327,7 @@ fn commit_loop(
         // Before the group's acknowledgements: whoever asked for it and
         // then appended sees it done.
         if let Some(before) = expire.take() {
-            match segments.delete_older_than(before) {
+            match segments.delete_unkept(before, |c| memory.first_kept(c)) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(segments = n, "expired history deleted"),
                 Err(e) => tracing::warn!(error = %e, "could not delete an expired segment"),
@@ -339,7 +344,7 @@ fn commit_loop(
             };
             let mut ok = !failed.load(Ordering::SeqCst);
             if ok {
-                if let Err(e) = segments.append(&buf, newest, sync) {
+                if let Err(e) = segments.append(&buf, &written, sync) {
                     fail(&failed, "write", e);
                     ok = false;
                 } else if sync {
@@ -409,6 +414,8 @@ impl Log for DiskLog {
                 record,
                 queued,
                 time: p.time,
+                channel: p.channel.clone(),
+                offset: p.offset,
                 reserved: always.then(|| p.clone()),
                 done: always.then_some(tx),
             });
@@ -442,12 +449,12 @@ impl Log for DiskLog {
         self.memory.watch(listener);
     }
 
-    /// Also deletes the segments whose records every channel's retention
-    /// has let go: disk use stays within what the longest TTL keeps.
     fn close(&self) {
         self.shut();
     }
 
+    /// Also deletes the segments none of whose records a channel keeps
+    /// (by count or by age): disk use stays within what retention keeps.
     async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
         self.memory.sweep(in_use).await;
         let before = self.clock.now().saturating_sub(self.max_ttl);
@@ -584,6 +591,39 @@ mod tests {
         let read = log.read(&ch, StartAt::Earliest, 1000).await.unwrap();
         assert_eq!(read.messages.len(), 2, "the two fresh ones");
         assert_eq!(read.position.offset, 602, "offsets go on");
+    }
+
+    #[tokio::test]
+    async fn segments_go_once_every_channel_trimmed_their_records_by_count() {
+        let dir = TempDir::new("disklog-trimmed");
+        let config = MemoryLogConfig {
+            history_size: 10,
+            ..Default::default()
+        };
+        let (log, _) = DiskLog::open(&dir.0, config.clone(), SyncMode::Always, 4096).unwrap();
+        let ch = ChannelName::new("news").unwrap();
+        for n in 1..=600 {
+            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+        let before = segment_files(&dir.0);
+        assert!(before > 3, "{before} segments");
+        log.sweep(&|_| true).await;
+        // Deleted in order before the next acknowledged append.
+        log.append(ch.clone(), None, Data::json("601").unwrap())
+            .await
+            .unwrap();
+        let after = segment_files(&dir.0);
+        assert!(
+            after <= 2,
+            "{after} of {before} segments left, no time passed"
+        );
+        drop(log);
+        let (log, _) = DiskLog::open(&dir.0, config, SyncMode::Always, 4096).unwrap();
+        let read = log.read(&ch, StartAt::Earliest, 100).await.unwrap();
+        let offsets: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, (592..=601).collect::<Vec<u64>>(), "the last ten");
     }
 
     #[tokio::test]
