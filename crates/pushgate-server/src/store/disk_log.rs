@@ -94,6 +94,7 @@ impl DiskLog {
         segment_size: u64,
     ) -> Result<(DiskLog, Recovered), Error> {
         let lock = lock(dir)?;
+        check_format(dir)?;
         let lost = last_stop_lost_appends(dir, mode)?;
         let (segments, mut recovered) = Segments::open(dir, segment_size)?;
         let max_ttl = config
@@ -217,6 +218,36 @@ fn lock(dir: &Path) -> Result<std::fs::File, Error> {
 impl Drop for DiskLog {
     fn drop(&mut self) {
         self.shut();
+    }
+}
+
+/// The layout of the directory and its records, for upgrades: a later
+/// pushgate that changes them reads this one's (or says it cannot), and
+/// this one refuses a later one's rather than misread it.
+const FORMAT: &str = "format";
+const FORMAT_VERSION: &str = "pushgate-store 1";
+
+fn check_format(dir: &Path) -> Result<(), Error> {
+    let path = dir.join(FORMAT);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == FORMAT_VERSION => Ok(()),
+        Ok(found) => Err(Error::config(format!(
+            "data_dir: {} says {:?}: written by another version of pushgate, which this one \
+             cannot read (it reads {FORMAT_VERSION:?})",
+            path.display(),
+            found.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{FORMAT_VERSION}\n"))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| {
+                    Error::config(format!("data_dir: cannot write {}: {e}", path.display()))
+                })
+        }
+        Err(e) => Err(Error::config(format!(
+            "data_dir: cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -689,6 +720,30 @@ mod tests {
         assert!(e.contains("is in use by another pushgate"), "{e}");
         drop(first);
         assert!(open().is_ok(), "free again once the first is gone");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_not_misread() {
+        let dir = TempDir::new("disklog-format");
+        let open = || {
+            DiskLog::open(
+                &dir.0,
+                MemoryLogConfig::default(),
+                SyncMode::Always,
+                1 << 20,
+            )
+        };
+        drop(open().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join(FORMAT)).unwrap(),
+            "pushgate-store 1\n"
+        );
+        std::fs::write(dir.0.join(FORMAT), "pushgate-store 2\n").unwrap();
+        let e = open().err().unwrap().to_string();
+        assert!(
+            e.contains("\"pushgate-store 2\"") && e.contains("written by another version"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
