@@ -32,6 +32,7 @@ use pushgate_core::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::segments::{Recovered, Segments};
+use super::StoreStats;
 use crate::error::Error;
 
 /// When appends are synced to disk.
@@ -80,7 +81,7 @@ pub struct DiskLog {
     /// Bytes that may still be queued for the committer.
     queue: Arc<Semaphore>,
     queue_limit: usize,
-    failed: Arc<AtomicBool>,
+    stats: Arc<StoreStats>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -124,13 +125,13 @@ impl DiskLog {
             memory.restore(record);
         }
         let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(StoreStats::default());
         let committer = {
             let memory = memory.clone();
-            let failed = failed.clone();
+            let stats = stats.clone();
             std::thread::Builder::new()
                 .name("pushgate-store".into())
-                .spawn(move || commit_loop(rx, segments, memory, mode, failed))
+                .spawn(move || commit_loop(rx, segments, memory, mode, stats))
                 .map_err(Error::io)?
         };
         Ok((
@@ -144,11 +145,16 @@ impl DiskLog {
                 jobs: std::sync::Mutex::new(Some(tx)),
                 queue: Arc::new(Semaphore::new(QUEUE_BYTES)),
                 queue_limit: QUEUE_BYTES,
-                failed,
+                stats,
                 committer: std::sync::Mutex::new(Some(committer)),
             },
             recovered,
         ))
+    }
+
+    /// What the committer has done, for `/metrics`.
+    pub fn stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
     }
 
     /// Lets at most `bytes` wait for the committer (a test's small budget).
@@ -171,7 +177,7 @@ impl DiskLog {
             return;
         };
         let _ = committer.join();
-        if self.failed.load(Ordering::SeqCst) {
+        if self.stats.failed.load(Ordering::SeqCst) {
             return;
         }
         let marked = std::fs::write(self.dir.join(CLEAN), b"")
@@ -286,8 +292,15 @@ fn commit_loop(
     mut segments: Segments,
     memory: Arc<MemoryLog>,
     mode: SyncMode,
-    failed: Arc<AtomicBool>,
+    stats: Arc<StoreStats>,
 ) {
+    let failed = &stats.failed;
+    let count = |n: &std::sync::atomic::AtomicU64, by: u64| {
+        n.fetch_add(by, Ordering::Relaxed);
+    };
+    stats
+        .segments
+        .store(segments.numbers().len() as u64, Ordering::Relaxed);
     let mut buf = Vec::new();
     let mut written = Vec::new();
     let mut group: Vec<(Option<Arc<Publication>>, Option<Done>, OwnedSemaphorePermit)> = Vec::new();
@@ -317,8 +330,9 @@ fn commit_loop(
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         if unsynced_since.take().is_some() {
-                            if let Err(e) = segments.sync() {
-                                fail(&failed, "sync", e);
+                            match segments.sync() {
+                                Ok(()) => count(&stats.syncs, 1),
+                                Err(e) => fail(failed, "sync", e),
                             }
                         }
                         continue;
@@ -363,6 +377,9 @@ fn commit_loop(
                 Ok(n) => tracing::debug!(segments = n, "expired history deleted"),
                 Err(e) => tracing::warn!(error = %e, "could not delete an expired segment"),
             }
+            stats
+                .segments
+                .store(segments.numbers().len() as u64, Ordering::Relaxed);
         }
         if !buf.is_empty() {
             let sync = match mode {
@@ -376,11 +393,20 @@ fn commit_loop(
             let mut ok = !failed.load(Ordering::SeqCst);
             if ok {
                 if let Err(e) = segments.append(&buf, &written, sync) {
-                    fail(&failed, "write", e);
+                    fail(failed, "write", e);
                     ok = false;
-                } else if sync {
-                    unsynced_since = None;
+                } else {
+                    count(&stats.records, written.len() as u64);
+                    count(&stats.writes, 1);
+                    count(&stats.bytes, buf.len() as u64);
+                    if sync {
+                        count(&stats.syncs, 1);
+                        unsynced_since = None;
+                    }
                 }
+                stats
+                    .segments
+                    .store(segments.numbers().len() as u64, Ordering::Relaxed);
             }
             for (reserved, done, _queued) in group.drain(..) {
                 if ok {
@@ -407,7 +433,7 @@ impl Log for DiskLog {
         event: Option<EventName>,
         data: Data,
     ) -> Result<Arc<Publication>, CoreError> {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.stats.failed.load(Ordering::SeqCst) {
             return Err(Self::unavailable());
         }
         let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
@@ -770,6 +796,11 @@ mod tests {
             );
         }
         let last = last.unwrap();
+        let stats = log.stats();
+        // One after the other: each its own write and sync.
+        for n in [&stats.records, &stats.writes, &stats.syncs] {
+            assert_eq!(n.load(Ordering::Relaxed), 5);
+        }
         drop(log);
         let log = open();
         let after2 = pushgate_core::Position::new(last.epoch.clone(), 2);
