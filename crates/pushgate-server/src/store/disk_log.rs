@@ -730,6 +730,42 @@ mod tests {
         assert_eq!(epoch_after(&log).await.0, renewed);
     }
 
+    #[tokio::test]
+    async fn a_failed_write_refuses_every_later_append_and_loses_nothing_acknowledged() {
+        let dir = TempDir::new("disklog-failed");
+        let open = || {
+            DiskLog::open(&dir.0, MemoryLogConfig::default(), SyncMode::Always, 4096)
+                .unwrap()
+                .0
+        };
+        let log = open();
+        // The next segment cannot be created: its name is taken.
+        let next = dir.0.join("00000000000000000002.seg");
+        std::fs::create_dir(&next).unwrap();
+        let ch = ChannelName::new("news").unwrap();
+        let mut acked = Vec::new();
+        let refused = loop {
+            match log
+                .append(ch.clone(), None, Data::json("\"some news\"").unwrap())
+                .await
+            {
+                Ok(p) => acked.push(p.offset),
+                Err(e) => break e,
+            }
+            assert!(acked.len() < 1000, "the first segment is full long before");
+        };
+        assert_eq!(refused.kind(), ErrorKind::Unavailable);
+        assert!(log.stats().failed.load(Ordering::SeqCst));
+        let again = log.append(ch.clone(), None, Data::json("1").unwrap()).await;
+        assert_eq!(again.unwrap_err().kind(), ErrorKind::Unavailable);
+        drop(log);
+        std::fs::remove_dir(&next).unwrap();
+        let log = open();
+        let read = log.read(&ch, StartAt::Earliest, 1000).await.unwrap();
+        let offsets: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, acked, "everything acknowledged, nothing else");
+    }
+
     #[test]
     fn one_server_per_data_directory() {
         let dir = TempDir::new("disklog-lock");
