@@ -152,9 +152,16 @@ pub struct Metrics {
     command_errors: AtomicU64,
     /// Woken whenever a connection closes; graceful shutdown waits on it.
     closed: tokio::sync::Notify,
+    /// The durable store's counts, with `--data-dir`.
+    store: std::sync::OnceLock<Arc<crate::store::StoreStats>>,
 }
 
 impl Metrics {
+    /// Shows the durable store's counts too.
+    pub fn watch_store(&self, stats: Arc<crate::store::StoreStats>) {
+        let _ = self.store.set(stats);
+    }
+
     /// Counts a connection for as long as the guard lives.
     pub fn connection(self: &Arc<Self>, t: Transport) -> ConnectionGuard {
         self.connections[t.index()].fetch_add(1, Relaxed);
@@ -356,6 +363,51 @@ impl Metrics {
                 l.label(),
                 self.limited[l as usize].load(Relaxed)
             );
+        }
+        if let Some(store) = self.store.get() {
+            for (name, kind, help, v) in [
+                (
+                    "pushgate_store_records_written_total",
+                    "counter",
+                    "Publications written to the durable store (--data-dir).",
+                    store.records.load(Relaxed),
+                ),
+                (
+                    "pushgate_store_writes_total",
+                    "counter",
+                    "Writes to the store's segment files; each holds every publication that was waiting.",
+                    store.writes.load(Relaxed),
+                ),
+                (
+                    "pushgate_store_syncs_total",
+                    "counter",
+                    "fdatasync calls: with sync = always, records written over syncs is how many publications share one (group commit).",
+                    store.syncs.load(Relaxed),
+                ),
+                (
+                    "pushgate_store_bytes_written_total",
+                    "counter",
+                    "Bytes written to the store's segment files.",
+                    store.bytes.load(Relaxed),
+                ),
+                (
+                    "pushgate_store_segments",
+                    "gauge",
+                    "Segment files on disk.",
+                    store.segments.load(Relaxed),
+                ),
+                (
+                    "pushgate_store_failed",
+                    "gauge",
+                    "1 once a write or sync to the data directory failed: publishes are refused until a restart.",
+                    u64::from(store.failed.load(Relaxed)),
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+                );
+            }
         }
         for (name, kind, help, values) in [
             (

@@ -22,13 +22,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening socket with the in-memory log.
+    /// Binds the listening socket with the in-memory log, or with the
+    /// durable store when `data_dir` is set (its counts in `/metrics`).
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let log: Arc<dyn Log> = match &config.data_dir {
-            Some(dir) => Arc::new(open_store(&config, std::path::Path::new(dir))?),
-            None => Arc::new(MemoryLog::new(config.memory_log())),
+        let Some(dir) = &config.data_dir else {
+            let log = Arc::new(MemoryLog::new(config.memory_log()));
+            return Self::with_log(config, log).await;
         };
-        Self::with_log(config, log).await
+        let store = open_store(&config, std::path::Path::new(dir))?;
+        let stats = store.stats();
+        let server = Self::with_log(config, Arc::new(store)).await?;
+        server.state.metrics.watch_store(stats);
+        Ok(server)
     }
 
     /// Binds the listening socket with history kept by `log`.

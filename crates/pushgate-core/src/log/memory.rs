@@ -142,6 +142,22 @@ impl MemoryLog {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
+    /// The lowest offset `channel` still keeps: every one below it has been
+    /// trimmed (by count or age), and all of them when the channel is gone
+    /// (`u64::MAX`). For a durable log deciding what storage may drop; it
+    /// does not count as activity.
+    pub fn first_kept(&self, channel: &ChannelName) -> u64 {
+        let Some(state) = lock(self.shard(channel)).get(channel).cloned() else {
+            return u64::MAX;
+        };
+        let mut st = lock(&state);
+        if st.removed {
+            return u64::MAX;
+        }
+        st.history.expire(self.config.clock.now());
+        st.history.oldest_offset().unwrap_or(st.top + 1)
+    }
+
     /// Gives a publication the channel's next offset without making it
     /// readable: for a durable log, which stores it first and then calls
     /// [`MemoryLog::commit`]. `enqueue` runs under the channel's lock, so
@@ -551,6 +567,23 @@ mod tests {
             event: None,
             data: Data::json(&offset.to_string()).unwrap(),
         }
+    }
+
+    #[tokio::test]
+    async fn first_kept_follows_trimming_by_count_and_age_and_forgetting() {
+        let (log, clock) = log(3, 1_000);
+        let news = ch("news");
+        assert_eq!(log.first_kept(&news), u64::MAX, "never seen");
+        for n in 1..=5 {
+            log.append(news.clone(), None, Data::json(&n.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(log.first_kept(&news), 3, "a history of three");
+        clock.advance(1_001);
+        assert_eq!(log.first_kept(&news), 6, "all expired: nothing kept");
+        log.sweep(&|_| false).await;
+        assert_eq!(log.first_kept(&news), u64::MAX, "forgotten");
     }
 
     #[tokio::test]

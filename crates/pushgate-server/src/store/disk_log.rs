@@ -9,6 +9,11 @@
 //! sees a message a crash could take back. `Interval` and `Never` make it
 //! readable at once and let the committer sync every interval, or leave it
 //! to the kernel.
+//!
+//! What waits for the committer is bounded ([`QUEUE_BYTES`]): an append
+//! first takes its size from that budget, which the committer gives back
+//! once the record is written, so publishers faster than the disk wait for
+//! it (in every mode) instead of queueing without end.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,7 +29,10 @@ use pushgate_core::{
     Millis, Publication,
 };
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use super::segments::{Recovered, Segments};
+use super::StoreStats;
 use crate::error::Error;
 
 /// When appends are synced to disk.
@@ -38,17 +46,24 @@ pub enum SyncMode {
     Never,
 }
 
+/// How much may wait to be written: 8 full writes.
+pub const QUEUE_BYTES: usize = 8 * MAX_WRITE;
+
 enum Job {
     Append {
         record: Vec<u8>,
-        /// Its time, for retention.
+        /// Its share of [`QUEUE_BYTES`], given back once written.
+        queued: OwnedSemaphorePermit,
+        /// Its time, channel and offset, for retention.
         time: Millis,
+        channel: ChannelName,
+        offset: u64,
         /// `Always`: made readable by the committer once durable; then `done`.
         reserved: Option<Arc<Publication>>,
         done: Option<tokio::sync::oneshot::Sender<bool>>,
     },
-    /// Delete the segments whose records are all older than this: no
-    /// channel retains any of them.
+    /// Delete the segments no channel keeps a record of: those older than
+    /// this, and those trimmed away (see `Segments::delete_unkept`).
     Expire(Millis),
 }
 
@@ -63,7 +78,10 @@ pub struct DiskLog {
     max_ttl: Millis,
     clock: Arc<dyn pushgate_core::Clock>,
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
-    failed: Arc<AtomicBool>,
+    /// Bytes that may still be queued for the committer.
+    queue: Arc<Semaphore>,
+    queue_limit: usize,
+    stats: Arc<StoreStats>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -77,6 +95,7 @@ impl DiskLog {
         segment_size: u64,
     ) -> Result<(DiskLog, Recovered), Error> {
         let lock = lock(dir)?;
+        check_format(dir)?;
         let lost = last_stop_lost_appends(dir, mode)?;
         let (segments, mut recovered) = Segments::open(dir, segment_size)?;
         let max_ttl = config
@@ -106,13 +125,13 @@ impl DiskLog {
             memory.restore(record);
         }
         let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(StoreStats::default());
         let committer = {
             let memory = memory.clone();
-            let failed = failed.clone();
+            let stats = stats.clone();
             std::thread::Builder::new()
                 .name("pushgate-store".into())
-                .spawn(move || commit_loop(rx, segments, memory, mode, failed))
+                .spawn(move || commit_loop(rx, segments, memory, mode, stats))
                 .map_err(Error::io)?
         };
         Ok((
@@ -124,11 +143,25 @@ impl DiskLog {
                 max_ttl,
                 clock,
                 jobs: std::sync::Mutex::new(Some(tx)),
-                failed,
+                queue: Arc::new(Semaphore::new(QUEUE_BYTES)),
+                queue_limit: QUEUE_BYTES,
+                stats,
                 committer: std::sync::Mutex::new(Some(committer)),
             },
             recovered,
         ))
+    }
+
+    /// What the committer has done, for `/metrics`.
+    pub fn stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
+    }
+
+    /// Lets at most `bytes` wait for the committer (a test's small budget).
+    pub fn with_queue_limit(mut self, bytes: usize) -> DiskLog {
+        self.queue = Arc::new(Semaphore::new(bytes));
+        self.queue_limit = bytes;
+        self
     }
 
     /// Writes and syncs everything queued, stops the committer, and marks
@@ -144,7 +177,7 @@ impl DiskLog {
             return;
         };
         let _ = committer.join();
-        if self.failed.load(Ordering::SeqCst) {
+        if self.stats.failed.load(Ordering::SeqCst) {
             return;
         }
         let marked = std::fs::write(self.dir.join(CLEAN), b"")
@@ -194,6 +227,36 @@ impl Drop for DiskLog {
     }
 }
 
+/// The layout of the directory and its records, for upgrades: a later
+/// pushgate that changes them reads this one's (or says it cannot), and
+/// this one refuses a later one's rather than misread it.
+const FORMAT: &str = "format";
+const FORMAT_VERSION: &str = "pushgate-store 1";
+
+fn check_format(dir: &Path) -> Result<(), Error> {
+    let path = dir.join(FORMAT);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == FORMAT_VERSION => Ok(()),
+        Ok(found) => Err(Error::config(format!(
+            "data_dir: {} says {:?}: written by another version of pushgate, which this one \
+             cannot read (it reads {FORMAT_VERSION:?})",
+            path.display(),
+            found.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{FORMAT_VERSION}\n"))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| {
+                    Error::config(format!("data_dir: cannot write {}: {e}", path.display()))
+                })
+        }
+        Err(e) => Err(Error::config(format!(
+            "data_dir: cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Present while no server runs on the directory and the last one stopped
 /// cleanly (everything synced).
 const CLEAN: &str = "clean";
@@ -229,10 +292,18 @@ fn commit_loop(
     mut segments: Segments,
     memory: Arc<MemoryLog>,
     mode: SyncMode,
-    failed: Arc<AtomicBool>,
+    stats: Arc<StoreStats>,
 ) {
+    let failed = &stats.failed;
+    let count = |n: &std::sync::atomic::AtomicU64, by: u64| {
+        n.fetch_add(by, Ordering::Relaxed);
+    };
+    stats
+        .segments
+        .store(segments.numbers().len() as u64, Ordering::Relaxed);
     let mut buf = Vec::new();
-    let mut group: Vec<(Option<Arc<Publication>>, Option<Done>)> = Vec::new();
+    let mut written = Vec::new();
+    let mut group: Vec<(Option<Arc<Publication>>, Option<Done>, OwnedSemaphorePermit)> = Vec::new();
     let mut next: Option<Job> = None;
     let mut expire: Option<Millis> = None;
     let mut unsynced_since: Option<Instant> = None;
@@ -259,8 +330,9 @@ fn commit_loop(
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         if unsynced_since.take().is_some() {
-                            if let Err(e) = segments.sync() {
-                                fail(&failed, "sync", e);
+                            match segments.sync() {
+                                Ok(()) => count(&stats.syncs, 1),
+                                Err(e) => fail(failed, "sync", e),
                             }
                         }
                         continue;
@@ -270,17 +342,20 @@ fn commit_loop(
             }
         };
         buf.clear();
-        let mut newest = 0;
+        written.clear();
         let mut take = |job: Job, buf: &mut Vec<u8>| match job {
             Job::Append {
                 record,
+                queued,
                 time,
+                channel,
+                offset,
                 reserved,
                 done,
             } => {
                 buf.extend_from_slice(&record);
-                newest = newest.max(time);
-                group.push((reserved, done));
+                written.push((time, channel, offset));
+                group.push((reserved, done, queued));
             }
             Job::Expire(before) => expire = Some(before),
         };
@@ -297,11 +372,14 @@ fn commit_loop(
         // Before the group's acknowledgements: whoever asked for it and
         // then appended sees it done.
         if let Some(before) = expire.take() {
-            match segments.delete_older_than(before) {
+            match segments.delete_unkept(before, |c| memory.first_kept(c)) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(segments = n, "expired history deleted"),
                 Err(e) => tracing::warn!(error = %e, "could not delete an expired segment"),
             }
+            stats
+                .segments
+                .store(segments.numbers().len() as u64, Ordering::Relaxed);
         }
         if !buf.is_empty() {
             let sync = match mode {
@@ -314,14 +392,23 @@ fn commit_loop(
             };
             let mut ok = !failed.load(Ordering::SeqCst);
             if ok {
-                if let Err(e) = segments.append(&buf, newest, sync) {
-                    fail(&failed, "write", e);
+                if let Err(e) = segments.append(&buf, &written, sync) {
+                    fail(failed, "write", e);
                     ok = false;
-                } else if sync {
-                    unsynced_since = None;
+                } else {
+                    count(&stats.records, written.len() as u64);
+                    count(&stats.writes, 1);
+                    count(&stats.bytes, buf.len() as u64);
+                    if sync {
+                        count(&stats.syncs, 1);
+                        unsynced_since = None;
+                    }
                 }
+                stats
+                    .segments
+                    .store(segments.numbers().len() as u64, Ordering::Relaxed);
             }
-            for (reserved, done) in group.drain(..) {
+            for (reserved, done, _queued) in group.drain(..) {
                 if ok {
                     if let Some(p) = &reserved {
                         memory.commit(p);
@@ -346,12 +433,26 @@ impl Log for DiskLog {
         event: Option<EventName>,
         data: Data,
     ) -> Result<Arc<Publication>, CoreError> {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.stats.failed.load(Ordering::SeqCst) {
             return Err(Self::unavailable());
         }
         let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Err(Self::unavailable());
         };
+        // The record's size, near enough: what it will hold besides its
+        // header, times and epoch.
+        let size = match &data {
+            Data::Json(json) => json.as_str().len(),
+            Data::Binary(bytes) => bytes.len(),
+        } + channel.as_str().len()
+            + event.as_ref().map_or(0, |e| e.as_str().len())
+            + 128;
+        let queued = self
+            .queue
+            .clone()
+            .acquire_many_owned(size.min(self.queue_limit) as u32)
+            .await
+            .map_err(|_| Self::unavailable())?;
         let stored = data.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let enqueue = |p: &Arc<Publication>| {
@@ -368,7 +469,10 @@ impl Log for DiskLog {
             let always = self.mode == SyncMode::Always;
             let _ = jobs.send(Job::Append {
                 record,
+                queued,
                 time: p.time,
+                channel: p.channel.clone(),
+                offset: p.offset,
                 reserved: always.then(|| p.clone()),
                 done: always.then_some(tx),
             });
@@ -402,12 +506,12 @@ impl Log for DiskLog {
         self.memory.watch(listener);
     }
 
-    /// Also deletes the segments whose records every channel's retention
-    /// has let go: disk use stays within what the longest TTL keeps.
     fn close(&self) {
         self.shut();
     }
 
+    /// Also deletes the segments none of whose records a channel keeps
+    /// (by count or by age): disk use stays within what retention keeps.
     async fn sweep(&self, in_use: &(dyn for<'c> Fn(&'c ChannelName) -> bool + Sync)) {
         self.memory.sweep(in_use).await;
         let before = self.clock.now().saturating_sub(self.max_ttl);
@@ -442,6 +546,56 @@ mod tests {
                     .0
             })
             .await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_wait_for_the_disk_within_the_queue_budget_and_keep_their_order() {
+        let dir = TempDir::new("disklog-queue");
+        for mode in [SyncMode::Always, SyncMode::Never] {
+            let path = dir.0.join(format!("{mode:?}"));
+            let open = || {
+                DiskLog::open(&path, MemoryLogConfig::default(), mode, 1 << 20)
+                    .unwrap()
+                    .0
+                    // Room for about one small record: each append waits
+                    // for the one before it to be written.
+                    .with_queue_limit(200)
+            };
+            let log = Arc::new(open());
+            let ch = ChannelName::new("news").unwrap();
+            let big = format!("\"{}\"", "x".repeat(1000));
+            let mut tasks = Vec::new();
+            for n in 0..40 {
+                let (log, ch) = (log.clone(), ch.clone());
+                // Bigger than the whole budget: taken alone, not refused.
+                let data = if n % 10 == 0 {
+                    big.clone()
+                } else {
+                    n.to_string()
+                };
+                tasks.push(tokio::spawn(async move {
+                    log.append(ch, None, Data::json(&data).unwrap())
+                        .await
+                        .unwrap()
+                        .offset
+                }));
+            }
+            let mut offsets = Vec::new();
+            for t in tasks {
+                offsets.push(t.await.unwrap());
+            }
+            offsets.sort();
+            assert_eq!(offsets, (1..=40).collect::<Vec<u64>>(), "{mode:?}");
+            drop(log);
+            let log = open();
+            let read = log.read(&ch, StartAt::Earliest, 100).await.unwrap();
+            let stored: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+            assert_eq!(
+                stored,
+                (1..=40).collect::<Vec<u64>>(),
+                "{mode:?}: all written, in order"
+            );
         }
     }
 
@@ -497,6 +651,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn segments_go_once_every_channel_trimmed_their_records_by_count() {
+        let dir = TempDir::new("disklog-trimmed");
+        let config = MemoryLogConfig {
+            history_size: 10,
+            ..Default::default()
+        };
+        let (log, _) = DiskLog::open(&dir.0, config.clone(), SyncMode::Always, 4096).unwrap();
+        let ch = ChannelName::new("news").unwrap();
+        for n in 1..=600 {
+            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+        let before = segment_files(&dir.0);
+        assert!(before > 3, "{before} segments");
+        log.sweep(&|_| true).await;
+        // Deleted in order before the next acknowledged append.
+        log.append(ch.clone(), None, Data::json("601").unwrap())
+            .await
+            .unwrap();
+        let after = segment_files(&dir.0);
+        assert!(
+            after <= 2,
+            "{after} of {before} segments left, no time passed"
+        );
+        drop(log);
+        let (log, _) = DiskLog::open(&dir.0, config, SyncMode::Always, 4096).unwrap();
+        let read = log.read(&ch, StartAt::Earliest, 100).await.unwrap();
+        let offsets: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, (592..=601).collect::<Vec<u64>>(), "the last ten");
+    }
+
+    #[tokio::test]
     async fn a_crash_without_syncing_each_append_starts_new_epochs_a_clean_stop_does_not() {
         let dir = TempDir::new("disklog-epochs");
         let ch = ChannelName::new("news").unwrap();
@@ -543,6 +730,42 @@ mod tests {
         assert_eq!(epoch_after(&log).await.0, renewed);
     }
 
+    #[tokio::test]
+    async fn a_failed_write_refuses_every_later_append_and_loses_nothing_acknowledged() {
+        let dir = TempDir::new("disklog-failed");
+        let open = || {
+            DiskLog::open(&dir.0, MemoryLogConfig::default(), SyncMode::Always, 4096)
+                .unwrap()
+                .0
+        };
+        let log = open();
+        // The next segment cannot be created: its name is taken.
+        let next = dir.0.join("00000000000000000002.seg");
+        std::fs::create_dir(&next).unwrap();
+        let ch = ChannelName::new("news").unwrap();
+        let mut acked = Vec::new();
+        let refused = loop {
+            match log
+                .append(ch.clone(), None, Data::json("\"some news\"").unwrap())
+                .await
+            {
+                Ok(p) => acked.push(p.offset),
+                Err(e) => break e,
+            }
+            assert!(acked.len() < 1000, "the first segment is full long before");
+        };
+        assert_eq!(refused.kind(), ErrorKind::Unavailable);
+        assert!(log.stats().failed.load(Ordering::SeqCst));
+        let again = log.append(ch.clone(), None, Data::json("1").unwrap()).await;
+        assert_eq!(again.unwrap_err().kind(), ErrorKind::Unavailable);
+        drop(log);
+        std::fs::remove_dir(&next).unwrap();
+        let log = open();
+        let read = log.read(&ch, StartAt::Earliest, 1000).await.unwrap();
+        let offsets: Vec<u64> = read.messages.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, acked, "everything acknowledged, nothing else");
+    }
+
     #[test]
     fn one_server_per_data_directory() {
         let dir = TempDir::new("disklog-lock");
@@ -559,6 +782,30 @@ mod tests {
         assert!(e.contains("is in use by another pushgate"), "{e}");
         drop(first);
         assert!(open().is_ok(), "free again once the first is gone");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_not_misread() {
+        let dir = TempDir::new("disklog-format");
+        let open = || {
+            DiskLog::open(
+                &dir.0,
+                MemoryLogConfig::default(),
+                SyncMode::Always,
+                1 << 20,
+            )
+        };
+        drop(open().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join(FORMAT)).unwrap(),
+            "pushgate-store 1\n"
+        );
+        std::fs::write(dir.0.join(FORMAT), "pushgate-store 2\n").unwrap();
+        let e = open().err().unwrap().to_string();
+        assert!(
+            e.contains("\"pushgate-store 2\"") && e.contains("written by another version"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -585,6 +832,11 @@ mod tests {
             );
         }
         let last = last.unwrap();
+        let stats = log.stats();
+        // One after the other: each its own write and sync.
+        for n in [&stats.records, &stats.writes, &stats.syncs] {
+            assert_eq!(n.load(Ordering::Relaxed), 5);
+        }
         drop(log);
         let log = open();
         let after2 = pushgate_core::Position::new(last.epoch.clone(), 2);

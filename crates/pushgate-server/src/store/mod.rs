@@ -1,10 +1,25 @@
-//! The durable log behind `--data-dir` (issue 14, being built): history,
-//! offsets and epochs kept on disk in segment files of
-//! `pushgate_core::log::record` records. `disk_log` is the `Log`;
-//! `segments` is the file layer.
+//! The durable log behind `--data-dir`: history, offsets and epochs kept
+//! on disk in segment files of `pushgate_core::log::record` records.
+//! `disk_log` is the `Log`; `segments` is the file layer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 pub mod disk_log;
 pub mod segments;
+
+/// What the store's committer has done, for `/metrics`: records over
+/// syncs is what group commit shares.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub records: AtomicU64,
+    pub writes: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+    /// Segment files on disk.
+    pub segments: AtomicU64,
+    /// A write or sync failed: appends are refused until a restart.
+    pub failed: AtomicBool,
+}
 
 /// The `sync` setting: when appends reach the disk (see [`disk_log::SyncMode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,14 @@
 //! begun, so at start only the last one may end in a write a crash cut
 //! short; damage anywhere else stops the start with the file and the byte.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use pushgate_core::log::record::{scan, Record, MAX_WRITE};
-use pushgate_core::Millis;
+use pushgate_core::{ChannelName, Millis};
 
 use crate::error::Error;
 
@@ -28,11 +29,29 @@ pub struct Segments {
     size: u64,
     /// Numbers of the files on disk, oldest first; the last is `current`.
     numbers: Vec<u64>,
-    /// The time of each file's newest record (0: none), as `numbers`.
-    newest: Vec<Millis>,
+    /// What each file holds, as `numbers`.
+    held: Vec<Held>,
     current: File,
     /// Where the next record goes in `current`.
     at: u64,
+}
+
+/// What one segment holds, for retention: once the channels no longer
+/// keep any of its records (by age or by count), it goes.
+#[derive(Debug, Default)]
+struct Held {
+    /// The time of its newest record (0: none).
+    newest: Millis,
+    /// Each channel's newest offset in it.
+    last: HashMap<ChannelName, u64>,
+}
+
+impl Held {
+    fn add(&mut self, time: Millis, channel: &ChannelName, offset: u64) {
+        self.newest = self.newest.max(time);
+        let last = self.last.entry(channel.clone()).or_insert(offset);
+        *last = (*last).max(offset);
+    }
 }
 
 /// What a directory held at start.
@@ -72,7 +91,7 @@ impl Segments {
         }
         numbers.sort_unstable();
         let mut recovered = Recovered::default();
-        let mut newest = Vec::with_capacity(numbers.len());
+        let mut held = Vec::with_capacity(numbers.len());
         let mut end = 0;
         for (i, n) in numbers.iter().enumerate() {
             let path = segment_path(dir, *n);
@@ -88,7 +107,11 @@ impl Segments {
                     d.why
                 ))
             })?;
-            newest.push(scanned.records.iter().map(|r| r.time).max().unwrap_or(0));
+            let mut h = Held::default();
+            for r in &scanned.records {
+                h.add(r.time, &r.channel, r.offset);
+            }
+            held.push(h);
             recovered.records.extend(scanned.records);
             if scanned.torn > 0 {
                 recovered.torn = Some((path.clone(), scanned.torn));
@@ -115,7 +138,7 @@ impl Segments {
             }
             None => {
                 numbers.push(1);
-                newest.push(0);
+                held.push(Held::default());
                 let file =
                     create(dir, 1, size).map_err(|e| fail("create", &segment_path(dir, 1), e))?;
                 (file, 0)
@@ -126,7 +149,7 @@ impl Segments {
                 dir: dir.to_path_buf(),
                 size,
                 numbers,
-                newest,
+                held,
                 current,
                 at,
             },
@@ -136,9 +159,14 @@ impl Segments {
 
     /// Appends `bytes` (whole records, at most [`MAX_WRITE`]) to the
     /// current segment, or to a new one when they do not fit (the current
-    /// one is synced first); syncs the data when `sync`. `newest`: the
-    /// time of the newest record among them.
-    pub fn append(&mut self, bytes: &[u8], newest: Millis, sync: bool) -> io::Result<()> {
+    /// one is synced first); syncs the data when `sync`. `records`: the
+    /// time, channel and offset of each.
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        records: &[(Millis, ChannelName, u64)],
+        sync: bool,
+    ) -> io::Result<()> {
         debug_assert!(bytes.len() <= MAX_WRITE);
         let need = bytes.len() as u64;
         if self.at + need > self.size.max(need) {
@@ -146,13 +174,14 @@ impl Segments {
             let next = self.numbers.last().copied().unwrap_or(0) + 1;
             self.current = create(&self.dir, next, self.size.max(need))?;
             self.numbers.push(next);
-            self.newest.push(0);
+            self.held.push(Held::default());
             self.at = 0;
         }
-        if let Some(last) = self.newest.last_mut() {
-            *last = (*last).max(newest);
-        }
         self.current.write_all_at(bytes, self.at)?;
+        let held = self.held.last_mut().expect("the current segment");
+        for (time, channel, offset) in records {
+            held.add(*time, channel, *offset);
+        }
         self.at += need;
         if sync {
             self.current.sync_data()?;
@@ -170,16 +199,32 @@ impl Segments {
         &self.numbers
     }
 
-    /// Deletes the files, but the one being written, whose every record is
-    /// older than `before`: no channel retains any of them any more. Returns
-    /// how many went.
-    pub fn delete_older_than(&mut self, before: Millis) -> io::Result<usize> {
+    /// Deletes the files, but the one being written, none of whose records
+    /// is kept any more: each is older than `before`, or below
+    /// `first_kept(its channel)` (trimmed by count or by its channel's own
+    /// age limit, or its channel forgotten). Returns how many went.
+    pub fn delete_unkept(
+        &mut self,
+        before: Millis,
+        first_kept: impl Fn(&ChannelName) -> u64,
+    ) -> io::Result<usize> {
         let mut gone = 0;
-        while self.numbers.len() > 1 && self.newest[0] < before {
-            std::fs::remove_file(segment_path(&self.dir, self.numbers[0]))?;
-            self.numbers.remove(0);
-            self.newest.remove(0);
-            gone += 1;
+        let mut i = 0;
+        while i + 1 < self.numbers.len() {
+            let h = &self.held[i];
+            let unkept = h.newest < before
+                || (!h.last.is_empty()
+                    && h.last
+                        .iter()
+                        .all(|(channel, last)| *last < first_kept(channel)));
+            if unkept {
+                std::fs::remove_file(segment_path(&self.dir, self.numbers[i]))?;
+                self.numbers.remove(i);
+                self.held.remove(i);
+                gone += 1;
+            } else {
+                i += 1;
+            }
         }
         if gone > 0 {
             File::open(&self.dir)?.sync_all()?;
@@ -230,6 +275,16 @@ mod tests {
         out
     }
 
+    /// What `append` is told of `encoded(range)`'s records, stamped `time`.
+    fn written(
+        range: std::ops::RangeInclusive<u64>,
+        time: Millis,
+    ) -> Vec<(Millis, ChannelName, u64)> {
+        range
+            .map(|o| (time, ChannelName::new("news").unwrap(), o))
+            .collect()
+    }
+
     fn offsets(r: &Recovered) -> Vec<u64> {
         r.records.iter().map(|r| r.offset).collect()
     }
@@ -240,7 +295,8 @@ mod tests {
         let (mut s, r) = Segments::open(&dir.0, 1024).unwrap();
         assert!(r.records.is_empty());
         for o in 1..=60 {
-            s.append(&encoded(o..=o), 0, o % 7 == 0).unwrap();
+            s.append(&encoded(o..=o), &written(o..=o, 0), o % 7 == 0)
+                .unwrap();
         }
         s.sync().unwrap();
         assert!(s.numbers().len() > 1, "small segments: it rotated");
@@ -249,7 +305,8 @@ mod tests {
         assert_eq!(offsets(&r), (1..=60).collect::<Vec<_>>());
         assert!(r.torn.is_none());
         // Appends continue where the records end.
-        s.append(&encoded(61..=62), 0, true).unwrap();
+        s.append(&encoded(61..=62), &written(61..=62, 0), true)
+            .unwrap();
         drop(s);
         let (_, r) = Segments::open(&dir.0, 1024).unwrap();
         assert_eq!(r.records.len(), 62);
@@ -259,11 +316,11 @@ mod tests {
     fn an_unfinished_last_write_is_dropped_and_the_next_append_starts_clean() {
         let dir = TempDir::new("segments-torn");
         let (mut s, _) = Segments::open(&dir.0, 64 * 1024).unwrap();
-        s.append(&encoded(1..=3), 0, true).unwrap();
+        s.append(&encoded(1..=3), &written(1..=3, 0), true).unwrap();
         let whole = encoded(4..=5);
         // A crash in the middle of the write of 4 and 5, inside 4.
         let cut = whole.len() / 4;
-        s.append(&whole[..cut], 0, true).unwrap();
+        s.append(&whole[..cut], &[], true).unwrap();
         drop(s);
         let (mut s, r) = Segments::open(&dir.0, 64 * 1024).unwrap();
         assert_eq!(offsets(&r), [1, 2, 3]);
@@ -271,7 +328,7 @@ mod tests {
         assert!(path.ends_with("00000000000000000001.seg"));
         // Counted to its last non-zero byte: zeros are what was there.
         assert!(bytes > 0 && bytes <= cut, "{bytes} of {cut}");
-        s.append(&encoded(4..=4), 0, true).unwrap();
+        s.append(&encoded(4..=4), &written(4..=4, 0), true).unwrap();
         drop(s);
         let (_, r) = Segments::open(&dir.0, 64 * 1024).unwrap();
         assert_eq!(offsets(&r), [1, 2, 3, 4]);
@@ -285,19 +342,20 @@ mod tests {
         // Records of times 1..=100 over several segments (record(o) is stamped
         // with one time; the time passed here is what retention reads).
         for o in 1..=100 {
-            s.append(&encoded(o..=o), o, false).unwrap();
+            s.append(&encoded(o..=o), &written(o..=o, o), false)
+                .unwrap();
         }
         let files = s.numbers().len();
         assert!(files > 2);
-        assert_eq!(s.delete_older_than(0).unwrap(), 0);
-        let gone = s.delete_older_than(50).unwrap();
+        assert_eq!(s.delete_unkept(0, |_| 0).unwrap(), 0);
+        let gone = s.delete_unkept(50, |_| 0).unwrap();
         assert!(gone > 0 && gone < files, "{gone} of {files}");
         assert!(
-            s.newest[0] >= 50,
+            s.held[0].newest >= 50,
             "the oldest left holds a record of 50 or later"
         );
         let left = s.numbers().len();
-        assert_eq!(s.delete_older_than(u64::MAX).unwrap(), left - 1);
+        assert_eq!(s.delete_unkept(u64::MAX, |_| 0).unwrap(), left - 1);
         assert_eq!(s.numbers().len(), 1, "the segment being written stays");
         drop(s);
         // What is left reads back: the newest records, in order, to 100.
@@ -311,11 +369,49 @@ mod tests {
     }
 
     #[test]
+    fn segments_whose_records_every_channel_trimmed_are_deleted_wherever_they_are() {
+        let dir = TempDir::new("segments-trimmed");
+        let (mut s, _) = Segments::open(&dir.0, 1024).unwrap();
+        let (news, idle) = (
+            ChannelName::new("news").unwrap(),
+            ChannelName::new("idle").unwrap(),
+        );
+        // The first segment also holds a record of `idle`, which keeps it.
+        let mut first = encoded(1..=1);
+        Record {
+            channel: idle.clone(),
+            ..record(1)
+        }
+        .encode(&mut first);
+        s.append(&first, &[(0, news.clone(), 1), (0, idle.clone(), 1)], true)
+            .unwrap();
+        for o in 2..=100 {
+            s.append(&encoded(o..=o), &written(o..=o, 0), false)
+                .unwrap();
+        }
+        let files = s.numbers().len();
+        assert!(files > 3);
+        // `news` keeps 91.. (a history of 10); `idle` keeps its 1.
+        let kept = |c: &ChannelName| if *c == news { 91 } else { 1 };
+        let gone = s.delete_unkept(0, kept).unwrap();
+        assert!(gone > 0, "trimmed segments go though no record is old");
+        assert_eq!(s.numbers()[0], 1, "the first stays for idle's record");
+        assert_eq!(s.numbers().len(), files - gone);
+        // Forgotten, `idle` lets the first go too.
+        let kept = |c: &ChannelName| if *c == news { 91 } else { u64::MAX };
+        assert_eq!(s.delete_unkept(0, kept).unwrap(), 1);
+        drop(s);
+        let (_, r) = Segments::open(&dir.0, 1024).unwrap();
+        let offsets = offsets(&r);
+        assert!(offsets[0] <= 91 && offsets.ends_with(&[100]), "{offsets:?}");
+    }
+
+    #[test]
     fn damage_to_an_older_segment_stops_the_start_and_names_the_file() {
         let dir = TempDir::new("segments-damage");
         let (mut s, _) = Segments::open(&dir.0, 1024).unwrap();
         for o in 1..=30 {
-            s.append(&encoded(o..=o), 0, true).unwrap();
+            s.append(&encoded(o..=o), &written(o..=o, 0), true).unwrap();
         }
         drop(s);
         let first = segment_path(&dir.0, 1);
