@@ -17,12 +17,21 @@ import { startServer, launch, clientPage, publish, until } from "./harness.mjs";
 const TRANSPORTS = ["websocket", "sse", "stream", "longpoll", "poll", "iframe"];
 
 let server, browser;
+// Every server started and every data directory made, so that a failed test
+// leaves nothing running (a leaked server would keep the runner waiting).
+const servers = [];
 const dirs = [];
 after(async () => {
   await browser?.close();
-  await server?.stop();
+  for (const s of servers) await s.stop();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
+
+async function start(options) {
+  const s = await startServer(options);
+  servers.push(s);
+  return s;
+}
 
 /**
  * Runs in the demo page before its script: records every value each clock
@@ -134,7 +143,7 @@ function clientsReceived(page, n) {
 async function restartUnderDemo(ctx, signal) {
   const dir = mkdtempSync(join(tmpdir(), "pushgate-browser-durable-"));
   dirs.push(dir);
-  server = await startServer({ args: ["--data-dir", dir] });
+  server = await start({ args: ["--data-dir", dir] });
   const port = server.port;
   browser ??= await launch();
 
@@ -175,7 +184,7 @@ async function restartUnderDemo(ctx, signal) {
 
   // The restart, on the same port and directory; publishes at once, most
   // likely before the demo page has reconnected (its backoff starts at 1 s).
-  server = await startServer({ port, args: ["--data-dir", dir] });
+  server = await start({ port, args: ["--data-dir", dir] });
   const acks = [];
   for (const text of ["after 1", "after 2", "after 3"]) acks.push(await publish(server.url, "chat", { nick: "api", text }));
   const demoConnected = await demo.evaluate(() => window.pushgateChat.state === "connected");
@@ -229,7 +238,7 @@ async function restartUnderDemo(ctx, signal) {
 test("durable: SIGKILL and restart under the demo page — the chat and every clock go on, no reset", (ctx) => restartUnderDemo(ctx, "SIGKILL"));
 
 test("in memory: the same restart under the demo page shows a reset", async () => {
-  server = await startServer();
+  server = await start();
   const port = server.port;
   browser ??= await launch();
   const demo = await openDemo(server.url);
@@ -239,7 +248,7 @@ test("in memory: the same restart under the demo page shows a reset", async () =
 
   await server.stop("SIGKILL");
   await until(demo, () => window.pushgateChat.state !== "connected");
-  server = await startServer({ port });
+  server = await start({ port });
   const ack = await publish(server.url, "chat", { nick: "api", text: "after" });
   await until(demo, () => document.querySelector("#log li.reset") !== null);
   // Every clock notices its epoch is gone: a reset, then the new epoch.
