@@ -1,6 +1,6 @@
 // Issue 14 in the browser: pushgate keeps history, offsets and epochs in
-// `--data-dir`, so a server killed with SIGKILL and restarted on the same
-// directory costs the demo page nothing. Its chat shows every message once,
+// `--data-dir`, so a server killed with SIGKILL (or stopped cleanly) and
+// restarted on the same directory costs the demo page nothing. Its chat shows every message once,
 // in order, with no reset line; every transport's clock goes on in the same
 // epoch with no offset skipped or repeated; and clients created after the
 // restart from cursors saved before it get exactly what they missed, on
@@ -236,6 +236,10 @@ async function restartUnderDemo(ctx, signal) {
 }
 
 test("durable: SIGKILL and restart under the demo page — the chat and every clock go on, no reset", (ctx) => restartUnderDemo(ctx, "SIGKILL"));
+
+// A clean stop (streams ended with `end`, WebSockets closed with 1012, the
+// store marked clean) must cost the page nothing either.
+test("durable: clean stop (SIGTERM) and restart under the demo page — the same, no reset", (ctx) => restartUnderDemo(ctx, "SIGTERM"));
 
 test("in memory: the same restart under the demo page shows a reset", async () => {
   server = await start();
