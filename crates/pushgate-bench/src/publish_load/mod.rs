@@ -38,13 +38,12 @@ use crate::http::HttpConn;
 use crate::marker;
 use crate::proc_stats::{self, SelfUsage};
 use crate::publisher::{build_request, PublishPlan};
-use crate::report::ErrorCount;
+use crate::report::{ratio, ErrorCount};
+use crate::stats::ErrorSamples;
 use crate::target::{loopback_ip, parse_loopback_url, Target};
 
 /// Answers to a publish are small; a larger one means something is off.
 const MAX_ANSWER: usize = 64 * 1024;
-/// Distinct error messages kept; the rest are counted together.
-const MAX_ERROR_KINDS: usize = 10;
 
 #[derive(Debug, Clone, Args)]
 pub struct PublishArgs {
@@ -249,48 +248,13 @@ struct ConnOutcome {
     timed_out: bool,
 }
 
-/// Errors by message, shared by the connections (rare: not a hot path).
-#[derive(Default)]
-struct Errors {
-    samples: Vec<(String, u64)>,
-    other: u64,
-}
-
-impl Errors {
-    fn record(&mut self, e: &BenchError) {
-        let text = e.to_string();
-        if let Some(slot) = self.samples.iter_mut().find(|(m, _)| *m == text) {
-            slot.1 += 1;
-        } else if self.samples.len() < MAX_ERROR_KINDS {
-            self.samples.push((text, 1));
-        } else {
-            self.other += 1;
-        }
-    }
-
-    fn into_counts(self) -> Vec<ErrorCount> {
-        let mut out: Vec<ErrorCount> = self
-            .samples
-            .into_iter()
-            .map(|(message, count)| ErrorCount { message, count })
-            .collect();
-        if self.other > 0 {
-            out.push(ErrorCount {
-                message: "(other errors)".into(),
-                count: self.other,
-            });
-        }
-        out
-    }
-}
-
 async fn execute(plan: Plan) -> Result<PublishReport, BenchError> {
     let deadline = Instant::now() + plan.timeout;
     let server_pid = plan.server_pid;
-    let server_before = server_pid.map(proc_stats::sample).transpose()?;
     let plan = Arc::new(plan);
     let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(Mutex::new(Errors::default()));
+    // Rare, so one lock for all connections.
+    let errors = Arc::new(Mutex::new(ErrorSamples::default()));
     // Every connection is open (or has failed) before the clock starts.
     let ready = Arc::new(Barrier::new(plan.connections + 1));
     let run_id = crate::runner::random_run_id();
@@ -308,6 +272,7 @@ async fn execute(plan: Plan) -> Result<PublishReport, BenchError> {
     ready.wait().await;
     let start = Instant::now();
     let usage_start = SelfUsage::now();
+    let server_before = server_pid.map(proc_stats::sample).transpose()?;
     let mut latency = Histogram::new();
     let (mut acked, mut failed, mut timed_out) = (0, 0, false);
     let mut end = start;
@@ -344,7 +309,7 @@ async fn execute(plan: Plan) -> Result<PublishReport, BenchError> {
         }
         _ => None,
     };
-    let errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
+    let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).list();
     Ok(PublishReport {
         protocol: plan.protocol,
         target: plan.target.clone(),
@@ -355,12 +320,15 @@ async fn execute(plan: Plan) -> Result<PublishReport, BenchError> {
         acked,
         errors: failed,
         secs,
-        acked_per_sec: if secs > 0.0 { acked as f64 / secs } else { 0.0 },
+        acked_per_sec: ratio(acked as f64, secs),
         latency_us: latency.summary_us(),
         server,
         generator,
         generator_threads: plan.threads,
-        error_samples: errors.into_counts(),
+        error_samples: errors
+            .into_iter()
+            .map(|(message, count)| ErrorCount { message, count })
+            .collect(),
         timed_out,
     })
 }
@@ -432,7 +400,7 @@ async fn publish_loop(
     plan: Arc<Plan>,
     run_id: u32,
     next: Arc<AtomicU64>,
-    errors: Arc<Mutex<Errors>>,
+    errors: Arc<Mutex<ErrorSamples>>,
     ready: Arc<Barrier>,
     deadline: Instant,
 ) -> ConnOutcome {
