@@ -4,6 +4,9 @@
 //! * `idle` opens N subscribers and reports the server's RSS per connection.
 //! * `fanout` also publishes M messages and reports delivery rate, loss,
 //!   duplicates, order and publish→delivery latency, plus CPU per delivery.
+//! * `publish` ([`publish_load`]) has no subscribers: it reports acknowledged
+//!   publishes a second and their latency on N connections, to pushgate,
+//!   to another HTTP server (a plain POST) or to Redis (`XADD`).
 //!
 //! Plain mode (`--sub-url`, `--pub-url`) measures other servers: a `ws://`
 //! URL is a WebSocket that subscribes on connect, an `http://` URL an endless
@@ -34,6 +37,7 @@ pub mod longpoll_client;
 pub mod marker;
 pub mod net;
 pub mod proc_stats;
+pub mod publish_load;
 pub mod publisher;
 mod report;
 mod runner;
@@ -74,17 +78,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
 /// a Tokio runtime (use [`run`] there).
 pub fn run_blocking(args: BenchArgs) -> Result<Report, BenchError> {
     let plan = runner::Plan::from_args(&args)?;
-    let mut builder = if plan.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(plan.threads);
-        b
-    };
-    let rt = builder
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::io("building the generator runtime", e))?;
+    let rt = runtime(plan.threads)?;
     let hard_stop = plan.timeout + HARD_STOP_GRACE;
     let result = rt.block_on(async move {
         tokio::time::timeout(hard_stop, runner::execute(plan))
@@ -102,4 +96,19 @@ pub fn run_blocking(args: BenchArgs) -> Result<Report, BenchError> {
     // Aborted connection tasks are dropped here; their sockets close with them.
     rt.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// The generator's runtime: one thread, or `threads` workers.
+pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, BenchError> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::io("building the generator runtime", e))
 }

@@ -424,7 +424,7 @@ async fn progress(
     }
 }
 
-fn random_run_id() -> u32 {
+pub(crate) fn random_run_id() -> u32 {
     let mut rng =
         ws_client::XorShift::new(marker::unix_nanos() ^ u64::from(std::process::id()) << 40);
     rng.next_u64();

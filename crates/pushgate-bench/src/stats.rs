@@ -72,10 +72,34 @@ impl Layout {
 /// Up to this many distinct error messages are kept, with counts.
 const MAX_ERROR_KINDS: usize = 8;
 
+/// Distinct error messages with how often each happened; past
+/// `MAX_ERROR_KINDS` of them, the rest are counted together.
 #[derive(Debug, Default)]
 pub struct ErrorSamples {
     pub samples: Vec<(String, u64)>,
     pub other: u64,
+}
+
+impl ErrorSamples {
+    pub fn record(&mut self, err: &BenchError) {
+        let text = err.to_string();
+        if let Some(slot) = self.samples.iter_mut().find(|(m, _)| *m == text) {
+            slot.1 += 1;
+        } else if self.samples.len() < MAX_ERROR_KINDS {
+            self.samples.push((text, 1));
+        } else {
+            self.other += 1;
+        }
+    }
+
+    /// Every message with its count, then "(other errors)" if there were more.
+    pub fn list(&self) -> Vec<(String, u64)> {
+        let mut out = self.samples.clone();
+        if self.other > 0 {
+            out.push(("(other errors)".into(), self.other));
+        }
+        out
+    }
 }
 
 /// Counters shared by all tasks of a run. Atomics are updated with `Relaxed`:
@@ -150,24 +174,11 @@ impl Shared {
     }
 
     pub fn record_error(&self, err: &BenchError) {
-        let text = err.to_string();
-        let mut e = lock(&self.errors);
-        if let Some(slot) = e.samples.iter_mut().find(|(m, _)| *m == text) {
-            slot.1 += 1;
-        } else if e.samples.len() < MAX_ERROR_KINDS {
-            e.samples.push((text, 1));
-        } else {
-            e.other += 1;
-        }
+        lock(&self.errors).record(err);
     }
 
     pub fn error_samples(&self) -> Vec<(String, u64)> {
-        let e = lock(&self.errors);
-        let mut out = e.samples.clone();
-        if e.other > 0 {
-            out.push(("(other errors)".into(), e.other));
-        }
-        out
+        lock(&self.errors).list()
     }
 
     pub fn first_error(&self) -> Option<String> {
