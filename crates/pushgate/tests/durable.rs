@@ -94,6 +94,15 @@ fn start(dir: &Path, extra: &[&str]) -> (Proc, String) {
 
 struct TempDir(PathBuf);
 
+impl TempDir {
+    /// A fresh directory for this test process, removed on drop.
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("pushgate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -113,9 +122,7 @@ async fn publish(http: &reqwest::Client, url: &str, n: u64) -> Value {
 
 #[tokio::test]
 async fn a_server_killed_with_sigkill_resumes_every_cursor_in_the_same_epoch() {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("pushgate-durable-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("durable-sigkill");
     let http = reqwest::Client::new();
 
     let (mut first, url) = start(&dir.0, &[]);
@@ -177,10 +184,7 @@ async fn a_server_killed_with_sigkill_resumes_every_cursor_in_the_same_epoch() {
 
 #[tokio::test]
 async fn a_clean_stop_with_sync_interval_keeps_the_epoch_and_a_crash_renews_it() {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("pushgate-durable-interval-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("durable-interval");
     let http = reqwest::Client::new();
     let interval = ["--sync", "interval"];
 
@@ -336,9 +340,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             | 1,
     );
     eprintln!("kill loop: {rounds} rounds × {publishes} publishes, PUSHGATE_KILL_SEED={rng}");
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("pushgate-killloop-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("killloop");
     let size = ["--history-size", "20000"];
     let check = reqwest::Client::new();
     let mut done: Vec<Round> = Vec::new();
@@ -557,10 +559,7 @@ impl SseReader {
 /// then 5 live: no `reset`, nothing twice.
 #[tokio::test]
 async fn every_transport_resumes_across_a_sigkill_with_no_reset() {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("pushgate-durable-resume-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("durable-resume");
     let http = reqwest::Client::new();
     let (mut server, url) = start(&dir.0, &[]);
 
@@ -720,10 +719,7 @@ async fn offsets_in_history(http: &reqwest::Client, url: &str) -> Vec<u64> {
 #[tokio::test]
 async fn a_torn_tail_is_dropped_with_a_warning_and_damage_stops_the_start() {
     use std::os::unix::fs::FileExt;
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("pushgate-durable-damage-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("durable-damage");
     let http = reqwest::Client::new();
 
     let (mut server, url) = start(&dir.0, &[]);

@@ -611,6 +611,11 @@ mod tests {
         }
     }
 
+    /// A store in `dir` with the defaults, syncing each append.
+    fn open_always(dir: &std::path::Path) -> Result<(DiskLog, Recovered), Error> {
+        DiskLog::open(dir, MemoryLogConfig::default(), SyncMode::Always, 1 << 20)
+    }
+
     fn segment_files(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir)
             .unwrap()
@@ -781,14 +786,7 @@ mod tests {
     #[test]
     fn one_server_per_data_directory() {
         let dir = TempDir::new("disklog-lock");
-        let open = || {
-            DiskLog::open(
-                &dir.0,
-                MemoryLogConfig::default(),
-                SyncMode::Always,
-                1 << 20,
-            )
-        };
+        let open = || open_always(&dir.0);
         let first = open().unwrap();
         let e = open().err().unwrap().to_string();
         assert!(e.contains("is in use by another pushgate"), "{e}");
@@ -799,14 +797,7 @@ mod tests {
     #[test]
     fn a_store_of_another_format_is_refused_not_misread() {
         let dir = TempDir::new("disklog-format");
-        let open = || {
-            DiskLog::open(
-                &dir.0,
-                MemoryLogConfig::default(),
-                SyncMode::Always,
-                1 << 20,
-            )
-        };
+        let open = || open_always(&dir.0);
         drop(open().unwrap());
         assert_eq!(
             std::fs::read_to_string(dir.0.join(FORMAT)).unwrap(),
@@ -823,16 +814,7 @@ mod tests {
     #[tokio::test]
     async fn what_was_acknowledged_is_there_after_a_reopen_in_the_same_epoch() {
         let dir = TempDir::new("disklog-reopen");
-        let open = || {
-            DiskLog::open(
-                &dir.0,
-                MemoryLogConfig::default(),
-                SyncMode::Always,
-                1 << 20,
-            )
-            .unwrap()
-            .0
-        };
+        let open = || open_always(&dir.0).unwrap().0;
         let ch = ChannelName::new("news").unwrap();
         let log = open();
         let mut last = None;
