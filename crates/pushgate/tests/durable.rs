@@ -5,114 +5,39 @@
 //! server on a directory in use is refused; a torn tail is dropped and
 //! damage stops the start, as docs/durability.md says.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::process::Command;
+use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-const STEP: Duration = Duration::from_secs(20);
+mod common;
+use common::{Proc, TempDir, STEP};
 
-/// The server process; killed (by its PID) when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn line(&self, want: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(STEP)
-                .unwrap_or_else(|_| panic!("no log line with {want:?}"));
-            if line.contains(want) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Proc {
-    /// Waits for the listening line: the server's base URL.
-    fn url(&self) -> String {
-        let line = self.line("pushgate listening");
-        let port: u16 = line
-            .split("addr=127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        format!("http://127.0.0.1:{port}")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A server on `dir` with `extra` flags.
 fn spawn(dir: &Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-demo",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Proc { child, lines }
+    let mut args = vec![OsString::from("--data-dir"), dir.into()];
+    args.extend(extra.iter().map(OsString::from));
+    Proc::serve(args)
+}
+
+/// The server's base URL, once it listens.
+fn base_url(proc: &Proc) -> String {
+    format!("http://127.0.0.1:{}", proc.port())
 }
 
 fn start(dir: &Path, extra: &[&str]) -> (Proc, String) {
     let proc = spawn(dir, extra);
-    let url = proc.url();
+    let url = base_url(&proc);
     (proc, url)
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh directory for this test process, removed on drop.
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("pushgate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn publish(http: &reqwest::Client, url: &str, n: u64) -> Value {
+async fn publish(http: &reqwest::Client, url: &str, data: impl Into<Value>) -> Value {
     let res = http
         .post(format!("{url}/api/publish"))
-        .json(&json!({"channel": "news", "data": n}))
+        .json(&json!({"channel": "news", "data": data.into()}))
         .send()
         .await
         .unwrap();
@@ -191,11 +116,7 @@ async fn a_clean_stop_with_sync_interval_keeps_the_epoch_and_a_crash_renews_it()
     let (mut first, url) = start(&dir.0, &interval);
     let epoch = publish(&http, &url, 1).await["epoch"].clone();
     // SIGTERM: a graceful stop syncs and marks the store clean.
-    let term = Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    first.signal("TERM");
     assert!(first.child.wait().unwrap().success());
 
     let (mut second, url) = start(&dir.0, &interval);
@@ -211,7 +132,7 @@ async fn a_clean_stop_with_sync_interval_keeps_the_epoch_and_a_crash_renews_it()
     second.child.wait().unwrap();
     let third = spawn(&dir.0, &interval);
     third.line("every channel goes on in a new epoch");
-    let p = publish(&http, &third.url(), 3).await;
+    let p = publish(&http, &base_url(&third), 3).await;
     assert_ne!(p["epoch"], epoch);
     // 2 survived if the committer wrote it before the kill (the kernel keeps
     // what was written; only a sync makes it survive a power cut), not
@@ -746,7 +667,7 @@ async fn a_torn_tail_is_dropped_with_a_warning_and_damage_stops_the_start() {
         warning.contains(&segment.display().to_string()) && warning.contains("bytes=11"),
         "{warning}"
     );
-    let url = restarted.url();
+    let url = base_url(&restarted);
     assert_eq!(offsets_in_history(&http, &url).await, [1, 2, 3]);
     let p = publish(&http, &url, 4).await;
     assert_eq!((&p["epoch"], p["offset"].as_u64()), (&epoch, Some(4)));
@@ -755,13 +676,7 @@ async fn a_torn_tail_is_dropped_with_a_warning_and_damage_stops_the_start() {
     // torn write: what follows was acknowledged.
     let big = "x".repeat(60_000);
     for _ in 0..80 {
-        let res = http
-            .post(format!("{url}/api/publish"))
-            .json(&json!({"channel": "news", "data": big}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        publish(&http, &url, big.as_str()).await;
     }
     drop(restarted);
     let (segment, _) = only_segment(&dir.0);

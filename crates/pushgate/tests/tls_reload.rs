@@ -3,18 +3,17 @@
 //! receiving, and a broken file is refused with a log line while the old
 //! certificate goes on serving.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const STEP: Duration = Duration::from_secs(20);
+mod common;
+use common::{Proc, STEP};
 
 struct Pair {
     der: CertificateDer<'static>,
@@ -36,77 +35,14 @@ fn write(dir: &Path, p: &Pair) {
     std::fs::write(dir.join("key.pem"), &p.key_pem).unwrap();
 }
 
-/// The server process; killed (by its PID) when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    /// Waits for a log line containing `want`; returns it.
-    fn line(&self, want: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(STEP)
-                .unwrap_or_else(|_| panic!("no log line with {want:?}"));
-            if line.contains(want) {
-                return line;
-            }
-        }
-    }
-
-    fn hup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path) -> (Proc, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-demo",
-            "--tls-cert",
-        ])
-        .arg(dir.join("cert.pem"))
-        .arg("--tls-key")
-        .arg(dir.join("key.pem"))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let proc = Proc { child, lines };
-    let line = proc.line("pushgate listening");
-    let port = line
-        .split("addr=127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let proc = Proc::serve([
+        OsString::from("--tls-cert"),
+        dir.join("cert.pem").into(),
+        "--tls-key".into(),
+        dir.join("key.pem").into(),
+    ]);
+    let port = proc.port();
     (proc, port)
 }
 
@@ -174,7 +110,7 @@ async fn sighup_reloads_the_certificate_and_keeps_open_connections() {
 
     // A broken certificate file: refused with a log line, the old one serves on.
     std::fs::write(dir.join("cert.pem"), "garbage").unwrap();
-    proc.hup();
+    proc.signal("HUP");
     let line = proc.line("NOT reloaded");
     assert!(line.contains("cert.pem"), "{line}");
     connect(port, &old.der)
@@ -184,7 +120,7 @@ async fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     // A renewed certificate: new handshakes get it.
     let new = pair();
     write(&dir, &new);
-    proc.hup();
+    proc.signal("HUP");
     proc.line("TLS certificate reloaded");
     connect(port, &new.der)
         .await

@@ -1,0 +1,102 @@
+//! The real binary as the tests run it: `pushgate serve` on an ephemeral
+//! loopback port, its log lines read as they come, ended by its PID.
+
+// Each test file uses what it needs of this.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a test waits for one thing to happen.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// A server process; killed (by its PID) when dropped.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `pushgate serve --listen 127.0.0.1:0 --no-demo ARGS`.
+    pub fn serve<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a log line containing `want`; returns it.
+    pub fn line(&self, want: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(STEP)
+                .unwrap_or_else(|_| panic!("no log line with {want:?}"));
+            if line.contains(want) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the listening line: the server's port.
+    pub fn port(&self) -> u16 {
+        let line = self.line("pushgate listening");
+        line.split("addr=127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
+    }
+
+    /// Sends the signal named `name` (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh directory for this test process, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("pushgate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
