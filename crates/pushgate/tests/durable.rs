@@ -81,9 +81,11 @@ async fn a_server_killed_with_sigkill_resumes_every_cursor_in_the_same_epoch() {
     first.child.wait().unwrap();
 
     let (_again, url) = start(&dir.0, &[]);
-    let channel = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("news");
     let res = http
-        .get(format!("{url}/poll?channel=news&since={channel}.{epoch}.2"))
+        .get(format!(
+            "{url}/poll?channel=news&since={}",
+            cursor("news", &epoch, 2)
+        ))
         .send()
         .await
         .unwrap();

@@ -616,6 +616,15 @@ mod tests {
         DiskLog::open(dir, MemoryLogConfig::default(), SyncMode::Always, 1 << 20)
     }
 
+    /// Appends each number of `range` to `ch`, acknowledged.
+    async fn append_numbers(log: &DiskLog, ch: &ChannelName, range: impl Iterator<Item = u64>) {
+        for n in range {
+            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+
     fn segment_files(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir)
             .unwrap()
@@ -640,11 +649,7 @@ mod tests {
         };
         let (log, _) = DiskLog::open(&dir.0, config.clone(), SyncMode::Always, 4096).unwrap();
         let ch = ChannelName::new("news").unwrap();
-        for n in 0..600 {
-            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
-                .await
-                .unwrap();
-        }
+        append_numbers(&log, &ch, 0..600).await;
         let before = segment_files(&dir.0);
         assert!(before > 3, "{before} segments");
         log.sweep(&|_| true).await;
@@ -676,11 +681,7 @@ mod tests {
         };
         let (log, _) = DiskLog::open(&dir.0, config.clone(), SyncMode::Always, 4096).unwrap();
         let ch = ChannelName::new("news").unwrap();
-        for n in 1..=600 {
-            log.append(ch.clone(), None, Data::json(&n.to_string()).unwrap())
-                .await
-                .unwrap();
-        }
+        append_numbers(&log, &ch, 1..=600).await;
         let before = segment_files(&dir.0);
         assert!(before > 3, "{before} segments");
         log.sweep(&|_| true).await;
