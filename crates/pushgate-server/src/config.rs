@@ -144,6 +144,13 @@ pub struct Config {
     pub sync: crate::store::Sync,
     /// How often `sync = "interval"` syncs.
     pub sync_interval: Duration,
+    /// The Redis that nodes share channels through (`redis://…`); none:
+    /// this node alone.
+    pub broker_url: Option<String>,
+    /// Begins every Redis key and pub/sub channel of this cluster.
+    pub broker_prefix: String,
+    /// How long one Redis call may take.
+    pub broker_timeout: Duration,
     /// STUN and TURN URLs handed to clients that join a room, for their
     /// `RTCPeerConnection`s.
     pub ice_servers: Vec<String>,
@@ -224,6 +231,9 @@ impl Default for Config {
             data_dir: None,
             sync: crate::store::Sync::Always,
             sync_interval: Duration::from_millis(100),
+            broker_url: None,
+            broker_prefix: "pushgate".to_owned(),
+            broker_timeout: Duration::from_secs(5),
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_credential_ttl: pushgate_core::rtc::TURN_CREDENTIAL_TTL,
@@ -283,6 +293,19 @@ setting::settings! {
     sync: sync, "sync", "PUSHGATE_SYNC";
     /// How often sync = "interval" syncs
     sync_interval: sync_interval, "sync-interval", "PUSHGATE_SYNC_INTERVAL";
+
+    [broker]
+    /// Share channels with other pushgate nodes through this Redis, so that
+    /// clients resume on any node: redis://[user:password@]host[:port][/db],
+    /// rediss://… for TLS. History, offsets and epochs then live in Redis
+    /// (not with data_dir); none: this node alone
+    url: broker_url, "broker", "PUSHGATE_BROKER", Secret;
+    /// Begins every Redis key and pub/sub channel: nodes with the same prefix
+    /// share channels; another prefix on the same Redis is another cluster
+    prefix: broker_prefix, "broker-prefix", "PUSHGATE_BROKER_PREFIX";
+    /// How long a Redis call may take before it fails (a publish then
+    /// answers 503)
+    timeout: broker_timeout, "broker-timeout", "PUSHGATE_BROKER_TIMEOUT";
 
     [history]
     /// Messages kept per channel
@@ -524,6 +547,18 @@ impl Config {
             ),
             (self.max_signal_size < 1024, "max_signal_size must be at least 1024 bytes"),
             (self.sync_interval.is_zero(), "sync_interval must be above zero"),
+            (
+                self.broker_url.is_some() && self.data_dir.is_some(),
+                "broker and data_dir exclude each other: with a broker, history lives \
+                 in Redis (make Redis durable with its appendonly setting)",
+            ),
+            (
+                self.broker_prefix.is_empty()
+                    || self.broker_prefix.len() > 64
+                    || self.broker_prefix.contains(['{', '}', ':']),
+                "broker_prefix must be 1 to 64 characters, without { } or :",
+            ),
+            (self.broker_timeout.is_zero(), "broker_timeout must be above zero"),
         ];
         if let Some(url) = self.ice_servers.iter().find(|u| !is_ice_url(u)) {
             return Err(Error::config(format!(

@@ -26,6 +26,7 @@ mod linger;
 pub mod metrics;
 mod prefix_io;
 mod redirect;
+pub mod redis_broker;
 mod registry;
 mod routes;
 mod server;

@@ -22,9 +22,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening socket with the in-memory log, or with the
-    /// durable store when `data_dir` is set (its counts in `/metrics`).
+    /// Binds the listening socket with the in-memory log, the durable
+    /// store when `data_dir` is set (its counts in `/metrics`), or the
+    /// Redis broker when `broker_url` is.
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        if let Some(url) = &config.broker_url {
+            config.validate()?;
+            let log = crate::redis_broker::RedisLog::open(
+                crate::redis_broker::RedisConfig {
+                    url: url.clone(),
+                    prefix: config.broker_prefix.clone(),
+                    timeout: config.broker_timeout,
+                },
+                config.memory_log(),
+            )?;
+            return Self::with_log(config, Arc::new(log)).await;
+        }
         let Some(dir) = &config.data_dir else {
             let log = Arc::new(MemoryLog::new(config.memory_log()));
             return Self::with_log(config, log).await;
@@ -104,6 +117,13 @@ impl Server {
         }
         log_auth(&state);
         log_rtc(&state.config);
+        if let Some(url) = &state.config.broker_url {
+            tracing::info!(
+                redis = %crate::redis_broker::without_password(url),
+                prefix = %state.config.broker_prefix,
+                "sharing channels with other nodes through Redis"
+            );
+        }
         if state.config.demo {
             tracing::info!(url = %format!("{scheme}://{addr}/"), "demo page");
         }

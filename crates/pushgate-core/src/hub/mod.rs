@@ -212,6 +212,7 @@ impl Hub {
             channel,
             id: subscriber.id,
         };
+        self.log.follow(channel).await?;
         let catchup = self.log.read(channel, start, usize::MAX).await?;
         std::mem::forget(registered);
         Ok((catchup, room))
@@ -315,7 +316,7 @@ impl Hub {
         self.log
             .sweep(&|channel| fanout.subscriber_count(channel) > 0)
             .await;
-        fanout.sweep();
+        fanout.sweep(|channel| self.log.unfollow(channel));
     }
 
     /// Number of subscribers on `channel` here (for metrics and tests).
@@ -464,11 +465,17 @@ impl Fanout {
             .map_or(0, |local| lock(&local).subscribers.len())
     }
 
-    fn sweep(&self) {
+    /// Drops the channels nobody here subscribes to any more, telling
+    /// `unfollow` of each under the shard's lock: a subscriber that comes
+    /// next makes a new entry, and follows the channel again, after it.
+    fn sweep(&self, unfollow: impl Fn(&ChannelName)) {
         for shard in &self.shards {
-            lock(shard).retain(|_, local| {
+            lock(shard).retain(|channel, local| {
                 let mut local = lock(local);
                 local.removed = local.subscribers.is_empty();
+                if local.removed {
+                    unfollow(channel);
+                }
                 !local.removed
             });
         }

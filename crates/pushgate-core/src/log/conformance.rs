@@ -241,10 +241,16 @@ impl Appended for Recorder {
     fn lost(&self, _: &ChannelName, _: Position) {}
 }
 
-/// The listener hears of every append, per channel in offset order.
+/// The listener hears of every append to a channel followed, per channel
+/// in offset order.
 pub async fn the_listener_hears_every_append_in_order(log: &impl Log) {
     let recorder = Arc::new(Recorder::default());
     log.watch(recorder.clone());
+    for name in ["conf-heard-a", "conf-heard-b"] {
+        log.follow(&channel(name))
+            .await
+            .unwrap_or_else(|e| panic!("follow {name} failed: {e}"));
+    }
     const N: u64 = 50;
     let appends = (1..=N).flat_map(|n| {
         [

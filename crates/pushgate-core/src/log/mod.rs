@@ -10,6 +10,7 @@
 pub mod conformance;
 mod memory;
 pub mod record;
+pub mod shared;
 
 use std::sync::Arc;
 
@@ -87,9 +88,10 @@ pub trait Appended: Send + Sync {
 /// - a read after a position that history no longer covers (trimmed,
 ///   expired, another epoch, or beyond the top) answers `reset`; offset 0
 ///   is "before anything" in any epoch while offset 1 is still retained;
-/// - [`Log::watch`]'s listener hears of every append, this node's and, for
-///   a shared log, other nodes', per channel in offset order, and only once
-///   the publication can be read.
+/// - [`Log::watch`]'s listener hears of every append to a channel it
+///   follows ([`Log::follow`]), this node's and, for a shared log, other
+///   nodes', per channel in offset order, and only once the publication
+///   can be read. (A log of this process may tell it of every channel.)
 #[async_trait]
 pub trait Log: Send + Sync + 'static {
     /// Gives the publication the channel's next offset and keeps it; returns
@@ -112,6 +114,25 @@ pub trait Log: Send + Sync + 'static {
     /// Registers the listener that hears of every append from now on. A log
     /// has one (the hub); later calls are ignored.
     fn watch(&self, listener: Arc<dyn Appended>);
+
+    /// The hub has subscribers of `channel` from now on. Returns once the
+    /// listener will hear of every later append, whichever node made it:
+    /// the hub reads the channel only after this, so that a publication is
+    /// in its read or announced, or both. A shared log subscribes to the
+    /// channel's announcements here (and keeps following it until
+    /// [`Log::unfollow`]); a log of this process hears of every append
+    /// anyway.
+    async fn follow(&self, channel: &ChannelName) -> Result<(), Error> {
+        let _ = channel;
+        Ok(())
+    }
+
+    /// The hub has no subscriber of `channel` any more. Called under the
+    /// hub's lock, so that a later [`Log::follow`] comes after it: it must
+    /// not block, and must not call the listener.
+    fn unfollow(&self, channel: &ChannelName) {
+        let _ = channel;
+    }
 
     /// Upkeep: expire history, and forget channels that are idle, empty and
     /// not `in_use` (a channel with subscribers keeps its epoch, so they are

@@ -196,6 +196,16 @@ impl Value for crate::store::Sync {
     }
 }
 
+impl Value for String {
+    const KIND: Kind = Kind::Text;
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
 /// Empty means none: an empty API key would let anyone in.
 impl Value for Option<String> {
     const KIND: Kind = Kind::Text;

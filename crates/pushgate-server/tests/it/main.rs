@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod bad_input;
 mod binary;
+mod broker;
 mod close_handshake;
 mod command;
 mod cors;

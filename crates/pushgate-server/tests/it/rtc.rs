@@ -323,11 +323,6 @@ impl Drop for Coturn {
     }
 }
 
-fn installed(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-}
-
 impl Coturn {
     async fn start(secret: &str) -> Option<Coturn> {
         if !installed("turnserver") || !installed("turnutils_uclient") {

@@ -1,0 +1,321 @@
+//! The Redis broker (`--broker redis://…`): a [`Log`] that several nodes
+//! share, so that a client resumes on any node.
+//!
+//! Per channel, three names that share a hash tag (one Cluster slot):
+//! `{P:C}:m`, a hash with the epoch and the newest offset; `{P:C}:s`, a
+//! stream of the kept publications, entry id = offset; `{P:C}`, the pub/sub
+//! channel appends are announced on (P: the prefix, C: the channel). One
+//! Lua script appends (offset, stream, announcement at once: offsets are
+//! gapless and ordered across nodes), another reads. A node follows, on
+//! one pub/sub connection, the channels its own clients hold
+//! ([`follow`]), and fills from the stream whatever a dropped connection
+//! made it miss. Commands share one multiplexed connection, which
+//! reconnects by itself; while Redis is unreachable every call fails with
+//! `unavailable` (a publish answers 503, never acknowledged unstored).
+
+mod follow;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pushgate_core::log::shared::{self, answer, encode_body, first_wanted};
+use pushgate_core::log::{Appended, Catchup, Log, StartAt};
+use pushgate_core::publication::{Data, Publication};
+use pushgate_core::{ChannelName, Epoch, ErrorKind, EventName, MemoryLogConfig, Millis, Position};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::Error;
+
+/// How long a channel's state (epoch, newest offset) outlives its last
+/// use: at least this, and at least twice its history TTL. Nodes renew it
+/// for the channels they follow ([`follow`]), so subscribers of an idle
+/// channel keep their epoch.
+const STATE_TTL_MS: Millis = 24 * 3600 * 1000;
+
+/// The Redis log of one node.
+pub struct RedisLog {
+    inner: Arc<Inner>,
+    /// The channels this node follows, each with whether its pub/sub
+    /// subscription is confirmed; the follower task owns the rest.
+    followed: Mutex<HashMap<ChannelName, watch::Receiver<bool>>>,
+    /// To the follower task, which ends when this is dropped.
+    follower: mpsc::UnboundedSender<follow::Command>,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    /// History size and TTL per channel (the namespaces').
+    retention: MemoryLogConfig,
+    timeout: Duration,
+    append: redis::Script,
+    read: redis::Script,
+    listener: OnceLock<Arc<dyn Appended>>,
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` (TLS).
+    pub url: String,
+    /// Begins every key and pub/sub channel: nodes that share it form one
+    /// cluster; another prefix on the same Redis is another.
+    pub prefix: String,
+    /// How long one Redis call may take before it fails as `unavailable`.
+    pub timeout: Duration,
+}
+
+impl RedisLog {
+    /// A log over the Redis at `config.url`. Checks the URL, and does not
+    /// wait for Redis: until it answers, calls fail as `unavailable` and
+    /// the node keeps trying. Must run inside a tokio runtime.
+    pub fn open(config: RedisConfig, retention: MemoryLogConfig) -> Result<Self, Error> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            Error::config(format!(
+                "broker: {e}: write redis://[user:password@]host[:port][/db] or rediss://… for TLS"
+            ))
+        })?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+            .map_err(|e| Error::config(format!("broker: {e}")))?;
+        let (follower, commands) = mpsc::unbounded_channel();
+        let with_common =
+            |script: &str| redis::Script::new(&format!("{}\n{script}", include_str!("common.lua")));
+        let inner = Arc::new(Inner {
+            client,
+            conn,
+            prefix: config.prefix,
+            retention,
+            timeout: config.timeout,
+            append: with_common(include_str!("append.lua")),
+            read: with_common(include_str!("read.lua")),
+            listener: OnceLock::new(),
+        });
+        tokio::spawn(follow::run(inner.clone(), commands));
+        Ok(RedisLog {
+            inner,
+            followed: Mutex::new(HashMap::new()),
+            follower,
+        })
+    }
+}
+
+impl Inner {
+    /// The pub/sub channel of `channel`; its keys add `:m` and `:s`.
+    fn topic(&self, channel: &ChannelName) -> String {
+        format!("{{{}:{}}}", self.prefix, channel.as_str())
+    }
+
+    fn keys(&self, channel: &ChannelName) -> (String, String) {
+        let topic = self.topic(channel);
+        (format!("{topic}:m"), format!("{topic}:s"))
+    }
+
+    /// Runs `script` within the timeout; any failure is `unavailable`.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, pushgate_core::Error> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(what, e.to_string())),
+            Err(_) => Err(unavailable(
+                what,
+                format!("no answer within {:?}", self.timeout),
+            )),
+        }
+    }
+
+    fn state_ttl(&self, channel: &ChannelName) -> Millis {
+        STATE_TTL_MS.max(2 * self.retention.retention(channel).1)
+    }
+
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        start: StartAt,
+        limit: usize,
+    ) -> Result<Catchup, pushgate_core::Error> {
+        let (meta, stream) = self.keys(channel);
+        let (size, ttl) = self.retention.retention(channel);
+        let first = first_wanted(&start).map_or(String::new(), |o| o.to_string());
+        // One beyond the limit says whether more follow; history bounds it.
+        let count = limit.min(size).saturating_add(1);
+        let mut invocation = self.read.key(&meta);
+        invocation
+            .key(&stream)
+            .arg(Epoch::random().as_str())
+            .arg(first)
+            .arg(count)
+            .arg(ttl)
+            .arg(self.state_ttl(channel));
+        let reply: Vec<Vec<u8>> = self.call("read", invocation).await?;
+        let bad = || {
+            unavailable(
+                "read",
+                "Redis answered with something that is not pushgate's",
+            )
+        };
+        let mut fields = reply.into_iter();
+        let epoch = fields
+            .next()
+            .and_then(|e| Epoch::new(std::str::from_utf8(&e).ok()?).ok())
+            .ok_or_else(bad)?;
+        let top = fields.next().and_then(|t| number(&t)).ok_or_else(bad)?;
+        let mut fetched = Vec::with_capacity(fields.len() / 3);
+        while let (Some(offset), Some(time), Some(body)) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            let p = number(&offset)
+                .zip(number(&time))
+                .and_then(|(offset, time)| {
+                    shared::decode_body(channel.clone(), epoch.clone(), offset, time, &body)
+                });
+            fetched.push(Arc::new(p.ok_or_else(bad)?));
+        }
+        Ok(answer(
+            channel.clone(),
+            Position::new(epoch, top),
+            &start,
+            fetched,
+            limit,
+        ))
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: for logs.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn number(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+fn unavailable(what: &str, why: impl std::fmt::Display) -> pushgate_core::Error {
+    pushgate_core::Error::new(
+        ErrorKind::Unavailable,
+        format!("the broker (Redis) is unavailable: {what} failed: {why}; try again"),
+    )
+}
+
+#[async_trait]
+impl Log for RedisLog {
+    async fn append(
+        &self,
+        channel: ChannelName,
+        event: Option<EventName>,
+        data: Data,
+    ) -> Result<Arc<Publication>, pushgate_core::Error> {
+        let inner = &self.inner;
+        let (meta, stream) = inner.keys(&channel);
+        let (size, ttl) = inner.retention.retention(&channel);
+        let body = encode_body(event.as_ref(), &data);
+        let mut invocation = inner.append.key(&meta);
+        invocation
+            .key(&stream)
+            .arg(Epoch::random().as_str())
+            .arg(&body)
+            .arg(size)
+            .arg(ttl)
+            .arg(inner.state_ttl(&channel))
+            .arg(inner.topic(&channel));
+        let (offset, epoch, time): (u64, String, u64) = inner.call("publish", invocation).await?;
+        let epoch = Epoch::new(&epoch)
+            .map_err(|_| unavailable("publish", "Redis answered with an invalid epoch"))?;
+        Ok(Arc::new(Publication::new(
+            channel, epoch, offset, event, data, time,
+        )))
+    }
+
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        start: StartAt,
+        limit: usize,
+    ) -> Result<Catchup, pushgate_core::Error> {
+        self.inner.read(channel, start, limit).await
+    }
+
+    fn watch(&self, listener: Arc<dyn Appended>) {
+        let _ = self.inner.listener.set(listener);
+    }
+
+    async fn follow(&self, channel: &ChannelName) -> Result<(), pushgate_core::Error> {
+        let inner = &self.inner;
+        let mut ready = {
+            let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+            followed
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    let (tx, rx) = watch::channel(false);
+                    let topic = inner.topic(channel);
+                    let _ = self
+                        .follower
+                        .send(follow::Command::Follow(topic, channel.clone(), tx));
+                    rx
+                })
+                .clone()
+        };
+        let confirmed = matches!(
+            tokio::time::timeout(inner.timeout, ready.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        );
+        match confirmed {
+            true => Ok(()),
+            false => Err(unavailable(
+                "subscribe",
+                format!(
+                    "Redis did not confirm the subscription within {:?}",
+                    inner.timeout
+                ),
+            )),
+        }
+    }
+
+    fn unfollow(&self, channel: &ChannelName) {
+        let removed = self
+            .followed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(channel);
+        if removed.is_some() {
+            let topic = self.inner.topic(channel);
+            let _ = self.follower.send(follow::Command::Unfollow(topic));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn logs_show_no_password() {
+        assert_eq!(without_password("redis://h:6379/2"), "redis://h:6379/2");
+        assert_eq!(
+            without_password("redis://:s3cr@t@h:6379"),
+            "redis://:***@h:6379"
+        );
+        assert_eq!(without_password("rediss://me:pw@h"), "rediss://me:***@h");
+    }
+}

@@ -1,0 +1,523 @@
+//! The Redis broker (`--broker`): the log contract against a real
+//! redis-server, clients that move between nodes on every transport, and
+//! what a Redis blip or outage does — nothing acknowledged is lost, a
+//! publish Redis cannot store is a 503, and delivery comes back by itself.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::common::*;
+use pushgate_core::log::conformance;
+use pushgate_core::{ChannelName, Log, MemoryLogConfig, StartAt};
+use pushgate_server::redis_broker::{RedisConfig, RedisLog};
+use serde_json::{json, Value};
+
+/// A prefix no other test uses: each test its own cluster on one Redis.
+fn prefix(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("t{}-{test}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn open(redis: &Redis, prefix: &str, history_size: usize) -> RedisLog {
+    RedisLog::open(
+        RedisConfig {
+            url: redis.url(),
+            prefix: prefix.to_owned(),
+            timeout: Duration::from_secs(5),
+        },
+        MemoryLogConfig {
+            history_size,
+            ..Default::default()
+        },
+    )
+    .expect("a valid URL")
+}
+
+#[tokio::test]
+async fn the_redis_log_keeps_the_log_contract() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    within(
+        "the conformance suite",
+        conformance::check(|size| open(&redis, &prefix("conformance"), size)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn history_expires_by_age_on_redis_clock() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let log = RedisLog::open(
+        RedisConfig {
+            url: redis.url(),
+            prefix: prefix("ttl"),
+            timeout: Duration::from_secs(5),
+        },
+        MemoryLogConfig {
+            history_ttl_ms: 200,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ch = ChannelName::new("ttl").unwrap();
+    let data = || pushgate_core::Data::json("1").unwrap();
+    let first = log.append(ch.clone(), None, data()).await.unwrap();
+    // Until Redis's own clock has passed the TTL (what expiry goes by).
+    let mut conn = redis.conn().await;
+    within("Redis's clock to pass the TTL", async {
+        loop {
+            let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+            if s * 1000 + us / 1000 > first.time + 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let second = log.append(ch.clone(), None, data()).await.unwrap();
+    assert_eq!(
+        (second.offset, &second.epoch),
+        (2, &first.epoch),
+        "expiry keeps the channel's offsets and epoch"
+    );
+    let c = log
+        .read(&ch, StartAt::After(first.position()), 10)
+        .await
+        .unwrap();
+    assert_eq!(c.messages.len(), 1, "2 is kept");
+    let c = log
+        .read(
+            &ch,
+            StartAt::After(pushgate_core::Position::new(first.epoch.clone(), 0)),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(c.reset, "1 expired: resuming before it is a reset");
+}
+
+// ---------------------------------------------------------------------------
+// Clients that move between nodes
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ws,
+    Sse,
+    Ndjson,
+    Iframe,
+    LongPoll,
+    Poll,
+}
+
+const KINDS: [Kind; 6] = [
+    Kind::Ws,
+    Kind::Sse,
+    Kind::Ndjson,
+    Kind::Iframe,
+    Kind::LongPoll,
+    Kind::Poll,
+];
+
+enum Open {
+    Ws(Ws),
+    Sse(Sse),
+    Ndjson(Ndjson),
+    Iframe(Iframe),
+    /// Requests, not a connection.
+    Http,
+}
+
+/// A client of one transport, resuming from its cursor wherever it goes.
+struct Roamer {
+    kind: Kind,
+    channel: String,
+    cursor: String,
+    open: Option<Open>,
+    got: Vec<u64>,
+    resets: usize,
+}
+
+impl Roamer {
+    fn new(kind: Kind, channel: &str, cursor: &str) -> Self {
+        Roamer {
+            kind,
+            channel: channel.to_owned(),
+            cursor: cursor.to_owned(),
+            open: None,
+            got: Vec::new(),
+            resets: 0,
+        }
+    }
+
+    async fn connect(&mut self, node: &TestServer) {
+        let q = format!("channel={}&since={}", self.channel, self.cursor);
+        let ch = self.channel.as_str();
+        self.open = Some(match self.kind {
+            Kind::Ws => {
+                let mut ws = node.ws(&format!("/ws?{q}")).await;
+                assert_subscribed(&ws.next_json().await, ch);
+                Open::Ws(ws)
+            }
+            Kind::Sse => {
+                let mut sse = node.sse(&q).await;
+                sse.expect_subscribed(ch).await;
+                Open::Sse(sse)
+            }
+            Kind::Ndjson => {
+                let mut s = node.ndjson(&q).await;
+                s.expect_subscribed(ch).await;
+                Open::Ndjson(s)
+            }
+            Kind::Iframe => {
+                let mut f = node.iframe(&q, "cb").await;
+                f.expect_subscribed(ch).await;
+                Open::Iframe(f)
+            }
+            Kind::LongPoll | Kind::Poll => Open::Http,
+        });
+    }
+
+    /// Reads until `n` more messages arrived from `node`.
+    async fn read(&mut self, node: &TestServer, n: usize) {
+        let want = self.got.len() + n;
+        while self.got.len() < want {
+            let events = match self.open.as_mut().expect("connected") {
+                Open::Ws(ws) => vec![ws.next_json().await],
+                Open::Sse(sse) => vec![sse.next_event().await.json()],
+                Open::Ndjson(s) => vec![s.next_json().await],
+                Open::Iframe(f) => vec![f.next_call().await],
+                Open::Http => {
+                    let path = match self.kind {
+                        Kind::LongPoll => "longpoll?timeout=10s&",
+                        _ => "poll?",
+                    };
+                    let polled = node
+                        .poll(&format!(
+                            "/{path}channel={}&since={}",
+                            self.channel, self.cursor
+                        ))
+                        .await;
+                    self.cursor = polled.cursor.clone();
+                    for m in &polled.messages {
+                        self.got.push(m["offset"].as_u64().unwrap());
+                    }
+                    continue;
+                }
+            };
+            for v in events {
+                self.take(&v);
+            }
+        }
+    }
+
+    fn take(&mut self, v: &Value) {
+        match v["type"].as_str() {
+            Some("message") => {
+                self.got.push(v["offset"].as_u64().unwrap());
+                self.cursor = cursor_after(v);
+            }
+            Some("reset") => self.resets += 1,
+            _ => {}
+        }
+    }
+
+    fn disconnect(&mut self) {
+        self.open = None;
+    }
+}
+
+/// Three nodes on three loopback addresses; a publisher on the first; one
+/// client per transport that reads on one node, leaves, and comes back on
+/// the next with its cursor, while messages are published live and while
+/// it is away. Each sees every message once, in order, with no reset.
+#[tokio::test]
+async fn clients_resume_on_any_node_on_every_transport() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("roam");
+    let nodes = [
+        start_node(&redis, &p, "127.0.0.1").await,
+        start_node(&redis, &p, "127.0.0.2").await,
+        start_node(&redis, &p, "127.0.0.3").await,
+    ];
+    let start = nodes[1].poll("/poll?channel=roam").await.cursor;
+    let mut clients: Vec<Roamer> = KINDS
+        .iter()
+        .map(|k| Roamer::new(*k, "roam", &start))
+        .collect();
+    let mut published = 0;
+    for round in 0..6 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.connect(&nodes[(round + i) % 3]).await;
+        }
+        // Live: through Redis to whichever node each client is on.
+        for _ in 0..2 {
+            published += 1;
+            nodes[0].publish("roam", json!(published)).await;
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            // The one published while it was away comes first.
+            let missed = if round == 0 { 0 } else { 1 };
+            c.read(&nodes[(round + i) % 3], 2 + missed).await;
+            c.disconnect();
+        }
+        // Away: in history only.
+        published += 1;
+        nodes[0].publish("roam", json!(published)).await;
+    }
+    for c in &mut clients {
+        c.connect(&nodes[2]).await;
+        c.read(&nodes[2], 1).await;
+        let want: Vec<u64> = (1..=published).collect();
+        assert_eq!(c.got, want, "{:?}: every message once, in order", c.kind);
+        assert_eq!(c.resets, 0, "{:?}", c.kind);
+    }
+}
+
+/// The fan-out of a node follows only the channels its clients hold, and
+/// stops following them once the sweep finds none left.
+#[tokio::test]
+async fn a_node_subscribes_in_redis_only_to_its_clients_channels() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("follow");
+    let a = start_node(&redis, &p, "127.0.0.1").await;
+    let b = start_node(&redis, &p, "127.0.0.2").await;
+    let mut conn = redis.conn().await;
+    let topics = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let pattern = format!("{{{p}:*");
+        async move {
+            let mut v: Vec<String> = redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v.sort();
+            v
+        }
+    };
+    assert!(topics(&mut conn).await.is_empty(), "nothing followed yet");
+    let mut ws = a.ws("/ws?channel=one&channel=two").await;
+    assert_subscribed(&ws.next_json().await, "one");
+    assert_subscribed(&ws.next_json().await, "two");
+    assert_eq!(
+        topics(&mut conn).await,
+        [format!("{{{p}:one}}"), format!("{{{p}:two}}")]
+    );
+    b.publish("two", json!("x")).await;
+    assert_message(&ws.next_json().await, "two", 1);
+    // Three connections on one channel are one Redis subscription.
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        let mut w = a.ws("/ws?channel=one").await;
+        assert_subscribed(&w.next_json().await, "one");
+        more.push(w);
+    }
+    let subscribers: Vec<(String, u64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("{{{p}:one}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribers[0].1, 1,
+        "one Redis subscription per node and channel"
+    );
+    drop(ws);
+    drop(more);
+    wait_until("the connections to close", || a.subscribers("one") == 0).await;
+    a.state.hub.sweep().await;
+    within("the follower to unsubscribe", async {
+        while !topics(&mut conn).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// The pub/sub connections drop (Redis kills them) and messages are
+/// published before the nodes reconnect: a subscriber gets every one, in
+/// order, once — filled from the stream — and then live ones again.
+#[tokio::test]
+async fn a_dropped_subscription_is_caught_up_from_history() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("blip");
+    let a = start_node(&redis, &p, "127.0.0.1").await;
+    let b = start_node(&redis, &p, "127.0.0.2").await;
+    let mut ws = a.ws("/ws?channel=blip").await;
+    assert_subscribed(&ws.next_json().await, "blip");
+    b.publish("blip", json!(1)).await;
+    assert_message(&ws.next_json().await, "blip", 1);
+    let mut conn = redis.conn().await;
+    for round in 0..3u64 {
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(killed >= 1, "the nodes' pub/sub connections were killed");
+        // Published while node a has no subscription: only in the stream.
+        let base = 1 + round * 4;
+        for n in 1..=3 {
+            b.publish("blip", json!(base + n)).await;
+        }
+        ws.expect_messages("blip", base + 1..=base + 3).await;
+        // And live again after it.
+        b.publish("blip", json!(base + 4)).await;
+        ws.expect_messages("blip", base + 4..=base + 4).await;
+    }
+}
+
+/// Redis goes away: publishes answer 503 and nothing is acknowledged;
+/// connections stay open; when Redis is back (it kept its data), delivery
+/// resumes by itself, with nothing lost and no reset.
+#[tokio::test]
+async fn while_redis_is_down_publishes_fail_and_delivery_resumes_after() {
+    let Some(mut redis) = Redis::start_durable().await else {
+        return;
+    };
+    let p = prefix("down");
+    let a = start_node_with(&redis, &p, "127.0.0.1", |c| {
+        c.broker_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let b = start_node_with(&redis, &p, "127.0.0.2", |c| {
+        c.broker_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let mut ws = a.ws("/ws?channel=down").await;
+    assert_subscribed(&ws.next_json().await, "down");
+    let mut sse = a.sse("channel=down").await;
+    sse.expect_subscribed("down").await;
+    b.publish("down", json!(1)).await;
+    assert_message(&ws.next_json().await, "down", 1);
+    sse.expect_message("down", 1).await;
+
+    redis.kill().await;
+    for node in [&a, &b] {
+        let (status, body) = node
+            .json_response(
+                node.http
+                    .post(node.url("/api/publish"))
+                    .json(&json!({"channel": "down", "data": "lost?"})),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], "unavailable", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("Redis"),
+            "{body}"
+        );
+    }
+    redis.restart().await;
+    // Back by itself: the first publish that Redis stores reaches both.
+    let published = within("a publish to succeed again", async {
+        loop {
+            let (status, body) = b
+                .json_response(
+                    b.http
+                        .post(b.url("/api/publish"))
+                        .json(&json!({"channel": "down", "data": 2})),
+                )
+                .await;
+            if status == 200 {
+                return body;
+            }
+            assert_eq!(status, 503, "{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        published["offset"], 2,
+        "nothing refused was stored: {published}"
+    );
+    let v = ws.next_json().await;
+    assert_message(&v, "down", 2);
+    sse.expect_message("down", 2).await;
+    b.publish("down", json!(3)).await;
+    assert_message(&ws.next_json().await, "down", 3);
+    sse.expect_message("down", 3).await;
+}
+
+/// A Redis that lost everything (restarted without persistence): the
+/// nodes' subscribers are told to reset, into the new epoch, and go on.
+#[tokio::test]
+async fn a_redis_that_lost_its_data_resets_the_subscribers() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("lost");
+    let a = start_node(&redis, &p, "127.0.0.1").await;
+    let mut ws = a.ws("/ws?channel=gone").await;
+    assert_subscribed(&ws.next_json().await, "gone");
+    let first = a.publish("gone", json!(1)).await;
+    assert_message(&ws.next_json().await, "gone", 1);
+    redis.kill().await;
+    redis.restart().await;
+    let again = within("a publish to succeed again", async {
+        loop {
+            let (status, body) = a
+                .json_response(
+                    a.http
+                        .post(a.url("/api/publish"))
+                        .json(&json!({"channel": "gone", "data": 2})),
+                )
+                .await;
+            if status == 200 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_ne!(
+        again["epoch"], first["epoch"],
+        "history was lost: a new epoch"
+    );
+    let reset = ws.next_json().await;
+    assert_eq!(reset["type"], "reset", "{reset}");
+    assert_eq!(reset["epoch"], again["epoch"], "{reset}");
+    // Live from where the reset put it (the publish may have come before
+    // or after the node saw Redis again).
+    a.publish("gone", json!(3)).await;
+    let from = reset["offset"].as_u64().unwrap();
+    for offset in from + 1..=2 {
+        let v = ws.next_json().await;
+        assert_message(&v, "gone", offset);
+        assert_eq!(v["epoch"], again["epoch"]);
+    }
+}
+
+/// A bad URL stops the start with an error that shows the form.
+#[tokio::test]
+async fn a_bad_broker_url_is_a_clear_config_error() {
+    let config = pushgate_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_url: Some("http://localhost:6379".into()),
+        ..Default::default()
+    };
+    let err = match pushgate_server::Server::bind(config).await {
+        Ok(_) => panic!("bound with an http:// broker"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("redis://"), "{err}");
+    let config = pushgate_server::Config {
+        broker_url: Some("redis://127.0.0.1:1".into()),
+        data_dir: Some("/tmp/x".into()),
+        ..Default::default()
+    };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("exclude each other"), "{err}");
+}
