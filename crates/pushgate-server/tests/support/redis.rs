@@ -1,0 +1,169 @@
+//! A real `redis-server` for tests: the broker's integration tests
+//! (crates/pushgate-server/tests/it) and the real-binary tests of
+//! crates/pushgate include this file (`#[path]`), so both start Redis the
+//! same way. Needs tokio (process, io-util, time) and the redis crate.
+
+// Each including test crate uses what it needs of this.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Awaits `fut` for at most 20 s, failing the test with `what` otherwise.
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// A real `redis-server` on a loopback port of its own, in a directory of
+/// its own (for its append-only file), killed when dropped. Without
+/// redis-server installed, [`Redis::start`] skips the test (and fails it
+/// where `PUSHGATE_REQUIRE_REDIS` is set, as `scripts/test` does).
+pub struct Redis {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    process: Option<tokio::process::Child>,
+    /// Keeps every write in its append-only file before answering, so a
+    /// restart loses nothing.
+    durable: bool,
+}
+
+impl Redis {
+    /// A Redis that keeps nothing across a restart.
+    pub async fn start() -> Option<Redis> {
+        Self::start_as(false).await
+    }
+
+    /// A Redis with `appendonly yes` and `appendfsync always`.
+    pub async fn start_durable() -> Option<Redis> {
+        Self::start_as(true).await
+    }
+
+    async fn start_as(durable: bool) -> Option<Redis> {
+        if !installed("redis-server") {
+            assert!(
+                std::env::var_os("PUSHGATE_REQUIRE_REDIS").is_none(),
+                "redis-server is not installed (apt-get install redis-server)"
+            );
+            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pushgate-redis-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Redis {
+            port: 0,
+            dir,
+            process: None,
+            durable,
+        };
+        // A port another test took between the probe and Redis's bind makes
+        // Redis exit: try another.
+        for _ in 0..5 {
+            redis.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if redis.spawn().await {
+                return Some(redis);
+            }
+        }
+        panic!("redis-server did not start on five ports in a row");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process on `self.port`; whether it is ready.
+    async fn spawn(&mut self) -> bool {
+        let mut cmd = tokio::process::Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "notice",
+            ])
+            .arg("--dir")
+            .arg(&self.dir);
+        if self.durable {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let mut process = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
+        let ready = within("redis-server to start", async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if ready {
+            self.process = Some(process);
+        }
+        ready
+    }
+
+    /// Kills the process (SIGKILL) and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (after [`Redis::kill`]).
+    pub async fn restart(&mut self) {
+        assert!(self.process.is_none(), "kill it first");
+        assert!(
+            self.spawn().await,
+            "redis-server restarts on port {}",
+            self.port
+        );
+    }
+
+    /// A connection for the test's own commands.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        within(
+            "a connection to Redis",
+            redis::Client::open(self.url())
+                .unwrap()
+                .get_multiplexed_async_connection(),
+        )
+        .await
+        .expect("Redis answers")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            let _ = p.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
