@@ -150,8 +150,8 @@ impl Connection {
             Command::Ping => Ok((Reply::Pong, Vec::new())),
             Command::Auth { token } => self.reauthenticate(&token),
             Command::Send(message) => self.send(message).await,
-            Command::Presence { channel } => self.presence(&channel),
-            Command::Signal(signal) => self.signal(signal),
+            Command::Presence { channel } => self.presence(&channel).await,
+            Command::Signal(signal) => self.signal(signal).await,
         };
         result.unwrap_or_else(|e| (Reply::Error(e), Vec::new()))
     }
@@ -200,7 +200,7 @@ impl Connection {
     /// A WebRTC signal to another member of a room, from this connection
     /// or from the one its `client_key` proves (a client that sends over
     /// `POST /command` and receives on a stream).
-    fn signal(&mut self, signal: Signal) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+    async fn signal(&mut self, signal: Signal) -> Result<(Reply, Vec<OutboxEvent>), Error> {
         let Signal {
             room,
             to,
@@ -229,16 +229,19 @@ impl Connection {
                 ))
             }
         };
-        self.hub.signal(&room, from, to, &data)?;
+        self.hub.signal(&room, from, to, &data).await?;
         Ok((Reply::Signaled { room, to }, Vec::new()))
     }
 
     /// Who is on `channel`: allowed to whoever may subscribe to it.
-    fn presence(&mut self, channel: &ChannelName) -> Result<(Reply, Vec<OutboxEvent>), Error> {
+    async fn presence(
+        &mut self,
+        channel: &ChannelName,
+    ) -> Result<(Reply, Vec<OutboxEvent>), Error> {
         self.hub
             .policy()
             .check_subscribe(&self.principal, channel)?;
-        let presence = self.hub.presence(channel)?;
+        let presence = self.hub.presence(channel).await?;
         Ok((Reply::Presence(presence), Vec::new()))
     }
 

@@ -185,6 +185,12 @@ impl ClientKeys {
         }
     }
 
+    /// Keys under `secret`: the same on every node that has it (a
+    /// cluster's, shared through its broker).
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        ClientKeys { secret }
+    }
+
     fn mac(&self, id: SubscriberId) -> Hmac<sha2::Sha256> {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.secret).expect("any key");
         mac.update(&id.to_be_bytes());

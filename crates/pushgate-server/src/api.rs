@@ -192,7 +192,7 @@ pub async fn history(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
 pub async fn users(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let result = match req.uri().path() {
         "/api/send" => send(state, req).await,
-        "/api/presence" => presence(state, &req),
+        "/api/presence" => presence(state, &req).await,
         _ => disconnect(state, req).await,
     };
     match result {
@@ -219,13 +219,13 @@ async fn send(state: &AppState, req: Request<RequestBody>) -> Result<String, Err
 }
 
 /// `GET /api/presence?channel=C` → `{"channel":C,"users":[…],"anonymous":N}`.
-fn presence(state: &AppState, req: &Request<RequestBody>) -> Result<String, Error> {
+async fn presence(state: &AppState, req: &Request<RequestBody>) -> Result<String, Error> {
     let q = h::parse_subscribe_query(req.uri().query(), &[], 1)?;
     let channel = q
         .channels
         .first()
         .ok_or_else(|| Error::bad_request("presence needs ?channel=NAME"))?;
-    Ok(state.hub.presence(channel)?.encode())
+    Ok(state.hub.presence(channel).await?.encode())
 }
 
 /// `POST /api/disconnect {"user":"alice"}` → `{"disconnected":N}`.
@@ -238,7 +238,7 @@ async fn disconnect(state: &AppState, req: Request<RequestBody>) -> Result<Strin
     if user.is_empty() {
         return Err(Error::bad_request("\"user\" must not be empty"));
     }
-    let n = state.hub.disconnect(&user.into());
+    let n = state.hub.disconnect(&user.into()).await?;
     Ok(format!("{{\"disconnected\":{n}}}"))
 }
 

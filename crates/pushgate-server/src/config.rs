@@ -151,6 +151,9 @@ pub struct Config {
     pub broker_prefix: String,
     /// How long one Redis call may take.
     pub broker_timeout: Duration,
+    /// How long a member stays listed in presence after its node stopped
+    /// renewing it (a crashed node's).
+    pub broker_presence_ttl: Duration,
     /// STUN and TURN URLs handed to clients that join a room, for their
     /// `RTCPeerConnection`s.
     pub ice_servers: Vec<String>,
@@ -234,6 +237,7 @@ impl Default for Config {
             broker_url: None,
             broker_prefix: "pushgate".to_owned(),
             broker_timeout: Duration::from_secs(5),
+            broker_presence_ttl: Duration::from_secs(30),
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_credential_ttl: pushgate_core::rtc::TURN_CREDENTIAL_TTL,
@@ -306,6 +310,11 @@ setting::settings! {
     /// How long a Redis call may take before it fails (a publish then
     /// answers 503)
     timeout: broker_timeout, "broker-timeout", "PUSHGATE_BROKER_TIMEOUT";
+    /// How long a node's presence entries outlive it: each node renews its
+    /// members every third of this, so a crashed node's connections leave
+    /// presence at most this long after it died
+    presence_ttl: broker_presence_ttl, "broker-presence-ttl",
+        "PUSHGATE_BROKER_PRESENCE_TTL";
 
     [history]
     /// Messages kept per channel
@@ -559,6 +568,10 @@ impl Config {
                 "broker_prefix must be 1 to 64 characters, without { } or :",
             ),
             (self.broker_timeout.is_zero(), "broker_timeout must be above zero"),
+            (
+                self.broker_presence_ttl < Duration::from_millis(300),
+                "broker_presence_ttl must be at least 300ms",
+            ),
         ];
         if let Some(url) = self.ice_servers.iter().find(|u| !is_ice_url(u)) {
             return Err(Error::config(format!(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pushgate_core::hub::Cluster;
 use pushgate_core::{Hub, HubConfig, Log, MemoryLog};
 use tokio::net::TcpListener;
 
@@ -28,15 +29,17 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, Error> {
         if let Some(url) = &config.broker_url {
             config.validate()?;
-            let log = crate::redis_broker::RedisLog::open(
+            let redis = crate::redis_broker::RedisLog::open(
                 crate::redis_broker::RedisConfig {
                     url: url.clone(),
                     prefix: config.broker_prefix.clone(),
                     timeout: config.broker_timeout,
+                    presence_ttl: config.broker_presence_ttl,
                 },
                 config.memory_log(),
             )?;
-            return Self::with_log(config, Arc::new(log)).await;
+            let redis = Arc::new(redis);
+            return Self::assemble(config, redis.clone(), Some(redis)).await;
         }
         let Some(dir) = &config.data_dir else {
             let log = Arc::new(MemoryLog::new(config.memory_log()));
@@ -51,6 +54,16 @@ impl Server {
 
     /// Binds the listening socket with history kept by `log`.
     pub async fn with_log(config: Config, log: Arc<dyn Log>) -> Result<Self, Error> {
+        Self::assemble(config, log, None).await
+    }
+
+    /// Binds the listening socket with history kept by `log`, as a node
+    /// of `cluster` when there is one.
+    async fn assemble(
+        config: Config,
+        log: Arc<dyn Log>,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let policy = config.policy()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
@@ -68,6 +81,7 @@ impl Server {
                 direct_gap_ms: config.direct_write_gap.as_millis() as u64,
                 policy: Arc::new(policy),
                 rtc: Arc::new(config.rtc()),
+                cluster,
                 ..Default::default()
             },
         );
@@ -130,6 +144,9 @@ impl Server {
 
         let mut background = tokio::task::JoinSet::new();
         background.spawn(sweeper(state.clone()));
+        if state.hub.cluster().is_some() {
+            background.spawn(renew_presence(state.clone()));
+        }
         if state.config.demo {
             background.spawn(crate::demo::clock(state.clone()));
         }
@@ -327,6 +344,16 @@ async fn reload_on_sighup(state: Arc<AppState>) {
 }
 
 /// Expires history and forgets idle channels.
+/// Keeps this node's members listed in the cluster's presence, which
+/// forgets those not renewed within `broker_presence_ttl`.
+async fn renew_presence(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.config.broker_presence_ttl / 3);
+    loop {
+        tick.tick().await;
+        state.hub.renew_presence().await;
+    }
+}
+
 async fn sweeper(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {

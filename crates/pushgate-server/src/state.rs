@@ -88,6 +88,7 @@ impl AppState {
             idle: Some(config.iframe_lifetime),
             ..*stream_timing
         });
+        let first_id = hub.first_id();
         Arc::new(AppState {
             config,
             hub,
@@ -99,7 +100,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
             command_publish_tokens: Mutex::new(Buckets::new(COMMAND_CLIENTS)),
-            next_subscriber: AtomicU64::new(1),
+            next_subscriber: AtomicU64::new(first_id),
         })
     }
 
@@ -143,8 +144,8 @@ impl AppState {
         }
     }
 
-    /// A new client connection of `principal`, with a process-unique
-    /// subscriber id.
+    /// A new client connection of `principal`, with an id unique in the
+    /// cluster (this node's number in its high bits).
     pub fn connection(&self, principal: &Principal) -> Connection {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         Connection::new(self.hub.clone(), id, self.limits(), principal.clone())

@@ -12,6 +12,7 @@
 //! announced to the new subscriber, or both: the catch-up may overlap live
 //! delivery, never leave a hole, and [`crate::Session`] drops the overlap.
 
+pub mod cluster;
 pub mod live;
 pub mod outbox;
 pub mod presence;
@@ -32,6 +33,7 @@ use crate::publication::{Data, Publication};
 use crate::rtc::{ClientKeys, RtcConfig};
 use crate::sync::{self, lock, Mutex, SHARDS};
 
+pub use cluster::{Cluster, Inbound, RelayedSignal};
 pub use live::{LiveEvent, LiveKind};
 pub use outbox::{DirectSink, Drained, Outbox, OutboxEvent, PushOutcome, Sent};
 pub use presence::{Member, Presence};
@@ -70,6 +72,8 @@ pub struct HubConfig {
     pub policy: Arc<Policy>,
     /// The ICE servers and limits of rooms' WebRTC signaling.
     pub rtc: Arc<RtcConfig>,
+    /// The other nodes, when this one is part of a cluster.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Default for HubConfig {
@@ -79,6 +83,7 @@ impl Default for HubConfig {
             clock: Arc::new(SystemClock),
             policy: Arc::new(Policy::open()),
             rtc: Arc::default(),
+            cluster: None,
         }
     }
 }
@@ -87,10 +92,8 @@ impl Default for HubConfig {
 pub struct Hub {
     log: Arc<dyn Log>,
     fanout: Arc<Fanout>,
-    /// Each user's live connections, for [`Hub::disconnect`]. Weak: the
-    /// index never keeps a connection alive.
-    users: Mutex<HashMap<UserId, Vec<Weak<Outbox>>>>,
-    /// Prove a connection's id in a room's signals over `POST /command`.
+    /// Prove a connection's id in a room's signals over `POST /command`
+    /// (a cluster's own, the same on every node, once it has them).
     keys: ClientKeys,
 }
 
@@ -112,6 +115,17 @@ struct Fanout {
     config: HubConfig,
     shards: Vec<Mutex<HashMap<ChannelName, Arc<Mutex<Local>>>>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Each user's live connections, for [`Hub::disconnect`]. Weak: the
+    /// index never keeps a connection alive.
+    users: Mutex<HashMap<UserId, Vec<Weak<Outbox>>>>,
+}
+
+/// What [`Fanout::add`] did beyond subscribing.
+struct Added {
+    /// In a room: the other members here when it joined.
+    room: Option<Vec<Member>>,
+    /// Listed in presence; `Some(true)` with join/leave events.
+    listed: Option<bool>,
 }
 
 /// One channel's subscribers in this process.
@@ -136,14 +150,36 @@ impl Hub {
             config,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
+            users: Mutex::new(HashMap::new()),
         });
         log.watch(fanout.clone());
+        if let Some(cluster) = &fanout.config.cluster {
+            cluster.attach(fanout.clone());
+        }
         Hub {
             log,
             fanout,
-            users: Mutex::new(HashMap::new()),
             keys: ClientKeys::random(),
         }
+    }
+
+    /// The other nodes, when this one is part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.fanout.config.cluster.as_ref()
+    }
+
+    /// The id of this node's first connection: ids are unique in the
+    /// cluster, and say which node holds a connection.
+    pub fn first_id(&self) -> SubscriberId {
+        self.cluster()
+            .map_or(0, |c| c.node() << cluster::NODE_SHIFT)
+            + 1
+    }
+
+    /// Whether connection `id` is held by this node.
+    pub fn is_here(&self, id: SubscriberId) -> bool {
+        self.cluster()
+            .is_none_or(|c| cluster::node_of(id) == c.node())
     }
 
     /// Who may do what on its channels.
@@ -206,13 +242,28 @@ impl Hub {
         subscriber: &Subscriber,
         member: Option<Option<&UserId>>,
     ) -> Result<(Catchup, Option<Vec<Member>>), Error> {
-        let room = self.fanout.add(channel, subscriber, member);
+        let added = self.fanout.add(channel, subscriber, member);
         let registered = Registered {
             fanout: &self.fanout,
             channel,
             id: subscriber.id,
         };
         self.log.follow(channel).await?;
+        let mut room = added.room;
+        if let (Some(cluster), Some(announce)) = (self.cluster(), added.listed) {
+            // Listed before the room is read: of two members joining on
+            // two nodes at once, each sees the other in its list or
+            // hears its join (a client takes a join it knew as no news).
+            let user = member.flatten();
+            cluster
+                .joined(channel, subscriber.id, user, announce)
+                .await?;
+            if let Some(local) = room.as_mut() {
+                let everywhere = cluster.members(channel).await?;
+                local.extend(everywhere.into_iter().filter(|(id, _)| !self.is_here(*id)));
+                local.sort_unstable_by_key(|m| m.0);
+            }
+        }
         let catchup = self.log.read(channel, start, usize::MAX).await?;
         std::mem::forget(registered);
         Ok((catchup, room))
@@ -224,9 +275,9 @@ impl Hub {
         self.fanout.remove(channel, subscriber);
     }
 
-    /// Who is subscribed to `channel` here; a channel whose namespace has
-    /// no presence is a `bad_request`.
-    pub fn presence(&self, channel: &ChannelName) -> Result<Presence, Error> {
+    /// Who is subscribed to `channel`, on every node; a channel whose
+    /// namespace has no presence is a `bad_request`.
+    pub async fn presence(&self, channel: &ChannelName) -> Result<Presence, Error> {
         if !self.policy().rules(channel).presence {
             let mut name = String::new();
             crate::json::push_string(&mut name, channel.as_str());
@@ -234,13 +285,30 @@ impl Hub {
                 "presence is off for channel {name} (its namespace has presence = false)"
             )));
         }
-        let local = self.fanout.get(channel);
-        let local = local.as_ref().map(|l| lock(l));
+        let mut members: Members = self
+            .fanout
+            .get(channel)
+            .and_then(|l| lock(&l).members.as_deref().cloned())
+            .unwrap_or_default();
+        if let Some(cluster) = self.cluster() {
+            // This node's own are as fresh as can be; the others' as listed.
+            let elsewhere = cluster.members(channel).await?;
+            members.extend(elsewhere.into_iter().filter(|(id, _)| !self.is_here(*id)));
+        }
         Ok(Presence::of(
             channel.clone(),
-            local.as_ref().and_then(|l| l.members.as_deref()),
+            Some(&members),
             self.is_room(channel),
         ))
+    }
+
+    /// Lists this node's members again with the cluster, which forgets
+    /// those not renewed for a while (a crashed node's); run periodically.
+    pub async fn renew_presence(&self) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        cluster.renew(self.fanout.members_here()).await;
     }
 
     /// Appends `{"from":<from>,"data":<data>}` to each recipient's personal
@@ -259,7 +327,12 @@ impl Hub {
         for (user, channel) in to.iter().zip(channels) {
             self.publish(channel.clone(), event.clone(), wrapped.clone())
                 .await?;
-            if self.subscriber_count(&channel) > 0 {
+            let online = self.subscriber_count(&channel) > 0
+                || match self.cluster() {
+                    Some(cluster) => cluster.followed_elsewhere(&channel).await?,
+                    None => false,
+                };
+            if online {
                 out.online.push(user.clone());
             } else {
                 out.offline.push(user.clone());
@@ -270,7 +343,7 @@ impl Hub {
 
     /// Remembers `outbox` as one of `user`'s live connections.
     pub fn register_user(&self, user: &UserId, outbox: &Arc<Outbox>) {
-        let mut users = lock(&self.users);
+        let mut users = lock(&self.fanout.users);
         let list = users.entry(user.clone()).or_default();
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(outbox));
@@ -278,7 +351,7 @@ impl Hub {
 
     /// Forgets `outbox` (a connection of `user` that ends).
     pub fn unregister_user(&self, user: &UserId, outbox: &Arc<Outbox>) {
-        let mut users = lock(&self.users);
+        let mut users = lock(&self.fanout.users);
         if let Some(list) = users.get_mut(user) {
             list.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(outbox)));
             if list.is_empty() {
@@ -288,15 +361,15 @@ impl Hub {
     }
 
     /// Ends every live connection of `user` ([`Outbox::disconnect`]) and
-    /// refuses its tokens issued until now ([`Policy::revoke`]). Returns
-    /// how many connections were told.
-    pub fn disconnect(&self, user: &UserId) -> usize {
-        self.policy().revoke(user, self.clock().now() / 1000);
-        let list = lock(&self.users).remove(user).unwrap_or_default();
-        list.iter()
-            .filter_map(Weak::upgrade)
-            .map(|outbox| outbox.disconnect())
-            .count()
+    /// refuses its tokens issued until now ([`Policy::revoke`]), on every
+    /// node. Returns how many connections this node told.
+    pub async fn disconnect(&self, user: &UserId) -> Result<usize, Error> {
+        let at = self.clock().now() / 1000;
+        let here = self.fanout.disconnect_here(user, at);
+        if let Some(cluster) = self.cluster() {
+            cluster.disconnect(user, at).await?;
+        }
+        Ok(here)
     }
 
     /// Reads history without subscribing, at most `limit` publications.
@@ -393,7 +466,7 @@ impl Fanout {
         channel: &ChannelName,
         subscriber: &Subscriber,
         member: Option<Option<&UserId>>,
-    ) -> Option<Vec<Member>> {
+    ) -> Added {
         // Read before the lock: a namespace lookup, on subscribe only.
         let rules = member.map(|_| self.config.policy.rules(channel));
         let presence = rules.is_some_and(|r| r.presence);
@@ -409,10 +482,14 @@ impl Fanout {
             local
                 .subscribers
                 .insert(subscriber.id, subscriber.outbox.clone());
-            let mut room = None;
+            let mut added = Added {
+                room: None,
+                listed: None,
+            };
             if let (true, Some(user)) = (presence, member) {
+                added.listed = rules.map(|r| r.join_leave);
                 if rules.is_some_and(|r| r.signal) {
-                    room = Some(presence::list(local.members.as_deref()));
+                    added.room = Some(presence::list(local.members.as_deref()));
                 }
                 local
                     .members
@@ -428,7 +505,7 @@ impl Fanout {
                     local.tell(&event, subscriber.id);
                 }
             }
-            return room;
+            return added;
         }
     }
 
@@ -448,7 +525,11 @@ impl Fanout {
             if members.is_empty() {
                 local.members = None;
             }
-            if self.config.policy.rules(channel).join_leave {
+            let announce = self.config.policy.rules(channel).join_leave;
+            if let Some(cluster) = &self.config.cluster {
+                cluster.left(channel, subscriber, user.as_ref(), announce);
+            }
+            if announce {
                 let event = Arc::new(LiveEvent::presence(
                     LiveKind::Leave,
                     channel.clone(),
@@ -458,6 +539,36 @@ impl Fanout {
                 local.tell(&event, subscriber);
             }
         }
+    }
+
+    /// Every member here, by channel.
+    fn members_here(&self) -> Vec<(ChannelName, Vec<Member>)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let locals: Vec<_> = lock(shard)
+                .iter()
+                .map(|(c, l)| (c.clone(), l.clone()))
+                .collect();
+            for (channel, local) in locals {
+                let local = lock(&local);
+                if let Some(members) = local.members.as_deref() {
+                    let list = members.iter().map(|(id, u)| (*id, u.clone())).collect();
+                    out.push((channel, list));
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends `user`'s connections here and refuses its tokens issued until
+    /// `at`; how many were told.
+    fn disconnect_here(&self, user: &UserId, at: u64) -> usize {
+        self.config.policy.revoke(user, at);
+        let list = lock(&self.users).remove(user).unwrap_or_default();
+        list.iter()
+            .filter_map(Weak::upgrade)
+            .map(|outbox| outbox.disconnect())
+            .count()
     }
 
     fn subscriber_count(&self, channel: &ChannelName) -> usize {
@@ -492,6 +603,43 @@ impl Local {
                 outbox.push(OutboxEvent::Live(event.clone()));
             }
         }
+    }
+}
+
+impl Inbound for Fanout {
+    fn presence(
+        &self,
+        channel: &ChannelName,
+        joined: bool,
+        id: SubscriberId,
+        user: Option<&UserId>,
+    ) {
+        let Some(local) = self.get(channel) else {
+            return;
+        };
+        let kind = if joined {
+            LiveKind::Join
+        } else {
+            LiveKind::Leave
+        };
+        let event = Arc::new(LiveEvent::presence(kind, channel.clone(), user, id));
+        lock(&local).tell(&event, id);
+    }
+
+    fn signal(&self, signal: RelayedSignal) {
+        let RelayedSignal {
+            room,
+            from,
+            user,
+            to,
+            data,
+        } = signal;
+        // Dropped when `to` left meanwhile: nobody else may get it.
+        let _ = self.deliver_signal(&room, from, user.as_ref(), to, &data);
+    }
+
+    fn disconnect(&self, user: &UserId, at: u64) {
+        self.disconnect_here(user, at);
     }
 }
 

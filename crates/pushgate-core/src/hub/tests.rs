@@ -553,7 +553,7 @@ fn presence_lists_members_and_forgets_them_on_unsubscribe_and_drop() {
     for c in [&mut a1, &mut a2, &mut b, &mut anon] {
         join(c, "room:1");
     }
-    let p = hub.presence(&ch("room:1")).unwrap();
+    let p = now(hub.presence(&ch("room:1"))).unwrap();
     let users: Vec<(&str, Vec<u64>)> = p.users.iter().map(|(u, c)| (&**u, c.clone())).collect();
     assert_eq!(users, vec![("alice", vec![12, 17]), ("bob", vec![5])]);
     assert_eq!(p.anonymous, 1);
@@ -569,19 +569,19 @@ fn presence_lists_members_and_forgets_them_on_unsubscribe_and_drop() {
     assert!(matches!(reply, Reply::Unsubscribed { .. }));
     drop(a2);
     drop(anon);
-    let p = hub.presence(&ch("room:1")).unwrap();
+    let p = now(hub.presence(&ch("room:1"))).unwrap();
     assert_eq!(p.users.len(), 1);
     assert_eq!(p.users[0].1, vec![12]);
     assert_eq!(p.anonymous, 0);
     // Without join_leave nobody heard anything.
     assert!(drain(&mut a1).is_empty());
     drop(a1);
-    assert_eq!(hub.presence(&ch("room:1")).unwrap().users, vec![]);
+    assert_eq!(now(hub.presence(&ch("room:1"))).unwrap().users, vec![]);
 
     // A channel without presence: refused, and nothing is kept for it.
     let mut c = conn(&hub, 1, as_user("carol"));
     join(&mut c, "news");
-    let e = hub.presence(&ch("news")).unwrap_err();
+    let e = now(hub.presence(&ch("news"))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadRequest);
     assert!(e.message().contains("presence is off"), "{}", e.message());
     let local = hub.fanout.get(&ch("news")).unwrap();
@@ -658,7 +658,7 @@ fn join_and_leave_reach_the_other_subscribers_and_move_no_cursor() {
     // A poll request neither joins nor hears joins.
     let mut poller = conn(&hub, 40, as_user("carol")).without_presence();
     join(&mut poller, "chat:a");
-    assert_eq!(hub.presence(&ch("chat:a")).unwrap().users.len(), 1);
+    assert_eq!(now(hub.presence(&ch("chat:a"))).unwrap().users.len(), 1);
     assert!(drain(&mut watcher).is_empty());
     let mut dave = conn(&hub, 41, as_user("dave"));
     join(&mut dave, "chat:a");
@@ -782,12 +782,12 @@ fn disconnect_tells_every_live_connection_of_the_user_and_no_other() {
     let dropped = conn(&hub, 5, as_user("alice"));
     drop(dropped);
     let _ = &mut late;
-    assert_eq!(hub.disconnect(&"alice".into()), 2);
+    assert_eq!(now(hub.disconnect(&"alice".into())), Ok(2));
     let mut out = Vec::new();
     assert_eq!(a1.outbox().try_drain(&mut out), Some(Drained::Disconnected));
     assert_eq!(a2.outbox().try_drain(&mut out), Some(Drained::Disconnected));
     assert_eq!(b.outbox().try_drain(&mut out), None);
-    assert_eq!(hub.disconnect(&"alice".into()), 0, "told once");
+    assert_eq!(now(hub.disconnect(&"alice".into())), Ok(0), "told once");
     assert_eq!(hub.policy().revoked_count(), 1);
 }
 
@@ -867,7 +867,7 @@ mod presence_model {
                     expected.insert(c.id(), c.principal().user().map(|u| u.id.to_string()));
                 }
             }
-            let p = hub.presence(&ch("chat:m")).unwrap();
+            let p = now(hub.presence(&ch("chat:m"))).unwrap();
             let mut listed: BTreeMap<u64, Option<String>> = BTreeMap::new();
             for (user, clients) in &p.users {
                 for c in clients {

@@ -90,6 +90,12 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                 continue;
             }
         };
+        // The node's own pub/sub channels first: signals, disconnects.
+        let own = [log.node_topic(log.node), log.all_topic()];
+        if timed(&log, sink.subscribe(&own)).await.is_err() || log.load_client_keys().await.is_err()
+        {
+            continue;
+        }
         // Everything followed is subscribed again; what was followed
         // before is caught up from where it was.
         for ch in channels.values_mut() {
@@ -220,9 +226,18 @@ async fn subscribe(
 }
 
 async fn on_message(log: &Inner, channels: &mut Channels, topic: &str, payload: &[u8]) {
+    let notice = payload.first() == Some(&b'{');
     let Some(ch) = channels.get_mut(topic) else {
-        return; // unsubscribed since
+        // The node's own channels carry notices only.
+        if notice {
+            tell(log, None, payload);
+        }
+        return; // else: unsubscribed since
     };
+    if notice {
+        tell(log, Some(&ch.name), payload);
+        return;
+    }
     let Some(p) = decode_live(ch.name.clone(), payload) else {
         tracing::warn!(
             topic,
@@ -243,6 +258,19 @@ async fn on_message(log: &Inner, channels: &mut Channels, topic: &str, payload: 
                 announce(log, &Arc::new(p));
             }
         }
+    }
+}
+
+/// A join, leave, signal or disconnect from another node.
+fn tell(log: &Inner, channel: Option<&ChannelName>, payload: &[u8]) {
+    let Some(inbound) = log.inbound.get() else {
+        return;
+    };
+    if let Err(why) = pushgate_core::hub::cluster::deliver(&**inbound, channel, payload) {
+        tracing::warn!(
+            why,
+            "broker: a notice from another node that is not pushgate's; ignored"
+        );
     }
 }
 

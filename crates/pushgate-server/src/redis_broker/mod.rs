@@ -13,6 +13,7 @@
 //! reconnects by itself; while Redis is unreachable every call fails with
 //! `unavailable` (a publish answers 503, never acknowledged unstored).
 
+mod cluster;
 mod follow;
 
 use std::collections::HashMap;
@@ -20,9 +21,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pushgate_core::hub::Inbound;
 use pushgate_core::log::shared::{self, answer, encode_body, first_wanted};
 use pushgate_core::log::{Appended, Catchup, Log, StartAt};
 use pushgate_core::publication::{Data, Publication};
+use pushgate_core::rtc::ClientKeys;
 use pushgate_core::{ChannelName, Epoch, ErrorKind, EventName, MemoryLogConfig, Millis, Position};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
@@ -54,7 +57,19 @@ struct Inner {
     timeout: Duration,
     append: redis::Script,
     read: redis::Script,
+    presence_add: redis::Script,
+    presence_remove: redis::Script,
+    presence_read: redis::Script,
+    presence_member: redis::Script,
     listener: OnceLock<Arc<dyn Appended>>,
+    /// This node's number: the high bits of its connections' ids.
+    node: u64,
+    /// Where other nodes' joins, leaves, signals and disconnects go.
+    inbound: OnceLock<Arc<dyn Inbound>>,
+    /// The cluster's `client_key` secret, read from Redis on connecting.
+    client_keys: OnceLock<ClientKeys>,
+    /// How long a member stays listed unless its node renews it.
+    presence_ttl: Duration,
 }
 
 /// How to reach Redis.
@@ -67,6 +82,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// How long one Redis call may take before it fails as `unavailable`.
     pub timeout: Duration,
+    /// How long a member stays listed in presence unless its node renews
+    /// it (every third of this): a crashed node's members drop out after it.
+    pub presence_ttl: Duration,
 }
 
 impl RedisLog {
@@ -97,7 +115,17 @@ impl RedisLog {
             timeout: config.timeout,
             append: with_common(include_str!("append.lua")),
             read: with_common(include_str!("read.lua")),
+            presence_add: with_common(include_str!("presence_add.lua")),
+            presence_remove: with_common(include_str!("presence_remove.lua")),
+            presence_read: with_common(include_str!("presence_read.lua")),
+            presence_member: with_common(include_str!("presence_member.lua")),
             listener: OnceLock::new(),
+            // 16 random bits: two nodes of one cluster share a number once
+            // in 65,535 pairs; connection ids stay below 2^56.
+            node: u64::from(rand::random::<u16>().max(1)),
+            inbound: OnceLock::new(),
+            client_keys: OnceLock::new(),
+            presence_ttl: config.presence_ttl,
         });
         tokio::spawn(follow::run(inner.clone(), commands));
         Ok(RedisLog {
@@ -105,6 +133,16 @@ impl RedisLog {
             followed: Mutex::new(HashMap::new()),
             follower,
         })
+    }
+}
+
+impl RedisLog {
+    /// Whether this node follows `channel` (its clients hold it).
+    fn follows(&self, channel: &ChannelName) -> bool {
+        self.followed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(channel)
     }
 }
 
@@ -126,7 +164,25 @@ impl Inner {
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, pushgate_core::Error> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+        self.timed(what, invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Runs `cmd` within the timeout; any failure is `unavailable`.
+    async fn command<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, pushgate_core::Error> {
+        let mut conn = self.conn.clone();
+        self.timed(what, cmd.query_async(&mut conn)).await
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, pushgate_core::Error> {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(unavailable(what, e.to_string())),
             Err(_) => Err(unavailable(
@@ -134,6 +190,29 @@ impl Inner {
                 format!("no answer within {:?}", self.timeout),
             )),
         }
+    }
+
+    /// The cluster's `client_key` secret: made by the first node that
+    /// asks, read by the others.
+    async fn load_client_keys(&self) -> Result<(), pushgate_core::Error> {
+        if self.client_keys.get().is_some() {
+            return Ok(());
+        }
+        let mine: [u8; 32] = rand::random();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.secret_key())
+            .arg(&mine[..])
+            .arg("NX")
+            .arg("GET");
+        let theirs: Option<Vec<u8>> = self.command("read the cluster's secret", &cmd).await?;
+        let secret = match theirs {
+            None => mine,
+            Some(bytes) => bytes
+                .try_into()
+                .map_err(|_| unavailable("read the cluster's secret", "it is not 32 bytes"))?,
+        };
+        let _ = self.client_keys.set(ClientKeys::from_secret(secret));
+        Ok(())
     }
 
     fn state_ttl(&self, channel: &ChannelName) -> Millis {

@@ -24,6 +24,7 @@ fn open(redis: &Redis, prefix: &str, history_size: usize) -> RedisLog {
             url: redis.url(),
             prefix: prefix.to_owned(),
             timeout: Duration::from_secs(5),
+            presence_ttl: Duration::from_secs(30),
         },
         MemoryLogConfig {
             history_size,
@@ -55,6 +56,7 @@ async fn history_expires_by_age_on_redis_clock() {
             url: redis.url(),
             prefix: prefix("ttl"),
             timeout: Duration::from_secs(5),
+            presence_ttl: Duration::from_secs(30),
         },
         MemoryLogConfig {
             history_ttl_ms: 200,
@@ -520,4 +522,268 @@ async fn a_bad_broker_url_is_a_clear_config_error() {
     };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("exclude each other"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Users, presence, rooms across nodes
+
+/// Three nodes of one cluster, each with `configure` applied.
+async fn cluster_of_three(
+    redis: &Redis,
+    test: &str,
+    configure: impl Fn(&mut pushgate_server::Config),
+) -> [TestServer; 3] {
+    let p = prefix(test);
+    [
+        start_node_with(redis, &p, "127.0.0.1", &configure).await,
+        start_node_with(redis, &p, "127.0.0.2", &configure).await,
+        start_node_with(redis, &p, "127.0.0.3", &configure).await,
+    ]
+}
+
+fn client_id(subscribed: &Value) -> String {
+    subscribed["room"]["client"].as_str().unwrap().to_owned()
+}
+
+/// A room whose members are on different nodes: each joining member
+/// learns the others, joins and leaves cross nodes, a signal reaches its
+/// target on another node alone (also from an SSE member over
+/// `POST /command` sent to a third node), and refusals reach nobody.
+#[tokio::test]
+async fn a_room_spans_nodes() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let [a, b, c] = cluster_of_three(&redis, "room", |_| {}).await;
+    let mut ws_a = a.ws("/ws").await;
+    let ra = ws_a.subscribe("room:x").await;
+    let id_a = client_id(&ra);
+    assert_eq!(ra["room"]["members"], json!([]));
+    let mut ws_b = b.ws("/ws").await;
+    let rb = ws_b.subscribe("room:x").await;
+    let id_b = client_id(&rb);
+    assert_ne!(id_a, id_b, "ids are unique in the cluster");
+    assert_eq!(
+        rb["room"]["members"],
+        json!([{"client": id_a, "user": null}])
+    );
+    assert_eq!(
+        ws_a.next_json().await,
+        json!({"type":"join","channel":"room:x","user":null,"client":id_b})
+    );
+
+    // B → A and A → B, each to its target alone.
+    let reply = ws_b
+        .command(json!({"type":"signal","room":"room:x","to":id_a,"data":{"offer":1}}))
+        .await;
+    assert_eq!(reply["type"], "signaled", "{reply}");
+    assert_eq!(
+        ws_a.next_json().await,
+        json!({"type":"signal","room":"room:x","from":id_b,"user":null,"data":{"offer":1}})
+    );
+    ws_a.command(json!({"type":"signal","room":"room:x","to":id_b,"data":{"answer":1}}))
+        .await;
+    let v = ws_b.next_json().await;
+    assert_eq!(
+        (&v["type"], &v["from"]),
+        (&json!("signal"), &json!(id_a)),
+        "{v}"
+    );
+
+    // An SSE member on C signals A through POST /command sent to B: its
+    // key holds on every node.
+    let mut sse = c.sse("channel=room:x").await;
+    let rs = sse.expect_subscribed("room:x").await;
+    let (id_s, key) = (
+        client_id(&rs),
+        rs["room"]["client_key"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(rs["room"]["members"].as_array().unwrap().len(), 2, "{rs}");
+    for ws in [&mut ws_a, &mut ws_b] {
+        assert_eq!(
+            ws.next_json().await["client"],
+            json!(id_s),
+            "the SSE member's join"
+        );
+    }
+    let from_sse = json!({"type":"signal","room":"room:x","to":id_a,"from":id_s,
+        "client_key":key,"data":"via b"});
+    let (status, reply) = b.command(from_sse.to_string()).await;
+    assert_eq!(status, 200, "{reply}");
+    let v = ws_a.next_json().await;
+    assert_eq!(
+        (&v["from"], &v["data"]),
+        (&json!(id_s), &json!("via b")),
+        "{v}"
+    );
+    let forged = json!({"type":"signal","room":"room:x","to":id_a,"from":id_s,
+        "client_key":"AAAAAAAAAAAAAAAAAAAAAA","data":"forged"});
+    let (status, _) = a.command(forged.to_string()).await;
+    assert_eq!(status, 403);
+
+    // Refused: a stranger on another node, a member no longer there.
+    let nobody = (1u64 << 40) * 70_000 + 5;
+    let reply = ws_a
+        .command(json!({"type":"signal","room":"room:x","to":nobody.to_string(),"data":1}))
+        .await;
+    assert_eq!(reply["code"], "unknown_client", "{reply}");
+    drop(ws_b);
+    let v = ws_a.next_json().await;
+    assert_eq!(
+        (&v["type"], &v["client"]),
+        (&json!("leave"), &json!(id_b)),
+        "{v}"
+    );
+    let reply = ws_a
+        .command(json!({"type":"signal","room":"room:x","to":id_b,"data":"late"}))
+        .await;
+    assert_eq!(reply["code"], "unknown_client", "{reply}");
+    // The barrier: a signal after the refused ones arrives alone.
+    ws_a.command(json!({"type":"signal","room":"room:x","to":id_s,"data":"barrier"}))
+        .await;
+    let e = sse.next_event().await;
+    assert_eq!(e.event, "leave", "{e:?}");
+    let e = sse.next_event().await;
+    assert_eq!(
+        (e.event.as_str(), &e.json()["data"]),
+        ("signal", &json!("barrier"))
+    );
+}
+
+/// Presence lists the members of every node; join and leave reach every
+/// node's subscribers; a direct message finds its recipient online on
+/// another node; a disconnect ends the user's connections on every node
+/// and its token is refused everywhere.
+#[tokio::test]
+async fn presence_direct_messages_and_disconnect_span_nodes() {
+    use crate::users::{token, user_ws, with_users};
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let [a, b, c] = cluster_of_three(&redis, "users", with_users).await;
+    let mut alice = user_ws(&a, "alice").await;
+    alice.subscribe("chat:lobby").await;
+    let mut bob = user_ws(&b, "bob").await;
+    bob.subscribe("chat:lobby").await;
+    bob.subscribe("#bob").await;
+    let v = alice.next_json().await;
+    assert_eq!(
+        (&v["type"], &v["user"]),
+        (&json!("join"), &json!("bob")),
+        "{v}"
+    );
+
+    let (status, p) = c
+        .json_response(c.http.get(c.url("/api/presence?channel=chat:lobby")))
+        .await;
+    assert_eq!(status, 200, "{p}");
+    let users: Vec<&str> = p["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "bob"], "{p}");
+    let reply = alice
+        .command(json!({"type":"presence","channel":"chat:lobby"}))
+        .await;
+    assert_eq!(reply["users"].as_array().unwrap().len(), 2, "{reply}");
+
+    // A direct message from C: bob is online (on B), carol is not.
+    let (status, sent) = c
+        .json_response(c.http.post(c.url("/api/send")).json(&json!({
+            "to": ["bob", "carol"], "data": {"hi": 1}
+        })))
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent, json!({"online": ["bob"], "offline": ["carol"]}));
+    let v = bob.next_json().await;
+    assert_eq!(v["channel"], "#bob", "{v}");
+
+    // Disconnected from A: bob's socket on B closes, alice sees him leave,
+    // and his token is refused on C.
+    let (status, v) = a
+        .json_response(
+            a.http
+                .post(a.url("/api/disconnect"))
+                .json(&json!({"user":"bob"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(bob.expect_close().await, Some(4003));
+    let v = alice.next_json().await;
+    assert_eq!(
+        (&v["type"], &v["user"]),
+        (&json!("leave"), &json!("bob")),
+        "{v}"
+    );
+    let mut again = c.ws("/ws").await;
+    let reply = again
+        .command(json!({"type":"auth","token":token("bob")}))
+        .await;
+    assert_eq!(reply["code"], "unauthorized", "{reply}");
+}
+
+/// A member whose node stops renewing it (as a crashed node would) drops
+/// out of presence within the TTL.
+#[tokio::test]
+async fn a_member_not_renewed_drops_out_of_presence() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("expire");
+    let a = start_node_with(&redis, &p, "127.0.0.1", |c| {
+        c.broker_presence_ttl = Duration::from_millis(300)
+    })
+    .await;
+    let mut ws = a.ws("/ws").await;
+    let own = client_id(&ws.subscribe("room:e").await);
+    // A member of a node that died: listed, then never renewed.
+    let mut conn = redis.conn().await;
+    let ghost = (7u64 << 40 | 1).to_string();
+    let until: u64 = {
+        let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+        s * 1000 + us / 1000 + 300
+    };
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(format!("{{{p}:room:e}}:p"))
+        .arg(until)
+        .arg(&ghost)
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{{{p}:room:e}}:u"))
+        .arg(&ghost)
+        .arg("-")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids = |v: &Value| -> Vec<String> {
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["client"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = ws
+        .command(json!({"type":"presence","channel":"room:e"}))
+        .await;
+    assert!(ids(&listed).contains(&ghost), "{listed}");
+    let after = within("the ghost to drop out", async {
+        loop {
+            let v = ws
+                .command(json!({"type":"presence","channel":"room:e"}))
+                .await;
+            if !ids(&v).contains(&ghost) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Listed before the ghost, with the same TTL: only its node's renewals
+    // keep this node's own member listed now.
+    assert_eq!(ids(&after), [own], "{after}");
 }

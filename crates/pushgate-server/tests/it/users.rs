@@ -17,6 +17,11 @@ pub const SECRET: &str = "an-integration-test-secret-0123456789";
 /// presence and join/leave, `room:` with presence only, direct messages for
 /// tokens with `"send": true`.
 pub async fn start_with_users() -> TestServer {
+    start_with(with_users).await
+}
+
+/// The config of [`start_with_users`].
+pub fn with_users(c: &mut pushgate_server::Config) {
     let chat = Rules {
         presence: true,
         join_leave: true,
@@ -31,18 +36,15 @@ pub async fn start_with_users() -> TestServer {
         publish: Access::Claim,
         ..Rules::open()
     };
-    start_with(|c| {
-        c.auth_secret = Some(SECRET.into());
-        c.namespaces = Some(Namespaces::new(
-            Rules::open(),
-            personal,
-            vec![
-                Namespace::new("chat", chat).unwrap(),
-                Namespace::new("room", room).unwrap(),
-            ],
-        ));
-    })
-    .await
+    c.auth_secret = Some(SECRET.into());
+    c.namespaces = Some(Namespaces::new(
+        Rules::open(),
+        personal,
+        vec![
+            Namespace::new("chat", chat).unwrap(),
+            Namespace::new("room", room).unwrap(),
+        ],
+    ));
 }
 
 pub fn unix_now() -> u64 {

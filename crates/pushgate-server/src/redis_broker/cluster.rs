@@ -1,0 +1,194 @@
+//! The Redis broker as the hub's [`Cluster`]: presence listed in Redis
+//! with an expiry each node renews (so a crashed node's members drop out
+//! within `presence_ttl`), joins and leaves announced on the channel's
+//! own pub/sub channel (only nodes with subscribers hear them), signals
+//! sent to the pub/sub channel of the target's node, disconnects to every
+//! node's.
+//!
+//! Per channel, beside the log's keys: `{P:C}:p`, a sorted set of member
+//! ids scored by when their listing ends, and `{P:C}:u`, a hash of each
+//! member's user (`u` + user id, or `-` for anonymous). Per cluster:
+//! `{P}:node:N`, node N's pub/sub channel; `{P}:all`, every node's;
+//! `{P}:secret`, the key of connections' `client_key`s.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pushgate_core::auth::UserId;
+use pushgate_core::hub::cluster::{self, node_of, Cluster, Inbound, RelayedSignal};
+use pushgate_core::hub::{Member, SubscriberId};
+use pushgate_core::rtc::ClientKeys;
+use pushgate_core::{ChannelName, Error};
+
+use super::{unavailable, Inner, RedisLog};
+
+impl Inner {
+    fn presence_keys(&self, channel: &ChannelName) -> (String, String) {
+        let topic = self.topic(channel);
+        (format!("{topic}:p"), format!("{topic}:u"))
+    }
+
+    /// Node `node`'s own pub/sub channel.
+    pub(super) fn node_topic(&self, node: u64) -> String {
+        format!("{{{}}}:node:{node}", self.prefix)
+    }
+
+    /// Every node's pub/sub channel.
+    pub(super) fn all_topic(&self) -> String {
+        format!("{{{}}}:all", self.prefix)
+    }
+
+    pub(super) fn secret_key(&self) -> String {
+        format!("{{{}}}:secret", self.prefix)
+    }
+
+    /// Lists `members` of `channel` for another `presence_ttl`, announcing
+    /// `notice` (if any) with them.
+    async fn list(
+        &self,
+        channel: &ChannelName,
+        members: &[Member],
+        notice: Option<String>,
+    ) -> Result<(), Error> {
+        let (set, users) = self.presence_keys(channel);
+        let mut invocation = self.presence_add.key(&set);
+        invocation
+            .key(&users)
+            .arg(self.presence_ttl.as_millis() as u64)
+            .arg(self.topic(channel))
+            .arg(notice.unwrap_or_default());
+        for (id, user) in members {
+            invocation.arg(*id).arg(encode_user(user.as_ref()));
+        }
+        self.call::<()>("presence", invocation).await
+    }
+}
+
+fn encode_user(user: Option<&UserId>) -> String {
+    user.map_or_else(|| "-".to_owned(), |u| format!("u{u}"))
+}
+
+fn decode_user(bytes: &[u8]) -> Option<Option<UserId>> {
+    match bytes {
+        b"-" => Some(None),
+        [b'u', user @ ..] => Some(Some(UserId::from(std::str::from_utf8(user).ok()?))),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Cluster for RedisLog {
+    fn node(&self) -> u64 {
+        self.inner.node
+    }
+
+    fn attach(&self, inbound: Arc<dyn Inbound>) {
+        let _ = self.inner.inbound.set(inbound);
+    }
+
+    fn client_keys(&self) -> Option<ClientKeys> {
+        self.inner.client_keys.get().cloned()
+    }
+
+    async fn joined(
+        &self,
+        channel: &ChannelName,
+        id: SubscriberId,
+        user: Option<&UserId>,
+        announce: bool,
+    ) -> Result<(), Error> {
+        let notice = announce.then(|| cluster::encode_presence(true, id, user));
+        let member = [(id, user.cloned())];
+        self.inner.list(channel, &member, notice).await
+    }
+
+    fn left(&self, channel: &ChannelName, id: SubscriberId, user: Option<&UserId>, announce: bool) {
+        let inner = self.inner.clone();
+        let channel = channel.clone();
+        let notice = announce.then(|| cluster::encode_presence(false, id, user));
+        // Queued: this runs under the hub's lock. Should Redis fail it,
+        // the member drops out when its listing ends, unrenewed.
+        tokio::spawn(async move {
+            let (set, users) = inner.presence_keys(&channel);
+            let mut invocation = inner.presence_remove.key(&set);
+            invocation
+                .key(&users)
+                .arg(id)
+                .arg(inner.topic(&channel))
+                .arg(notice.unwrap_or_default());
+            let _ = inner.call::<()>("presence", invocation).await;
+        });
+    }
+
+    async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, Error> {
+        let (set, users) = self.inner.presence_keys(channel);
+        let mut invocation = self.inner.presence_read.key(&set);
+        invocation.key(&users);
+        let flat: Vec<Vec<u8>> = self.inner.call("presence", invocation).await?;
+        flat.chunks_exact(2)
+            .map(|pair| {
+                let id = super::number(&pair[0]);
+                id.zip(decode_user(&pair[1])).ok_or_else(|| {
+                    unavailable("presence", "Redis holds a member that is not pushgate's")
+                })
+            })
+            .collect()
+    }
+
+    async fn member(
+        &self,
+        channel: &ChannelName,
+        id: SubscriberId,
+    ) -> Result<Option<Option<UserId>>, Error> {
+        let (set, users) = self.inner.presence_keys(channel);
+        let mut invocation = self.inner.presence_member.key(&set);
+        invocation.key(&users).arg(id);
+        let user: Option<Vec<u8>> = self.inner.call("presence", invocation).await?;
+        Ok(user.and_then(|u| decode_user(&u)))
+    }
+
+    async fn relay(&self, signal: RelayedSignal) -> Result<(), Error> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.inner.node_topic(node_of(signal.to)))
+            .arg(cluster::encode_signal(&signal));
+        self.inner.command::<()>("signal", &cmd).await
+    }
+
+    async fn followed_elsewhere(&self, channel: &ChannelName) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMSUB").arg(self.inner.topic(channel));
+        let counts: Vec<(String, u64)> = self.inner.command("send", &cmd).await?;
+        let here = u64::from(self.follows(channel));
+        Ok(counts.first().is_some_and(|(_, n)| *n > here))
+    }
+
+    async fn disconnect(&self, user: &UserId, at: u64) -> Result<(), Error> {
+        let text = cluster::encode_disconnect(user, at);
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.inner.all_topic()).arg(text);
+        self.inner.command::<()>("disconnect", &cmd).await
+    }
+
+    async fn renew(&self, members: Vec<(ChannelName, Vec<Member>)>) {
+        for (channel, list) in members {
+            for chunk in list.chunks(500) {
+                let _ = self.inner.list(&channel, chunk, None).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_round_trip_and_strangers_are_refused() {
+        for user in [None, Some(UserId::from("al:ice")), Some(UserId::from("-"))] {
+            let text = encode_user(user.as_ref());
+            assert_eq!(decode_user(text.as_bytes()), Some(user));
+        }
+        assert_eq!(decode_user(b"x"), None);
+        assert_eq!(decode_user(b""), None);
+    }
+}
