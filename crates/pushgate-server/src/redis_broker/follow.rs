@@ -63,7 +63,10 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
     let mut delay = Duration::from_millis(50);
     let mut was_down = false;
     loop {
-        let connected = tokio::time::timeout(log.timeout, log.client.get_async_pubsub()).await;
+        let connected = tokio::time::timeout(log.timeout, async {
+            log.link.client().await?.get_async_pubsub().await
+        })
+        .await;
         let (mut sink, mut stream) = match connected {
             Ok(Ok(pubsub)) => pubsub.split(),
             failed => {
@@ -318,7 +321,11 @@ async fn renew(log: &Inner, channels: &Channels) {
             pipe.pexpire(log.keys(name).0, log.state_ttl(name) as i64)
                 .ignore();
         }
-        let mut conn = log.conn.clone();
-        let _ = timed(log, pipe.query_async::<()>(&mut conn)).await;
+        let Ok(Ok((n, mut conn))) = tokio::time::timeout(log.timeout, log.link.conn()).await else {
+            return;
+        };
+        if timed(log, pipe.query_async::<()>(&mut conn)).await.is_err() {
+            log.link.failed(n).await;
+        }
     }
 }

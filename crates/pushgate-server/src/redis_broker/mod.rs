@@ -15,6 +15,7 @@
 
 mod cluster;
 mod follow;
+mod link;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,7 +28,6 @@ use pushgate_core::log::{Appended, Catchup, Log, StartAt};
 use pushgate_core::publication::{Data, Publication};
 use pushgate_core::rtc::ClientKeys;
 use pushgate_core::{ChannelName, Epoch, ErrorKind, EventName, MemoryLogConfig, Millis, Position};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::Error;
@@ -49,8 +49,7 @@ pub struct RedisLog {
 }
 
 struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: link::Link,
     prefix: String,
     /// History size and TTL per channel (the namespaces').
     retention: MemoryLogConfig,
@@ -92,24 +91,17 @@ impl RedisLog {
     /// wait for Redis: until it answers, calls fail as `unavailable` and
     /// the node keeps trying. Must run inside a tokio runtime.
     pub fn open(config: RedisConfig, retention: MemoryLogConfig) -> Result<Self, Error> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+        let link = link::Link::open(&config.url, config.timeout).map_err(|e| {
             Error::config(format!(
-                "broker: {e}: write redis://[user:password@]host[:port][/db] or rediss://… for TLS"
+                "broker: {e}; the URL is redis://[user:password@]host[:port][/db], \
+                 rediss://… for TLS, or redis+sentinel://host:port[,host:port…]/service[/db]"
             ))
         })?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| Error::config(format!("broker: {e}")))?;
         let (follower, commands) = mpsc::unbounded_channel();
         let with_common =
             |script: &str| redis::Script::new(&format!("{}\n{script}", include_str!("common.lua")));
         let inner = Arc::new(Inner {
-            client,
-            conn,
+            link,
             prefix: config.prefix,
             retention,
             timeout: config.timeout,
@@ -163,8 +155,9 @@ impl Inner {
         what: &str,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, pushgate_core::Error> {
-        let mut conn = self.conn.clone();
-        self.timed(what, invocation.invoke_async(&mut conn)).await
+        let (n, mut conn) = self.connected(what).await?;
+        let result = self.timed(what, invocation.invoke_async(&mut conn)).await;
+        self.check(n, result).await
     }
 
     /// Runs `cmd` within the timeout; any failure is `unavailable`.
@@ -173,8 +166,29 @@ impl Inner {
         what: &str,
         cmd: &redis::Cmd,
     ) -> Result<T, pushgate_core::Error> {
-        let mut conn = self.conn.clone();
-        self.timed(what, cmd.query_async(&mut conn)).await
+        let (n, mut conn) = self.connected(what).await?;
+        let result = self.timed(what, cmd.query_async(&mut conn)).await;
+        self.check(n, result).await
+    }
+
+    async fn connected(
+        &self,
+        what: &str,
+    ) -> Result<(u64, redis::aio::MultiplexedConnection), pushgate_core::Error> {
+        self.timed(what, self.link.conn()).await
+    }
+
+    /// Drops the connection after a failure, so the next call makes
+    /// another (after a failover, to the new master).
+    async fn check<T>(
+        &self,
+        n: u64,
+        result: Result<T, pushgate_core::Error>,
+    ) -> Result<T, pushgate_core::Error> {
+        if result.is_err() {
+            self.link.failed(n).await;
+        }
+        result
     }
 
     async fn timed<T>(

@@ -787,3 +787,108 @@ async fn a_member_not_renewed_drops_out_of_presence() {
     // keep this node's own member listed now.
     assert_eq!(ids(&after), [own], "{after}");
 }
+
+// ---------------------------------------------------------------------------
+// Sentinel
+
+/// Nodes that reach Redis through Sentinel follow a failover: after the
+/// replica is promoted, publishes go to the new master, subscribers keep
+/// receiving, and history from before the failover is there.
+#[tokio::test]
+async fn nodes_follow_a_sentinel_failover() {
+    let Some(master) = Redis::start().await else {
+        return;
+    };
+    let replica = master.start_replica().await;
+    let sentinel = master.start_sentinel("pg-main").await;
+    let p = prefix("sentinel");
+    let configure = |c: &mut pushgate_server::Config| c.broker_timeout = Duration::from_secs(2);
+    let a = start_node_with(&sentinel, &p, "127.0.0.1", configure).await;
+    let b = start_node_with(&sentinel, &p, "127.0.0.2", configure).await;
+    let mut ws = a.ws("/ws?channel=fo").await;
+    assert_subscribed(&ws.next_json().await, "fo");
+    for n in 1..=3 {
+        b.publish("fo", json!(n)).await;
+    }
+    ws.expect_messages("fo", 1..=3).await;
+    // Everything is on the replica before it takes over (WAIT), so the
+    // failover itself loses nothing here.
+    let mut conn = master.conn().await;
+    let synced: u64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(synced, 1);
+
+    let mut s = sentinel.conn().await;
+    within("Sentinel to know the replica", async {
+        loop {
+            let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg("pg-main")
+                .query_async(&mut s)
+                .await
+                .unwrap();
+            if replicas
+                .iter()
+                .any(|r| r.get("flags").is_some_and(|f| f == "slave"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _: () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("pg-main")
+        .query_async(&mut s)
+        .await
+        .unwrap();
+    within("the replica to be the master", async {
+        loop {
+            let (_, port): (String, u16) = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg("pg-main")
+                .query_async(&mut s)
+                .await
+                .unwrap();
+            if port == replica.port {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The first publishes may meet the demoted master (READONLY) and
+    // answer 503; then the node asks Sentinel again.
+    let published = within("a publish on the new master", async {
+        loop {
+            let (status, body) = b
+                .json_response(
+                    b.http
+                        .post(b.url("/api/publish"))
+                        .json(&json!({"channel":"fo","data":4})),
+                )
+                .await;
+            if status == 200 {
+                return body;
+            }
+            assert_eq!(status, 503, "{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(published["offset"], 4, "{published}");
+    assert_message(&ws.next_json().await, "fo", 4);
+    // And history from before the failover is read from the new master.
+    let polled = a.poll("/poll?channel=fo&since=earliest").await;
+    let offsets: Vec<u64> = polled
+        .messages
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [1, 2, 3, 4]);
+}

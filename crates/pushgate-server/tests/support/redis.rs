@@ -25,23 +25,52 @@ pub struct Redis {
     pub port: u16,
     dir: std::path::PathBuf,
     process: Option<tokio::process::Child>,
-    /// Keeps every write in its append-only file before answering, so a
-    /// restart loses nothing.
-    durable: bool,
+    role: Role,
+}
+
+/// What a process is.
+#[derive(Clone)]
+enum Role {
+    /// A Redis; `durable`: every write in its append-only file before it
+    /// answers, so a restart loses nothing.
+    Plain { durable: bool },
+    /// A replica of the Redis on port `of`.
+    Replica { of: u16 },
+    /// A Sentinel watching the master on port `master` as service `name`.
+    Sentinel { master: u16, name: String },
 }
 
 impl Redis {
     /// A Redis that keeps nothing across a restart.
     pub async fn start() -> Option<Redis> {
-        Self::start_as(false).await
+        Self::start_as(Role::Plain { durable: false }).await
     }
 
     /// A Redis with `appendonly yes` and `appendfsync always`.
     pub async fn start_durable() -> Option<Redis> {
-        Self::start_as(true).await
+        Self::start_as(Role::Plain { durable: true }).await
     }
 
-    async fn start_as(durable: bool) -> Option<Redis> {
+    /// A replica of this Redis, once its first sync is done.
+    pub async fn start_replica(&self) -> Redis {
+        let of = self.port;
+        Self::start_as(Role::Replica { of })
+            .await
+            .expect("installed")
+    }
+
+    /// A Sentinel that watches this Redis as the master of `name`, alone
+    /// (quorum 1, a master silent for 1 s is down); its `url` is the
+    /// broker URL of the service.
+    pub async fn start_sentinel(&self, name: &str) -> Redis {
+        let role = Role::Sentinel {
+            master: self.port,
+            name: name.to_owned(),
+        };
+        Self::start_as(role).await.expect("installed")
+    }
+
+    async fn start_as(role: Role) -> Option<Redis> {
         if !installed("redis-server") {
             assert!(
                 std::env::var_os("PUSHGATE_REQUIRE_REDIS").is_none(),
@@ -59,7 +88,7 @@ impl Redis {
             port: 0,
             dir,
             process: None,
-            durable,
+            role,
         };
         // A port another test took between the probe and Redis's bind makes
         // Redis exit: try another.
@@ -77,28 +106,56 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.role {
+            Role::Sentinel { name, .. } => {
+                format!("redis+sentinel://127.0.0.1:{}/{name}", self.port)
+            }
+            _ => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Starts the process on `self.port`; whether it is ready.
     async fn spawn(&mut self) -> bool {
         let mut cmd = tokio::process::Command::new("redis-server");
+        if let Role::Sentinel { master, name } = &self.role {
+            // Sentinel rewrites its file: one of its own.
+            let file = self.dir.join("sentinel.conf");
+            let conf = format!(
+                "sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n"
+            );
+            std::fs::write(&file, conf).unwrap();
+            cmd.arg(file).arg("--sentinel");
+        }
         cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--protected-mode",
-                "no",
-                "--loglevel",
-                "notice",
-            ])
+            .args(["--protected-mode", "no", "--loglevel", "notice"])
             .arg("--dir")
             .arg(&self.dir);
-        if self.durable {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
+        if !matches!(self.role, Role::Sentinel { .. }) {
+            cmd.args(["--save", ""]);
         }
+        let ready_line = match &self.role {
+            Role::Plain { durable: true } => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+                "Ready to accept connections"
+            }
+            Role::Plain { durable: false } => {
+                cmd.args(["--appendonly", "no"]);
+                "Ready to accept connections"
+            }
+            Role::Replica { of } => {
+                cmd.args([
+                    "--appendonly",
+                    "no",
+                    "--replicaof",
+                    "127.0.0.1",
+                    &of.to_string(),
+                ]);
+                "MASTER <-> REPLICA sync: Finished with success"
+            }
+            Role::Sentinel { .. } => "+monitor master",
+        };
         let mut process = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -109,7 +166,7 @@ impl Redis {
         let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
         let ready = within("redis-server to start", async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("Ready to accept connections") {
+                if line.contains(ready_line) {
                     return true;
                 }
             }
@@ -140,11 +197,12 @@ impl Redis {
         );
     }
 
-    /// A connection for the test's own commands.
+    /// A connection for the test's own commands (to the process itself,
+    /// a Sentinel too).
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         within(
             "a connection to Redis",
-            redis::Client::open(self.url())
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
                 .unwrap()
                 .get_multiplexed_async_connection(),
         )
