@@ -301,9 +301,10 @@ setting::settings! {
     [broker]
     /// Share channels with other pushgate nodes through this Redis, so that
     /// clients resume on any node: redis://[user:password@]host[:port][/db],
-    /// rediss://… for TLS, or redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]
-    /// to follow the master Sentinel names. History, offsets and epochs then
-    /// live in Redis (not with data_dir); none: this node alone
+    /// rediss://… for TLS, redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]
+    /// to follow the master Sentinel names, or redis+cluster://host:port[,host:port…]
+    /// for a Redis Cluster. History, offsets and epochs then live in Redis
+    /// (not with data_dir); none: this node alone
     url: broker_url, "broker", "PUSHGATE_BROKER", Secret;
     /// Begins every Redis key and pub/sub channel: nodes with the same prefix
     /// share channels; another prefix on the same Redis is another cluster

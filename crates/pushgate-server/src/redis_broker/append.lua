@@ -2,10 +2,11 @@
 -- the history size and TTL), announced on the channel's pub/sub channel.
 -- All in one script, so offsets are gapless and in order across nodes, and
 -- a publication is readable before it is announced.
--- KEYS[1] state hash (e: epoch, o: newest offset), KEYS[2] stream
+-- KEYS[1] state hash (e: epoch, o: newest offset), KEYS[2] stream, KEYS[3]
+-- the pub/sub channel (a key too, so a cluster checks it is in the slot)
 -- ARGV[1] epoch if the channel has none, ARGV[2] body, ARGV[3] history size,
 -- ARGV[4] history TTL (ms, 0: none), ARGV[5] state TTL (ms),
--- ARGV[6] the pub/sub channel
+-- ARGV[6] PUBLISH, or SPUBLISH in a cluster
 -- Returns {offset, epoch, time}.
 local epoch = state(KEYS[1], KEYS[2], ARGV[1])
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
@@ -20,5 +21,5 @@ if size > 0 then
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[6], string.format('%d:%s:%d:', offset, epoch, now) .. ARGV[2])
+redis.call(ARGV[6], KEYS[3], string.format('%d:%s:%d:', offset, epoch, now) .. ARGV[2])
 return {offset, epoch, string.format('%d', now)}

@@ -54,8 +54,9 @@ impl Inner {
         let mut invocation = self.presence_add.key(&set);
         invocation
             .key(&users)
+            .key(self.topic(channel))
             .arg(self.presence_ttl.as_millis() as u64)
-            .arg(self.topic(channel))
+            .arg(self.publish_command())
             .arg(notice.unwrap_or_default());
         for (id, user) in members {
             invocation.arg(*id).arg(encode_user(user.as_ref()));
@@ -113,8 +114,9 @@ impl Cluster for RedisLog {
             let mut invocation = inner.presence_remove.key(&set);
             invocation
                 .key(&users)
+                .key(inner.topic(&channel))
                 .arg(id)
-                .arg(inner.topic(&channel))
+                .arg(inner.publish_command())
                 .arg(notice.unwrap_or_default());
             let _ = inner.call::<()>("presence", invocation).await;
         });
@@ -155,11 +157,17 @@ impl Cluster for RedisLog {
     }
 
     async fn followed_elsewhere(&self, channel: &ChannelName) -> Result<bool, Error> {
+        let topic = self.inner.topic(channel);
         let mut cmd = redis::cmd("PUBSUB");
-        cmd.arg("NUMSUB").arg(self.inner.topic(channel));
-        let counts: Vec<(String, u64)> = self.inner.command("send", &cmd).await?;
+        match self.inner.link.is_cluster() {
+            true => cmd.arg("SHARDNUMSUB"),
+            false => cmd.arg("NUMSUB"),
+        };
+        cmd.arg(&topic);
+        let counts: std::collections::HashMap<String, u64> =
+            self.inner.command("send", &cmd).await?;
         let here = u64::from(self.follows(channel));
-        Ok(counts.first().is_some_and(|(_, n)| *n > here))
+        Ok(counts.get(&topic).is_some_and(|n| *n > here))
     }
 
     async fn disconnect(&self, user: &UserId, at: u64) -> Result<(), Error> {

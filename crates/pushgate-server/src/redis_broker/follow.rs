@@ -11,12 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use pushgate_core::log::shared::{decode_live, Followed, Live};
 use pushgate_core::{ChannelName, Publication, StartAt};
-use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, watch};
 
+use super::feed::{Event, Feed};
 use super::Inner;
 
 /// What the log asks of the follower: each carries the channel's topic
@@ -63,12 +62,9 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
     let mut delay = Duration::from_millis(50);
     let mut was_down = false;
     loop {
-        let connected = tokio::time::timeout(log.timeout, async {
-            log.link.client().await?.get_async_pubsub().await
-        })
-        .await;
-        let (mut sink, mut stream) = match connected {
-            Ok(Ok(pubsub)) => pubsub.split(),
+        let connected = tokio::time::timeout(log.timeout, Feed::connect(&log)).await;
+        let mut feed = match connected {
+            Ok(Ok(feed)) => feed,
             failed => {
                 if !was_down {
                     let why = match failed {
@@ -95,7 +91,8 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
         };
         // The node's own pub/sub channels first: signals, disconnects.
         let own = [log.node_topic(log.node), log.all_topic()];
-        if timed(&log, sink.subscribe(&own)).await.is_err() || log.load_client_keys().await.is_err()
+        if timed(&log, feed.subscribe_own(&own)).await.is_err()
+            || log.load_client_keys().await.is_err()
         {
             continue;
         }
@@ -105,7 +102,7 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
             ch.behind = ch.followed.is_some();
         }
         let topics: Vec<String> = channels.keys().cloned().collect();
-        if subscribe(&log, &mut sink, &mut channels, &topics)
+        if subscribe(&log, &mut feed, &mut channels, &topics)
             .await
             .is_err()
         {
@@ -140,20 +137,33 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                     }
                     gone.retain(|t| !channels.contains_key(t));
                     new.retain(|t| channels.contains_key(t));
-                    if !gone.is_empty() && timed(&log, sink.unsubscribe(&gone)).await.is_err() {
+                    if !gone.is_empty() && timed(&log, feed.unsubscribe(&gone)).await.is_err() {
                         break;
                     }
-                    if subscribe(&log, &mut sink, &mut channels, &new).await.is_err() {
+                    if subscribe(&log, &mut feed, &mut channels, &new).await.is_err() {
                         break;
                     }
                 }
-                msg = stream.next() => {
-                    let Some(msg) = msg else { break };
-                    let topic = msg.get_channel_name();
-                    on_message(&log, &mut channels, topic, msg.get_payload_bytes()).await;
-                }
+                event = feed.next() => match event {
+                    Event::Message(topic, payload) => {
+                        on_message(&log, &mut channels, &topic, &payload).await;
+                    }
+                    Event::Resubscribed(topic) => {
+                        if let Some(ch) = channels.get_mut(&topic) {
+                            catch_up(&log, ch).await;
+                        }
+                    }
+                    Event::Dropped(topic) => {
+                        if channels.contains_key(&topic)
+                            && subscribe(&log, &mut feed, &mut channels, &[topic]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Event::Ended => break,
+                },
                 _ = ping.tick() => {
-                    if timed(&log, sink.ping::<redis::Value>()).await.is_err() {
+                    if timed(&log, feed.ping()).await.is_err() {
                         break;
                     }
                     for ch in channels.values_mut().filter(|c| c.behind) {
@@ -204,12 +214,12 @@ async fn timed<T>(
 /// caught up from where it was.
 async fn subscribe(
     log: &Inner,
-    sink: &mut PubSubSink,
+    feed: &mut Feed,
     channels: &mut Channels,
     topics: &[String],
 ) -> Result<(), ()> {
     for chunk in topics.chunks(BATCH) {
-        timed(log, sink.subscribe(chunk)).await?;
+        timed(log, feed.subscribe(chunk)).await?;
         for topic in chunk {
             let Some(ch) = channels.get_mut(topic) else {
                 continue;

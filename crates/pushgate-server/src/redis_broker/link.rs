@@ -1,21 +1,63 @@
-//! How a node reaches Redis: straight (`redis://`, `rediss://`), or
-//! through Sentinel (`redis+sentinel://`), which names the master of a
-//! service — and, after a failover, the new one. Commands go over one
-//! multiplexed connection, dropped at its first failure and made again on
-//! the next call: through Sentinel, to whichever master it names then. A
-//! demoted master refuses writes (`READONLY`), which is such a failure.
+//! How a node reaches Redis: straight (`redis://`, `rediss://`), through
+//! Sentinel (`redis+sentinel://`), which names the master of a service —
+//! and, after a failover, the new one — or as a Redis Cluster
+//! (`redis+cluster://`), whose client routes each channel's keys to their
+//! shard. Commands go over one multiplexed connection (one per shard for a
+//! cluster), dropped at its first failure and made again on the next call:
+//! through Sentinel, to whichever master it names then. A demoted master
+//! refuses writes (`READONLY`), which is such a failure.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{AsyncConnectionConfig, RedisResult};
-use tokio::sync::Mutex;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, RedisFuture, RedisResult, Value};
+use tokio::sync::{mpsc, Mutex};
 
 /// Where the Redis is.
 enum Source {
     Direct(redis::Client),
     Sentinel(Mutex<SentinelClient>),
+    /// A Redis Cluster: its client, and the URL's rest, to make the
+    /// follower's own client (with a push receiver) from.
+    Cluster(ClusterClient, String),
+}
+
+/// A command connection: to one Redis, or to a cluster's shards.
+#[derive(Clone)]
+pub(super) enum Conn {
+    One(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::One(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::One(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::One(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// The node's way to Redis, and its command connection.
@@ -23,21 +65,26 @@ pub(super) struct Link {
     source: Source,
     /// The connection, and how many were made before it (so that a
     /// failure on an old one does not drop a new one).
-    conn: Mutex<(u64, Option<MultiplexedConnection>)>,
+    conn: Mutex<(u64, Option<Conn>)>,
     timeout: Duration,
 }
 
 /// The scheme of a Sentinel URL.
 const SENTINEL: &str = "redis+sentinel://";
+/// The scheme of a Redis Cluster URL.
+const CLUSTER: &str = "redis+cluster://";
 
 impl Link {
     /// `redis://[user:password@]host[:port][/db]`, `rediss://…`, or
     /// `redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]`
     /// (the password is the master's).
     pub(super) fn open(url: &str, timeout: Duration) -> Result<Link, String> {
-        let source = match url.strip_prefix(SENTINEL) {
-            Some(rest) => Source::Sentinel(Mutex::new(sentinel(rest)?)),
-            None => Source::Direct(redis::Client::open(url).map_err(|e| e.to_string())?),
+        let source = if let Some(rest) = url.strip_prefix(SENTINEL) {
+            Source::Sentinel(Mutex::new(sentinel(rest)?))
+        } else if let Some(rest) = url.strip_prefix(CLUSTER) {
+            Source::Cluster(cluster(rest, timeout, None)?, rest.to_owned())
+        } else {
+            Source::Direct(redis::Client::open(url).map_err(|e| e.to_string())?)
         };
         Ok(Link {
             source,
@@ -46,29 +93,64 @@ impl Link {
         })
     }
 
+    /// Whether it is a Redis Cluster: announcements are then sharded
+    /// (`SPUBLISH`, `SSUBSCRIBE`).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster(..))
+    }
+
     /// A client of the Redis to use now: through Sentinel, its master.
+    /// Not for a cluster (see [`Link::cluster_feed`]).
     pub(super) async fn client(&self) -> RedisResult<redis::Client> {
         match &self.source {
             Source::Direct(client) => Ok(client.clone()),
             Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Source::Cluster(..) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a cluster has no single client",
+            ))),
         }
+    }
+
+    /// A cluster connection whose pub/sub messages, and the confirmations
+    /// of its (re)subscriptions, arrive on the receiver (RESP3 pushes).
+    pub(super) async fn cluster_feed(
+        &self,
+    ) -> RedisResult<(ClusterConnection, mpsc::UnboundedReceiver<PushInfo>)> {
+        let Source::Cluster(_, rest) = &self.source else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a cluster",
+            )));
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = cluster(rest, self.timeout, Some(tx)).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "cluster", e))
+        })?;
+        Ok((client.get_async_connection().await?, rx))
     }
 
     /// The command connection (made now if there is none), and its number
     /// for [`Link::failed`].
-    pub(super) async fn conn(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+    pub(super) async fn conn(&self) -> RedisResult<(u64, Conn)> {
         let mut slot = self.conn.lock().await;
         if let (n, Some(conn)) = &*slot {
             return Ok((*n, conn.clone()));
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let conn = self
-            .client()
-            .await?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = match &self.source {
+            Source::Cluster(client, _) => Conn::Cluster(client.get_async_connection().await?),
+            _ => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                let client = self.client().await?;
+                Conn::One(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+        };
         slot.0 += 1;
         slot.1 = Some(conn.clone());
         Ok((slot.0, conn))
@@ -81,6 +163,38 @@ impl Link {
             slot.1 = None;
         }
     }
+}
+
+/// `[user:password@]host:port[,host:port…]`: a cluster client, which
+/// sends pushes to `pushes` (RESP3) when there is one.
+fn cluster(
+    rest: &str,
+    timeout: Duration,
+    pushes: Option<mpsc::UnboundedSender<PushInfo>>,
+) -> Result<ClusterClient, String> {
+    let form = "write redis+cluster://[user:password@]host:port[,host:port…]";
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    if hosts.is_empty() || hosts.contains('/') {
+        return Err(format!("seed nodes and nothing else: {form}"));
+    }
+    let auth = userinfo.map_or(String::new(), |u| format!("{u}@"));
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(|h| format!("redis://{auth}{h}"))
+        .collect();
+    let mut builder = ClusterClientBuilder::new(seeds)
+        .connection_timeout(timeout)
+        .response_timeout(timeout);
+    if let Some(tx) = pushes {
+        builder = builder
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx);
+    }
+    builder.build().map_err(|e| format!("{e}: {form}"))
 }
 
 /// `[user:password@]host:port[,host:port…]/service[/db]`.
@@ -136,6 +250,9 @@ mod tests {
         assert!(Link::open("redis://127.0.0.1:6379/2", t).is_ok());
         assert!(Link::open("redis+sentinel://a:26379,b:26380/mymaster", t).is_ok());
         assert!(Link::open("redis+sentinel://:pw@a:26379/mymaster/3", t).is_ok());
+        assert!(Link::open("redis+cluster://a:7000,b:7001", t).is_ok());
+        let e = Link::open("redis+cluster://a:7000/2", t).err().unwrap();
+        assert!(e.contains("redis+cluster://"), "{e}");
         for bad in [
             "redis+sentinel://a:26379",
             "redis+sentinel://a:26379/",

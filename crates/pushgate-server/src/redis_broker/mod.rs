@@ -14,6 +14,7 @@
 //! `unavailable` (a publish answers 503, never acknowledged unstored).
 
 mod cluster;
+mod feed;
 mod follow;
 mod link;
 
@@ -94,7 +95,8 @@ impl RedisLog {
         let link = link::Link::open(&config.url, config.timeout).map_err(|e| {
             Error::config(format!(
                 "broker: {e}; the URL is redis://[user:password@]host[:port][/db], \
-                 rediss://… for TLS, or redis+sentinel://host:port[,host:port…]/service[/db]"
+                 rediss://… for TLS, redis+sentinel://host:port[,host:port…]/service[/db] \
+                 or redis+cluster://host:port[,host:port…]"
             ))
         })?;
         let (follower, commands) = mpsc::unbounded_channel();
@@ -171,10 +173,7 @@ impl Inner {
         self.check(n, result).await
     }
 
-    async fn connected(
-        &self,
-        what: &str,
-    ) -> Result<(u64, redis::aio::MultiplexedConnection), pushgate_core::Error> {
+    async fn connected(&self, what: &str) -> Result<(u64, link::Conn), pushgate_core::Error> {
         self.timed(what, self.link.conn()).await
     }
 
@@ -227,6 +226,16 @@ impl Inner {
         };
         let _ = self.client_keys.set(ClientKeys::from_secret(secret));
         Ok(())
+    }
+
+    /// How a script announces on a channel's pub/sub channel: sharded in
+    /// a cluster, so that only the channel's shard carries it.
+    fn publish_command(&self) -> &'static str {
+        if self.link.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn state_ttl(&self, channel: &ChannelName) -> Millis {
@@ -326,12 +335,13 @@ impl Log for RedisLog {
         let mut invocation = inner.append.key(&meta);
         invocation
             .key(&stream)
+            .key(inner.topic(&channel))
             .arg(Epoch::random().as_str())
             .arg(&body)
             .arg(size)
             .arg(ttl)
             .arg(inner.state_ttl(&channel))
-            .arg(inner.topic(&channel));
+            .arg(inner.publish_command());
         let (offset, epoch, time): (u64, String, u64) = inner.call("publish", invocation).await?;
         let epoch = Epoch::new(&epoch)
             .map_err(|_| unavailable("publish", "Redis answered with an invalid epoch"))?;

@@ -231,27 +231,32 @@ impl Roamer {
     }
 }
 
-/// Three nodes on three loopback addresses; a publisher on the first; one
-/// client per transport that reads on one node, leaves, and comes back on
-/// the next with its cursor, while messages are published live and while
-/// it is away. Each sees every message once, in order, with no reset.
-#[tokio::test]
-async fn clients_resume_on_any_node_on_every_transport() {
-    let Some(redis) = Redis::start().await else {
-        return;
-    };
-    let p = prefix("roam");
+/// Three nodes on three loopback addresses; a publisher on the first; per
+/// channel one client per transport that reads on one node, leaves, and
+/// comes back on the next with its cursor, while messages are published
+/// live and while it is away. Each sees every message once, in order,
+/// with no reset.
+async fn roam(broker: &impl BrokerUrl, test: &str, channels: &[&str]) {
+    let p = prefix(test);
     let nodes = [
-        start_node(&redis, &p, "127.0.0.1").await,
-        start_node(&redis, &p, "127.0.0.2").await,
-        start_node(&redis, &p, "127.0.0.3").await,
+        start_node(broker, &p, "127.0.0.1").await,
+        start_node(broker, &p, "127.0.0.2").await,
+        start_node(broker, &p, "127.0.0.3").await,
     ];
-    let start = nodes[1].poll("/poll?channel=roam").await.cursor;
-    let mut clients: Vec<Roamer> = KINDS
-        .iter()
-        .map(|k| Roamer::new(*k, "roam", &start))
-        .collect();
+    let mut clients = Vec::new();
+    for ch in channels {
+        let start = nodes[1].poll(&format!("/poll?channel={ch}")).await.cursor;
+        clients.extend(KINDS.iter().map(|k| Roamer::new(*k, ch, &start)));
+    }
     let mut published = 0;
+    let publish_everywhere = |n: u64| {
+        let node = &nodes[0];
+        async move {
+            for ch in channels {
+                node.publish(ch, json!(n)).await;
+            }
+        }
+    };
     for round in 0..6 {
         for (i, c) in clients.iter_mut().enumerate() {
             c.connect(&nodes[(round + i) % 3]).await;
@@ -259,7 +264,7 @@ async fn clients_resume_on_any_node_on_every_transport() {
         // Live: through Redis to whichever node each client is on.
         for _ in 0..2 {
             published += 1;
-            nodes[0].publish("roam", json!(published)).await;
+            publish_everywhere(published).await;
         }
         for (i, c) in clients.iter_mut().enumerate() {
             // The one published while it was away comes first.
@@ -269,15 +274,36 @@ async fn clients_resume_on_any_node_on_every_transport() {
         }
         // Away: in history only.
         published += 1;
-        nodes[0].publish("roam", json!(published)).await;
+        publish_everywhere(published).await;
     }
     for c in &mut clients {
         c.connect(&nodes[2]).await;
         c.read(&nodes[2], 1).await;
         let want: Vec<u64> = (1..=published).collect();
-        assert_eq!(c.got, want, "{:?}: every message once, in order", c.kind);
+        assert_eq!(
+            c.got, want,
+            "{:?} on {}: every message once, in order",
+            c.kind, c.channel
+        );
         assert_eq!(c.resets, 0, "{:?}", c.kind);
     }
+}
+
+#[tokio::test]
+async fn clients_resume_on_any_node_on_every_transport() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    roam(&redis, "roam", &["roam"]).await;
+}
+
+/// The same on a Redis Cluster of three shards, with channels on each.
+#[tokio::test]
+async fn clients_resume_on_any_node_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    roam(&cluster, "roam-cluster", &["a", "b", "c", "d"]).await;
 }
 
 /// The fan-out of a node follows only the channels its clients hold, and
@@ -529,7 +555,7 @@ async fn a_bad_broker_url_is_a_clear_config_error() {
 
 /// Three nodes of one cluster, each with `configure` applied.
 async fn cluster_of_three(
-    redis: &Redis,
+    redis: &impl BrokerUrl,
     test: &str,
     configure: impl Fn(&mut pushgate_server::Config),
 ) -> [TestServer; 3] {
@@ -554,7 +580,19 @@ async fn a_room_spans_nodes() {
     let Some(redis) = Redis::start().await else {
         return;
     };
-    let [a, b, c] = cluster_of_three(&redis, "room", |_| {}).await;
+    room_across(&redis).await;
+}
+
+#[tokio::test]
+async fn a_room_spans_nodes_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    room_across(&cluster).await;
+}
+
+async fn room_across(broker: &impl BrokerUrl) {
+    let [a, b, c] = cluster_of_three(broker, "room", |_| {}).await;
     let mut ws_a = a.ws("/ws").await;
     let ra = ws_a.subscribe("room:x").await;
     let id_a = client_id(&ra);
@@ -891,4 +929,53 @@ async fn nodes_follow_a_sentinel_failover() {
         .map(|m| m["offset"].as_u64().unwrap())
         .collect();
     assert_eq!(offsets, [1, 2, 3, 4]);
+}
+
+/// On a Redis Cluster, the shards drop every pub/sub connection and
+/// messages are published before the nodes subscribe again: a subscriber
+/// gets every one, in order, once.
+#[tokio::test]
+async fn a_dropped_shard_subscription_is_caught_up_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    let p = prefix("shard-blip");
+    let a = start_node(&cluster, &p, "127.0.0.1").await;
+    let b = start_node(&cluster, &p, "127.0.0.2").await;
+    let names = ["s1", "s2", "s3", "s4", "s5"];
+    let mut ws = a
+        .ws(&format!(
+            "/ws?{}",
+            names.map(|n| format!("channel={n}")).join("&")
+        ))
+        .await;
+    for n in names {
+        assert_subscribed(&ws.next_json().await, n);
+    }
+    for round in 1..=2u64 {
+        for node in &cluster.nodes {
+            let mut conn = node.conn().await;
+            let _: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        for n in names {
+            b.publish(n, json!(round)).await;
+        }
+        let mut got: Vec<(String, u64)> = Vec::new();
+        while got.len() < names.len() {
+            let v = ws.next_json().await;
+            got.push((
+                v["channel"].as_str().unwrap().to_owned(),
+                v["offset"].as_u64().unwrap(),
+            ));
+        }
+        got.sort();
+        let want: Vec<(String, u64)> = names.iter().map(|n| (n.to_string(), round)).collect();
+        assert_eq!(got, want, "round {round}");
+    }
 }

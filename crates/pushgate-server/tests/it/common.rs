@@ -96,13 +96,13 @@ pub async fn start_wrapped(
 
 /// A node of a cluster sharing `redis` (under `prefix`), listening on
 /// `ip` (each node its own loopback address).
-pub async fn start_node(redis: &Redis, prefix: &str, ip: &str) -> TestServer {
+pub async fn start_node(redis: &impl BrokerUrl, prefix: &str, ip: &str) -> TestServer {
     start_node_with(redis, prefix, ip, |_| {}).await
 }
 
 /// [`start_node`], after `configure` adjusted the config.
 pub async fn start_node_with(
-    redis: &Redis,
+    redis: &impl BrokerUrl,
     prefix: &str,
     ip: &str,
     configure: impl FnOnce(&mut Config),
@@ -1195,4 +1195,4 @@ pub fn script_calls(html: &str, callback: &str) -> Vec<Value> {
 
 #[path = "../support/redis.rs"]
 mod redis_server;
-pub use redis_server::{installed, Redis};
+pub use redis_server::{installed, BrokerUrl, Redis, RedisCluster};

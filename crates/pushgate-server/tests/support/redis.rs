@@ -38,6 +38,72 @@ enum Role {
     Replica { of: u16 },
     /// A Sentinel watching the master on port `master` as service `name`.
     Sentinel { master: u16, name: String },
+    /// A node of a Redis Cluster (see [`RedisCluster`]).
+    ClusterNode,
+}
+
+/// What nodes are given as `--broker`.
+pub trait BrokerUrl {
+    fn url(&self) -> String;
+}
+
+impl BrokerUrl for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+}
+
+/// A Redis Cluster of `n` masters on loopback ports, its slots spread
+/// evenly (`redis-cli --cluster create`).
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl BrokerUrl for RedisCluster {
+    fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+}
+
+impl RedisCluster {
+    pub async fn start(n: usize) -> Option<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Redis::start_as(Role::ClusterNode).await?);
+        }
+        let status = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli runs");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for node in &nodes {
+            let mut conn = node.conn().await;
+            within("the cluster to be ready", async {
+                loop {
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    if info.contains("cluster_state:ok") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+        }
+        Some(RedisCluster { nodes })
+    }
 }
 
 impl Redis {
@@ -155,6 +221,13 @@ impl Redis {
                 "MASTER <-> REPLICA sync: Finished with success"
             }
             Role::Sentinel { .. } => "+monitor master",
+            Role::ClusterNode => {
+                cmd.args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                    .args(["--cluster-node-timeout", "2000"])
+                    .arg("--cluster-config-file")
+                    .arg(self.dir.join("nodes.conf"));
+                "Ready to accept connections"
+            }
         };
         let mut process = cmd
             .stdout(std::process::Stdio::piped())
