@@ -154,6 +154,9 @@ pub struct Config {
     /// How long a member stays listed in presence after its node stopped
     /// renewing it (a crashed node's).
     pub broker_presence_ttl: Duration,
+    /// A PEM file of the certificates to trust for `rediss://`, instead of
+    /// the system's roots.
+    pub broker_tls_ca: Option<String>,
     /// STUN and TURN URLs handed to clients that join a room, for their
     /// `RTCPeerConnection`s.
     pub ice_servers: Vec<String>,
@@ -238,6 +241,7 @@ impl Default for Config {
             broker_prefix: "pushgate".to_owned(),
             broker_timeout: Duration::from_secs(5),
             broker_presence_ttl: Duration::from_secs(30),
+            broker_tls_ca: None,
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_credential_ttl: pushgate_core::rtc::TURN_CREDENTIAL_TTL,
@@ -303,7 +307,8 @@ setting::settings! {
     /// clients resume on any node: redis://[user:password@]host[:port][/db],
     /// rediss://… for TLS, redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]
     /// to follow the master Sentinel names, or redis+cluster://host:port[,host:port…]
-    /// for a Redis Cluster. History, offsets and epochs then live in Redis
+    /// for a Redis Cluster (rediss+cluster:// over TLS). History, offsets and
+    /// epochs then live in Redis
     /// (not with data_dir); none: this node alone
     url: broker_url, "broker", "PUSHGATE_BROKER", Secret;
     /// Begins every Redis key and pub/sub channel: nodes with the same prefix
@@ -317,6 +322,9 @@ setting::settings! {
     /// presence at most this long after it died
     presence_ttl: broker_presence_ttl, "broker-presence-ttl",
         "PUSHGATE_BROKER_PRESENCE_TTL";
+    /// A PEM file of the CA certificates that sign the Redis server's
+    /// certificate (rediss://), trusted instead of the system's roots
+    tls_ca: broker_tls_ca, "broker-tls-ca", "PUSHGATE_BROKER_TLS_CA";
 
     [history]
     /// Messages kept per channel

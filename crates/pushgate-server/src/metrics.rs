@@ -154,9 +154,16 @@ pub struct Metrics {
     closed: tokio::sync::Notify,
     /// The durable store's counts, with `--data-dir`.
     store: std::sync::OnceLock<Arc<crate::store::StoreStats>>,
+    /// The Redis broker's counts, with `--broker`.
+    broker: std::sync::OnceLock<Arc<crate::redis_broker::BrokerStats>>,
 }
 
 impl Metrics {
+    /// Shows the Redis broker's counts too.
+    pub fn watch_broker(&self, stats: Arc<crate::redis_broker::BrokerStats>) {
+        let _ = self.broker.set(stats);
+    }
+
     /// Shows the durable store's counts too.
     pub fn watch_store(&self, stats: Arc<crate::store::StoreStats>) {
         let _ = self.store.set(stats);
@@ -401,6 +408,51 @@ impl Metrics {
                     "gauge",
                     "1 once a write or sync to the data directory failed: publishes are refused until a restart.",
                     u64::from(store.failed.load(Relaxed)),
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+                );
+            }
+        }
+        if let Some(broker) = self.broker.get() {
+            for (name, kind, help, v) in [
+                (
+                    "pushgate_broker_up",
+                    "gauge",
+                    "1 while the node's pub/sub connection to Redis is up and subscribed (--broker).",
+                    u64::from(broker.up.load(Relaxed)),
+                ),
+                (
+                    "pushgate_broker_errors_total",
+                    "counter",
+                    "Redis calls that failed or timed out (each answered unavailable, or retried).",
+                    broker.errors.load(Relaxed),
+                ),
+                (
+                    "pushgate_broker_reconnects_total",
+                    "counter",
+                    "Times the pub/sub connection to Redis was made again after it dropped.",
+                    broker.reconnects.load(Relaxed),
+                ),
+                (
+                    "pushgate_broker_catch_ups_total",
+                    "counter",
+                    "Channels read from history to fill a gap in their announcements (a dropped connection, a missed message).",
+                    broker.catch_ups.load(Relaxed),
+                ),
+                (
+                    "pushgate_broker_resets_total",
+                    "counter",
+                    "Gaps history no longer covered: the channel's subscribers were told to reset.",
+                    broker.resets.load(Relaxed),
+                ),
+                (
+                    "pushgate_broker_channels",
+                    "gauge",
+                    "Channels this node follows in Redis (those its clients hold).",
+                    broker.channels.load(Relaxed),
                 ),
             ] {
                 let _ = writeln!(

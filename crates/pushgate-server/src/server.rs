@@ -29,17 +29,27 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, Error> {
         if let Some(url) = &config.broker_url {
             config.validate()?;
+            let tls_ca = match &config.broker_tls_ca {
+                Some(file) => Some(std::fs::read(file).map_err(|e| {
+                    Error::config(format!("broker_tls_ca: cannot read {file}: {e}"))
+                })?),
+                None => None,
+            };
             let redis = crate::redis_broker::RedisLog::open(
                 crate::redis_broker::RedisConfig {
                     url: url.clone(),
                     prefix: config.broker_prefix.clone(),
                     timeout: config.broker_timeout,
                     presence_ttl: config.broker_presence_ttl,
+                    tls_ca,
                 },
                 config.memory_log(),
             )?;
             let redis = Arc::new(redis);
-            return Self::assemble(config, redis.clone(), Some(redis)).await;
+            let stats = redis.stats();
+            let server = Self::assemble(config, redis.clone(), Some(redis)).await?;
+            server.state.metrics.watch_broker(stats);
+            return Ok(server);
         }
         let Some(dir) = &config.data_dir else {
             let log = Arc::new(MemoryLog::new(config.memory_log()));

@@ -8,6 +8,7 @@
 //! covers it.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,10 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
         {
             continue;
         }
+        log.stats.up.store(true, Relaxed);
+        if was_down {
+            log.stats.reconnects.fetch_add(1, Relaxed);
+        }
         if was_down {
             tracing::info!(
                 channels = channels.len(),
@@ -137,6 +142,7 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                     }
                     gone.retain(|t| !channels.contains_key(t));
                     new.retain(|t| channels.contains_key(t));
+                    log.stats.channels.store(channels.len() as u64, Relaxed);
                     if !gone.is_empty() && timed(&log, feed.unsubscribe(&gone)).await.is_err() {
                         break;
                     }
@@ -176,6 +182,7 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                 }
             }
         }
+        log.stats.up.store(false, Relaxed);
         tracing::warn!("broker: lost the Redis pub/sub connection; reconnecting");
         was_down = true;
     }
@@ -300,6 +307,7 @@ async fn catch_up(log: &Inner, ch: &mut Channel) {
         return;
     };
     ch.behind = true;
+    log.stats.catch_ups.fetch_add(1, Relaxed);
     loop {
         let Ok(read) = log.read(&ch.name, followed.start(), CATCH_UP_BATCH).await else {
             return;
@@ -308,6 +316,7 @@ async fn catch_up(log: &Inner, ch: &mut Channel) {
         match followed.caught_up(read) {
             Ok(missed) => missed.iter().for_each(|p| announce(log, p)),
             Err(position) => {
+                log.stats.resets.fetch_add(1, Relaxed);
                 if let Some(listener) = log.listener.get() {
                     listener.lost(&ch.name, position);
                 }

@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, Mutex};
 enum Source {
     Direct(redis::Client),
     Sentinel(Mutex<SentinelClient>),
-    /// A Redis Cluster: its client, and the URL's rest, to make the
-    /// follower's own client (with a push receiver) from.
-    Cluster(ClusterClient, String),
+    /// A Redis Cluster: its client, and its seeds, to make the follower's
+    /// own client (with a push receiver) from.
+    Cluster(ClusterClient, Seeds),
 }
 
 /// A command connection: to one Redis, or to a cluster's shards.
@@ -71,20 +71,28 @@ pub(super) struct Link {
 
 /// The scheme of a Sentinel URL.
 const SENTINEL: &str = "redis+sentinel://";
-/// The scheme of a Redis Cluster URL.
+/// The scheme of a Redis Cluster URL, and of one over TLS.
 const CLUSTER: &str = "redis+cluster://";
+const CLUSTER_TLS: &str = "rediss+cluster://";
 
 impl Link {
     /// `redis://[user:password@]host[:port][/db]`, `rediss://…`, or
     /// `redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]`
     /// (the password is the master's).
-    pub(super) fn open(url: &str, timeout: Duration) -> Result<Link, String> {
+    /// `ca`: PEM certificates to trust for TLS instead of the system's
+    /// roots (a private CA's).
+    pub(super) fn open(url: &str, timeout: Duration, ca: Option<Vec<u8>>) -> Result<Link, String> {
         let source = if let Some(rest) = url.strip_prefix(SENTINEL) {
             Source::Sentinel(Mutex::new(sentinel(rest)?))
-        } else if let Some(rest) = url.strip_prefix(CLUSTER) {
-            Source::Cluster(cluster(rest, timeout, None)?, rest.to_owned())
+        } else if url.starts_with(CLUSTER) || url.starts_with(CLUSTER_TLS) {
+            let seeds = Seeds::parse(url, ca)?;
+            Source::Cluster(cluster(&seeds, timeout, None)?, seeds)
         } else {
-            Source::Direct(redis::Client::open(url).map_err(|e| e.to_string())?)
+            let client = match ca {
+                Some(ca) => redis::Client::build_with_tls(url, certificates(ca)),
+                None => redis::Client::open(url),
+            };
+            Source::Direct(client.map_err(|e| e.to_string())?)
         };
         Ok(Link {
             source,
@@ -117,14 +125,14 @@ impl Link {
     pub(super) async fn cluster_feed(
         &self,
     ) -> RedisResult<(ClusterConnection, mpsc::UnboundedReceiver<PushInfo>)> {
-        let Source::Cluster(_, rest) = &self.source else {
+        let Source::Cluster(_, seeds) = &self.source else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "not a cluster",
             )));
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let client = cluster(rest, self.timeout, Some(tx)).map_err(|e| {
+        let client = cluster(seeds, self.timeout, Some(tx)).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "cluster", e))
         })?;
         Ok((client.get_async_connection().await?, rx))
@@ -165,36 +173,65 @@ impl Link {
     }
 }
 
-/// `[user:password@]host:port[,host:port…]`: a cluster client, which
-/// sends pushes to `pushes` (RESP3) when there is one.
+fn certificates(ca: Vec<u8>) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca),
+    }
+}
+
+/// A cluster's seed nodes, as URLs, and the CA to trust over TLS.
+pub(super) struct Seeds {
+    urls: Vec<String>,
+    ca: Option<Vec<u8>>,
+}
+
+impl Seeds {
+    /// `redis+cluster://[user:password@]host:port[,host:port…]`, or
+    /// `rediss+cluster://…` over TLS.
+    fn parse(url: &str, ca: Option<Vec<u8>>) -> Result<Seeds, String> {
+        let form = "write redis+cluster://[user:password@]host:port[,host:port…] \
+                    (rediss+cluster:// over TLS)";
+        let (scheme, rest) = match url.strip_prefix(CLUSTER_TLS) {
+            Some(rest) => ("rediss", rest),
+            None => ("redis", url.strip_prefix(CLUSTER).unwrap_or(url)),
+        };
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.is_empty() || hosts.contains('/') {
+            return Err(format!("seed nodes and nothing else: {form}"));
+        }
+        let auth = userinfo.map_or(String::new(), |u| format!("{u}@"));
+        let urls = hosts
+            .split(',')
+            .map(|h| format!("{scheme}://{auth}{h}"))
+            .collect();
+        Ok(Seeds { urls, ca })
+    }
+}
+
+/// A cluster client, which sends pushes to `pushes` (RESP3) when there
+/// is one.
 fn cluster(
-    rest: &str,
+    seeds: &Seeds,
     timeout: Duration,
     pushes: Option<mpsc::UnboundedSender<PushInfo>>,
 ) -> Result<ClusterClient, String> {
-    let form = "write redis+cluster://[user:password@]host:port[,host:port…]";
-    let (userinfo, hosts) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let hosts = hosts.trim_end_matches('/');
-    if hosts.is_empty() || hosts.contains('/') {
-        return Err(format!("seed nodes and nothing else: {form}"));
-    }
-    let auth = userinfo.map_or(String::new(), |u| format!("{u}@"));
-    let seeds: Vec<String> = hosts
-        .split(',')
-        .map(|h| format!("redis://{auth}{h}"))
-        .collect();
-    let mut builder = ClusterClientBuilder::new(seeds)
+    let mut builder = ClusterClientBuilder::new(seeds.urls.clone())
         .connection_timeout(timeout)
         .response_timeout(timeout);
+    if let Some(ca) = &seeds.ca {
+        builder = builder.certs(certificates(ca.clone()));
+    }
     if let Some(tx) = pushes {
         builder = builder
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(tx);
     }
-    builder.build().map_err(|e| format!("{e}: {form}"))
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// `[user:password@]host:port[,host:port…]/service[/db]`.
@@ -247,11 +284,13 @@ mod tests {
     #[test]
     fn urls_are_checked_with_the_form_in_the_error() {
         let t = Duration::from_secs(1);
-        assert!(Link::open("redis://127.0.0.1:6379/2", t).is_ok());
-        assert!(Link::open("redis+sentinel://a:26379,b:26380/mymaster", t).is_ok());
-        assert!(Link::open("redis+sentinel://:pw@a:26379/mymaster/3", t).is_ok());
-        assert!(Link::open("redis+cluster://a:7000,b:7001", t).is_ok());
-        let e = Link::open("redis+cluster://a:7000/2", t).err().unwrap();
+        let open = |url: &str| Link::open(url, t, None);
+        assert!(open("redis://127.0.0.1:6379/2").is_ok());
+        assert!(open("redis+sentinel://a:26379,b:26380/mymaster").is_ok());
+        assert!(open("redis+sentinel://:pw@a:26379/mymaster/3").is_ok());
+        assert!(open("redis+cluster://a:7000,b:7001").is_ok());
+        assert!(open("rediss+cluster://u:p@a:7000").is_ok());
+        let e = open("redis+cluster://a:7000/2").err().unwrap();
         assert!(e.contains("redis+cluster://"), "{e}");
         for bad in [
             "redis+sentinel://a:26379",
@@ -259,9 +298,7 @@ mod tests {
             "redis+sentinel:///svc",
             "redis+sentinel://a:26379/svc/x",
         ] {
-            let e = Link::open(bad, t)
-                .err()
-                .unwrap_or_else(|| panic!("{bad} opened"));
+            let e = open(bad).err().unwrap_or_else(|| panic!("{bad} opened"));
             assert!(e.contains("redis+sentinel://"), "{bad}: {e}");
         }
     }

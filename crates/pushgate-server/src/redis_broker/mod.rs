@@ -19,6 +19,8 @@ mod follow;
 mod link;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -38,6 +40,19 @@ use crate::error::Error;
 /// for the channels they follow ([`follow`]), so subscribers of an idle
 /// channel keep their epoch.
 const STATE_TTL_MS: Millis = 24 * 3600 * 1000;
+
+/// What the broker has been through, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// The pub/sub connection is up and everything followed subscribed.
+    pub up: AtomicBool,
+    pub errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub catch_ups: AtomicU64,
+    pub resets: AtomicU64,
+    /// Channels followed.
+    pub channels: AtomicU64,
+}
 
 /// The Redis log of one node.
 pub struct RedisLog {
@@ -70,6 +85,7 @@ struct Inner {
     client_keys: OnceLock<ClientKeys>,
     /// How long a member stays listed unless its node renews it.
     presence_ttl: Duration,
+    stats: Arc<BrokerStats>,
 }
 
 /// How to reach Redis.
@@ -85,6 +101,9 @@ pub struct RedisConfig {
     /// How long a member stays listed in presence unless its node renews
     /// it (every third of this): a crashed node's members drop out after it.
     pub presence_ttl: Duration,
+    /// PEM certificates to trust for `rediss://` instead of the system's
+    /// roots (a private CA's).
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl RedisLog {
@@ -92,11 +111,11 @@ impl RedisLog {
     /// wait for Redis: until it answers, calls fail as `unavailable` and
     /// the node keeps trying. Must run inside a tokio runtime.
     pub fn open(config: RedisConfig, retention: MemoryLogConfig) -> Result<Self, Error> {
-        let link = link::Link::open(&config.url, config.timeout).map_err(|e| {
+        let link = link::Link::open(&config.url, config.timeout, config.tls_ca).map_err(|e| {
             Error::config(format!(
                 "broker: {e}; the URL is redis://[user:password@]host[:port][/db], \
                  rediss://… for TLS, redis+sentinel://host:port[,host:port…]/service[/db] \
-                 or redis+cluster://host:port[,host:port…]"
+                 or redis+cluster://host:port[,host:port…] (rediss+cluster:// for TLS)"
             ))
         })?;
         let (follower, commands) = mpsc::unbounded_channel();
@@ -120,6 +139,7 @@ impl RedisLog {
             inbound: OnceLock::new(),
             client_keys: OnceLock::new(),
             presence_ttl: config.presence_ttl,
+            stats: Arc::default(),
         });
         tokio::spawn(follow::run(inner.clone(), commands));
         Ok(RedisLog {
@@ -131,6 +151,11 @@ impl RedisLog {
 }
 
 impl RedisLog {
+    /// Its counts, for `/metrics`.
+    pub fn stats(&self) -> Arc<BrokerStats> {
+        self.inner.stats.clone()
+    }
+
     /// Whether this node follows `channel` (its clients hold it).
     fn follows(&self, channel: &ChannelName) -> bool {
         self.followed
@@ -195,14 +220,13 @@ impl Inner {
         what: &str,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, pushgate_core::Error> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(what, e.to_string())),
-            Err(_) => Err(unavailable(
-                what,
-                format!("no answer within {:?}", self.timeout),
-            )),
-        }
+        let failed = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => unavailable(what, e.to_string()),
+            Err(_) => unavailable(what, format!("no answer within {:?}", self.timeout)),
+        };
+        self.stats.errors.fetch_add(1, Relaxed);
+        Err(failed)
     }
 
     /// The cluster's `client_key` secret: made by the first node that

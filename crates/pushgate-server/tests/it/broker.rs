@@ -25,6 +25,7 @@ fn open(redis: &Redis, prefix: &str, history_size: usize) -> RedisLog {
             prefix: prefix.to_owned(),
             timeout: Duration::from_secs(5),
             presence_ttl: Duration::from_secs(30),
+            tls_ca: None,
         },
         MemoryLogConfig {
             history_size,
@@ -57,6 +58,7 @@ async fn history_expires_by_age_on_redis_clock() {
             prefix: prefix("ttl"),
             timeout: Duration::from_secs(5),
             presence_ttl: Duration::from_secs(30),
+            tls_ca: None,
         },
         MemoryLogConfig {
             history_ttl_ms: 200,
@@ -405,6 +407,13 @@ async fn a_dropped_subscription_is_caught_up_from_history() {
         b.publish("blip", json!(base + 4)).await;
         ws.expect_messages("blip", base + 4..=base + 4).await;
     }
+    let text = a.metrics_text().await;
+    let m = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(m("pushgate_broker_up"), 1, "{text}");
+    assert!(m("pushgate_broker_reconnects_total") >= 3, "{text}");
+    assert!(m("pushgate_broker_catch_ups_total") >= 3, "{text}");
+    assert_eq!(m("pushgate_broker_resets_total"), 0, "{text}");
+    assert_eq!(m("pushgate_broker_channels"), 1, "{text}");
 }
 
 /// Redis goes away: publishes answer 503 and nothing is acknowledged;
@@ -433,6 +442,12 @@ async fn while_redis_is_down_publishes_fail_and_delivery_resumes_after() {
     sse.expect_message("down", 1).await;
 
     redis.kill().await;
+    within("node a to see Redis gone", async {
+        while metric(&a.metrics_text().await, "pushgate_broker_up") != Some(0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     for node in [&a, &b] {
         let (status, body) = node
             .json_response(
@@ -471,6 +486,8 @@ async fn while_redis_is_down_publishes_fail_and_delivery_resumes_after() {
         published["offset"], 2,
         "nothing refused was stored: {published}"
     );
+    let errors = metric(&b.metrics_text().await, "pushgate_broker_errors_total");
+    assert!(errors.is_some_and(|n| n >= 1), "{errors:?}");
     let v = ws.next_json().await;
     assert_message(&v, "down", 2);
     sse.expect_message("down", 2).await;
@@ -978,4 +995,41 @@ async fn a_dropped_shard_subscription_is_caught_up_over_a_redis_cluster() {
         let want: Vec<(String, u64)> = names.iter().map(|n| (n.to_string(), round)).collect();
         assert_eq!(got, want, "round {round}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+/// `rediss://` to a Redis whose certificate a private CA signed: with
+/// `broker_tls_ca` the nodes trust it and work; without, Redis is
+/// unreachable for them (the system's roots do not know that CA).
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let cert = crate::tls::TestCert::new("redis");
+    let Some(redis) = Redis::start_tls(&cert.cert, &cert.key).await else {
+        return;
+    };
+    let p = prefix("tls");
+    let ca = cert.cert.to_string_lossy().into_owned();
+    let trusting = |c: &mut pushgate_server::Config| c.broker_tls_ca = Some(ca.clone());
+    let a = start_node_with(&redis, &p, "127.0.0.1", trusting).await;
+    let b = start_node_with(&redis, &p, "127.0.0.2", trusting).await;
+    let mut ws = a.ws("/ws?channel=sealed").await;
+    assert_subscribed(&ws.next_json().await, "sealed");
+    b.publish("sealed", json!("over tls")).await;
+    assert_message(&ws.next_json().await, "sealed", 1);
+
+    let distrusting = start_node_with(&redis, &p, "127.0.0.3", |c| {
+        c.broker_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let (status, body) = distrusting
+        .json_response(
+            distrusting
+                .http
+                .post(distrusting.url("/api/publish"))
+                .json(&json!({"channel": "sealed", "data": 2})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
 }

@@ -40,6 +40,12 @@ enum Role {
     Sentinel { master: u16, name: String },
     /// A node of a Redis Cluster (see [`RedisCluster`]).
     ClusterNode,
+    /// A Redis that speaks TLS only, with this certificate and key (PEM
+    /// files); clients are not asked for one.
+    Tls {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
 }
 
 /// What nodes are given as `--broker`.
@@ -136,6 +142,16 @@ impl Redis {
         Self::start_as(role).await.expect("installed")
     }
 
+    /// A Redis that speaks TLS only (`rediss://`), with the certificate
+    /// and key in these PEM files.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<Redis> {
+        let role = Role::Tls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        };
+        Self::start_as(role).await
+    }
+
     async fn start_as(role: Role) -> Option<Redis> {
         if !installed("redis-server") {
             assert!(
@@ -176,6 +192,7 @@ impl Redis {
             Role::Sentinel { name, .. } => {
                 format!("redis+sentinel://127.0.0.1:{}/{name}", self.port)
             }
+            Role::Tls { .. } => format!("rediss://127.0.0.1:{}", self.port),
             _ => format!("redis://127.0.0.1:{}", self.port),
         }
     }
@@ -194,7 +211,29 @@ impl Redis {
             std::fs::write(&file, conf).unwrap();
             cmd.arg(file).arg("--sentinel");
         }
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let port = self.port.to_string();
+        match &self.role {
+            Role::Tls { cert, key } => {
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(cert);
+            }
+            _ => {
+                cmd.args(["--port", &port]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--protected-mode", "no", "--loglevel", "notice"])
             .arg("--dir")
             .arg(&self.dir);
@@ -221,6 +260,10 @@ impl Redis {
                 "MASTER <-> REPLICA sync: Finished with success"
             }
             Role::Sentinel { .. } => "+monitor master",
+            Role::Tls { .. } => {
+                cmd.args(["--appendonly", "no"]);
+                "Ready to accept connections"
+            }
             Role::ClusterNode => {
                 cmd.args(["--appendonly", "no", "--cluster-enabled", "yes"])
                     .args(["--cluster-node-timeout", "2000"])
