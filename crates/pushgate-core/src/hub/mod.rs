@@ -178,8 +178,7 @@ impl Hub {
 
     /// Whether connection `id` is held by this node.
     pub fn is_here(&self, id: SubscriberId) -> bool {
-        self.cluster()
-            .is_none_or(|c| cluster::node_of(id) == c.node())
+        self.fanout.is_here(id)
     }
 
     /// Who may do what on its channels.
@@ -541,6 +540,14 @@ impl Fanout {
         }
     }
 
+    /// Whether connection `id` is held by this node.
+    fn is_here(&self, id: SubscriberId) -> bool {
+        self.config
+            .cluster
+            .as_ref()
+            .is_none_or(|c| cluster::node_of(id) == c.node())
+    }
+
     /// Every member here, by channel.
     fn members_here(&self) -> Vec<(ChannelName, Vec<Member>)> {
         let mut out = Vec::new();
@@ -614,6 +621,11 @@ impl Inbound for Fanout {
         id: SubscriberId,
         user: Option<&UserId>,
     ) {
+        // This node's own, back from the channel's pub/sub channel: its
+        // subscribers were told when it happened.
+        if self.is_here(id) {
+            return;
+        }
         let Some(local) = self.get(channel) else {
             return;
         };

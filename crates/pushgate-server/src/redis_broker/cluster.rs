@@ -107,9 +107,13 @@ impl Cluster for RedisLog {
         let inner = self.inner.clone();
         let channel = channel.clone();
         let notice = announce.then(|| cluster::encode_presence(false, id, user));
-        // Queued: this runs under the hub's lock. Should Redis fail it,
-        // the member drops out when its listing ends, unrenewed.
-        tokio::spawn(async move {
+        // Queued: this runs under the hub's lock. Should Redis fail it, or
+        // the runtime be gone (a connection dropped at exit), the member
+        // drops out when its listing ends, unrenewed.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             let (set, users) = inner.presence_keys(&channel);
             let mut invocation = inner.presence_remove.key(&set);
             invocation

@@ -718,6 +718,16 @@ async fn presence_direct_messages_and_disconnect_span_nodes() {
     let [a, b, c] = cluster_of_three(&redis, "users", with_users).await;
     let mut alice = user_ws(&a, "alice").await;
     alice.subscribe("chat:lobby").await;
+    // Another member on alice's node: she hears its join once, not again
+    // when it comes back from Redis.
+    let mut carol = user_ws(&a, "carol").await;
+    carol.subscribe("chat:lobby").await;
+    let v = alice.next_json().await;
+    assert_eq!(
+        (&v["type"], &v["user"]),
+        (&json!("join"), &json!("carol")),
+        "{v}"
+    );
     let mut bob = user_ws(&b, "bob").await;
     bob.subscribe("chat:lobby").await;
     bob.subscribe("#bob").await;
@@ -738,11 +748,20 @@ async fn presence_direct_messages_and_disconnect_span_nodes() {
         .iter()
         .map(|u| u["user"].as_str().unwrap())
         .collect();
-    assert_eq!(users, ["alice", "bob"], "{p}");
+    assert_eq!(users, ["alice", "bob", "carol"], "{p}");
     let reply = alice
         .command(json!({"type":"presence","channel":"chat:lobby"}))
         .await;
-    assert_eq!(reply["users"].as_array().unwrap().len(), 2, "{reply}");
+    assert_eq!(reply["users"].as_array().unwrap().len(), 3, "{reply}");
+    drop(carol);
+    for ws in [&mut alice, &mut bob] {
+        let v = ws.next_json().await;
+        assert_eq!(
+            (&v["type"], &v["user"]),
+            (&json!("leave"), &json!("carol")),
+            "{v}"
+        );
+    }
 
     // A direct message from C: bob is online (on B), carol is not.
     let (status, sent) = c
