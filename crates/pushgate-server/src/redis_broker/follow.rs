@@ -60,11 +60,23 @@ type Channels = HashMap<String, Channel>;
 /// Runs until the log is dropped (its command sender with it).
 pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut channels = Channels::new();
-    let mut delay = Duration::from_millis(50);
+    let mut delay = Duration::ZERO;
     let mut was_down = false;
     loop {
-        let connected = tokio::time::timeout(log.timeout, Feed::connect(&log)).await;
-        let mut feed = match connected {
+        // After a failure, wait (backing off), taking commands meanwhile.
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => take(&mut channels, cmd),
+                    None => return,
+                },
+            }
+        }
+        log.stats.channels.store(channels.len() as u64, Relaxed);
+        delay = (delay * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let mut feed = match tokio::time::timeout(log.timeout, Feed::connect(&log)).await {
             Ok(Ok(feed)) => feed,
             failed => {
                 if !was_down {
@@ -75,18 +87,6 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                     tracing::warn!(error = %why, "broker: cannot reach Redis; retrying");
                     was_down = true;
                 }
-                // Wait out the delay, taking commands meanwhile.
-                let until = tokio::time::Instant::now() + delay;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        cmd = commands.recv() => match cmd {
-                            Some(cmd) => take(&mut channels, cmd),
-                            None => return,
-                        },
-                    }
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
@@ -112,14 +112,12 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
         log.stats.up.store(true, Relaxed);
         if was_down {
             log.stats.reconnects.fetch_add(1, Relaxed);
-        }
-        if was_down {
             tracing::info!(
                 channels = channels.len(),
                 "broker: Redis is back; caught up"
             );
         }
-        delay = Duration::from_millis(50);
+        delay = Duration::ZERO;
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut renewed = Instant::now();
