@@ -1052,3 +1052,46 @@ async fn rediss_with_a_private_ca() {
         .await;
     assert_eq!(status, 503, "{body}");
 }
+
+/// A Redis that asks for a password: the password in the URL lets a node
+/// in; a wrong one is a 503 that says why, and the URL's password is
+/// never logged or shown.
+#[tokio::test]
+async fn a_password_in_the_url() {
+    let Some(redis) = Redis::start_with_password("s3cret").await else {
+        return;
+    };
+    struct WithPassword(String);
+    impl BrokerUrl for WithPassword {
+        fn url(&self) -> String {
+            self.0.clone()
+        }
+    }
+    let p = prefix("password");
+    let right = WithPassword(format!("redis://:s3cret@127.0.0.1:{}", redis.port));
+    let a = start_node(&right, &p, "127.0.0.1").await;
+    let mut ws = a.ws("/ws?channel=locked").await;
+    assert_subscribed(&ws.next_json().await, "locked");
+    a.publish("locked", json!(1)).await;
+    assert_message(&ws.next_json().await, "locked", 1);
+
+    let wrong = WithPassword(format!("redis://:guess@127.0.0.1:{}", redis.port));
+    let b = start_node_with(&wrong, &p, "127.0.0.2", |c| {
+        c.broker_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let (status, body) = b
+        .json_response(
+            b.http
+                .post(b.url("/api/publish"))
+                .json(&json!({"channel": "locked", "data": 2})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("WRONGPASS") || message.contains("auth"),
+        "{body}"
+    );
+    assert!(!message.contains("guess"), "{body}");
+}

@@ -34,6 +34,8 @@ enum Role {
     /// A Redis; `durable`: every write in its append-only file before it
     /// answers, so a restart loses nothing.
     Plain { durable: bool },
+    /// A Redis that asks for this password (`requirepass`).
+    Password(String),
     /// A replica of the Redis on port `of`.
     Replica { of: u16 },
     /// A Sentinel watching the master on port `master` as service `name`.
@@ -140,6 +142,11 @@ impl Redis {
             name: name.to_owned(),
         };
         Self::start_as(role).await.expect("installed")
+    }
+
+    /// A Redis that asks clients for `password` (its `url` has none).
+    pub async fn start_with_password(password: &str) -> Option<Redis> {
+        Self::start_as(Role::Password(password.to_owned())).await
     }
 
     /// A Redis that speaks TLS only (`rediss://`), with the certificate
@@ -262,6 +269,10 @@ impl Redis {
             Role::Sentinel { .. } => "+monitor master",
             Role::Tls { .. } => {
                 cmd.args(["--appendonly", "no"]);
+                "Ready to accept connections"
+            }
+            Role::Password(password) => {
+                cmd.args(["--appendonly", "no", "--requirepass", password]);
                 "Ready to accept connections"
             }
             Role::ClusterNode => {
