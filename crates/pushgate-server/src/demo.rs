@@ -94,7 +94,8 @@ fn valid_demo_user(user: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Publishes `{"unix_ms": N}` on `clock` once a second.
+/// Publishes `{"unix_ms": N}` on `clock` once a second (in a cluster, once
+/// a second in all: each second the node that claims it first).
 pub async fn clock(state: Arc<AppState>) {
     let channel = ChannelName::new("clock").expect("static name is valid");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -104,6 +105,16 @@ pub async fn clock(state: Arc<AppState>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        // In a cluster one node ticks each second: the first to claim it.
+        if let Some(cluster) = state.hub.cluster() {
+            if !cluster
+                .claim(&format!("clock:{}", ms / 1000), 5_000)
+                .await
+                .unwrap_or(false)
+            {
+                continue;
+            }
+        }
         let data = Data::json(&format!("{{\"unix_ms\":{ms}}}")).expect("a JSON object");
         if let Err(e) = state.hub.publish(channel.clone(), None, data).await {
             tracing::warn!(error = %e, "demo clock could not publish");

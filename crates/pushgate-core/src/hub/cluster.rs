@@ -83,6 +83,11 @@ pub trait Cluster: Send + Sync + 'static {
     /// tokens issued until `at` (seconds).
     async fn disconnect(&self, user: &UserId, at: u64) -> Result<(), Error>;
 
+    /// Whether this node is the one to do `job`: the first node to claim
+    /// it, until `ttl_ms` has passed. For what one node of the cluster
+    /// does for all (the demo's clock ticks).
+    async fn claim(&self, job: &str, ttl_ms: u64) -> Result<bool, Error>;
+
     /// Keeps this node's members listed: the cluster forgets a member its
     /// node has not renewed for a while, which is how a crashed node's
     /// members leave. Called periodically with every member here.

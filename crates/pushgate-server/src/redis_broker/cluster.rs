@@ -181,6 +181,17 @@ impl Cluster for RedisLog {
         self.inner.command::<()>("disconnect", &cmd).await
     }
 
+    async fn claim(&self, job: &str, ttl_ms: u64) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{{{}}}:claim:{job}", self.inner.prefix))
+            .arg(self.inner.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms);
+        let set: Option<String> = self.inner.command("claim", &cmd).await?;
+        Ok(set.is_some())
+    }
+
     async fn renew(&self, members: Vec<(ChannelName, Vec<Member>)>) {
         for (channel, list) in members {
             for chunk in list.chunks(500) {

@@ -1095,3 +1095,27 @@ async fn a_password_in_the_url() {
     );
     assert!(!message.contains("guess"), "{body}");
 }
+
+/// The demo's clock on two nodes of a cluster: one tick a second in all,
+/// not one per node.
+#[tokio::test]
+async fn the_demo_clock_ticks_once_a_second_in_a_cluster() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("clock");
+    let demo = |c: &mut pushgate_server::Config| c.demo = true;
+    let a = start_node_with(&redis, &p, "127.0.0.1", demo).await;
+    let _b = start_node_with(&redis, &p, "127.0.0.2", demo).await;
+    let mut ws = a.ws("/ws?channel=clock").await;
+    assert_subscribed(&ws.next_json().await, "clock");
+    let mut seconds = Vec::new();
+    for _ in 0..4 {
+        let v = ws.next_json().await;
+        seconds.push(v["data"]["unix_ms"].as_u64().unwrap() / 1000);
+    }
+    assert!(
+        seconds.windows(2).all(|w| w[0] < w[1]),
+        "one tick per second: {seconds:?}"
+    );
+}
