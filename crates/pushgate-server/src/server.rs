@@ -194,6 +194,11 @@ impl Server {
         state.registry.shut_down_all();
         let deadline = state.config.shutdown_timeout;
         let closed = tokio::time::timeout(deadline, state.metrics.all_closed()).await;
+        // The other nodes hear this one's members leave now, not when
+        // their listings expire.
+        if let Some(cluster) = state.hub.cluster() {
+            let _ = tokio::time::timeout(state.config.broker_timeout, cluster.flush()).await;
+        }
         // Last: what was appended while connections ended is on disk, and
         // the next start knows this stop was clean.
         state.hub.log().close();

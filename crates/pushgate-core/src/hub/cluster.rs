@@ -62,6 +62,11 @@ pub trait Cluster: Send + Sync + 'static {
     /// Member `id` left `channel` here (queued: may run under a lock).
     fn left(&self, channel: &ChannelName, id: SubscriberId, user: Option<&UserId>, announce: bool);
 
+    /// Waits until the leaves queued so far are out: a node that stops
+    /// cleanly unlists its members, and the other nodes' subscribers hear
+    /// them leave, before it exits.
+    async fn flush(&self);
+
     /// Every member of `channel` in the cluster, this node's included.
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, Error>;
 

@@ -11,6 +11,7 @@
 //! `{P}:node:N`, node N's pub/sub channel; `{P}:all`, every node's;
 //! `{P}:secret`, the key of connections' `client_key`s.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -113,6 +114,7 @@ impl Cluster for RedisLog {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        inner.leaving.fetch_add(1, Relaxed);
         runtime.spawn(async move {
             let (set, users) = inner.presence_keys(&channel);
             let mut invocation = inner.presence_remove.key(&set);
@@ -123,7 +125,20 @@ impl Cluster for RedisLog {
                 .arg(inner.publish_command())
                 .arg(notice.unwrap_or_default());
             let _ = inner.call::<()>("presence", invocation).await;
+            if inner.leaving.fetch_sub(1, Relaxed) == 1 {
+                inner.left.notify_waiters();
+            }
         });
+    }
+
+    async fn flush(&self) {
+        loop {
+            let left = self.inner.left.notified();
+            if self.inner.leaving.load(Relaxed) == 0 {
+                return;
+            }
+            left.await;
+        }
     }
 
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, Error> {

@@ -86,6 +86,9 @@ struct Inner {
     /// How long a member stays listed unless its node renews it.
     presence_ttl: Duration,
     stats: Arc<BrokerStats>,
+    /// Leaves sent but not answered yet, and who waits for them all.
+    leaving: AtomicU64,
+    left: tokio::sync::Notify,
 }
 
 /// How to reach Redis.
@@ -140,6 +143,8 @@ impl RedisLog {
             client_keys: OnceLock::new(),
             presence_ttl: config.presence_ttl,
             stats: Arc::default(),
+            leaving: AtomicU64::new(0),
+            left: tokio::sync::Notify::new(),
         });
         tokio::spawn(follow::run(inner.clone(), commands));
         Ok(RedisLog {
