@@ -410,10 +410,7 @@ impl Metrics {
                     u64::from(store.failed.load(Relaxed)),
                 ),
             ] {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-                );
+                series(&mut out, name, kind, help, v);
             }
         }
         if let Some(broker) = self.broker.get() {
@@ -455,10 +452,7 @@ impl Metrics {
                     broker.channels.load(Relaxed),
                 ),
             ] {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-                );
+                series(&mut out, name, kind, help, v);
             }
         }
         for (name, kind, help, values) in [
@@ -522,4 +516,12 @@ impl Drop for ConnectionGuard {
         self.metrics.connections[self.t.index()].fetch_sub(1, Relaxed);
         self.metrics.closed.notify_waiters();
     }
+}
+
+/// One unlabelled series with its `# HELP` and `# TYPE` lines.
+fn series(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
 }

@@ -78,33 +78,14 @@ impl Feed {
     pub(super) async fn subscribe(&mut self, topics: &[String]) -> RedisResult<()> {
         match self {
             Feed::One { sink, .. } => sink.subscribe(topics).await,
-            Feed::Cluster { conn, expected, .. } => {
-                for t in topics {
-                    expected.entry(t.as_bytes().to_vec()).or_default().0 += 1;
-                }
-                // One call per channel: each may be on another shard.
-                let calls = topics.iter().map(|t| {
-                    let mut conn = conn.clone();
-                    async move { conn.ssubscribe(t).await }
-                });
-                join_all(calls).await.into_iter().collect()
-            }
+            Feed::Cluster { conn, expected, .. } => on_shards(conn, expected, topics, true).await,
         }
     }
 
     pub(super) async fn unsubscribe(&mut self, topics: &[String]) -> RedisResult<()> {
         match self {
             Feed::One { sink, .. } => sink.unsubscribe(topics).await,
-            Feed::Cluster { conn, expected, .. } => {
-                for t in topics {
-                    expected.entry(t.as_bytes().to_vec()).or_default().1 += 1;
-                }
-                let calls = topics.iter().map(|t| {
-                    let mut conn = conn.clone();
-                    async move { conn.sunsubscribe(t).await }
-                });
-                join_all(calls).await.into_iter().collect()
-            }
+            Feed::Cluster { conn, expected, .. } => on_shards(conn, expected, topics, false).await,
         }
     }
 
@@ -156,31 +137,18 @@ impl Feed {
                         };
                         return Event::Message(topic, payload);
                     }
-                    PushKind::SSubscribe => {
-                        let ours = expected.get_mut(&topic).is_some_and(|e| {
-                            let was = e.0 > 0;
-                            e.0 = e.0.saturating_sub(1);
-                            was
-                        });
-                        forget_settled(expected, &topic);
-                        if !ours {
-                            if let Ok(topic) = String::from_utf8(topic) {
-                                return Event::Resubscribed(topic);
-                            }
+                    kind @ (PushKind::SSubscribe | PushKind::SUnsubscribe) => {
+                        let subscribed = kind == PushKind::SSubscribe;
+                        if confirms(expected, &topic, subscribed) {
+                            continue;
                         }
-                    }
-                    PushKind::SUnsubscribe => {
-                        let ours = expected.get_mut(&topic).is_some_and(|e| {
-                            let was = e.1 > 0;
-                            e.1 = e.1.saturating_sub(1);
-                            was
-                        });
-                        forget_settled(expected, &topic);
-                        if !ours {
-                            if let Ok(topic) = String::from_utf8(topic) {
-                                return Event::Dropped(topic);
-                            }
-                        }
+                        let Ok(topic) = String::from_utf8(topic) else {
+                            continue;
+                        };
+                        return match subscribed {
+                            true => Event::Resubscribed(topic),
+                            false => Event::Dropped(topic),
+                        };
                     }
                     _ => {}
                 }
@@ -189,8 +157,45 @@ impl Feed {
     }
 }
 
-fn forget_settled(expected: &mut HashMap<Vec<u8>, (u32, u32)>, topic: &[u8]) {
-    if expected.get(topic) == Some(&(0, 0)) {
+/// `SSUBSCRIBE` (or `SUNSUBSCRIBE`) each topic, noting the confirmation
+/// to come as ours; one call per topic, each may be on another shard.
+async fn on_shards(
+    conn: &ClusterConnection,
+    expected: &mut HashMap<Vec<u8>, (u32, u32)>,
+    topics: &[String],
+    subscribe: bool,
+) -> RedisResult<()> {
+    for t in topics {
+        let (subs, unsubs) = expected.entry(t.as_bytes().to_vec()).or_default();
+        *if subscribe { subs } else { unsubs } += 1;
+    }
+    let calls = topics.iter().map(|t| {
+        let mut conn = conn.clone();
+        async move {
+            match subscribe {
+                true => conn.ssubscribe(t).await,
+                false => conn.sunsubscribe(t).await,
+            }
+        }
+    });
+    join_all(calls).await.into_iter().collect()
+}
+
+/// Whether a (un)subscription's confirmation is one of ours, which it
+/// then no longer expects.
+fn confirms(expected: &mut HashMap<Vec<u8>, (u32, u32)>, topic: &[u8], subscribed: bool) -> bool {
+    let Some(pending) = expected.get_mut(topic) else {
+        return false;
+    };
+    let count = if subscribed {
+        &mut pending.0
+    } else {
+        &mut pending.1
+    };
+    let ours = *count > 0;
+    *count = count.saturating_sub(1);
+    if *pending == (0, 0) {
         expected.remove(topic);
     }
+    ours
 }

@@ -18,6 +18,31 @@ fn prefix(test: &str) -> String {
     format!("t{}-{test}", N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// `POST /api/publish` on `node`: the status and the body, whatever they are.
+async fn try_publish(node: &TestServer, channel: &str, data: Value) -> (u16, Value) {
+    let req = node
+        .http
+        .post(node.url("/api/publish"))
+        .json(&json!({"channel": channel, "data": data}));
+    node.json_response(req).await
+}
+
+/// Publishes on `node` until it is accepted (503 while Redis is away or
+/// switching); the acknowledgement.
+async fn publish_when_back(node: &TestServer, channel: &str, data: Value) -> Value {
+    within("a publish to be accepted again", async {
+        loop {
+            let (status, body) = try_publish(node, channel, data.clone()).await;
+            if status == 200 {
+                return body;
+            }
+            assert_eq!(status, 503, "{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 fn open(redis: &Redis, prefix: &str, history_size: usize) -> RedisLog {
     RedisLog::open(
         RedisConfig {
@@ -449,13 +474,7 @@ async fn while_redis_is_down_publishes_fail_and_delivery_resumes_after() {
     })
     .await;
     for node in [&a, &b] {
-        let (status, body) = node
-            .json_response(
-                node.http
-                    .post(node.url("/api/publish"))
-                    .json(&json!({"channel": "down", "data": "lost?"})),
-            )
-            .await;
+        let (status, body) = try_publish(node, "down", json!("lost?")).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "unavailable", "{body}");
         assert!(
@@ -465,23 +484,7 @@ async fn while_redis_is_down_publishes_fail_and_delivery_resumes_after() {
     }
     redis.restart().await;
     // Back by itself: the first publish that Redis stores reaches both.
-    let published = within("a publish to succeed again", async {
-        loop {
-            let (status, body) = b
-                .json_response(
-                    b.http
-                        .post(b.url("/api/publish"))
-                        .json(&json!({"channel": "down", "data": 2})),
-                )
-                .await;
-            if status == 200 {
-                return body;
-            }
-            assert_eq!(status, 503, "{body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let published = publish_when_back(&b, "down", json!(2)).await;
     assert_eq!(
         published["offset"], 2,
         "nothing refused was stored: {published}"
@@ -511,22 +514,7 @@ async fn a_redis_that_lost_its_data_resets_the_subscribers() {
     assert_message(&ws.next_json().await, "gone", 1);
     redis.kill().await;
     redis.restart().await;
-    let again = within("a publish to succeed again", async {
-        loop {
-            let (status, body) = a
-                .json_response(
-                    a.http
-                        .post(a.url("/api/publish"))
-                        .json(&json!({"channel": "gone", "data": 2})),
-                )
-                .await;
-            if status == 200 {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let again = publish_when_back(&a, "gone", json!(2)).await;
     assert_ne!(
         again["epoch"], first["epoch"],
         "history was lost: a new epoch"
@@ -938,23 +926,7 @@ async fn nodes_follow_a_sentinel_failover() {
     .await;
     // The first publishes may meet the demoted master (READONLY) and
     // answer 503; then the node asks Sentinel again.
-    let published = within("a publish on the new master", async {
-        loop {
-            let (status, body) = b
-                .json_response(
-                    b.http
-                        .post(b.url("/api/publish"))
-                        .json(&json!({"channel":"fo","data":4})),
-                )
-                .await;
-            if status == 200 {
-                return body;
-            }
-            assert_eq!(status, 503, "{body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let published = publish_when_back(&b, "fo", json!(4)).await;
     assert_eq!(published["offset"], 4, "{published}");
     assert_message(&ws.next_json().await, "fo", 4);
     // And history from before the failover is read from the new master.
@@ -1042,14 +1014,7 @@ async fn rediss_with_a_private_ca() {
         c.broker_timeout = Duration::from_millis(500)
     })
     .await;
-    let (status, body) = distrusting
-        .json_response(
-            distrusting
-                .http
-                .post(distrusting.url("/api/publish"))
-                .json(&json!({"channel": "sealed", "data": 2})),
-        )
-        .await;
+    let (status, body) = try_publish(&distrusting, "sealed", json!(2)).await;
     assert_eq!(status, 503, "{body}");
 }
 
@@ -1080,13 +1045,7 @@ async fn a_password_in_the_url() {
         c.broker_timeout = Duration::from_millis(500)
     })
     .await;
-    let (status, body) = b
-        .json_response(
-            b.http
-                .post(b.url("/api/publish"))
-                .json(&json!({"channel": "locked", "data": 2})),
-        )
-        .await;
+    let (status, body) = try_publish(&b, "locked", json!(2)).await;
     assert_eq!(status, 503, "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(
