@@ -68,7 +68,9 @@ pub trait Cluster: Send + Sync + 'static {
     async fn flush(&self);
 
     /// Every member of `channel` in the cluster, this node's included.
-    async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, Error>;
+    /// Members whose listing ended are unlisted on the way, with a leave
+    /// to every node's subscribers when `announce`.
+    async fn members(&self, channel: &ChannelName, announce: bool) -> Result<Vec<Member>, Error>;
 
     /// Member `id`'s user when `id` (on another node) is a member of
     /// `channel` now; `None` when it is not.
@@ -95,8 +97,20 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Keeps this node's members listed: the cluster forgets a member its
     /// node has not renewed for a while, which is how a crashed node's
-    /// members leave. Called periodically with every member here.
-    async fn renew(&self, members: Vec<(ChannelName, Vec<Member>)>);
+    /// members leave (announced, on channels that announce). Called
+    /// periodically with every member here.
+    async fn renew(&self, members: Vec<Listed>);
+}
+
+/// A channel's members on this node, for [`Cluster::renew`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Whether the channel announces joins and leaves.
+    pub announce: bool,
+    /// Its members here.
+    pub members: Vec<Member>,
 }
 
 /// What other nodes tell this one's hub.

@@ -258,7 +258,7 @@ impl Hub {
                 .joined(channel, subscriber.id, user, announce)
                 .await?;
             if let Some(local) = room.as_mut() {
-                let everywhere = cluster.members(channel).await?;
+                let everywhere = cluster.members(channel, announce).await?;
                 local.extend(everywhere.into_iter().filter(|(id, _)| !self.is_here(*id)));
                 local.sort_unstable_by_key(|m| m.0);
             }
@@ -277,7 +277,8 @@ impl Hub {
     /// Who is subscribed to `channel`, on every node; a channel whose
     /// namespace has no presence is a `bad_request`.
     pub async fn presence(&self, channel: &ChannelName) -> Result<Presence, Error> {
-        if !self.policy().rules(channel).presence {
+        let rules = self.policy().rules(channel);
+        if !rules.presence {
             let mut name = String::new();
             crate::json::push_string(&mut name, channel.as_str());
             return Err(Error::bad_request(format!(
@@ -291,7 +292,7 @@ impl Hub {
             .unwrap_or_default();
         if let Some(cluster) = self.cluster() {
             // This node's own are as fresh as can be; the others' as listed.
-            let elsewhere = cluster.members(channel).await?;
+            let elsewhere = cluster.members(channel, rules.join_leave).await?;
             members.extend(elsewhere.into_iter().filter(|(id, _)| !self.is_here(*id)));
         }
         Ok(Presence::of(
@@ -307,7 +308,17 @@ impl Hub {
         let Some(cluster) = self.cluster() else {
             return;
         };
-        cluster.renew(self.fanout.members_here()).await;
+        let listed = self
+            .fanout
+            .members_here()
+            .into_iter()
+            .map(|(channel, members)| cluster::Listed {
+                announce: self.policy().rules(&channel).join_leave,
+                channel,
+                members,
+            })
+            .collect();
+        cluster.renew(listed).await;
     }
 
     /// Appends `{"from":<from>,"data":<data>}` to each recipient's personal

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pushgate_core::auth::UserId;
-use pushgate_core::hub::cluster::{self, node_of, Cluster, Inbound, RelayedSignal};
+use pushgate_core::hub::cluster::{self, node_of, Cluster, Inbound, Listed, RelayedSignal};
 use pushgate_core::hub::{Member, SubscriberId};
 use pushgate_core::rtc::ClientKeys;
 use pushgate_core::{ChannelName, Error};
@@ -44,11 +44,13 @@ impl Inner {
     }
 
     /// Lists `members` of `channel` for another `presence_ttl`, announcing
-    /// `notice` (if any) with them.
+    /// `notice` (if any) with them; `announce`: the channel announces
+    /// joins and leaves (the leaves of members whose listing ended too).
     async fn list(
         &self,
         channel: &ChannelName,
         members: &[Member],
+        announce: bool,
         notice: Option<String>,
     ) -> Result<(), Error> {
         let (set, users) = self.presence_keys(channel);
@@ -58,11 +60,21 @@ impl Inner {
             .key(self.topic(channel))
             .arg(self.presence_ttl.as_millis() as u64)
             .arg(self.publish_command())
+            .arg(flag(announce))
             .arg(notice.unwrap_or_default());
         for (id, user) in members {
             invocation.arg(*id).arg(encode_user(user.as_ref()));
         }
         self.call::<()>("presence", invocation).await
+    }
+}
+
+/// A boolean as a script argument.
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
     }
 }
 
@@ -101,7 +113,7 @@ impl Cluster for RedisLog {
     ) -> Result<(), Error> {
         let notice = announce.then(|| cluster::encode_presence(true, id, user));
         let member = [(id, user.cloned())];
-        self.inner.list(channel, &member, notice).await
+        self.inner.list(channel, &member, announce, notice).await
     }
 
     fn left(&self, channel: &ChannelName, id: SubscriberId, user: Option<&UserId>, announce: bool) {
@@ -141,10 +153,14 @@ impl Cluster for RedisLog {
         }
     }
 
-    async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, Error> {
+    async fn members(&self, channel: &ChannelName, announce: bool) -> Result<Vec<Member>, Error> {
         let (set, users) = self.inner.presence_keys(channel);
         let mut invocation = self.inner.presence_read.key(&set);
-        invocation.key(&users);
+        invocation
+            .key(&users)
+            .key(self.inner.topic(channel))
+            .arg(self.inner.publish_command())
+            .arg(flag(announce));
         let flat: Vec<Vec<u8>> = self.inner.call("presence", invocation).await?;
         flat.chunks_exact(2)
             .map(|pair| {
@@ -207,10 +223,13 @@ impl Cluster for RedisLog {
         Ok(set.is_some())
     }
 
-    async fn renew(&self, members: Vec<(ChannelName, Vec<Member>)>) {
-        for (channel, list) in members {
-            for chunk in list.chunks(500) {
-                let _ = self.inner.list(&channel, chunk, None).await;
+    async fn renew(&self, members: Vec<Listed>) {
+        for listed in members {
+            for chunk in listed.members.chunks(500) {
+                let _ = self
+                    .inner
+                    .list(&listed.channel, chunk, listed.announce, None)
+                    .await;
             }
         }
     }

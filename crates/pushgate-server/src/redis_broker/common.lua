@@ -44,3 +44,25 @@ local function state(meta, stream, new_epoch)
   redis.call('HSET', meta, 'e', new_epoch, 'o', 0)
   return new_epoch, '0'
 end
+
+-- Unlists the members of a channel whose listing ended (their node died
+-- without a word), announcing a leave for each when `announce`: only the
+-- script that drops an entry announces it, so each leave goes out once.
+-- set, users: the channel's members and their users; topic, publish: its
+-- pub/sub channel and PUBLISH or SPUBLISH.
+local function drop_ended(set, users, topic, publish, announce)
+  local ended = redis.call('ZRANGEBYSCORE', set, '-inf', now_ms())
+  for i = 1, #ended do
+    local id = ended[i]
+    local user = redis.call('HGET', users, id)
+    redis.call('ZREM', set, id)
+    redis.call('HDEL', users, id)
+    if announce then
+      local who = 'null'
+      if user and string.sub(user, 1, 1) == 'u' then
+        who = cjson.encode(string.sub(user, 2))
+      end
+      redis.call(publish, topic, '{"t":"leave","id":' .. id .. ',"user":' .. who .. '}')
+    end
+  end
+end

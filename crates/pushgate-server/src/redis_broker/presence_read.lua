@@ -1,13 +1,9 @@
--- Every member listed, after dropping those whose listing ended.
--- KEYS as presence_add.lua. Returns {id1, user1, id2, user2, …}.
-local now = now_ms()
-local ended = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-if #ended > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  for i = 1, #ended, 1000 do
-    redis.call('HDEL', KEYS[2], unpack(ended, i, math.min(i + 999, #ended)))
-  end
-end
+-- Every member listed, after unlisting those whose listing ended (and
+-- announcing their leaves).
+-- KEYS as presence_add.lua; ARGV[1] PUBLISH or SPUBLISH, ARGV[2] '1' when
+-- the channel announces joins and leaves.
+-- Returns {id1, user1, id2, user2, …}.
+drop_ended(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2] == '1')
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
 for i = 1, #ids, 1000 do
