@@ -43,15 +43,15 @@ impl Inner {
         format!("{{{}}}:secret", self.prefix)
     }
 
-    /// Lists `members` of `channel` for another `presence_ttl`, announcing
-    /// `notice` (if any) with them; `announce`: the channel announces
-    /// joins and leaves (the leaves of members whose listing ended too).
+    /// Lists `members` of `channel` for another `presence_ttl`;
+    /// `announce`: the channel announces joins and leaves (the script
+    /// announces those it lists first, and the leaves of those whose
+    /// listing ended).
     async fn list(
         &self,
         channel: &ChannelName,
         members: &[Member],
         announce: bool,
-        notice: Option<String>,
     ) -> Result<(), Error> {
         let (set, users) = self.presence_keys(channel);
         let mut invocation = self.presence_add.key(&set);
@@ -60,8 +60,7 @@ impl Inner {
             .key(self.topic(channel))
             .arg(self.presence_ttl.as_millis() as u64)
             .arg(self.publish_command())
-            .arg(flag(announce))
-            .arg(notice.unwrap_or_default());
+            .arg(flag(announce));
         for (id, user) in members {
             invocation.arg(*id).arg(encode_user(user.as_ref()));
         }
@@ -111,15 +110,19 @@ impl Cluster for RedisLog {
         user: Option<&UserId>,
         announce: bool,
     ) -> Result<(), Error> {
-        let notice = announce.then(|| cluster::encode_presence(true, id, user));
         let member = [(id, user.cloned())];
-        self.inner.list(channel, &member, announce, notice).await
+        self.inner.list(channel, &member, announce).await
     }
 
-    fn left(&self, channel: &ChannelName, id: SubscriberId, user: Option<&UserId>, announce: bool) {
+    fn left(
+        &self,
+        channel: &ChannelName,
+        id: SubscriberId,
+        _user: Option<&UserId>,
+        announce: bool,
+    ) {
         let inner = self.inner.clone();
         let channel = channel.clone();
-        let notice = announce.then(|| cluster::encode_presence(false, id, user));
         // Queued: this runs under the hub's lock. Should Redis fail it, or
         // the runtime be gone (a connection dropped at exit), the member
         // drops out when its listing ends, unrenewed.
@@ -135,7 +138,7 @@ impl Cluster for RedisLog {
                 .key(inner.topic(&channel))
                 .arg(id)
                 .arg(inner.publish_command())
-                .arg(notice.unwrap_or_default());
+                .arg(flag(announce));
             let _ = inner.call::<()>("presence", invocation).await;
             if inner.leaving.fetch_sub(1, Relaxed) == 1 {
                 inner.left.notify_waiters();
@@ -228,7 +231,7 @@ impl Cluster for RedisLog {
             for chunk in listed.members.chunks(500) {
                 let _ = self
                     .inner
-                    .list(&listed.channel, chunk, listed.announce, None)
+                    .list(&listed.channel, chunk, listed.announce)
                     .await;
             }
         }

@@ -45,6 +45,17 @@ local function state(meta, stream, new_epoch)
   return new_epoch, '0'
 end
 
+-- Announces that member `id` (its user as stored: 'u' .. user, or '-')
+-- joined or left (`kind`), as a notice nodes exchange: the text of
+-- pushgate_core::hub::cluster::encode_presence, which decodes it.
+local function announce_member(kind, id, user, topic, publish)
+  local who = 'null'
+  if user and string.sub(user, 1, 1) == 'u' then
+    who = cjson.encode(string.sub(user, 2))
+  end
+  redis.call(publish, topic, '{"t":"' .. kind .. '","id":' .. id .. ',"user":' .. who .. '}')
+end
+
 -- Unlists the members of a channel whose listing ended (their node died
 -- without a word), announcing a leave for each when `announce`: only the
 -- script that drops an entry announces it, so each leave goes out once.
@@ -58,11 +69,7 @@ local function drop_ended(set, users, topic, publish, announce)
     redis.call('ZREM', set, id)
     redis.call('HDEL', users, id)
     if announce then
-      local who = 'null'
-      if user and string.sub(user, 1, 1) == 'u' then
-        who = cjson.encode(string.sub(user, 2))
-      end
-      redis.call(publish, topic, '{"t":"leave","id":' .. id .. ',"user":' .. who .. '}')
+      announce_member('leave', id, user, topic, publish)
     end
   end
 end
