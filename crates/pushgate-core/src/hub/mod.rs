@@ -712,6 +712,8 @@ impl Appended for Fanout {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(test)]
