@@ -25,6 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
@@ -158,6 +159,8 @@ struct Shared {
     channels: Vec<Channel>,
     /// Every broken promise, one line each, naming client, channel, offset.
     failures: Mutex<Vec<String>>,
+    /// Whether there is one: the test stops at once.
+    failed: watch::Sender<bool>,
     /// Every `reset` a client got.
     resets: Mutex<Vec<String>>,
     /// Per client, the offset it stands at: for the report of laggards.
@@ -175,6 +178,18 @@ impl Shared {
     fn fail(&self, what: String) {
         eprintln!("chaos: FAILURE {what}");
         self.failures.lock().unwrap().push(what);
+        self.failed.send_replace(true);
+    }
+
+    /// Fails the test with the broken promises, if there are any.
+    fn assert_no_failures(&self) {
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} broken promises; the first:\n{}",
+            failures.len(),
+            failures[..failures.len().min(20)].join("\n")
+        );
     }
 }
 
@@ -300,15 +315,31 @@ async fn publish(
     }
 }
 
-/// Waits until `want` publishes are acknowledged.
-async fn reach(acked: &mut watch::Receiver<Published>, want: u64, limit: Duration) {
-    within(
-        &format!("{want} publishes acknowledged"),
-        limit,
-        acked.wait_for(|p| p.acked >= want),
-    )
-    .await
-    .expect("the publishers");
+/// Waits until `want` publishes are acknowledged; fails the test at once
+/// if a client broke a promise or a publisher failed meanwhile.
+async fn reach(
+    want: u64,
+    limit: Duration,
+    acked: &mut watch::Receiver<Published>,
+    shared: &Shared,
+    publishers: &mut JoinSet<()>,
+) {
+    let mut failed = shared.failed.subscribe();
+    within(&format!("{want} publishes acknowledged"), limit, async {
+        tokio::select! {
+            // In this order: the publishers also end, normally, at the target.
+            biased;
+            _ = failed.wait_for(|f| *f) => shared.assert_no_failures(),
+            reached = acked.wait_for(|p| p.acked >= want) => {
+                reached.expect("the publishers");
+            }
+            Some(ended) = publishers.join_next() => {
+                ended.expect("a publisher");
+                panic!("a publisher stopped before {want} publishes were acknowledged");
+            }
+        }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -484,7 +515,7 @@ impl Client {
             let step = tokio::select! {
                 biased;
                 _ = ctx.stop.changed() => return Ok(Outcome::Stop),
-                _ = ctx.tops.changed(), if !settling => Step::Tops,
+                Ok(()) = ctx.tops.changed(), if !settling => Step::Tops,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
                     if deadline.is_some() => return Ok(Outcome::Dropped),
                 read = self.advance(&mut conn, addr) => Step::Read(read),
@@ -911,7 +942,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
     // Every publish attempt, stored or not, gets an offset of its own.
     let max_attempts = messages + messages / 2 + 1000;
     let history = max_attempts.max(100_000);
-    // History larger than anything published and older than the run: a
+    // History larger than anything published, and longer than any run: a
     // resume never falls outside it.
     let args: Vec<String> = [
         "--broker",
@@ -919,7 +950,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
         "--history-size",
         &history.to_string(),
         "--history-ttl",
-        "1h",
+        "24h",
     ]
     .map(String::from)
     .to_vec();
@@ -944,6 +975,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
             })
             .collect(),
         failures: Mutex::default(),
+        failed: watch::channel(false).0,
         resets: Mutex::default(),
         progress: (0..clients).map(|_| AtomicU64::new(0)).collect(),
     });
@@ -984,19 +1016,18 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
     // The publisher, and the chaos at moments it reaches.
     let progress = Arc::new(watch::channel(Published::default()).0);
     let attempts = Arc::new(AtomicU64::new(0));
-    let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|i| {
-            let rng = StdRng::seed_from_u64(!seed ^ i as u64);
-            tokio::spawn(publish(
-                shared.clone(),
-                rng,
-                messages,
-                max_attempts,
-                attempts.clone(),
-                progress.clone(),
-            ))
-        })
-        .collect();
+    let mut publishers = JoinSet::new();
+    for i in 0..PUBLISHERS {
+        let rng = StdRng::seed_from_u64(!seed ^ i as u64);
+        publishers.spawn(publish(
+            shared.clone(),
+            rng,
+            messages,
+            max_attempts,
+            attempts.clone(),
+            progress.clone(),
+        ));
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let mut acked = progress.subscribe();
     let (mut node_kills, mut redis_restarts) = (0, 0);
@@ -1005,7 +1036,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
     let deliveries = clients as u64 * messages / channels as u64;
     let publishing = Duration::from_secs(120) + Duration::from_micros(deliveries * 200);
     let at = |percent: u64| messages * percent / 100;
-    reach(&mut acked, at(25), publishing).await;
+    reach(at(25), publishing, &mut acked, &shared, &mut publishers).await;
     let victim = rng.gen_range(0..NODE_IPS.len());
     eprintln!(
         "chaos: SIGKILL node {victim} at {:?} ({:.1?})",
@@ -1015,7 +1046,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
     procs[victim].child.kill().unwrap();
     procs[victim].child.wait().unwrap();
     node_kills += 1;
-    reach(&mut acked, at(40), publishing).await;
+    reach(at(40), publishing, &mut acked, &shared, &mut publishers).await;
     let (proc, addr) = start_node(NODE_IPS[victim], args.clone()).await;
     procs[victim] = proc;
     shared.nodes.write().unwrap()[victim] = addr.clone();
@@ -1023,7 +1054,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
         "chaos: node {victim} back on {addr} ({:.1?})",
         began.elapsed()
     );
-    reach(&mut acked, at(60), publishing).await;
+    reach(at(60), publishing, &mut acked, &shared, &mut publishers).await;
     redis.kill().await;
     let refused = progress.borrow().unavailable;
     eprintln!(
@@ -1046,8 +1077,9 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
     redis.restart().await;
     redis_restarts += 1;
     eprintln!("chaos: Redis back ({:.1?})", began.elapsed());
-    for p in publishers {
-        within("the publishers", publishing, p).await.unwrap();
+    reach(messages, publishing, &mut acked, &shared, &mut publishers).await;
+    while let Some(ended) = publishers.join_next().await {
+        ended.expect("a publisher");
     }
     let published = *progress.borrow();
     let publish_time = began.elapsed();
@@ -1124,13 +1156,7 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
         sum(|s| s.resets),
     );
 
-    let failures = shared.failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} broken promises; the first:\n{}",
-        failures.len(),
-        failures[..failures.len().min(20)].join("\n")
-    );
+    shared.assert_no_failures();
     if settled.is_err() {
         let behind: Vec<String> = finished
             .iter()
