@@ -939,7 +939,8 @@ async fn chaos_across_nodes_loses_duplicates_and_reorders_nothing() {
         return;
     };
     let began = Instant::now();
-    // Every publish attempt, stored or not, gets an offset of its own.
+    // Refused and unanswered publishes are tried again: a bound on the
+    // attempts, and so on the offsets (an unanswered one may be stored).
     let max_attempts = messages + messages / 2 + 1000;
     let history = max_attempts.max(100_000);
     // History larger than anything published, and longer than any run: a
