@@ -1,11 +1,13 @@
 //! The real binary as the tests run it: `pushgate serve` on an ephemeral
-//! loopback port, its log lines read as they come, ended by its PID.
+//! port of a loopback address, its log lines read as they come, ended by
+//! its PID.
 
 // Each test file uses what it needs of this.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -23,8 +25,14 @@ pub struct Proc {
 impl Proc {
     /// Starts `pushgate serve --listen 127.0.0.1:0 --no-demo ARGS`.
     pub fn serve<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Proc {
+        Proc::serve_on("127.0.0.1", args)
+    }
+
+    /// Starts `pushgate serve --listen IP:0 --no-demo ARGS` (`--listen`
+    /// may be given once only: ARGS must not repeat it).
+    pub fn serve_on<S: AsRef<OsStr>>(ip: &str, args: impl IntoIterator<Item = S>) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo"])
+            .args(["serve", "--listen", &format!("{ip}:0"), "--no-demo"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -57,14 +65,24 @@ impl Proc {
         }
     }
 
+    /// Waits for the listening line: the server's address.
+    pub fn addr(&self) -> SocketAddr {
+        let line = self.line("pushgate listening");
+        line.split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// Waits for the listening line: the server's port.
     pub fn port(&self) -> u16 {
-        let line = self.line("pushgate listening");
-        line.split("addr=127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"))
+        self.addr().port()
+    }
+
+    /// The log lines that came since the last look, without waiting.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     /// Sends the signal named `name` (`HUP`, `TERM`).
