@@ -1252,3 +1252,93 @@ fn check(shared: &Shared, tops: &[Position], finished: &[Client]) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Presence when a node dies
+
+/// The next JSON text frame of `ws`, skipping heartbeats.
+async fn next_event(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    loop {
+        let frame = within("a WebSocket frame", Duration::from_secs(20), ws.next())
+            .await
+            .expect("the connection stays open")
+            .expect("a frame");
+        if let Message::Text(t) = frame {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] != "ping" {
+                return v;
+            }
+        }
+    }
+}
+
+/// A member of `room` on the node at `addr`: its socket and its id.
+async fn member(
+    addr: &str,
+    room: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Value,
+) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?channel={room}"))
+        .await
+        .expect("the node accepts a WebSocket");
+    let subscribed = next_event(&mut ws).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    (ws, subscribed["room"]["client"].clone())
+}
+
+/// Members of `room` as the node at `addr` lists them.
+async fn members(addr: &str, room: &str) -> Vec<Value> {
+    let url = format!("http://{addr}/api/presence?channel={room}");
+    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    body["members"].as_array().cloned().unwrap_or_default()
+}
+
+/// A node killed with SIGKILL cannot say its members left: they leave
+/// (with a `leave` the other nodes' members hear) once their listing
+/// ends, within `broker_presence_ttl`. A node stopped with SIGTERM says
+/// so before it exits.
+#[tokio::test]
+async fn a_dead_nodes_members_leave() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    // A member stays listed for its own node's TTL: B's short, C's longer
+    // than any wait here.
+    let args = |ttl: &str| {
+        vec![
+            format!("--broker={}", redis.url()),
+            "--broker-prefix=presence".to_owned(),
+            format!("--broker-presence-ttl={ttl}"),
+        ]
+    };
+    let (_a, addr_a) = start_node(NODE_IPS[0], args("1s")).await;
+    let (mut b, addr_b) = start_node(NODE_IPS[1], args("1s")).await;
+    let (c, addr_c) = start_node(NODE_IPS[2], args("10m")).await;
+    let (mut watcher, _) = member(&addr_a, "room:k").await;
+    let (_on_b, id_b) = member(&addr_b, "room:k").await;
+    let (_on_c, id_c) = member(&addr_c, "room:k").await;
+    for id in [&id_b, &id_c] {
+        let v = next_event(&mut watcher).await;
+        assert_eq!((&v["type"], &v["client"]), (&json!("join"), id), "{v}");
+    }
+    assert_eq!(members(&addr_a, "room:k").await.len(), 3);
+
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    let v = next_event(&mut watcher).await;
+    assert_eq!((&v["type"], &v["client"]), (&json!("leave"), &id_b), "{v}");
+    assert_eq!(members(&addr_a, "room:k").await.len(), 2);
+
+    // A clean stop unlists its members itself: with a 10-minute listing,
+    // only the stop can make this leave come.
+    c.signal("TERM");
+    let v = next_event(&mut watcher).await;
+    assert_eq!((&v["type"], &v["client"]), (&json!("leave"), &id_c), "{v}");
+    assert_eq!(members(&addr_a, "room:k").await.len(), 1);
+}
