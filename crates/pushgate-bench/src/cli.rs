@@ -98,6 +98,13 @@ pub struct CommonArgs {
     #[arg(long)]
     pub distinct_channels: bool,
 
+    /// Spread the connections over N channels, one each: connection i
+    /// subscribes to CHANNEL-(i mod N), message k goes to CHANNEL-(k mod N).
+    /// --connections must be a multiple of N, so that generator processes
+    /// with the same N share the same channels
+    #[arg(long, value_name = "N", conflicts_with = "distinct_channels")]
+    pub channels: Option<usize>,
+
     /// Plain mode for other servers: a ws:// or http:// URL that subscribes on
     /// connect; `{channel}` in it is replaced by the channel name
     #[arg(long, value_name = "URL")]
@@ -127,6 +134,13 @@ pub struct CommonArgs {
     /// [default: 25000, or less if the ephemeral port range is smaller]
     #[arg(long, value_name = "N")]
     pub conns_per_source: Option<usize>,
+
+    /// Bind every client socket (publishers too) to this loopback address,
+    /// and to the next ones past --conns-per-source, instead of 127.0.0.1,
+    /// 127.0.0.2, …: several generator processes then each have addresses
+    /// of their own
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<std::net::IpAddr>,
 
     /// WebSocket: offer permessage-deflate (RFC 7692) and inflate compressed
     /// messages. The report says on how many connections the server accepted
@@ -216,6 +230,26 @@ pub struct FanoutArgs {
     /// Seconds to wait once all are subscribed before publishing
     #[arg(long, default_value_t = 0.5, value_name = "SECS")]
     pub settle: f64,
+
+    /// The run's id (8 hex digits) instead of a random one, so that several
+    /// generator processes share one run: one --publish-only, the others
+    /// --receive-only
+    #[arg(long, value_name = "HEX")]
+    pub run_id: Option<String>,
+
+    /// Publish nothing: once all are subscribed (and --settle passed), print
+    /// `ready N` on stdout, wait for a line on stdin, then count the
+    /// --messages of --run-id another process publishes, until all arrived
+    /// or --drain passed without one; then print `done N` (N deliveries) and
+    /// wait for another line before closing the connections and reporting
+    /// (so a caller can read CPU times before any connection closes)
+    #[arg(long, requires = "run_id", conflicts_with = "publish_only")]
+    pub receive_only: bool,
+
+    /// Open no subscriber: only publish the --messages of --run-id (to
+    /// --channels channels, or one), for --receive-only processes to count
+    #[arg(long, requires = "run_id")]
+    pub publish_only: bool,
 }
 
 #[cfg(test)]

@@ -135,6 +135,37 @@ impl Histogram {
     }
 }
 
+/// A histogram's non-empty buckets, for a caller that merges the
+/// histograms of several processes (`--run-id`) before taking quantiles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistogramDump {
+    pub count: u64,
+    /// Smallest and largest recorded values (0 and 0 when empty).
+    pub min: u64,
+    pub max: u64,
+    /// `[upper bound, count]` of each bucket that holds values, ascending;
+    /// a quantile is the bound where the running count reaches its rank,
+    /// clamped to `[min, max]` (as [`Histogram::quantile`]).
+    pub buckets: Vec<[u64; 2]>,
+}
+
+impl Histogram {
+    pub fn dump(&self) -> HistogramDump {
+        HistogramDump {
+            count: self.count,
+            min: if self.count == 0 { 0 } else { self.min },
+            max: self.max,
+            buckets: self
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| [bucket_high(i), c])
+                .collect(),
+        }
+    }
+}
+
 /// Latency percentiles in microseconds, rounded to 0.1 µs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LatencySummary {
@@ -233,5 +264,10 @@ mod tests {
         assert_eq!(a.count(), 3);
         assert_eq!(a.quantile(0.5), 20);
         assert_eq!(a.quantile(1.0), 30);
+        let d = a.dump();
+        assert_eq!((d.count, d.min, d.max), (3, 10, 30));
+        assert_eq!(d.buckets, vec![[10, 1], [20, 1], [30, 1]]);
+        assert_eq!(empty.dump().buckets, Vec::<[u64; 2]>::new());
+        assert_eq!(empty.dump().min, 0);
     }
 }

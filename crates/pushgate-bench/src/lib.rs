@@ -8,6 +8,13 @@
 //!   publishes a second and their latency on N connections, to pushgate,
 //!   to another HTTP server (a plain POST) or to Redis (`XADD`).
 //!
+//! One run may span several processes (`fanout --run-id`): one
+//! `--publish-only`, the others `--receive-only`, each with its subscribers
+//! on its own source addresses (`--source-ip`) and, if need be, its own
+//! node; they meet through `ready`/`done` lines on stdout and a line on
+//! stdin each, and their JSON reports (absolute times, latency histograms)
+//! combine. `bench/scale-out` drives them against several pushgate nodes.
+//!
 //! Plain mode (`--sub-url`, `--pub-url`) measures other servers: a `ws://`
 //! URL is a WebSocket that subscribes on connect, an `http://` URL an endless
 //! stream (SSE or lines) or, with `-t longpoll`, an nchan-style long-poll

@@ -5,6 +5,7 @@
 //! server in `seq` order, and any reordering a subscriber sees is the
 //! server's doing, not ours.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct PublishPlan {
     pub size: usize,
     /// `--tls`: publishes go over TLS too (the server's port speaks only TLS).
     pub tls: Option<TlsClient>,
+    /// The address publishing sockets bind to (`--source-ip`); none: the kernel's choice.
+    pub source: Option<IpAddr>,
 }
 
 /// Publishes every `seq` whose channel belongs to publisher `index`.
@@ -88,7 +91,7 @@ async fn publish_one(
     channel: &str,
 ) -> Result<(), BenchError> {
     if conn.is_none() {
-        let c = HttpConn::connect(plan.tls.as_ref(), plan.target.addr, None).await?;
+        let c = HttpConn::connect(plan.tls.as_ref(), plan.target.addr, plan.source).await?;
         *conn = Some(c);
     }
     let Some(c) = conn.as_mut() else {
@@ -164,6 +167,7 @@ mod tests {
             rate: 0.0,
             size: 60,
             tls: None,
+            source: None,
         }
     }
 

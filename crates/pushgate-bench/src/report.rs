@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::histogram::LatencySummary;
+use crate::histogram::{HistogramDump, LatencySummary};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -96,6 +96,17 @@ pub struct FanoutReport {
     pub delivery_secs: f64,
     pub deliveries_per_sec: f64,
     pub latency_us: LatencySummary,
+    /// The run's id (8 hex digits), shared by the processes of one `--run-id` run.
+    pub run_id: String,
+    /// Wall clock (Unix ns) of the first publish (in a receive-only run: the
+    /// earliest send time among the messages received) and of the last
+    /// delivery; 0 when there was none. Several processes' figures combine.
+    pub first_publish_unix_ns: u64,
+    pub last_delivery_unix_ns: u64,
+    /// With `--run-id`: the latency histogram (ns), to merge with the other
+    /// processes' before taking quantiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_histogram_ns: Option<HistogramDump>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -40,8 +40,21 @@ enum Kind {
     Fanout {
         messages: u64,
         drain: Duration,
-        publish: PublishPlan,
+        publish: Box<PublishPlan>,
+        role: Role,
     },
+}
+
+/// Which part of a fan-out run this process plays (several processes may
+/// share one run: `--run-id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Subscribe, publish and count: the whole run.
+    Both,
+    /// Subscribe and count what another process publishes.
+    Receive,
+    /// Only publish.
+    Publish,
 }
 
 /// Validated flags.
@@ -59,6 +72,8 @@ pub(crate) struct Plan {
     server_pid: Option<u32>,
     pub(crate) timeout: Duration,
     pub(crate) threads: usize,
+    /// `--run-id`: shared with other processes; none: a random one.
+    run_id: Option<u32>,
     connect_concurrency: usize,
     sources: SourceAddrs,
     poll_timeout: u64,
@@ -95,9 +110,21 @@ fn check(ok: bool, msg: &str) -> Result<(), BenchError> {
 impl Plan {
     pub(crate) fn from_args(args: &BenchArgs) -> Result<Plan, BenchError> {
         let c: &CommonArgs = args.common();
+        let publish_only = matches!(&args.command, BenchCommand::Fanout(a) if a.publish_only);
+        // A publishing process opens no subscriber, whatever --connections says.
+        let connections = if publish_only { 0 } else { c.connections };
         check(
-            (1..=MAX_CONNECTIONS).contains(&c.connections),
+            publish_only || (1..=MAX_CONNECTIONS).contains(&connections),
             "--connections must be between 1 and 1,000,000",
+        )?;
+        let spread = c.channels.unwrap_or(0);
+        check(
+            c.channels.is_none() || (1..=1_000_000).contains(&spread),
+            "--channels must be between 1 and 1,000,000",
+        )?;
+        check(
+            spread <= 1 || (c.channels_per_conn == 1 && connections % spread == 0),
+            "--channels N gives each connection one channel, and needs --connections to be a multiple of N",
         )?;
         check(
             (1..=256).contains(&c.channels_per_conn),
@@ -161,7 +188,7 @@ impl Plan {
         )?;
         let h2_connections = c.h2_connections.unwrap_or(0);
         check(
-            c.h2_connections.is_none() || (1..=c.connections).contains(&h2_connections),
+            c.h2_connections.is_none() || (1..=connections).contains(&h2_connections),
             "--h2-connections must be between 1 and --connections",
         )?;
         check(
@@ -170,14 +197,15 @@ impl Plan {
         )?;
         let layout = Layout {
             base: c.channel.clone(),
-            connections: c.connections,
+            connections,
             channels_per_conn: c.channels_per_conn,
             distinct: c.distinct_channels,
+            spread,
         };
         let per_source = c
             .conns_per_source
             .unwrap_or_else(target::default_per_source);
-        let sources = SourceAddrs::new(sub_base.addr, per_source, c.connections)?;
+        let sources = SourceAddrs::new(sub_base.addr, per_source, connections, c.source_ip)?;
         let pub_url_tls = match &args.command {
             BenchCommand::Fanout(a) => a.pub_url.as_deref().map(parse_loopback_url).transpose()?,
             BenchCommand::Idle(_) => None,
@@ -216,6 +244,7 @@ impl Plan {
             None
         };
 
+        let mut run_id = None;
         let (kind, settle) = match &args.command {
             BenchCommand::Idle(a) => (Kind::Idle, secs(a.settle, "--settle")?),
             BenchCommand::Fanout(a) => {
@@ -234,6 +263,10 @@ impl Plan {
                 )?;
                 let publish_target = match (&a.pub_url, plain) {
                     (Some(url), true) => parse_loopback_url(url)?,
+                    // Never used: another process publishes.
+                    (None, true) if a.receive_only => {
+                        sub_base.with_path(Scheme::Http, "/".into())
+                    }
                     (None, true) => {
                         return Err(BenchError::config(
                             "plain mode (--sub-url) needs --pub-url to publish to",
@@ -260,11 +293,27 @@ impl Plan {
                     rate: a.rate,
                     size: a.size,
                     tls: tls.clone(),
+                    source: sources.for_connection(0),
+                };
+                if let Some(hex) = &a.run_id {
+                    let id = (hex.len() == 8)
+                        .then(|| u32::from_str_radix(hex, 16).ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            BenchError::config("--run-id must be 8 hex digits, e.g. 0badcafe")
+                        })?;
+                    run_id = Some(id);
+                }
+                let role = match (a.receive_only, a.publish_only) {
+                    (true, _) => Role::Receive,
+                    (_, true) => Role::Publish,
+                    _ => Role::Both,
                 };
                 let kind = Kind::Fanout {
                     messages: a.messages,
                     drain: secs(a.drain, "--drain")?,
-                    publish,
+                    publish: Box::new(publish),
+                    role,
                 };
                 (kind, secs(a.settle, "--settle")?)
             }
@@ -280,6 +329,7 @@ impl Plan {
             server_pid: c.server_pid,
             timeout: Duration::from_secs(c.timeout),
             threads: c.threads,
+            run_id,
             connect_concurrency: c.connect_concurrency,
             sources,
             poll_timeout: c.poll_timeout,
@@ -295,8 +345,12 @@ impl Plan {
     /// File descriptors the run needs: one per subscriber, plus publishers and slack.
     fn fds_needed(&self) -> u64 {
         let publishers = match &self.kind {
+            Kind::Fanout {
+                role: Role::Receive,
+                ..
+            }
+            | Kind::Idle => 0,
             Kind::Fanout { publish, .. } => publish.publishers as u64,
-            Kind::Idle => 0,
         };
         self.layout.connections as u64 + publishers + FD_RESERVE
     }
@@ -424,6 +478,37 @@ async fn progress(
     }
 }
 
+/// Receive-only: tells the caller where the run is (`ready N` once N are
+/// subscribed, `done N` after N deliveries), then waits for its word to go
+/// on: a line on stdin, or its end.
+async fn await_line(word: &str, n: u64, deadline: Instant) -> Result<(), BenchError> {
+    use std::io::Write as _;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{word} {n}")
+            .and_then(|()| out.flush())
+            .map_err(|e| BenchError::io("writing on stdout", e))?;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A plain thread: a blocking read of stdin is all it does; it is left
+    // behind if the deadline comes first.
+    std::thread::Builder::new()
+        .name("go-line".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let _ = tx.send(());
+        })
+        .map_err(|e| BenchError::io("spawning the stdin reader", e))?;
+    tokio::select! {
+        _ = rx => Ok(()),
+        _ = sleep_until(deadline) => Err(BenchError::new(
+            ErrorKind::Timeout,
+            format!("--timeout ran out waiting for a line on stdin after `{word}`"),
+        )),
+    }
+}
+
 pub(crate) fn random_run_id() -> u32 {
     let mut rng =
         ws_client::XorShift::new(marker::unix_nanos() ^ u64::from(std::process::id()) << 40);
@@ -467,8 +552,12 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
         Kind::Fanout { messages, .. } => *messages,
         Kind::Idle => 0,
     };
+    let role = match &plan.kind {
+        Kind::Fanout { role, .. } => *role,
+        Kind::Idle => Role::Both,
+    };
     let shared = Arc::new(Shared::new(
-        random_run_id(),
+        plan.run_id.unwrap_or_else(random_run_id),
         plan.layout.clone(),
         plan.acks_needed(),
         messages,
@@ -553,7 +642,8 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
             .first_error()
             .map_or(String::new(), |e| format!("; first error: {e}"))
     };
-    if subscribed + failed < n as u64 || subscribed == 0 {
+    // A publishing process (--publish-only) has no subscriber to wait for.
+    if n > 0 && (subscribed + failed < n as u64 || subscribed == 0) {
         let waiting = spawned.saturating_sub(subscribed + failed);
         let (kind, why) = if stop.load(Relaxed) {
             (ErrorKind::Timeout, "interrupted")
@@ -575,8 +665,12 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
 
     phase.store(PHASE_SETTLE, Relaxed);
     let settle_until = (Instant::now() + plan.settle).min(deadline);
-    while Instant::now() < settle_until && !stop.load(Relaxed) {
+    while n > 0 && Instant::now() < settle_until && !stop.load(Relaxed) {
         sleep(Duration::from_millis(50).min(settle_until - Instant::now())).await;
+    }
+    if role == Role::Receive {
+        await_line("ready", subscribed, deadline).await?;
+        shared.assume_all_published();
     }
     let server_subscribed = sample_late(&shared, plan.server_pid);
     let gen_rss_subscribed = proc_stats::self_rss_bytes().unwrap_or(0);
@@ -590,13 +684,20 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
         messages,
         drain,
         publish,
+        ..
     } = &plan.kind
     {
         phase.store(PHASE_PUBLISH, Relaxed);
-        let publish = Arc::new(publish.clone());
+        let publish = Arc::new(PublishPlan::clone(publish));
         let pub_start = Instant::now();
         let mut pubs = JoinSet::new();
-        for p in 0..publish.publishers {
+        // Another process publishes for a receive-only one.
+        let publishers = if role == Role::Receive {
+            0
+        } else {
+            publish.publishers
+        };
+        for p in 0..publishers {
             pubs.spawn(publisher::run_publisher(
                 p,
                 publish.clone(),
@@ -657,7 +758,8 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
             marker::unix_nanos(),
             publish.size,
         );
-        let latency: LatencySummary = shared.latency().summary_us();
+        let histogram = shared.latency();
+        let latency: LatencySummary = histogram.summary_us();
         fanout = Some(FanoutReport {
             messages_requested: *messages,
             published,
@@ -677,7 +779,20 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, BenchError> {
             delivery_secs,
             deliveries_per_sec: ratio(good as f64, delivery_secs),
             latency_us: latency,
+            run_id: format!("{:08x}", shared.run_id),
+            first_publish_unix_ns: if first == u64::MAX { 0 } else { first },
+            last_delivery_unix_ns: last,
+            latency_histogram_ns: plan.run_id.map(|_| histogram.dump()),
         });
+    }
+
+    // Receive-only: the caller reads every process's CPU time before any of
+    // them closes its connections (closing costs the servers too).
+    if role == Role::Receive && Instant::now() < deadline {
+        let good = shared.delivered_good.load(Relaxed);
+        if let Err(e) = await_line("done", good, deadline).await {
+            shared.record_error(&e);
+        }
     }
 
     // Everything measured: close all connections (aborting a task drops its socket).
@@ -870,6 +985,101 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.peer, Peer::SocketIo);
+    }
+
+    #[test]
+    fn shared_runs() {
+        let p = plan(&[
+            "fanout",
+            "--run-id",
+            "0BadCafe",
+            "--receive-only",
+            "-c",
+            "6",
+            "--channels",
+            "3",
+            "--source-ip",
+            "127.0.2.1",
+        ])
+        .unwrap();
+        assert_eq!(p.run_id, Some(0x0bad_cafe));
+        assert_eq!(p.layout.total_channels(), 3);
+        assert_eq!(p.sub_target(4).path_and_query, "/ws?channel=bench-1");
+        assert_eq!(
+            p.sources.for_connection(5),
+            Some("127.0.2.1".parse().unwrap())
+        );
+        assert_eq!(p.fds_needed(), 6 + FD_RESERVE);
+        let Kind::Fanout { role, publish, .. } = &p.kind else {
+            panic!("fanout")
+        };
+        assert_eq!(*role, Role::Receive);
+        assert_eq!(publish.source, Some("127.0.2.1".parse().unwrap()));
+        // Plain mode: a receiving process needs no --pub-url.
+        let p = plan(&[
+            "fanout",
+            "--run-id",
+            "00000001",
+            "--receive-only",
+            "--sub-url",
+            "ws://127.0.1.1:8080/sub?id={channel}",
+        ])
+        .unwrap();
+        assert!(p.plain);
+
+        // A publishing process opens no subscriber, whatever -c says.
+        let p = plan(&[
+            "fanout",
+            "--run-id",
+            "00000001",
+            "--publish-only",
+            "-c",
+            "500",
+            "--channels",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(p.layout.connections, 0);
+        assert_eq!(p.layout.total_channels(), 4);
+        let Kind::Fanout { role, publish, .. } = &p.kind else {
+            panic!("fanout")
+        };
+        assert_eq!(*role, Role::Publish);
+        assert_eq!(publish.publishers, 2);
+        assert!(p.run_id.is_some());
+
+        let kind = |args: &[&str]| plan(args).unwrap_err().kind();
+        assert_eq!(kind(&["fanout", "--receive-only"]), ErrorKind::Config);
+        assert_eq!(
+            kind(&["fanout", "--run-id", "abc", "--receive-only"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["fanout", "--run-id", "0000000g", "--publish-only"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&[
+                "fanout",
+                "--run-id",
+                "00000001",
+                "--publish-only",
+                "--receive-only"
+            ]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["idle", "-c", "6", "--channels", "4"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["idle", "--channels", "2", "--distinct-channels"]),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind(&["idle", "--source-ip", "10.0.0.1"]),
+            ErrorKind::NotLoopback
+        );
     }
 
     #[test]

@@ -14,19 +14,26 @@ use crate::marker::{self, Found, Marker};
 ///
 /// Message `seq` is published to channel `seq % total_channels`. With
 /// `distinct`, connection `i` owns channels `i*K .. i*K+K` ("personal
-/// notifications"); otherwise every connection subscribes to the same `K`.
+/// notifications"); with `spread` S > 1, connection `i` subscribes to channel
+/// `i mod S` alone (S groups of equal size, so that several generator
+/// processes with the same S share the same channels); otherwise every
+/// connection subscribes to the same `K`.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub base: String,
     pub connections: usize,
     pub channels_per_conn: usize,
     pub distinct: bool,
+    /// Channels the connections are spread over, one each; 0 or 1: off.
+    pub spread: usize,
 }
 
 impl Layout {
     pub fn total_channels(&self) -> usize {
         if self.distinct {
             self.connections * self.channels_per_conn
+        } else if self.spread > 1 {
+            self.spread
         } else {
             self.channels_per_conn
         }
@@ -35,6 +42,8 @@ impl Layout {
     pub fn subscribers_per_channel(&self) -> u64 {
         if self.distinct {
             1
+        } else if self.spread > 1 {
+            (self.connections / self.spread) as u64
         } else {
             self.connections as u64
         }
@@ -53,6 +62,9 @@ impl Layout {
         let k = self.channels_per_conn;
         if self.distinct {
             conn * k..conn * k + k
+        } else if self.spread > 1 {
+            let c = conn % self.spread;
+            c..c + 1
         } else {
             0..k
         }
@@ -194,6 +206,16 @@ impl Shared {
         self.accepted.load(Relaxed) * self.layout.subscribers_per_channel()
     }
 
+    /// A receive-only run: every message counts as published (by another
+    /// process, which reports its own errors).
+    pub fn assume_all_published(&self) {
+        for ok in self.published_ok.iter() {
+            ok.store(true, Relaxed);
+        }
+        self.accepted.store(self.messages, Relaxed);
+        self.published.store(self.messages, Relaxed);
+    }
+
     /// (missing, duplicates) from the per-message counts.
     pub fn missing_and_duplicates(&self) -> (u64, u64) {
         let want = self.layout.subscribers_per_channel();
@@ -314,6 +336,11 @@ impl Subscriber {
         let before = sh.per_seq[m.seq as usize].fetch_add(1, Relaxed);
         sh.delivered.fetch_add(1, Relaxed);
         sh.last_delivery_ns.fetch_max(now_ns, Relaxed);
+        // A receive-only run learns when publishing began from the markers
+        // (a plain load first: this is rarely a new minimum).
+        if m.sent_ns < sh.first_publish_ns.load(Relaxed) {
+            sh.first_publish_ns.fetch_min(m.sent_ns, Relaxed);
+        }
         // Excess copies are counted as duplicates at the end; keeping them out of
         // the order check and the latencies stops one fault from counting twice.
         if u64::from(before) >= sh.layout.subscribers_per_channel() {
@@ -355,6 +382,7 @@ mod tests {
             connections: 3,
             channels_per_conn: 2,
             distinct,
+            spread: 0,
         }
     }
 
@@ -377,6 +405,19 @@ mod tests {
             ..layout(false)
         };
         assert_eq!(single.channel_name(0), "b");
+        let spread = Layout {
+            connections: 6,
+            channels_per_conn: 1,
+            spread: 3,
+            ..layout(false)
+        };
+        assert_eq!(spread.total_channels(), 3);
+        assert_eq!(spread.subscribers_per_channel(), 2);
+        assert_eq!(spread.channels_of(4), 1..2);
+        assert_eq!(spread.channel_of_seq(7), 1);
+        assert_eq!(spread.local_index(4, 1), Some(0));
+        assert_eq!(spread.local_index(4, 2), None);
+        assert_eq!(spread.channel_name(2), "b-2");
     }
 
     fn payload(run: u32, seq: u64, sent: u64) -> Vec<u8> {

@@ -144,11 +144,14 @@ pub fn loopback_ip(host: &str) -> Option<IpAddr> {
 ///
 /// One source address offers one ephemeral port range towards one server
 /// port, so beyond that many connections we must use 127.0.0.2, 127.0.0.3, …
-/// (all of 127/8 is local on Linux).
+/// (all of 127/8 is local on Linux). With a first address (`--source-ip`)
+/// every socket binds, block `b` to that address plus `b`: several generator
+/// processes then each have addresses of their own.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceAddrs {
     per_source: usize,
     v6: bool,
+    first: Option<Ipv4Addr>,
 }
 
 impl SourceAddrs {
@@ -156,6 +159,7 @@ impl SourceAddrs {
         target: SocketAddr,
         per_source: usize,
         connections: usize,
+        first: Option<IpAddr>,
     ) -> Result<Self, BenchError> {
         let per_source = per_source.max(1);
         let v6 = target.is_ipv6();
@@ -172,7 +176,32 @@ impl SourceAddrs {
                 "{connections} connections at {per_source} per source address need {blocks} source addresses; at most 250 are used"
             )));
         }
-        Ok(SourceAddrs { per_source, v6 })
+        let first = match first {
+            None => None,
+            Some(IpAddr::V4(ip)) if ip.is_loopback() && !v6 => {
+                // Every block's address must stay inside 127/8.
+                let last = u32::from(ip) + blocks.saturating_sub(1) as u32;
+                if last > u32::from(Ipv4Addr::new(127, 255, 255, 254)) {
+                    return Err(BenchError::config(format!(
+                        "--source-ip {ip}: {blocks} source addresses from it leave 127.0.0.0/8"
+                    )));
+                }
+                Some(ip)
+            }
+            Some(ip) => {
+                return Err(BenchError::new(
+                    ErrorKind::NotLoopback,
+                    format!(
+                        "--source-ip {ip}: must be an IPv4 loopback address (127.x.y.z), and the target IPv4"
+                    ),
+                ))
+            }
+        };
+        Ok(SourceAddrs {
+            per_source,
+            v6,
+            first,
+        })
     }
 
     /// `None` lets the kernel pick (127.0.0.1 towards a 127.0.0.1 target), which
@@ -182,6 +211,9 @@ impl SourceAddrs {
             return None;
         }
         let block = index / self.per_source;
+        if let Some(first) = self.first {
+            return Some(IpAddr::V4(Ipv4Addr::from(u32::from(first) + block as u32)));
+        }
         if block == 0 {
             return None;
         }
@@ -308,14 +340,33 @@ mod tests {
     #[test]
     fn source_addresses_spread_by_block() {
         let target: SocketAddr = "127.0.0.1:7070".parse().unwrap();
-        let s = SourceAddrs::new(target, 10, 25).unwrap();
+        let s = SourceAddrs::new(target, 10, 25, None).unwrap();
         assert_eq!(s.for_connection(0), None);
         assert_eq!(s.for_connection(9), None);
         assert_eq!(s.for_connection(10), Some("127.0.0.2".parse().unwrap()));
         assert_eq!(s.for_connection(24), Some("127.0.0.3".parse().unwrap()));
         let v6: SocketAddr = "[::1]:7070".parse().unwrap();
-        assert!(SourceAddrs::new(v6, 10, 11).is_err());
-        assert!(SourceAddrs::new(v6, 10, 10).is_ok());
+        assert!(SourceAddrs::new(v6, 10, 11, None).is_err());
+        assert!(SourceAddrs::new(v6, 10, 10, None).is_ok());
+        // A first address of its own: every block binds, from it on.
+        let first = Some("127.0.2.254".parse().unwrap());
+        let s = SourceAddrs::new(target, 10, 25, first).unwrap();
+        assert_eq!(s.for_connection(0), first);
+        assert_eq!(s.for_connection(10), Some("127.0.2.255".parse().unwrap()));
+        assert_eq!(s.for_connection(20), Some("127.0.3.0".parse().unwrap()));
+        let kind = |first: &str, target: SocketAddr| {
+            SourceAddrs::new(target, 10, 25, Some(first.parse().unwrap()))
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(kind("10.0.0.1", target), ErrorKind::NotLoopback);
+        assert_eq!(
+            SourceAddrs::new(v6, 10, 10, Some("127.0.0.1".parse().unwrap()))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotLoopback
+        );
+        assert_eq!(kind("127.255.255.254", target), ErrorKind::Config);
     }
 
     #[test]

@@ -173,6 +173,7 @@ impl Plan {
             rate: 0.0,
             size: a.size,
             tls: None,
+            source: None,
         };
         let (wire, protocol, target) = if let Some(addr) = &a.redis {
             let parsed: SocketAddr = addr.parse().map_err(|_| {
