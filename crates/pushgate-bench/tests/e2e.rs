@@ -791,6 +791,87 @@ async fn plain_mode_matches_markers_only() {
     assert_clean(&r, 50);
 }
 
+/// One run over three processes of the real binary (`--run-id`): two
+/// receivers, each on its own source address, spread over two channels, and
+/// a publisher; they meet through `ready`/`done` on stdout and a line each on
+/// stdin, as `bench/scale-out` drives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_over_several_processes() {
+    use std::io::{BufRead, BufReader, Lines, Write};
+    use std::process::{Child, ChildStdout, Command, Stdio};
+
+    type Receiver = (Child, Lines<BufReader<ChildStdout>>);
+    /// Reads `WORD N` from each receiver, then gives each its line.
+    fn say(word: &str, receivers: &mut [Receiver]) {
+        for (child, out) in receivers.iter_mut() {
+            let line = out.next().unwrap().unwrap();
+            assert!(line.starts_with(&format!("{word} ")), "{line}");
+            writeln!(child.stdin.as_mut().unwrap()).unwrap();
+        }
+    }
+
+    let (url, _hub) = start_server().await;
+    let bin = env!("CARGO_BIN_EXE_pushgate-bench");
+    let common = move |source: &str| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["fanout", "--url", &url, "--source-ip", source])
+            .args(["--run-id", "0badcafe", "--channels", "2", "-m", "10"])
+            .args(["--json", "-q", "--timeout", "30"]);
+        cmd
+    };
+    let reports = tokio::task::spawn_blocking(move || {
+        let mut receivers: Vec<Receiver> = ["127.0.9.1", "127.0.9.2"]
+            .into_iter()
+            .map(|source| {
+                let mut child = common(source)
+                    .args(["--receive-only", "-c", "20", "--settle", "0"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let out = BufReader::new(child.stdout.take().unwrap()).lines();
+                (child, out)
+            })
+            .collect();
+        say("ready", &mut receivers);
+        let publisher = common("127.0.9.3")
+            .args(["--publish-only", "--rate", "0"])
+            .output()
+            .unwrap();
+        say("done", &mut receivers);
+        let mut reports: Vec<serde_json::Value> = receivers
+            .into_iter()
+            .map(|(mut child, out)| {
+                let last = out.map(Result::unwrap).last().unwrap();
+                assert!(child.wait().unwrap().success());
+                serde_json::from_str(&last).unwrap()
+            })
+            .collect();
+        let text = String::from_utf8(publisher.stdout).unwrap();
+        reports.push(serde_json::from_str(text.trim()).unwrap());
+        reports
+    })
+    .await
+    .unwrap();
+    let publisher = &reports[2]["fanout"];
+    assert_eq!(publisher["published"], 10);
+    assert_eq!(publisher["publish_errors"], 0);
+    assert_eq!(reports[2]["connections"]["requested"], 0);
+    let first = publisher["first_publish_unix_ns"].as_u64().unwrap();
+    for r in &reports[..2] {
+        let f = &r["fanout"];
+        // 10 messages over 2 channels, 10 subscribers of each per process.
+        assert_eq!(f["deliveries_expected"], 100, "{r}");
+        assert_eq!(f["deliveries_received"], 100, "{r}");
+        assert_eq!(f["missing"], 0, "{r}");
+        assert_eq!(f["run_id"], "0badcafe");
+        assert_eq!(f["latency_histogram_ns"]["count"], 100, "{r}");
+        // The earliest send time among the messages received is the first publish.
+        assert_eq!(f["first_publish_unix_ns"].as_u64(), Some(first), "{r}");
+        assert!(f["last_delivery_unix_ns"].as_u64().unwrap() > first);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_reports_memory_per_connection() {
     let (url, _hub) = start_server().await;
