@@ -7,16 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex as StdMutex;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::cluster::{node_of, Listed};
+use super::room_tests::{heard, run};
 use super::tests::{as_user as user, conn, now};
 use super::*;
-use crate::connection::Connection;
 use crate::error::ErrorKind;
 use crate::log::{MemoryLog, MemoryLogConfig};
-use crate::protocol::{decode, MAX_JSON_DEPTH};
-use crate::session::Emit;
 
 /// What the nodes share: the member lists and each node's inbound.
 #[derive(Default)]
@@ -154,27 +152,6 @@ fn two_nodes() -> (Arc<Hub>, Arc<Hub>) {
         Arc::new(Hub::new(log, config))
     };
     (hub(1), hub(2))
-}
-
-fn run(c: &mut Connection, text: &str) -> Value {
-    let req = decode(text.as_bytes(), MAX_JSON_DEPTH).unwrap();
-    let id = req.id.clone();
-    let (reply, _) = now(c.execute(req, std::time::Instant::now()));
-    serde_json::from_str(&reply.encode(id.as_ref())).unwrap()
-}
-
-/// The live events the connection's outbox holds, as JSON.
-fn heard(c: &mut Connection) -> Vec<Value> {
-    let mut events = Vec::new();
-    c.outbox().try_drain(&mut events);
-    let mut out = Vec::new();
-    c.accept_all(events, &mut out);
-    out.iter()
-        .map(|e| match e {
-            Emit::Live(e) => serde_json::from_slice(e.json()).unwrap(),
-            other => panic!("{other:?}"),
-        })
-        .collect()
 }
 
 #[test]

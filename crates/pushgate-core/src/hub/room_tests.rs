@@ -28,7 +28,7 @@ fn rooms(rtc: RtcConfig) -> Arc<Hub> {
 }
 
 /// Runs one command; returns its reply as the wire JSON.
-fn run(c: &mut Connection, text: &str) -> Value {
+pub(super) fn run(c: &mut Connection, text: &str) -> Value {
     let req = decode(text.as_bytes(), MAX_JSON_DEPTH).unwrap();
     let id = req.id.clone();
     let (reply, _) = now(c.execute(req, Instant::now()));
@@ -40,7 +40,7 @@ fn join(c: &mut Connection, room: &str) -> Value {
 }
 
 /// The live events the connection's outbox holds, as JSON.
-fn heard(c: &mut Connection) -> Vec<Value> {
+pub(super) fn heard(c: &mut Connection) -> Vec<Value> {
     let mut events = Vec::new();
     c.outbox().try_drain(&mut events);
     let mut out = Vec::new();
