@@ -46,6 +46,10 @@ pub struct Publication {
     pub event: Option<EventName>,
     /// When it was published (ms since the Unix epoch); drives history expiry.
     pub time: Millis,
+    /// When this process made it (published here, heard from a broker, or
+    /// read back from a store): delivery latency is measured from it. Not
+    /// an input to any decision, so the core stays deterministic.
+    pub made: std::time::Instant,
     json: Bytes,
     binary: Option<BinaryFrame>,
     /// The registered [`Encoding`]s, by slot, built on first use; the
@@ -182,6 +186,7 @@ impl Publication {
             offset,
             event,
             time,
+            made: std::time::Instant::now(),
             json,
             binary,
             encodings: OnceLock::new(),

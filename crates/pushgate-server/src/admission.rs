@@ -22,6 +22,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusC
 use pushgate_core::{Error, ErrorKind, Principal};
 
 use crate::cors::{self, Origin};
+use crate::metrics::Refusal;
 use crate::routes::{self, Auth, Cors, Endpoint, Route};
 use crate::state::AppState;
 use crate::web::{self, Body};
@@ -31,6 +32,8 @@ use crate::web::{self, Body};
 pub struct Admitted {
     route: &'static Route,
     principal: Principal,
+    /// Who connected (the proxy's address behind a reverse proxy).
+    peer: SocketAddr,
     origin: Origin,
     preflight: bool,
     /// A token refused on a WebSocket upgrade, reported once it is open.
@@ -45,6 +48,10 @@ impl Admitted {
 
     pub fn principal(&self) -> &Principal {
         &self.principal
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     pub fn origin(&self) -> &Origin {
@@ -165,7 +172,11 @@ pub fn admit(
     let origin = cors::classify(config, headers);
     let acts = preflight || matches!(route.cors, Cors::Act | Cors::Upgrade);
     if acts && origin == Origin::Refused {
-        return Err(cors::refused_origin().into());
+        let e = cors::refused_origin();
+        state
+            .refusals
+            .refused(&state.metrics, Refusal::Origin, peer, e.message());
+        return Err(e.into());
     }
     let mut refused_token = None;
     let principal = match route.auth {
@@ -174,17 +185,27 @@ pub fn admit(
         Auth::Client if preflight => Principal::Anonymous,
         Auth::Client => match client(state, query, headers) {
             Ok(p) => p,
-            Err(e) if route.endpoint == Endpoint::WebSocket => {
+            Err(e) => {
+                state
+                    .refusals
+                    .refused(&state.metrics, Refusal::Token, peer, e.message());
+                if route.endpoint != Endpoint::WebSocket {
+                    return Err(e.into());
+                }
                 refused_token = Some(Box::new(e));
                 Principal::Anonymous
             }
-            Err(e) => return Err(e.into()),
         },
-        Auth::Api => api_caller(state, peer, headers)?,
+        Auth::Api => api_caller(state, peer, headers).inspect_err(|e| {
+            state
+                .refusals
+                .refused(&state.metrics, Refusal::ApiKey, peer, e.message())
+        })?,
     };
     Ok(Admitted {
         route,
         principal,
+        peer,
         origin,
         preflight,
         refused_token,

@@ -116,7 +116,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<RequestBody>) -> Respons
     };
     match state.hub.publish(channel, event, data).await {
         Ok(p) => {
-            state.metrics.published();
+            state.metrics.published(crate::metrics::Source::Api);
             let mut out = String::with_capacity(80);
             out.push_str("{\"channel\":");
             pushgate_core::json::push_string(&mut out, p.channel.as_str());
@@ -240,10 +240,6 @@ async fn disconnect(state: &AppState, req: Request<RequestBody>) -> Result<Strin
     }
     let n = state.hub.disconnect(&user.into()).await?;
     Ok(format!("{{\"disconnected\":{n}}}"))
-}
-
-pub fn healthz() -> Response<Body> {
-    h::json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {

@@ -116,8 +116,12 @@ pub async fn clock(state: Arc<AppState>) {
             }
         }
         let data = Data::json(&format!("{{\"unix_ms\":{ms}}}")).expect("a JSON object");
-        if let Err(e) = state.hub.publish(channel.clone(), None, data).await {
-            tracing::warn!(error = %e, "demo clock could not publish");
+        match state.hub.publish(channel.clone(), None, data).await {
+            Ok(_) => state.metrics.published(crate::metrics::Source::Demo),
+            Err(e) => {
+                state.metrics.publish_error();
+                tracing::warn!(error = %e, "demo clock could not publish");
+            }
         }
     }
 }

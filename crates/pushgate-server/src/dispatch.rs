@@ -8,12 +8,15 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{Request, Response};
 
+use std::time::Instant;
+
+use crate::access_log;
 use crate::admission::{self, Admitted, Rejection};
 use crate::api;
 use crate::client_js;
 use crate::cors;
 use crate::demo;
-use crate::routes::Endpoint;
+use crate::routes::{Auth, Endpoint};
 use crate::state::AppState;
 use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
 use crate::web::{Body, RequestBody};
@@ -36,9 +39,33 @@ pub async fn route(
         Ok(a) => a,
         Err(rejected) => return Ok(rejected.into_response()),
     };
+    let api = admitted.route().auth == Auth::Api && admitted.route().endpoint != Endpoint::Publish;
+    let started = api.then(|| (Instant::now(), req.method().clone()));
     let mut res = serve(&state, &admitted, peer, req).await;
+    if let Some((started, method)) = started {
+        api_answered(&state, &admitted, method.as_str(), started, res.status());
+    }
     admitted.finish(&mut res);
     Ok(res)
+}
+
+/// Counts and logs a server API request once answered.
+fn api_answered(
+    state: &AppState,
+    admitted: &Admitted,
+    method: &str,
+    started: Instant,
+    status: http::StatusCode,
+) {
+    let route = admitted.route();
+    state.metrics.api_request(route, status.as_u16());
+    access_log::api_request(
+        method,
+        route.path,
+        status.as_u16(),
+        started.elapsed(),
+        admitted.peer(),
+    );
 }
 
 async fn serve(
@@ -65,7 +92,8 @@ async fn serve(
         Endpoint::Command | Endpoint::Publish => post(state, admitted, peer, req).await,
         Endpoint::History => api::history(state.clone(), req).await,
         Endpoint::Send | Endpoint::Presence | Endpoint::Disconnect => api::users(state, req).await,
-        Endpoint::Healthz => api::healthz(),
+        Endpoint::Livez => crate::health::livez(),
+        Endpoint::Readyz => crate::health::readyz(state),
         Endpoint::Metrics => api::metrics(state),
     }
 }
@@ -81,10 +109,13 @@ pub async fn post(
     req: Request<RequestBody>,
 ) -> Response<Body> {
     match admitted.route().endpoint {
-        Endpoint::Command => {
-            command::handle(state.clone(), admitted.principal(), peer.ip(), req).await
+        Endpoint::Command => command::handle(state.clone(), admitted.principal(), peer, req).await,
+        Endpoint::Publish => {
+            let started = Instant::now();
+            let res = api::publish(state.clone(), req).await;
+            api_answered(state, admitted, "POST", started, res.status());
+            res
         }
-        Endpoint::Publish => api::publish(state.clone(), req).await,
         _ => Rejection::not_found(req.uri().path()).into_response(),
     }
 }
@@ -92,16 +123,15 @@ pub async fn post(
 /// Serves an admitted subscribing GET (`/sse`, `/stream`, `/iframe`,
 /// `/poll`, `/longpoll`), which the front also serves itself.
 pub async fn subscribe(state: &Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
-    let principal = admitted.principal();
     // A waiting long-poll holds this future for as long as it waits, and a
     // future is as large as its largest branch: the others, which only open
     // a stream or answer at once, are boxed.
     match admitted.route().endpoint {
-        Endpoint::Sse => Box::pin(sse::handle(state.clone(), principal, req)).await,
-        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), principal, req)).await,
-        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), principal, req)).await,
-        Endpoint::Poll => Box::pin(poll::handle(state.clone(), principal, req)).await,
-        Endpoint::LongPoll => longpoll::handle(state.clone(), principal, req).await,
+        Endpoint::Sse => Box::pin(sse::handle(state.clone(), admitted, req)).await,
+        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), admitted, req)).await,
+        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), admitted, req)).await,
+        Endpoint::Poll => Box::pin(poll::handle(state.clone(), admitted, req)).await,
+        Endpoint::LongPoll => longpoll::handle(state.clone(), admitted, req).await,
         _ => Rejection::not_found(req.uri.path()).into_response(),
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 
 mod accept;
+mod access_log;
 mod admission;
 mod api;
 mod chunked;
@@ -19,6 +20,7 @@ mod cors;
 mod demo;
 mod dispatch;
 mod error;
+mod health;
 mod http1;
 mod http2;
 mod hyper_conn;

@@ -59,6 +59,11 @@ impl Registry {
         }
     }
 
+    /// Whether the shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// Tells every registered connection to end.
     pub fn shut_down_all(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);

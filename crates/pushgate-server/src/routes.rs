@@ -39,7 +39,10 @@ pub enum Endpoint {
     Presence,
     /// `POST /api/disconnect`: end a user's connections.
     Disconnect,
-    Healthz,
+    /// `/livez`: the process answers.
+    Livez,
+    /// `/readyz` and its alias `/healthz`: the node can serve.
+    Readyz,
     Metrics,
 }
 
@@ -160,7 +163,9 @@ pub static ROUTES: &[Route] = &[
     entry("/api/send",     &["POST"],           E::Send,                           Front::Hyper, Cors::Off,     Api),
     entry("/api/presence", &["GET"],            E::Presence,                       Front::Hyper, Cors::Off,     Api),
     entry("/api/disconnect", &["POST"],         E::Disconnect,                     Front::Hyper, Cors::Off,     Api),
-    entry("/healthz",      &["GET", "HEAD"],    E::Healthz,                        Front::Hyper, Cors::Off,     Public),
+    entry("/livez",        &["GET", "HEAD"],    E::Livez,                          Front::Hyper, Cors::Off,     Public),
+    entry("/readyz",       &["GET", "HEAD"],    E::Readyz,                         Front::Hyper, Cors::Off,     Public),
+    entry("/healthz",      &["GET", "HEAD"],    E::Readyz,                         Front::Hyper, Cors::Off,     Public),
     entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
 ];
 

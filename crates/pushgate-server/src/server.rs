@@ -47,8 +47,9 @@ impl Server {
             )?;
             let redis = Arc::new(redis);
             let stats = redis.stats();
-            let server = Self::assemble(config, redis.clone(), Some(redis)).await?;
+            let server = Self::assemble(config, redis.clone(), Some(redis.clone())).await?;
             server.state.metrics.watch_broker(stats);
+            server.state.health.watch_broker(redis);
             return Ok(server);
         }
         let Some(dir) = &config.data_dir else {
@@ -57,8 +58,10 @@ impl Server {
         };
         let store = open_store(&config, std::path::Path::new(dir))?;
         let stats = store.stats();
+        let dir = std::path::PathBuf::from(dir);
         let server = Self::with_log(config, Arc::new(store)).await?;
-        server.state.metrics.watch_store(stats);
+        server.state.metrics.watch_store(stats.clone());
+        server.state.health.watch_store(dir, stats);
         Ok(server)
     }
 
@@ -154,6 +157,7 @@ impl Server {
 
         let mut background = tokio::task::JoinSet::new();
         background.spawn(sweeper(state.clone()));
+        background.spawn(crate::health::run(state.clone()));
         if state.hub.cluster().is_some() {
             background.spawn(renew_presence(state.clone()));
         }

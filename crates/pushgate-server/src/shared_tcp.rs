@@ -88,6 +88,8 @@ impl DirectSink for Shared {
             _ => return Sent::Nothing,
         };
         self.metrics.delivered_direct(transport);
+        self.metrics
+            .delivery_latency(transport, p.made.elapsed(), 1);
         if written == bytes.len() {
             Sent::All
         } else {

@@ -31,6 +31,10 @@ pub struct AppState {
     pub tls: Option<Tls>,
     /// Connections held, against `max_connections` and its per-IP limit.
     pub limiter: Arc<Limiter>,
+    /// What `/readyz` checks, and their last results.
+    pub health: crate::health::Health,
+    /// Refusal warnings, rate-limited.
+    pub refusals: crate::access_log::Refusals,
     /// The publish allowance of `POST /command` clients, by address: they
     /// hold no connection whose bucket could keep it.
     command_publish_tokens: Mutex<Buckets<u64>>,
@@ -97,6 +101,8 @@ impl AppState {
             iframe_timing,
             tls,
             limiter,
+            refusals: Default::default(),
+            health: Default::default(),
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
             command_publish_tokens: Mutex::new(Buckets::new(COMMAND_CLIENTS)),
@@ -141,6 +147,19 @@ impl AppState {
     pub fn count_limited(&self, e: &Error) {
         if let Some(limit) = crate::error::limit_of(e.kind()) {
             self.metrics.limited(limit);
+        }
+    }
+
+    /// Counts and warns of `e` when it refused a caller a channel its
+    /// token does not allow.
+    pub fn note_refusal(&self, e: &Error, peer: std::net::SocketAddr) {
+        if e.kind() == pushgate_core::ErrorKind::Forbidden {
+            self.refusals.refused(
+                &self.metrics,
+                crate::metrics::Refusal::Permission,
+                peer,
+                e.message(),
+            );
         }
     }
 

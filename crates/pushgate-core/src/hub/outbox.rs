@@ -111,6 +111,8 @@ struct State {
     positions: Positions,
     /// The unwritten end of a frame a direct write began.
     leftover: Option<Bytes>,
+    /// Messages fan-out wrote itself, for the connection's closing log line.
+    direct_writes: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -152,6 +154,7 @@ impl State {
             Sent::Part(rest) => self.leftover = Some(rest),
         }
         pos.offset = p.offset;
+        self.direct_writes += 1;
         true
     }
 }
@@ -163,6 +166,11 @@ impl Outbox {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Messages fan-out has written straight to the connection's socket.
+    pub fn direct_writes(&self) -> u64 {
+        self.lock().direct_writes
     }
 
     /// Events it holds before the connection overflows.
@@ -482,6 +490,8 @@ mod direct_tests {
     struct Wire {
         got: Vec<(u64, bool)>,
         script: Vec<u8>,
+        /// Messages the sink took, whole or in part.
+        took: u64,
     }
 
     struct Sink(StdMutex<Wire>);
@@ -497,11 +507,13 @@ mod direct_tests {
             match pick % 3 {
                 0 => {
                     w.got.push((p.offset, true));
+                    w.took += 1;
                     Sent::All
                 }
                 1 => Sent::Nothing,
                 _ => {
                     w.got.push((p.offset, false));
+                    w.took += 1;
                     Sent::Part(Bytes::from(p.offset.to_string()))
                 }
             }
@@ -542,7 +554,7 @@ mod direct_tests {
         fn exactly_once_in_order(ops in proptest::collection::vec(op(), 1..60),
                                  script in proptest::collection::vec(any::<u8>(), 0..60)) {
             let outbox = Outbox::new(1000);
-            let wire = Arc::new(Sink(StdMutex::new(Wire { got: Vec::new(), script })));
+            let wire = Arc::new(Sink(StdMutex::new(Wire { got: Vec::new(), script, took: 0 })));
             let sink: Arc<dyn DirectSink> = wire.clone();
             let mut session = Session::new(8);
             let top = Position::new(Epoch::new("e").unwrap(), 0);
@@ -593,6 +605,7 @@ mod direct_tests {
             let got = wire.0.lock().unwrap().got.clone();
             let want: Vec<(u64, bool)> = (1..=next).map(|o| (o, true)).collect();
             prop_assert_eq!(got, want);
+            prop_assert_eq!(outbox.direct_writes(), wire.0.lock().unwrap().took);
         }
     }
 

@@ -25,6 +25,10 @@ pub(super) enum Command {
     /// Subscribe, then say so on the sender.
     Follow(String, ChannelName, watch::Sender<bool>),
     Unfollow(String),
+    /// Drop the pub/sub connection and make it again, catching every
+    /// followed channel up: it stopped delivering (a readiness probe did
+    /// not come back), so what it carried meanwhile may be lost.
+    Reconnect,
 }
 
 /// How often the pub/sub connection is pinged: a connection that died
@@ -126,12 +130,14 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return };
                     let (mut new, mut gone) = (Vec::new(), Vec::new());
+                    let mut reconnect = false;
                     let mut next = Some(cmd);
                     // Take what else waits, to subscribe in one round trip.
                     while let Some(cmd) = next.take() {
                         match &cmd {
                             Command::Follow(topic, ..) => new.push(topic.clone()),
                             Command::Unfollow(topic) => gone.push(topic.clone()),
+                            Command::Reconnect => reconnect = true,
                         }
                         take(&mut channels, cmd);
                         if new.len() + gone.len() < BATCH {
@@ -141,6 +147,9 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
                     gone.retain(|t| !channels.contains_key(t));
                     new.retain(|t| channels.contains_key(t));
                     log.stats.channels.store(channels.len() as u64, Relaxed);
+                    if reconnect {
+                        break;
+                    }
                     if !gone.is_empty() && timed(&log, feed.unsubscribe(&gone)).await.is_err() {
                         break;
                     }
@@ -201,6 +210,8 @@ fn take(channels: &mut Channels, cmd: Command) {
         Command::Unfollow(topic) => {
             channels.remove(&topic);
         }
+        // Not connected: the next connection is made anyway.
+        Command::Reconnect => {}
     }
 }
 
@@ -246,9 +257,11 @@ async fn subscribe(
 async fn on_message(log: &Inner, channels: &mut Channels, topic: &str, payload: &[u8]) {
     let notice = payload.first() == Some(&b'{');
     let Some(ch) = channels.get_mut(topic) else {
-        // The node's own channels carry notices only.
+        // The node's own channels carry notices and readiness probes.
         if notice {
             tell(log, None, payload);
+        } else if let Some(n) = payload.strip_prefix(super::PROBE.as_bytes()) {
+            log.stats.probe_came_back(n);
         }
         return; // else: unsubscribed since
     };

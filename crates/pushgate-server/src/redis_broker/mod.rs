@@ -41,6 +41,10 @@ use crate::error::Error;
 /// channel keep their epoch.
 const STATE_TTL_MS: Millis = 24 * 3600 * 1000;
 
+/// What a readiness probe on a node's own pub/sub channel carries (then
+/// its number): never `{`, which starts the notices.
+const PROBE: &str = "probe:";
+
 /// What the broker has been through, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
@@ -52,6 +56,20 @@ pub struct BrokerStats {
     pub resets: AtomicU64,
     /// Channels followed.
     pub channels: AtomicU64,
+    /// The newest readiness probe that came back through the node's
+    /// subscription ([`RedisLog::probe`]), and the signal that one did.
+    probe_seen: AtomicU64,
+    probe_back: tokio::sync::Notify,
+    probe_sent: AtomicU64,
+}
+
+impl BrokerStats {
+    fn probe_came_back(&self, n: &[u8]) {
+        if let Some(n) = number(n) {
+            self.probe_seen.fetch_max(n, Relaxed);
+            self.probe_back.notify_waiters();
+        }
+    }
 }
 
 /// The Redis log of one node.
@@ -157,6 +175,51 @@ impl RedisLog {
 
 impl RedisLog {
     /// Its counts, for `/metrics`.
+    /// Publishes a probe on this node's own pub/sub channel and waits until
+    /// its subscription delivers it: what `/readyz` asks, so that a node
+    /// whose publishes succeed while its subscription hears nothing (a
+    /// connection left on a demoted master, a silently dead socket) is not
+    /// ready. Returns the round trip.
+    pub async fn probe(&self) -> Result<std::time::Duration, pushgate_core::Error> {
+        let stats = &self.inner.stats;
+        let n = stats.probe_sent.fetch_add(1, Relaxed) + 1;
+        let started = std::time::Instant::now();
+        let back = async {
+            loop {
+                let notified = stats.probe_back.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if stats.probe_seen.load(Relaxed) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.inner.node_topic(self.inner.node))
+            .arg(format!("{PROBE}{n}"));
+        self.inner.command::<()>("probe", &cmd).await?;
+        tokio::time::timeout(self.inner.timeout, back)
+            .await
+            .map_err(|_| {
+                // What the subscription carried meanwhile may be lost
+                // without a gap showing until the next message: start it
+                // over, which catches every followed channel up.
+                tracing::warn!(
+                    "broker: a readiness probe did not come back through the Redis subscription; reconnecting it"
+                );
+                let _ = self.follower.send(follow::Command::Reconnect);
+                pushgate_core::Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "Redis accepted the probe but the node's subscription did not deliver it within {:?}",
+                        self.inner.timeout
+                    ),
+                )
+            })?;
+        Ok(started.elapsed())
+    }
+
     pub fn stats(&self) -> Arc<BrokerStats> {
         self.inner.stats.clone()
     }

@@ -13,7 +13,7 @@
 //! its address's bucket instead (`AppState::spend_command_publish_token`);
 //! a refusal is a 429 with `Retry-After`.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ use crate::web::{self, Body, RequestBody};
 pub async fn handle(
     state: Arc<AppState>,
     principal: &Principal,
-    peer: IpAddr,
+    peer: SocketAddr,
     req: Request<RequestBody>,
 ) -> Response<Body> {
     let body = match read_body(&state, req.into_body(), state.config.max_message_size).await {
@@ -44,7 +44,7 @@ pub async fn handle(
                     "subscriptions need a connection: use /ws, /sse, /stream, /iframe, /longpoll or /poll",
                 )),
                 c if c.counts_toward_publish_rate() => state
-                    .spend_command_publish_token(peer, Instant::now())
+                    .spend_command_publish_token(peer.ip(), Instant::now())
                     .err(),
                 _ => None,
             };
@@ -60,7 +60,7 @@ pub async fn handle(
                     Reply::Error(e)
                 }
                 None => {
-                    super::execute(&state, &mut state.connection(principal), req)
+                    super::execute(&state, &mut state.connection(principal), req, peer)
                         .await
                         .0
                 }

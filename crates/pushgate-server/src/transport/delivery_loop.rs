@@ -12,6 +12,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -24,8 +25,8 @@ use pushgate_core::{DirectSink, OutboxEvent};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::access_log::Tracked;
 use crate::chunked;
-use crate::metrics::Transport;
 use crate::state::AppState;
 
 /// What a transport does with what its client sends.
@@ -41,10 +42,12 @@ pub trait Peer<F: Framing>: Send {
 
     /// Acts on what was fed: answers, commands against the hub. `Err`: the
     /// connection must end, after what came before is answered.
+    /// `from` is the client's address, for the warnings of refusals.
     fn act(
         &mut self,
         state: &AppState,
         delivery: &mut Delivery<F>,
+        from: SocketAddr,
     ) -> impl Future<Output = Result<(), Self::End>> + Send;
 }
 
@@ -60,7 +63,12 @@ impl<F: Framing> Peer<F> for Silent {
         false
     }
 
-    async fn act(&mut self, _: &AppState, _: &mut Delivery<F>) -> Result<(), Self::End> {
+    async fn act(
+        &mut self,
+        _: &AppState,
+        _: &mut Delivery<F>,
+        _: SocketAddr,
+    ) -> Result<(), Self::End> {
         Ok(())
     }
 }
@@ -201,7 +209,7 @@ pub async fn run<S, F, P>(
     socket: &mut Socket<'_, S>,
     peer: &mut P,
     direct: Option<&Arc<dyn DirectSink>>,
-    transport: Transport,
+    tracked: &mut Tracked,
 ) -> Ended<P::End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -269,20 +277,17 @@ where
                 return Ended::Gone
             }
             Wake::Drained(Drained::Events) => {
+                state.metrics.observe_latency(tracked.transport(), &events);
                 delivery.deliver(events.drain(..), now);
-                state
-                    .metrics
-                    .delivered(transport, delivery.take_delivered());
+                tracked.delivered(delivery.take_delivered());
             }
             Wake::Drained(d) => delivery.drained(d),
             Wake::Read(Ok((_, spoke))) => {
                 if spoke {
                     delivery.received(now());
                 }
-                let acted = peer.act(state, delivery).await;
-                state
-                    .metrics
-                    .delivered(transport, delivery.take_delivered());
+                let acted = peer.act(state, delivery, tracked.peer()).await;
+                tracked.delivered(delivery.take_delivered());
                 if let Err(end) = acted {
                     return Ended::Peer(end);
                 }

@@ -20,12 +20,14 @@ use pushgate_core::delivery::{Delivery, End, Framing, Timing};
 use pushgate_core::hub::Drained;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::Session;
-use pushgate_core::{ChannelName, DirectSink, Error, OutboxEvent, Principal};
+use pushgate_core::{ChannelName, DirectSink, Error, OutboxEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::delivery_loop::{self, Ended, Silent, Socket, Wire};
-use crate::metrics::{ConnectionGuard, Metrics, Transport};
+use crate::access_log::{Close, Tracked};
+use crate::admission::Admitted;
+use crate::metrics::Transport;
 use crate::registry::Registration;
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
@@ -56,7 +58,7 @@ pub trait Encoder: Framing + Send + 'static {
 /// response).
 pub async fn open(
     state: Arc<AppState>,
-    principal: &Principal,
+    caller: &Admitted,
     channels: Vec<ChannelName>,
     since: Since,
     encoder: Box<dyn Encoder>,
@@ -67,6 +69,8 @@ pub async fn open(
             "give at least one channel: ?channel=NAME",
         ));
     }
+    let principal = caller.principal();
+    let mut tracked = Tracked::open(&state.metrics, transport, caller.peer(), principal);
     let timing = encoder.timing(&state);
     let now = Instant::now().into_std();
     let mut delivery = Delivery::new(state.connection(principal), encoder, timing, now);
@@ -80,34 +84,34 @@ pub async fn open(
     // stream's catch-up then cover all of its channels.
     let mut catchup: Vec<OutboxEvent> = Vec::new();
     for channel in channels {
-        let (reply, events) = delivery.connection_mut().subscribe(channel, &since).await?;
+        let (reply, events) = delivery
+            .connection_mut()
+            .subscribe(channel, &since)
+            .await
+            .inspect_err(|e| state.note_refusal(e, caller.peer()))?;
         delivery.reply(&reply, None, Vec::new(), now);
         catchup.extend(events);
     }
     delivery.deliver(catchup, || now);
     delivery.caught_up(now);
-    state
-        .metrics
-        .delivered(transport, delivery.take_delivered());
+    tracked.delivered(delivery.take_delivered());
     let outbox = delivery.connection().outbox().clone();
+    tracked.watch(&outbox);
     Ok(EventStream {
         delivery,
-        metrics: state.metrics.clone(),
-        transport,
+        tracked,
         timer: None,
-        _open: state.metrics.connection(transport),
         _registered: state.registry.register(&outbox),
     })
 }
 
 pub struct EventStream {
     delivery: Delivery<Box<dyn Encoder>>,
-    metrics: Arc<Metrics>,
-    transport: Transport,
+    /// Counted and logged as a connection, with the transport.
+    tracked: Tracked,
     /// On hyper's path, the delivery's next deadline (the front's loop
     /// keeps its own); made on first use.
     timer: Option<(Pin<Box<Sleep>>, std::time::Instant)>,
-    _open: ConnectionGuard,
     _registered: Registration,
 }
 
@@ -122,15 +126,13 @@ impl EventStream {
     pub fn direct_wire(&self) -> Option<DirectWire> {
         let session = self.delivery.connection().session();
         let chunk = self.delivery.framing().shared(session)?;
-        Some(DirectWire::Chunk(chunk, self.transport))
+        Some(DirectWire::Chunk(chunk, self.tracked.transport()))
     }
 
-    fn fell_behind(&self) {
-        self.metrics.dropped_slow(self.transport);
-        tracing::info!(
-            transport = self.transport.label(),
-            "subscriber fell behind; ending stream so it resumes"
-        );
+    fn fell_behind(&mut self) {
+        let t = self.tracked.transport();
+        self.tracked.metrics().dropped_slow(t);
+        self.tracked.close(Close::FellBehind);
     }
 
     /// Runs the stream on `io`, whose response head was written, until the
@@ -152,14 +154,17 @@ impl EventStream {
             &mut socket,
             &mut Silent,
             direct.as_ref(),
-            self.transport,
+            &mut self.tracked,
         )
         .await;
         match ended {
             Ended::Delivery(End::FellBehind) => self.fell_behind(),
-            Ended::Delivery(End::ShutDown | End::Idle | End::Expired | End::Disconnected) => {}
+            Ended::Delivery(
+                end @ (End::ShutDown | End::Idle | End::Expired | End::Disconnected),
+            ) => self.tracked.close(end.into()),
             // Gone, or not reading: nothing more can be said.
-            Ended::Delivery(End::Stalled) | Ended::Gone | Ended::Peer(_) => return,
+            Ended::Delivery(End::Stalled) => return self.tracked.close(Close::Stalled),
+            Ended::Gone | Ended::Peer(_) => return self.tracked.close(Close::Client),
         }
         // What is queued, the farewell, then the end of the body; a client
         // that reads resumes from its cursor either way.
@@ -190,15 +195,19 @@ impl EventStream {
                     self.fell_behind();
                     return Poll::Ready(None);
                 }
-                Some(_) => return Poll::Ready(None),
+                Some(end) => {
+                    self.tracked.close(end.into());
+                    return Poll::Ready(None);
+                }
                 None => {}
             }
             let mut events = Vec::new();
             match outbox.poll_drain(cx, &mut events) {
                 Poll::Ready(Drained::Events) => {
+                    let t = self.tracked.transport();
+                    self.tracked.metrics().observe_latency(t, &events);
                     self.delivery.deliver(events, || now);
-                    let n = self.delivery.take_delivered();
-                    self.metrics.delivered(self.transport, n);
+                    self.tracked.delivered(self.delivery.take_delivered());
                     continue;
                 }
                 Poll::Ready(d) => {

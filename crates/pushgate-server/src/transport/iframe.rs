@@ -18,9 +18,10 @@ use pushgate_core::delivery::{End, Framing, Timing};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, iframe};
-use pushgate_core::{Error, Principal};
+use pushgate_core::Error;
 
 use super::event_stream::{self, Encoder};
+use crate::admission::Admitted;
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
@@ -75,7 +76,7 @@ impl Encoder for IframeEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Response<Body> {
     let query = match parse_subscribe_query(
         req.uri.query(),
         &["callback"],
@@ -95,7 +96,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
     let mut res = web::event_stream(
         event_stream::open(
             state,
-            principal,
+            caller,
             query.channels,
             query.since,
             Box::new(IframeEncoder { callback }),

@@ -15,15 +15,17 @@ use http::request::Parts;
 use http::Response;
 use pushgate_core::hub::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{Connection, Error, Principal};
+use pushgate_core::{Connection, Error};
 
 use super::poll::{answer, collect};
+use crate::access_log::{Close, Tracked};
+use crate::admission::Admitted;
 use crate::config::parse_duration;
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Response<Body> {
     // In a block: the query is not needed while the request waits, and a
     // waiting request's state is the unit of long-poll memory.
     let (mut conn, mut emits, timeout) = {
@@ -49,15 +51,22 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
             },
         };
         // A request held past its token's expiry is answered at the expiry.
-        let timeout = match crate::admission::deadline(&state, principal) {
+        let timeout = match crate::admission::deadline(&state, caller.principal()) {
             Some(at) => timeout.min(at.saturating_duration_since(std::time::Instant::now())),
             None => timeout,
         };
-        match collect(&state, principal, q.channels, &q.since).await {
+        match collect(&state, caller, q.channels, &q.since).await {
             Ok((conn, emits)) => (conn, emits, timeout),
             Err(res) => return res,
         }
     };
+    let mut tracked = Tracked::open(
+        &state.metrics,
+        Transport::LongPoll,
+        caller.peer(),
+        caller.principal(),
+    );
+    tracked.close(Close::Answered);
     if emits.is_empty() {
         wait(&state, &mut conn, &mut emits, timeout).await;
     }
@@ -67,13 +76,12 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
             "your user was disconnected by the application: get a new token",
         ));
     }
-    answer(&state, &conn, &emits, Transport::LongPoll)
+    answer(&conn, &emits, &mut tracked)
 }
 
 /// Holds the request until fan-out brings something to deliver, the time
 /// is up, the connection overflowed or the server shuts down.
 async fn wait(state: &AppState, conn: &mut Connection, emits: &mut Vec<Emit>, timeout: Duration) {
-    let _waiting = state.metrics.connection(Transport::LongPoll);
     let _registered = state.registry.register(conn.outbox());
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -88,7 +96,10 @@ async fn wait(state: &AppState, conn: &mut Connection, emits: &mut Vec<Emit>, ti
         })
         .await;
         match woke {
-            Some(Drained::Events) => conn.accept_all(events.drain(..), emits),
+            Some(Drained::Events) => {
+                state.metrics.observe_latency(Transport::LongPoll, &events);
+                conn.accept_all(events.drain(..), emits)
+            }
             // Overflowed: answer with what was accepted; the cursor still
             // stands before anything dropped, so the next request catches up.
             Some(Drained::Overflowed | Drained::ShutDown | Drained::Disconnected) | None => break,

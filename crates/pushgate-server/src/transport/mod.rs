@@ -12,6 +12,7 @@ pub mod sse;
 pub mod ws;
 pub mod ws_handshake;
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use pushgate_core::protocol::{self, Command, Rejected, Reply, Request};
@@ -31,6 +32,7 @@ pub async fn execute(
     state: &AppState,
     conn: &mut Connection,
     request: Request,
+    from: SocketAddr,
 ) -> (Reply, Vec<OutboxEvent>) {
     let is_publish = matches!(request.command, Command::Publish(_));
     let is_signal = matches!(request.command, Command::Signal(_));
@@ -38,13 +40,14 @@ pub async fn execute(
     let ok = match &reply {
         Reply::Error(e) => {
             state.count_limited(e);
+            state.note_refusal(e, from);
             false
         }
         _ => true,
     };
     if is_publish {
         if ok {
-            state.metrics.published();
+            state.metrics.published(crate::metrics::Source::Client);
         } else {
             state.metrics.publish_error();
         }

@@ -13,9 +13,9 @@ use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, ndjson};
-use pushgate_core::Principal;
 
 use super::event_stream::{self, Encoder};
+use crate::admission::Admitted;
 use crate::chunked;
 use crate::metrics::Transport;
 use crate::state::AppState;
@@ -61,12 +61,12 @@ impl Encoder for NdjsonEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Response<Body> {
     match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => web::event_stream(
             event_stream::open(
                 state,
-                principal,
+                caller,
                 q.channels,
                 q.since,
                 Box::new(NdjsonEncoder),

@@ -12,19 +12,28 @@ use pushgate_core::cursor::Since;
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::Emit;
 use pushgate_core::wire::poll;
-use pushgate_core::{ChannelName, Connection, Error, Principal};
+use pushgate_core::{ChannelName, Connection, Error};
 
+use crate::access_log::{Close, Tracked};
+use crate::admission::Admitted;
 use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Response<Body> {
     let q = match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => q,
         Err(e) => return web::error(&e),
     };
-    match collect(&state, principal, q.channels, &q.since).await {
-        Ok((conn, emits)) => answer(&state, &conn, &emits, Transport::Poll),
+    let mut tracked = Tracked::open(
+        &state.metrics,
+        Transport::Poll,
+        caller.peer(),
+        caller.principal(),
+    );
+    tracked.close(Close::Answered);
+    match collect(&state, caller, q.channels, &q.since).await {
+        Ok((conn, emits)) => answer(&conn, &emits, &mut tracked),
         Err(res) => res,
     }
 }
@@ -35,7 +44,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
 /// request ends, or the client left) drops it.
 pub async fn collect(
     state: &AppState,
-    principal: &Principal,
+    caller: &Admitted,
     channels: Vec<ChannelName>,
     since: &Since,
 ) -> Result<(Connection, Vec<Emit>), Response<Body>> {
@@ -44,29 +53,27 @@ pub async fn collect(
             "give at least one channel: ?channel=NAME",
         )));
     }
-    let mut conn = state.connection(principal).without_presence();
+    let mut conn = state.connection(caller.principal()).without_presence();
     let mut emits: Vec<Emit> = Vec::new();
     for channel in channels {
         match conn.subscribe(channel, since).await {
             Ok((_, events)) => conn.accept_all(events, &mut emits),
-            Err(e) => return Err(web::error(&e)),
+            Err(e) => {
+                state.note_refusal(&e, caller.peer());
+                return Err(web::error(&e));
+            }
         }
     }
     Ok((conn, emits))
 }
 
 /// The poll body: the messages and resets in `emits`, and the cursor after them.
-pub fn answer(
-    state: &AppState,
-    conn: &Connection,
-    emits: &[Emit],
-    transport: Transport,
-) -> Response<Body> {
+pub fn answer(conn: &Connection, emits: &[Emit], tracked: &mut Tracked) -> Response<Body> {
     let delivered = emits
         .iter()
         .filter(|e| matches!(e, Emit::Message(_)))
         .count();
-    state.metrics.delivered(transport, delivered as u64);
+    tracked.delivered(delivered as u64);
     let body = match emits {
         // The common long-poll answer: shared by every one-channel poller.
         [Emit::Message(p)] if conn.session().len() == 1 => p.encoded(&poll::SINGLE).clone(),

@@ -15,9 +15,10 @@ use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, sse};
-use pushgate_core::{Error, ErrorKind, Principal};
+use pushgate_core::{Error, ErrorKind};
 
 use super::event_stream::{self, Encoder};
+use crate::admission::Admitted;
 use crate::chunked;
 use crate::metrics::Transport;
 use crate::state::AppState;
@@ -106,7 +107,7 @@ pub fn since_from(headers: &HeaderMap, query_since: Since) -> Result<Since, Erro
     }
 }
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Response<Body> {
     let query = match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => q,
         Err(e) => return web::error(&e),
@@ -119,7 +120,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
     web::event_stream(
         event_stream::open(
             state,
-            principal,
+            caller,
             query.channels,
             since,
             encoder,

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::delivery_loop::{self, Ended, Peer, Socket, Wire};
 use super::ws_handshake;
+use crate::access_log::{Close, Tracked};
 use crate::admission::{self, Admitted, Rejection};
 use crate::error::close;
 use crate::linger;
@@ -60,6 +61,7 @@ pub struct Upgrade {
     query: SubscribeQuery,
     mode: Mode,
     principal: Principal,
+    peer: std::net::SocketAddr,
     /// A refused token: the socket opens only to say so and close. Boxed:
     /// rare.
     refused: Option<Box<pushgate_core::Error>>,
@@ -97,6 +99,7 @@ pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgra
         query,
         mode,
         principal: admitted.principal().clone(),
+        peer: admitted.peer(),
         refused: admitted.refused_token().cloned().map(Box::new),
     })
 }
@@ -149,16 +152,18 @@ pub async fn run<S: Io>(
         query,
         mode,
         principal,
+        peer: address,
         refused,
         accept,
         extensions,
     } = up;
     drop((accept, extensions));
-    let _open = state.metrics.connection(Transport::Ws);
+    let mut tracked = Tracked::open(&state.metrics, Transport::Ws, address, &principal);
     let expiry = admission::deadline(&state, &principal);
     let conn = state.connection(&principal);
     drop(principal);
     let _registered = state.registry.register(conn.outbox());
+    tracked.watch(conn.outbox());
     let config = &state.config;
     let timing = state.ws_timing.clone();
     let framing = WsFraming {
@@ -181,6 +186,7 @@ pub async fn run<S: Io>(
             // Browsers cannot read a refused handshake; they can read this.
             let code = crate::error::close_code(refused.kind());
             let reason = refused.kind().code();
+            tracked.close_with_code(Close::Refused, code);
             delivery.reply(
                 &Reply::Error(*refused),
                 None,
@@ -198,23 +204,28 @@ pub async fn run<S: Io>(
                     .await
                 {
                     Ok(r) => r,
-                    Err(e) => (Reply::Error(e), Vec::new()),
+                    Err(e) => {
+                        state.note_refusal(&e, address);
+                        (Reply::Error(e), Vec::new())
+                    }
                 };
                 delivery.reply(&reply, None, events, Instant::now().into_std());
             }
-            state
-                .metrics
-                .delivered(Transport::Ws, delivery.take_delivered());
+            tracked.delivered(delivery.take_delivered());
             let ended = delivery_loop::run(
                 &state,
                 &mut delivery,
                 &mut socket,
                 &mut peer,
                 direct.as_ref(),
-                Transport::Ws,
+                &mut tracked,
             )
             .await;
-            match ended {
+            let end = match &ended {
+                Ended::Delivery(end) => Some(*end),
+                _ => None,
+            };
+            let (frame, then) = match ended {
                 Ended::Delivery(End::FellBehind) => {
                     state.metrics.dropped_slow(Transport::Ws);
                     tracing::info!("websocket subscriber fell behind; closing so it resumes");
@@ -249,11 +260,18 @@ pub async fn run<S: Io>(
                     if v.code == pushgate_core::websocket::close::TOO_BIG {
                         state.metrics.limited(Limit::MessageSize);
                     }
+                    tracked.close_with_code(Close::Violation, v.code);
                     (frame::close_frame(v.code, v.reason), Then::Discard)
                 }
                 // The peer is gone or unresponsive: just drop the socket.
-                Ended::Delivery(End::Stalled) | Ended::Gone => return,
+                Ended::Delivery(End::Stalled) => return tracked.close(Close::Stalled),
+                Ended::Gone => return tracked.close(Close::Client),
+            };
+            match end {
+                Some(end) => tracked.close_with_code(end.into(), closing_code(&frame)),
+                None => tracked.close(Close::Client),
             }
+            (frame, then)
         }
     };
     // The closing handshake from the server's side: what is queued and the
@@ -289,6 +307,15 @@ pub async fn run<S: Io>(
         }
     })
     .await;
+}
+
+/// The status code of a close frame the server made (2 bytes after a
+/// 2-byte header, as `frame::close_frame` writes them).
+fn closing_code(frame: &Bytes) -> u16 {
+    match frame.get(2..4) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+        _ => 1005,
+    }
 }
 
 /// The most a closing connection spends writing its last frames.
@@ -394,6 +421,7 @@ impl Peer<WsFraming> for WsPeer {
         &mut self,
         state: &AppState,
         delivery: &mut Delivery<WsFraming>,
+        from: std::net::SocketAddr,
     ) -> Result<(), Closing> {
         for incoming in std::mem::take(&mut self.got) {
             let now = Instant::now().into_std();
@@ -409,7 +437,7 @@ impl Peer<WsFraming> for WsPeer {
                 Incoming::Text(t) => {
                     // Boxed: command handling is rare and its state large; the
                     // loop's state is held for the connection's life.
-                    Box::pin(command(state, delivery, &t)).await;
+                    Box::pin(command(state, delivery, &t, from)).await;
                 }
                 Incoming::Binary(_) => {
                     let e = pushgate_core::Error::bad_request(
@@ -439,11 +467,16 @@ impl Peer<WsFraming> for WsPeer {
     }
 }
 
-async fn command(state: &AppState, delivery: &mut Delivery<WsFraming>, bytes: &[u8]) {
+async fn command(
+    state: &AppState,
+    delivery: &mut Delivery<WsFraming>,
+    bytes: &[u8],
+    from: std::net::SocketAddr,
+) {
     let (reply, id, events) = match super::decode(state, bytes) {
         Ok(req) => {
             let id = req.id.clone();
-            let (reply, events) = super::execute(state, delivery.connection_mut(), req).await;
+            let (reply, events) = super::execute(state, delivery.connection_mut(), req, from).await;
             // Only an accepted `auth` changes the token, and so its expiry.
             if let Reply::Authed { .. } = reply {
                 let deadline = admission::deadline(state, delivery.connection().principal());

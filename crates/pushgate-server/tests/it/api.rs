@@ -192,7 +192,13 @@ async fn healthz_answers_ok() {
     let (status, body) = server
         .json_response(server.http.get(server.url("/healthz")))
         .await;
-    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(
+        body["checks"],
+        json!([{"name": "shutdown", "ok": true, "detail": "serving"}]),
+        "in memory, only the shutdown check: nothing to probe"
+    );
     let head = server
         .http
         .head(server.url("/healthz"))
@@ -211,7 +217,7 @@ async fn metrics_count_open_connections_and_traffic() {
         Some(0)
     );
     assert_eq!(
-        metric(&before, "pushgate_messages_published_total"),
+        metric(&before, "pushgate_messages_published_total{source=\"api\"}"),
         Some(0)
     );
 
@@ -233,7 +239,7 @@ async fn metrics_count_open_connections_and_traffic() {
         ("pushgate_connections{transport=\"ws\"}", 1),
         ("pushgate_connections{transport=\"sse\"}", 1),
         ("pushgate_connections_total{transport=\"ws\"}", 1),
-        ("pushgate_messages_published_total", 1),
+        ("pushgate_messages_published_total{source=\"api\"}", 1),
         ("pushgate_messages_delivered_total{transport=\"ws\"}", 1),
         ("pushgate_messages_delivered_total{transport=\"sse\"}", 1),
         ("pushgate_subscribers_dropped_total{transport=\"ws\"}", 0),

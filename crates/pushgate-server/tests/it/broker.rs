@@ -4,6 +4,7 @@
 //! publish Redis cannot store is a 503, and delivery comes back by itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -1106,4 +1107,170 @@ async fn the_demo_clock_ticks_once_a_second_in_a_cluster() {
         seconds.windows(2).all(|w| w[0] < w[1]),
         "one tick per second: {seconds:?}"
     );
+}
+
+/// `/readyz` on `node` until it answers `want`; the last body.
+async fn readyz_until(node: &TestServer, want: u16) -> Value {
+    within(&format!("/readyz to answer {want}"), async {
+        loop {
+            let (status, body) = node.json_response(node.http.get(node.url("/readyz"))).await;
+            if status == want {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+fn broker_check(body: &Value) -> &Value {
+    body["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "broker"))
+        .unwrap_or_else(|| panic!("no broker check in {body}"))
+}
+
+/// Redis stopped: `/readyz` is 503 naming the broker; back: 200.
+#[tokio::test]
+async fn readyz_names_the_broker_while_redis_is_down() {
+    let Some(mut redis) = Redis::start_durable().await else {
+        return;
+    };
+    let node = start_node_with(&redis, &prefix("ready"), "127.0.0.1", |c| {
+        c.broker_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let ready = readyz_until(&node, 200).await;
+    assert_eq!(broker_check(&ready)["ok"], true, "{ready}");
+    assert!(
+        broker_check(&ready)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("came back through the Redis subscription"),
+        "{ready}"
+    );
+    redis.kill().await;
+    let down = readyz_until(&node, 503).await;
+    assert_eq!(down["failing"], json!(["broker"]), "{down}");
+    assert_eq!(broker_check(&down)["ok"], false);
+    assert_eq!(
+        metric(&node.metrics_text().await, "pushgate_ready"),
+        Some(0)
+    );
+    redis.restart().await;
+    let back = readyz_until(&node, 200).await;
+    assert_eq!(broker_check(&back)["ok"], true, "{back}");
+}
+
+/// A TCP proxy to Redis that can freeze what Redis sends on the
+/// connections that subscribed: the node's publishes still succeed (they
+/// go over its command connection) while its subscription hears nothing —
+/// what a pub/sub connection left on a demoted master looks like.
+struct FreezingProxy {
+    port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerUrl for FreezingProxy {
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FreezingProxy {
+    async fn start(redis_port: u16) -> FreezingProxy {
+        use std::sync::atomic::AtomicBool;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let subscribed = Arc::new(AtomicBool::new(false));
+                let seen = subscribed.clone();
+                links.spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        if buf[..n]
+                            .to_ascii_uppercase()
+                            .windows(9)
+                            .any(|w| w == b"SUBSCRIBE")
+                        {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                    }
+                });
+                let frozen = flag.clone();
+                links.spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if frozen.load(Ordering::SeqCst) && subscribed.load(Ordering::SeqCst) {
+                            continue; // swallowed: the socket stays open
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        FreezingProxy { port, frozen, task }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, Ordering::SeqCst);
+    }
+}
+
+/// The failure users of other servers report: publishes answer 200 while
+/// nobody receives anything, with health green. Here the subscription is
+/// frozen: publishes still succeed, and `/readyz` turns 503 naming the
+/// broker; thawed, it is ready again and the subscriber gets every message.
+#[tokio::test]
+async fn readyz_fails_when_publishes_succeed_but_the_subscription_hears_nothing() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let proxy = FreezingProxy::start(redis.port).await;
+    let node = start_node_with(&proxy, &prefix("frozen"), "127.0.0.1", |c| {
+        c.broker_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let mut ws = node.ws("/ws?channel=f").await;
+    assert_subscribed(&ws.next_json().await, "f");
+    node.publish("f", json!(1)).await;
+    assert_message(&ws.next_json().await, "f", 1);
+    readyz_until(&node, 200).await;
+
+    proxy.freeze(true);
+    let (status, body) = try_publish(&node, "f", json!(2)).await;
+    assert_eq!(status, 200, "the publish itself succeeds: {body}");
+    let down = readyz_until(&node, 503).await;
+    assert_eq!(down["failing"], json!(["broker"]), "{down}");
+
+    proxy.freeze(false);
+    readyz_until(&node, 200).await;
+    let v = ws.next_json().await;
+    assert_message(&v, "f", 2);
 }

@@ -94,6 +94,18 @@ pub async fn start_wrapped(
     run(server)
 }
 
+/// Starts a server as `pushgate serve` does (`Server::bind`: the durable
+/// store with `data_dir`), after `configure` adjusted the test defaults.
+pub async fn start_bound(configure: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        demo: false,
+        ..Default::default()
+    };
+    configure(&mut config);
+    run(Server::bind(config).await.expect("the server binds"))
+}
+
 /// A node of a cluster sharing `redis` (under `prefix`), listening on
 /// `ip` (each node its own loopback address).
 pub async fn start_node(redis: &impl BrokerUrl, prefix: &str, ip: &str) -> TestServer {
@@ -376,6 +388,21 @@ impl TestServer {
 pub fn metric(text: &str, series: &str) -> Option<i64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The sum of every series of the family `name`, whatever their labels;
+/// `None` when it has none.
+pub fn metric_sum(text: &str, name: &str) -> Option<i64> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.parse::<i64>().ok()
+        })
+        .reduce(|a, b| a + b)
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 //!
 //! Labels are bounded: per transport and per outcome, never per channel.
 
+mod latency;
+mod process;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -131,7 +134,75 @@ impl Protocol {
     }
 }
 
-#[derive(Default)]
+/// Where a publication came from, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The server API (`/api/publish`, batch, broadcast).
+    Api,
+    /// A client's `publish` command (WebSocket, `POST /command`).
+    Client,
+    /// The demo's clock.
+    Demo,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Api, Source::Client, Source::Demo];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Client => "client",
+            Source::Demo => "demo",
+        }
+    }
+}
+
+/// Why a caller was refused, as a metric label (`pushgate_auth_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A client's token: malformed, badly signed, expired, or missing where required.
+    Token,
+    /// A valid caller without the right: a channel its token does not allow.
+    Permission,
+    /// The server API's key: missing or wrong, or not loopback without one.
+    ApiKey,
+    /// A page of a foreign origin acting or opening a WebSocket.
+    Origin,
+    /// The admin dashboard's login.
+    Admin,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Token,
+        Refusal::Permission,
+        Refusal::ApiKey,
+        Refusal::Origin,
+        Refusal::Admin,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Token => "token",
+            Refusal::Permission => "permission",
+            Refusal::ApiKey => "api_key",
+            Refusal::Origin => "origin",
+            Refusal::Admin => "admin",
+        }
+    }
+}
+
+/// A server API request's status, by class.
+fn status_class(status: u16) -> usize {
+    match status {
+        200..=299 => 0,
+        400..=499 => 1,
+        _ => 2,
+    }
+}
+
+const STATUS_CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
 pub struct Metrics {
     connections: [AtomicI64; N],
     connections_total: [AtomicU64; N],
@@ -144,8 +215,16 @@ pub struct Metrics {
     /// Open TCP connections by how they speak HTTP, and all ever accepted.
     http_connections: [AtomicI64; Protocol::ALL.len()],
     http_connections_total: [AtomicU64; Protocol::ALL.len()],
-    published: AtomicU64,
+    published: [AtomicU64; Source::ALL.len()],
     publish_errors: AtomicU64,
+    refusals: [AtomicU64; Refusal::ALL.len()],
+    /// Server API requests by route (its place in `routes::ROUTES`) and
+    /// status class.
+    api_requests: Box<[[AtomicU64; 3]]>,
+    latency: latency::Latency,
+    /// 1 while `/readyz` passes.
+    ready: std::sync::atomic::AtomicBool,
+    started: f64,
     signals: AtomicU64,
     signal_errors: AtomicU64,
     commands: AtomicU64,
@@ -156,6 +235,38 @@ pub struct Metrics {
     store: std::sync::OnceLock<Arc<crate::store::StoreStats>>,
     /// The Redis broker's counts, with `--broker`.
     broker: std::sync::OnceLock<Arc<crate::redis_broker::BrokerStats>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections: Default::default(),
+            connections_total: Default::default(),
+            delivered: Default::default(),
+            delivered_direct: Default::default(),
+            dropped_slow: Default::default(),
+            limited: Default::default(),
+            http_connections: Default::default(),
+            http_connections_total: Default::default(),
+            published: Default::default(),
+            publish_errors: Default::default(),
+            refusals: Default::default(),
+            api_requests: crate::routes::ROUTES
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
+            latency: Default::default(),
+            ready: Default::default(),
+            started: process::now_unix_secs(),
+            signals: Default::default(),
+            signal_errors: Default::default(),
+            commands: Default::default(),
+            command_errors: Default::default(),
+            closed: Default::default(),
+            store: Default::default(),
+            broker: Default::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -215,8 +326,60 @@ impl Metrics {
         self.http_connections[p as usize].load(Relaxed)
     }
 
-    pub fn published(&self) {
-        self.published.fetch_add(1, Relaxed);
+    pub fn published(&self, source: Source) {
+        self.published[source as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Publications accepted so far, from every source.
+    pub fn published_count(&self) -> u64 {
+        self.published.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// A caller refused for `why`.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A server API request to `route` answered `status`.
+    pub fn api_request(&self, route: &'static crate::routes::Route, status: u16) {
+        if let Some(i) = crate::routes::ROUTES
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+        {
+            self.api_requests[i][status_class(status)].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `n` messages written on `t` after `took` since this node had them.
+    pub fn delivery_latency(&self, t: Transport, took: std::time::Duration, n: u64) {
+        self.latency.observe(t, took, n);
+    }
+
+    /// The latency of the messages among `events`, which are about to be
+    /// written on `t`: one clock read for all of them.
+    pub fn observe_latency(&self, t: Transport, events: &[pushgate_core::OutboxEvent]) {
+        let mut now = None;
+        for e in events {
+            if let pushgate_core::OutboxEvent::Message(p) = e {
+                let now = *now.get_or_insert_with(std::time::Instant::now);
+                self.latency
+                    .observe(t, now.saturating_duration_since(p.made), 1);
+            }
+        }
+    }
+
+    /// Whether `/readyz` passes, for `pushgate_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    /// Messages delivered so far, on every transport.
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered
+            .iter()
+            .chain(&self.delivered_direct)
+            .map(|c| c.load(Relaxed))
+            .sum()
     }
 
     pub fn publish_error(&self) {
@@ -322,11 +485,69 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         };
-        single(
+        let _ = writeln!(
+            out,
+            "# HELP pushgate_build_info The running build: its version.\n\
+             # TYPE pushgate_build_info gauge\n\
+             pushgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        series(
             &mut out,
-            "pushgate_messages_published_total",
-            "Messages accepted for publishing.",
-            self.published.load(Relaxed),
+            "pushgate_ready",
+            "gauge",
+            "1 while /readyz passes (the store writable, the broker's subscription delivering), else 0.",
+            u64::from(self.ready.load(Relaxed)),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pushgate_messages_published_total Messages accepted for publishing, by where they came from.\n\
+             # TYPE pushgate_messages_published_total counter"
+        );
+        for s in Source::ALL {
+            let _ = writeln!(
+                out,
+                "pushgate_messages_published_total{{source=\"{}\"}} {}",
+                s.label(),
+                self.published[s as usize].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pushgate_auth_refusals_total Callers refused: a bad or missing token, a channel not allowed, a wrong API key, a foreign origin, an admin login.\n\
+             # TYPE pushgate_auth_refusals_total counter"
+        );
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "pushgate_auth_refusals_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.refusals[r as usize].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pushgate_api_requests_total Server API requests, by endpoint and status class.\n\
+             # TYPE pushgate_api_requests_total counter"
+        );
+        let api = crate::routes::ROUTES
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.auth == crate::routes::Auth::Api);
+        for (i, route) in api {
+            let name = route.path.trim_start_matches("/api/");
+            for (c, class) in STATUS_CLASSES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "pushgate_api_requests_total{{endpoint=\"{name}\",status=\"{class}\"}} {}",
+                    self.api_requests[i][c].load(Relaxed)
+                );
+            }
+        }
+        self.latency.render(
+            &mut out,
+            "pushgate_delivery_latency_seconds",
+            "From when this node had a message (published here, or heard from the broker) to its write to a client's socket.",
         );
         single(
             &mut out,
@@ -474,6 +695,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {v}", p.label());
             }
         }
+        process::render(&mut out, self.started);
         out
     }
 }
@@ -509,6 +731,16 @@ impl Drop for ProtocolGuard {
 pub struct ConnectionGuard {
     metrics: Arc<Metrics>,
     t: Transport,
+}
+
+impl ConnectionGuard {
+    pub fn transport(&self) -> Transport {
+        self.t
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
 }
 
 impl Drop for ConnectionGuard {
