@@ -175,7 +175,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Client<S> {
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
     let admitted = state.limiter.admit(peer.ip());
     if let Err(limit) = admitted {
-        state.metrics.limited(limit);
+        state.metrics.limited_from(limit, peer);
     }
     let Some(tls) = &state.tls else {
         match admitted {

@@ -5,9 +5,10 @@
 //!   and how many messages it was written) — at `info` for the long-lived
 //!   transports, at `debug` for polls and long-polls, which are requests;
 //! - a line per server API request (method, path, status, duration);
-//! - a `warn` per refusal (token, permission, API key, origin, admin), with
-//!   the reason, at most [`WARNINGS_PER_SECOND`] a second so that an
-//!   attack cannot flood the log; the next line says how many were left out.
+//! - a `warn` per refusal (token, permission, API key, origin, admin) and
+//!   per request or connection a limit refused, with the reason, at most
+//!   [`WARNINGS_PER_SECOND`] a second in all so that an attack cannot flood
+//!   the log; the next line says how many were left out.
 //!
 //! Every line's target is `pushgate::access`, so `RUST_LOG` can raise or
 //! lower them apart from the rest (docs/operations.md).
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use pushgate_core::auth::User;
 use pushgate_core::{Outbox, Principal};
 
-use crate::metrics::{ConnectionGuard, Metrics, Refusal, Transport};
+use crate::metrics::{ConnectionGuard, Limit, Metrics, Refusal, Transport};
 
 /// The target of every line of this module.
 pub const TARGET: &str = "pushgate::access";
@@ -215,10 +216,44 @@ pub fn api_request(method: &str, path: &str, status: u16, took: Duration, peer: 
     );
 }
 
-/// Refusal warnings: counted always, written at most
-/// [`WARNINGS_PER_SECOND`] a second.
+/// The process's refusal warnings: one allowance for all of them, as the
+/// log they would flood is one.
+static WARNINGS: Refusals = Refusals {
+    window: Mutex::new(Window {
+        start: None,
+        written: 0,
+    }),
+    suppressed: AtomicU64::new(0),
+};
+
+/// Counts a refusal for `why` of a caller at `peer` and warns of it,
+/// unless this second's warnings are spent.
+pub fn refused(metrics: &Metrics, why: Refusal, peer: SocketAddr, detail: &str) {
+    metrics.refused(why);
+    if let Some(suppressed) = WARNINGS.admit(Instant::now()) {
+        let detail: String = detail.chars().take(200).collect();
+        tracing::warn!(target: TARGET, reason = why.label(), peer = %peer, detail, suppressed, "refused");
+    }
+}
+
+/// Warns that a limit refused a request, a command or a connection (the
+/// caller counts it), unless this second's warnings are spent.
+pub fn limited(limit: Limit, peer: Option<SocketAddr>) {
+    if let Some(suppressed) = WARNINGS.admit(Instant::now()) {
+        match peer {
+            Some(peer) => {
+                tracing::warn!(target: TARGET, limit = limit.label(), peer = %peer, suppressed, "refused by a limit")
+            }
+            None => {
+                tracing::warn!(target: TARGET, limit = limit.label(), suppressed, "refused by a limit")
+            }
+        }
+    }
+}
+
+/// A rate limit on warnings: at most [`WARNINGS_PER_SECOND`] a second.
 #[derive(Default)]
-pub struct Refusals {
+struct Refusals {
     window: Mutex<Window>,
     /// Left out since the last line written.
     suppressed: AtomicU64,
@@ -249,16 +284,6 @@ impl Refusals {
             }
         }
         Some(self.suppressed.swap(0, Relaxed))
-    }
-
-    /// Counts a refusal for `why` of a caller at `peer` and warns of it,
-    /// unless this second's warnings are spent.
-    pub fn refused(&self, metrics: &Metrics, why: Refusal, peer: SocketAddr, detail: &str) {
-        metrics.refused(why);
-        if let Some(suppressed) = self.admit(Instant::now()) {
-            let detail: String = detail.chars().take(200).collect();
-            tracing::warn!(target: TARGET, reason = why.label(), peer = %peer, detail, suppressed, "refused");
-        }
     }
 }
 

@@ -173,9 +173,7 @@ pub fn admit(
     let acts = preflight || matches!(route.cors, Cors::Act | Cors::Upgrade);
     if acts && origin == Origin::Refused {
         let e = cors::refused_origin();
-        state
-            .refusals
-            .refused(&state.metrics, Refusal::Origin, peer, e.message());
+        crate::access_log::refused(&state.metrics, Refusal::Origin, peer, e.message());
         return Err(e.into());
     }
     let mut refused_token = None;
@@ -186,9 +184,7 @@ pub fn admit(
         Auth::Client => match client(state, query, headers) {
             Ok(p) => p,
             Err(e) => {
-                state
-                    .refusals
-                    .refused(&state.metrics, Refusal::Token, peer, e.message());
+                crate::access_log::refused(&state.metrics, Refusal::Token, peer, e.message());
                 if route.endpoint != Endpoint::WebSocket {
                     return Err(e.into());
                 }
@@ -197,9 +193,7 @@ pub fn admit(
             }
         },
         Auth::Api => api_caller(state, peer, headers).inspect_err(|e| {
-            state
-                .refusals
-                .refused(&state.metrics, Refusal::ApiKey, peer, e.message())
+            crate::access_log::refused(&state.metrics, Refusal::ApiKey, peer, e.message())
         })?,
     };
     Ok(Admitted {

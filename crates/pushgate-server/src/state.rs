@@ -33,8 +33,6 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// What `/readyz` checks, and their last results.
     pub health: crate::health::Health,
-    /// Refusal warnings, rate-limited.
-    pub refusals: crate::access_log::Refusals,
     /// The publish allowance of `POST /command` clients, by address: they
     /// hold no connection whose bucket could keep it.
     command_publish_tokens: Mutex<Buckets<u64>>,
@@ -101,7 +99,6 @@ impl AppState {
             iframe_timing,
             tls,
             limiter,
-            refusals: Default::default(),
             health: Default::default(),
             metrics: Arc::new(Metrics::default()),
             registry: Arc::new(Registry::default()),
@@ -154,7 +151,7 @@ impl AppState {
     /// token does not allow.
     pub fn note_refusal(&self, e: &Error, peer: std::net::SocketAddr) {
         if e.kind() == pushgate_core::ErrorKind::Forbidden {
-            self.refusals.refused(
+            crate::access_log::refused(
                 &self.metrics,
                 crate::metrics::Refusal::Permission,
                 peer,

@@ -303,9 +303,17 @@ impl Metrics {
         self.dropped_slow[t.index()].fetch_add(1, Relaxed);
     }
 
-    /// A request, command or connection refused by `limit`.
+    /// A request, command or connection refused by `limit`: counted, and
+    /// a (rate-limited) warning.
     pub fn limited(&self, limit: Limit) {
         self.limited[limit as usize].fetch_add(1, Relaxed);
+        crate::access_log::limited(limit, None);
+    }
+
+    /// The same, of a client at `peer`.
+    pub fn limited_from(&self, limit: Limit, peer: std::net::SocketAddr) {
+        self.limited[limit as usize].fetch_add(1, Relaxed);
+        crate::access_log::limited(limit, Some(peer));
     }
 
     pub fn limited_count(&self, limit: Limit) -> u64 {
