@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use common::Proc;
