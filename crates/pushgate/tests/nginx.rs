@@ -2,13 +2,18 @@
 //! as it is, in front of the real binary: a publish, a WebSocket, SSE,
 //! NDJSON and hidden-iframe streams, and a long-poll all work through it,
 //! and each streamed event arrives before the next is published (no proxy
-//! buffering, even with gzip on and asked for). Without nginx the test is
+//! buffering, even with gzip on and asked for) — over HTTP/1.1, and for
+//! SSE also over HTTP/2 on nginx's TLS port. Without nginx the test is
 //! skipped, saying so; where `CI` or `PUSHGATE_REQUIRE_NGINX` is set
 //! (scripts/test) it fails instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -36,7 +41,12 @@ fn nginx_binary() -> Option<PathBuf> {
 /// process (`master_process off`), so that its PID is all there is to end.
 struct Nginx {
     child: Child,
+    /// Plain HTTP/1.1.
     port: u16,
+    /// TLS with HTTP/2, as deploy/nginx/site.conf has it.
+    tls_port: u16,
+    /// The self-signed certificate of `localhost` the TLS port serves.
+    cert: CertificateDer<'static>,
     dir: TempDir,
 }
 
@@ -48,14 +58,21 @@ impl Nginx {
     fn start(binary: &Path, upstream: u16) -> Nginx {
         let dir = TempDir::new("nginx");
         std::fs::create_dir_all(dir.0.join("tmp")).unwrap();
-        // A port another test took between the probe and nginx's bind
-        // makes nginx exit: try another.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.0.join("cert.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.0.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+        let cert = made.cert.der().clone();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
-                .port();
+                .port()
+        };
+        // A port another test took between the probe and nginx's bind
+        // makes nginx exit: try others.
+        for _ in 0..5 {
+            let (port, tls_port) = (free_port(), free_port());
             let conf = format!(
                 "daemon off;\n\
                  master_process off;\n\
@@ -77,8 +94,15 @@ impl Nginx {
                      listen 127.0.0.1:{port};\n\
                      include {recipe};\n\
                    }}\n\
+                   server {{\n\
+                     listen 127.0.0.1:{tls_port} ssl http2;\n\
+                     ssl_certificate {dir}/cert.pem;\n\
+                     ssl_certificate_key {dir}/key.pem;\n\
+                     include {recipe};\n\
+                   }}\n\
                  }}\n",
                 recipe = recipe().display(),
+                dir = dir.0.display(),
             );
             let conf_path = dir.0.join("nginx.conf");
             std::fs::write(&conf_path, conf).unwrap();
@@ -94,8 +118,14 @@ impl Nginx {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            if wait_listening(&mut child, port) {
-                return Nginx { child, port, dir };
+            if wait_listening(&mut child, port) && wait_listening(&mut child, tls_port) {
+                return Nginx {
+                    child,
+                    port,
+                    tls_port,
+                    cert,
+                    dir,
+                };
             }
         }
         let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
@@ -244,6 +274,59 @@ async fn longpolls_waiting(http: &reqwest::Client, direct: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// An HTTP/2 connection to nginx's TLS port, trusting only its
+/// certificate and offering only `h2`.
+async fn h2_connect(nginx: &Nginx) -> h2::client::SendRequest<Bytes> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(nginx.cert.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", nginx.tls_port))
+        .await
+        .unwrap();
+    let tls = tokio::time::timeout(
+        STEP,
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .expect("the TLS handshake with nginx")
+    .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "nginx's TLS port chose HTTP/2"
+    );
+    let (send, conn) = tokio::time::timeout(STEP, h2::client::handshake(tls))
+        .await
+        .expect("the HTTP/2 handshake with nginx")
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// Reads an HTTP/2 body until `text` has arrived (after what earlier calls
+/// consumed).
+async fn h2_until(body: &mut h2::RecvStream, seen: &mut String, text: &str) {
+    loop {
+        if let Some(at) = seen.find(text) {
+            seen.drain(..at + text.len());
+            return;
+        }
+        let chunk = tokio::time::timeout(STEP, body.data())
+            .await
+            .unwrap_or_else(|_| panic!("SSE over HTTP/2: {text:?} did not come through nginx"))
+            .unwrap_or_else(|| panic!("SSE over HTTP/2: the stream ended before {text:?}"))
+            .unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 #[tokio::test]
 async fn every_transport_works_through_the_nginx_recipe_unbuffered() {
     // Checked first, without nginx too: the recipe's long-poll timeout
@@ -360,6 +443,33 @@ async fn every_transport_works_through_the_nginx_recipe_unbuffered() {
         .expect("the long-poll's answer through nginx")
         .unwrap();
     assert_eq!(answer["messages"][0]["data"], json!("to the long-poll"));
+
+    // SSE over HTTP/2 to the client (nginx's TLS port), HTTP/1.1 to
+    // pushgate: still one event at a time.
+    let send = h2_connect(&nginx).await;
+    let mut send = tokio::time::timeout(STEP, send.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let req = http::Request::get("https://localhost/sse?channel=h2-channel")
+        .header("accept-encoding", "gzip")
+        .body(())
+        .unwrap();
+    let (res, _) = send.send_request(req, true).unwrap();
+    let res = tokio::time::timeout(STEP, res)
+        .await
+        .expect("the SSE answer over HTTP/2")
+        .unwrap();
+    assert_eq!(res.status(), 200, "SSE over HTTP/2 through nginx");
+    assert!(res.headers().get("content-encoding").is_none());
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    h2_until(&mut body, &mut seen, "subscribed").await;
+    for n in 1..=3 {
+        let marker = format!("h2-message-{n}");
+        publish(&http, &url, "h2-channel", json!({ "marker": marker })).await;
+        h2_until(&mut body, &mut seen, &marker).await;
+    }
 
     // /metrics through nginx, from loopback, which the recipe allows.
     let metrics = http.get(format!("{url}/metrics")).send().await.unwrap();
