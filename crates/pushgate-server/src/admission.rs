@@ -260,12 +260,20 @@ fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result
                 ))
             }
         }
-        None if peer.ip().is_loopback() => Ok(Principal::Api),
+        None if peer.ip().is_loopback() && !forwarded(headers) => Ok(Principal::Api),
         None => Err(Error::new(
             ErrorKind::Forbidden,
-            "no API key is configured, so the API only answers loopback clients; start pushgate with --api-key",
+            "no API key is configured, so the API only answers loopback clients that come through no proxy; start pushgate with --api-key",
         )),
     }
+}
+
+/// Whether a proxy forwarded the request: then a loopback peer is the
+/// proxy on the same host, not a local backend, and is not trusted as one.
+fn forwarded(headers: &HeaderMap) -> bool {
+    ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -348,6 +356,16 @@ mod tests {
             get("/api/history", REMOTE, &none),
             Err(ErrorKind::Forbidden)
         );
+        // A reverse proxy on the same host is loopback too: what it
+        // forwards is not a local backend's.
+        for h in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            let proxied = headers(&[(h, "192.0.2.7")]);
+            assert_eq!(
+                get("/api/history", LOCAL, &proxied),
+                Err(ErrorKind::Forbidden),
+                "{h}"
+            );
+        }
     }
 
     #[test]

@@ -17,23 +17,6 @@ use common::{Proc, TempDir};
 mod redis_server;
 use redis_server::Redis;
 
-/// NOT YET SERVED — remove after merging issue 18's metrics (lead).
-/// Names the contract of issue 18 adds to /metrics in parallel with these
-/// files. While one is missing from /metrics it is tolerated; once served,
-/// the test fails until it is taken out of this list.
-const NOT_YET_SERVED: &[&str] = &[
-    "pushgate_build_info",
-    "pushgate_ready",
-    "pushgate_delivery_latency_seconds_bucket",
-    "pushgate_auth_refusals_total",
-    "pushgate_api_requests_total",
-    "process_resident_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_cpu_seconds_total",
-    "process_start_time_seconds",
-];
-
 fn deploy_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../deploy")
@@ -151,13 +134,7 @@ async fn the_dashboard_and_the_alerts_name_only_served_metrics() {
 
     let mut missing = Vec::new();
     for name in &named {
-        let listed = NOT_YET_SERVED.contains(&name.as_str());
-        let is_served = served.contains(name);
-        assert!(
-            !(listed && is_served),
-            "{name} is served now: remove it from NOT_YET_SERVED in this file"
-        );
-        if !is_served && !listed && (broker_checked || !name.starts_with("pushgate_broker_")) {
+        if !served.contains(name) && (broker_checked || !name.starts_with("pushgate_broker_")) {
             missing.push(name.as_str());
         }
     }
@@ -165,10 +142,4 @@ async fn the_dashboard_and_the_alerts_name_only_served_metrics() {
         missing.is_empty(),
         "deploy/grafana/pushgate.json or deploy/prometheus/alerts.yml names metrics no server serves: {missing:?}"
     );
-    for name in NOT_YET_SERVED {
-        assert!(
-            named.contains(*name),
-            "NOT_YET_SERVED lists {name}, which neither file uses"
-        );
-    }
 }
