@@ -224,22 +224,30 @@ impl CheckArgs {
 
 #[derive(Args)]
 struct PublishArgs {
+    /// The channel to publish on, e.g. `news` or `chat:lobby`.
     channel: String,
-    /// JSON, or any other text (sent as a JSON string).
+    /// The message: JSON (quoted for the shell: '{"title":"hello"}'), or
+    /// `-` to read it from standard input.
     data: String,
+    /// Send DATA as text: a JSON string, whatever it holds.
+    #[arg(long)]
+    string: bool,
     /// Event name (SSE `event:` field).
     #[arg(long)]
     event: Option<String>,
     /// Server base URL.
     #[arg(long, env = "PUSHGATE_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
+    /// The server's API key (sent as Bearer); none: the server must be on
+    /// this machine (loopback).
     #[arg(long, env = "PUSHGATE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 }
 
 #[derive(Args)]
 struct SubscribeArgs {
-    #[arg(required = true)]
+    /// The channels to follow, e.g. `news chat:lobby`.
+    #[arg(required = true, value_name = "CHANNEL")]
     channels: Vec<String>,
     /// Resume after this cursor (or `earliest`).
     #[arg(long)]
@@ -338,14 +346,15 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
             })??;
         }
         Command::Publish(a) => {
+            let data = client::publication_data(&a.data, a.string)?;
             let reply = client_runtime()?.block_on(client::publish(
                 &a.url,
                 a.api_key.as_deref(),
                 &a.channel,
-                &a.data,
+                data,
                 a.event.as_deref(),
             ))?;
-            println!("{reply}");
+            client::print_line(&reply)?;
         }
         Command::Subscribe(a) => {
             client_runtime()?.block_on(client::subscribe(
@@ -360,9 +369,15 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .map_or(0, |d| d.as_secs());
             println!("{}", a.mint(now)?);
         }
-        Command::Config(ConfigCommand::Init) => print!("{}", pushgate_server::config::template()),
-        Command::Config(ConfigCommand::Check(a)) => print!("{}", a.check()?),
-        Command::Version => print!("{}", Cli::command().render_version()),
+        Command::Config(ConfigCommand::Init) => {
+            client::print_line(pushgate_server::config::template().trim_end())?;
+        }
+        Command::Config(ConfigCommand::Check(a)) => {
+            client::print_line(a.check()?.trim_end())?;
+        }
+        Command::Version => {
+            client::print_line(Cli::command().render_version().trim_end())?;
+        }
     }
     Ok(())
 }
