@@ -4,6 +4,7 @@
 mod namespaces;
 mod reference;
 mod setting;
+mod template;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use crate::error::Error;
 
 pub use namespaces::NamespaceTables;
 pub use reference::reference;
-pub use setting::{sections, Kind, Mark, Setting};
+pub use setting::{parse_address, parse_bool, sections, Kind, Mark, Setting};
+pub use template::{effective, template};
 
 /// Everything `pushgate serve` can be told. Each field is a setting of
 /// [`SETTINGS`], which names it in the file, on the command line and in the
@@ -260,7 +262,9 @@ impl Default for Config {
 
 setting::settings! {
     [http]
-    /// Address to listen on
+    /// Address to listen on: IP:PORT (0.0.0.0:7070, [::1]:7070),
+    /// localhost:PORT (127.0.0.1), :PORT (every interface, 0.0.0.0, as in Go
+    /// and Caddy) or a bare PORT (127.0.0.1)
     listen: listen, "listen", "PUSHGATE_LISTEN";
     /// Bearer key for /api/*; without one the API answers loopback clients only
     api_key: api_key, "api-key", "PUSHGATE_API_KEY", Secret;
@@ -284,7 +288,8 @@ setting::settings! {
     /// How long a TLS handshake may take
     handshake_timeout: tls_handshake_timeout, "tls-handshake-timeout",
         "PUSHGATE_TLS_HANDSHAKE_TIMEOUT";
-    /// Also listen on this plain-HTTP address, only to redirect to https
+    /// Also listen on this plain-HTTP address (written as `listen`), only
+    /// to redirect to https
     redirect: tls_redirect, "tls-redirect", "PUSHGATE_TLS_REDIRECT";
 
     [store]
@@ -485,6 +490,11 @@ impl Config {
     /// Reads a TOML file over the defaults; unknown keys are errors so typos
     /// do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
+        Self::from_toml_with_sources(text).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_toml`], and the settings the file set.
+    pub fn from_toml_with_sources(text: &str) -> Result<(Self, Vec<&'static Setting>), Error> {
         let fail = |e: String| Error::config(format!("config file: {e}"));
         let mut file: toml::Table = text
             .parse()
@@ -493,8 +503,8 @@ impl Config {
             namespace_tables: NamespaceTables::take(&mut file).map_err(fail)?,
             ..Config::default()
         };
-        setting::apply_toml(&mut config, file).map_err(fail)?;
-        Ok(config)
+        let set = setting::apply_toml(&mut config, file).map_err(fail)?;
+        Ok((config, set))
     }
 
     /// [`Config::worker_threads`], with 0 resolved to the CPUs available.
@@ -921,8 +931,28 @@ mod tests {
         assert!(e.contains("`http.listen`"), "{e}");
         let e = toml_error("[http]\nallowed_origins = \"https://a.example\"");
         assert!(e.contains("list"), "{e}");
-        let e = toml_error("[server]\necho = \"yes\"");
-        assert!(e.contains("true or false"), "{e}");
+        let e = toml_error("[server]\necho = \"maybe\"");
+        assert!(
+            e.contains("`server.echo`") && e.contains("true or false"),
+            "{e}"
+        );
+        let e = toml_error("[server]\necho = 1.5");
+        assert!(e.contains("`server.echo` must be true or false"), "{e}");
+    }
+
+    /// A value of `s` other than its default, as its getter shows it.
+    fn other_value(s: &Setting) -> &'static str {
+        match s.kind {
+            Kind::Duration => "3s",
+            Kind::Integer => "9",
+            Kind::Switch if s.default_text() == "true" => "false",
+            Kind::Switch => "true",
+            Kind::Address => "10.0.0.1:1",
+            // The one text setting with a closed set of values.
+            Kind::Text if s.name() == "store.sync" => "never",
+            Kind::Text => "k",
+            Kind::List => "a,b",
+        }
     }
 
     /// Each setting's setter reads what its getter shows, writes its own
@@ -933,17 +963,7 @@ mod tests {
         let shown = |c: &Config| SETTINGS.iter().map(|s| (s.get)(c)).collect::<Vec<_>>();
         for (i, s) in SETTINGS.iter().enumerate() {
             let default = s.default_text();
-            let other = match s.kind {
-                Kind::Duration => "3s",
-                Kind::Integer => "9",
-                Kind::Switch if default == "true" => "false",
-                Kind::Switch => "true",
-                Kind::Address => "10.0.0.1:1",
-                // The one text setting with a closed set of values.
-                Kind::Text if s.name() == "store.sync" => "never",
-                Kind::Text => "k",
-                Kind::List => "a,b",
-            };
+            let other = other_value(s);
             let mut c = Config::default();
             (s.set)(&mut c, other).unwrap();
             let mut want = shown(&defaults);
@@ -952,6 +972,118 @@ mod tests {
             (s.set)(&mut c, &default).unwrap();
             assert_eq!(shown(&c), shown(&defaults), "{}", s.name());
         }
+    }
+
+    /// The flag's name (dashes as underscores) is a key of the file, in the
+    /// setting's section and at the top level; an inverted switch's flag
+    /// name takes the value the flag means (`no_demo = true`: no demo).
+    #[test]
+    fn every_settings_flag_name_works_in_the_file() {
+        for s in SETTINGS {
+            let other = other_value(s);
+            let written = match (s.kind, s.has(Mark::Inverted)) {
+                (Kind::Switch, true) => (other == "false").to_string(),
+                _ => template::toml_value(s.kind, other),
+            };
+            let key = s.flag_key();
+            for file in [
+                format!("{key} = {written}"),
+                format!("[{}]\n{key} = {written}", s.section),
+            ] {
+                let c = Config::from_toml(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+                assert_eq!((s.get)(&c), other, "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn flag_names_in_the_file() {
+        assert!(!Config::from_toml("no_demo = true").unwrap().demo);
+        assert!(Config::from_toml("no_demo = false").unwrap().demo);
+        assert!(
+            !Config::from_toml("[server]\nno_demo = \"yes\"")
+                .unwrap()
+                .demo
+        );
+        assert!(
+            Config::from_toml("[http]\nno_http2 = \"off\"")
+                .unwrap()
+                .http2
+        );
+        assert!(!Config::from_toml("no_http2 = 1").unwrap().http2);
+        // `broker` is also a section: as a value it is the flag's setting.
+        let c = Config::from_toml("broker = \"redis://h\"").unwrap();
+        assert_eq!(c.broker_url.as_deref(), Some("redis://h"));
+        let c = Config::from_toml("[http]\nallowed_origin = [\"https://a.example\"]").unwrap();
+        assert_eq!(c.allowed_origins, ["https://a.example"]);
+        // Two names of one setting, or a flag name in another section.
+        let e = toml_error("[server]\ndemo = true\nno_demo = true");
+        assert!(e.contains("same setting"), "{e}");
+        let e = toml_error("[http]\nno_demo = true");
+        assert!(
+            e.contains("unknown key `http.no_demo`") && e.contains("[server]"),
+            "{e}"
+        );
+        let e = toml_error("no_demo = \"maybe\"");
+        assert!(e.contains("`no_demo`") && e.contains("yes/no"), "{e}");
+    }
+
+    #[test]
+    fn switches_read_the_usual_words() {
+        for (text, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("yes", true),
+            ("On", true),
+            ("false", false),
+            ("0", false),
+            ("No", false),
+            ("off", false),
+        ] {
+            assert_eq!(parse_bool(text), Ok(want), "{text}");
+            let c = Config::from_toml(&format!("[websocket]\ndeflate = \"{text}\"")).unwrap();
+            assert_eq!(c.ws_deflate, want, "{text}");
+        }
+        assert!(
+            Config::from_toml("[websocket]\ndeflate = 1")
+                .unwrap()
+                .ws_deflate
+        );
+        assert!(
+            !Config::from_toml("[websocket]\ndeflate = 0")
+                .unwrap()
+                .ws_deflate
+        );
+        for bad in ["2", "", "y e s", "enabled"] {
+            let e = parse_bool(bad).unwrap_err();
+            assert!(e.contains("true or false"), "{e}");
+        }
+    }
+
+    #[test]
+    fn addresses_people_write() {
+        for (text, want) in [
+            ("localhost:8082", "127.0.0.1:8082"),
+            (":8081", "0.0.0.0:8081"),
+            ("8081", "127.0.0.1:8081"),
+            ("[::1]:7070", "[::1]:7070"),
+            ("0.0.0.0:7070", "0.0.0.0:7070"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        ] {
+            assert_eq!(parse_address(text).unwrap().to_string(), want, "{text}");
+        }
+        for bad in ["localhost", "example.com:80", "70000", ":x", "", "1.2.3.4"] {
+            let e = parse_address(bad).unwrap_err();
+            assert!(
+                e.contains("localhost:7070") && e.contains(":7070 (every interface)"),
+                "{e}"
+            );
+        }
+        let c =
+            Config::from_toml("listen = \":9000\"\n[tls]\nredirect = \"localhost:80\"").unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.tls_redirect.unwrap().to_string(), "127.0.0.1:80");
     }
 
     #[test]
@@ -965,6 +1097,16 @@ mod tests {
                 seen.insert(name);
             }
             assert!(s.env.starts_with("PUSHGATE_"), "{}", s.env);
+            // The flag's name as a key picks this setting and no other.
+            for t in SETTINGS.iter().filter(|t| t.field != s.field) {
+                assert!(t.field != s.flag_key(), "{} is {}'s flag", t.field, s.flag);
+                assert!(
+                    t.section != s.section || t.key != s.flag_key(),
+                    "{} is {}'s flag",
+                    t.name(),
+                    s.flag
+                );
+            }
             assert!(
                 !sections.contains(&s.field),
                 "{} is also a section",

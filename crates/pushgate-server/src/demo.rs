@@ -30,13 +30,25 @@ pub fn serve<B>(state: &AppState, req: &http::Request<B>) -> Response<Body> {
                 .unwrap_or(0);
             token(&state.config, req.uri().query().unwrap_or(""), now)
         }
-        "/demo/webrtc" => text(StatusCode::OK, "text/html; charset=utf-8", WEBRTC),
-        _ => index(),
+        "/demo/webrtc" => page(WEBRTC, &state.config),
+        _ => page(INDEX, &state.config),
     }
 }
 
-pub fn index() -> Response<Body> {
-    text(StatusCode::OK, "text/html; charset=utf-8", INDEX)
+/// The link each page has to the admin dashboard, hidden unless this server
+/// serves `/admin`: decided here rather than by the page asking, since a
+/// 404 would be a console error on every load.
+const ADMIN_LINK: &str = r#"<a href="/admin" id="admin-link" hidden>"#;
+
+/// A demo page, with its link to `/admin` shown when the server has it on.
+fn page(html: &'static str, config: &Config) -> Response<Body> {
+    let admin = crate::routes::find("/admin").is_some_and(|r| r.available(config));
+    let html = if admin {
+        html.replacen(ADMIN_LINK, r#"<a href="/admin" id="admin-link">"#, 1)
+    } else {
+        html.to_owned()
+    };
+    text(StatusCode::OK, "text/html; charset=utf-8", html)
 }
 
 /// `GET /demo/token?user=NAME` → `{"token":…}`: an HS256 token for NAME,
@@ -131,6 +143,23 @@ mod tests {
     use super::*;
     use pushgate_core::auth::token::{AuthConfig, Verifier};
     use pushgate_core::auth::Patterns;
+
+    /// Each page links to every other, and its admin link is the one
+    /// [`page`] shows.
+    #[test]
+    fn every_page_links_to_the_others() {
+        for html in [INDEX, WEBRTC] {
+            assert_eq!(html.matches(ADMIN_LINK).count(), 1);
+            for href in [r#"href="/""#, r#"href="/demo/webrtc""#] {
+                assert!(html.contains(href), "{href}");
+            }
+        }
+        let page = |c: &Config| match page(INDEX, c).into_body() {
+            Body::Full(Some(b)) => String::from_utf8(b.to_vec()).unwrap(),
+            _ => unreachable!("a page is one body"),
+        };
+        assert!(page(&Config::default()).contains(ADMIN_LINK));
+    }
 
     const SECRET: &str = "a demo secret of at least 32 bytes, for tests";
 

@@ -131,29 +131,8 @@ impl Server {
             state,
         } = self;
         let addr = listener.local_addr().map_err(Error::io)?;
-        let scheme = if state.tls.is_some() { "https" } else { "http" };
-        tracing::info!(
-            %addr,
-            tls = state.tls.is_some(),
-            http2 = state.config.http2,
-            max_connections = state.limiter.max_total(),
-            "pushgate listening"
-        );
-        if state.config.api_key.is_none() {
-            tracing::warn!("no API key configured: /api/* answers loopback clients only (set --api-key to publish from elsewhere)");
-        }
-        log_auth(&state);
-        log_rtc(&state.config);
-        if let Some(url) = &state.config.broker_url {
-            tracing::info!(
-                redis = %crate::redis_broker::without_password(url),
-                prefix = %state.config.broker_prefix,
-                "sharing channels with other nodes through Redis"
-            );
-        }
-        if state.config.demo {
-            tracing::info!(url = %format!("{scheme}://{addr}/"), "demo page");
-        }
+        let redirect_addr = redirect.as_ref().and_then(|l| l.local_addr().ok());
+        log_start(&state, addr, redirect_addr);
 
         let mut background = tokio::task::JoinSet::new();
         background.spawn(sweeper(state.clone()));
@@ -260,47 +239,87 @@ fn open_store(
     Ok(log)
 }
 
-/// What clients joining a room are told about ICE, so that an operator
-/// who set up TURN sees it taken.
-fn log_rtc(config: &Config) {
-    if config.ice_servers.is_empty() {
-        return;
-    }
-    let turn = match (&config.turn_secret, &config.turn_username) {
-        (Some(_), _) => "per client, from turn_secret",
-        (None, Some(_)) => "fixed",
-        (None, None) => "none",
+/// The one line that says at start what this server is: its version, where
+/// it listens, where history lives, the broker, how clients and the API are
+/// authenticated, the demo. Then a warning for each thing left open.
+fn log_start(state: &AppState, addr: SocketAddr, redirect: Option<SocketAddr>) {
+    let c = &state.config;
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
+    let store = match (&c.broker_url, &c.data_dir) {
+        (Some(_), _) => "redis (the broker's)".to_owned(),
+        (None, Some(dir)) => match c.sync {
+            crate::store::Sync::Interval => {
+                format!("disk {dir} (sync every {:?})", c.sync_interval)
+            }
+            sync => format!("disk {dir} (sync {})", sync.name()),
+        },
+        (None, None) => "memory".to_owned(),
     };
-    tracing::info!(
-        ice_servers = config.ice_servers.len(),
-        turn_credentials = turn,
-        "WebRTC rooms: ICE servers handed to every joining client"
-    );
-}
-
-fn log_auth(state: &AppState) {
-    let policy = state.hub.policy();
-    if policy.checks_tokens() {
-        let c = &state.config;
-        let keys: Vec<&str> = [
-            c.auth_secret.as_ref().map(|_| "an HMAC secret"),
-            c.auth_public_key.as_deref(),
-            c.auth_jwks.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let namespaces = policy.namespaces().iter().count();
-        tracing::info!(
-            "auth: tokens checked with {}, {namespaces} namespaces",
-            keys.join(", ")
-        );
-        if c.demo_tokens {
-            tracing::warn!("auth: demo tokens are on: anyone can get a token at /demo/token (never in production)");
-        }
+    let broker = c.broker_url.as_deref().map_or("none".to_owned(), |url| {
+        format!(
+            "{} (prefix {})",
+            crate::redis_broker::without_password(url),
+            c.broker_prefix
+        )
+    });
+    let keys: Vec<String> = [
+        c.auth_secret.as_ref().map(|_| "HS256 secret".to_owned()),
+        c.auth_public_key
+            .as_ref()
+            .map(|p| format!("public key {p}")),
+        c.auth_jwks.as_ref().map(|p| format!("JWKS {p}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let auth = if state.hub.policy().checks_tokens() {
+        format!("tokens checked with {}", keys.join(", "))
     } else {
+        "off (every channel open)".to_owned()
+    };
+    let api = if c.api_key.is_some() {
+        "api key"
+    } else {
+        "loopback only"
+    };
+    let demo = match (c.demo, c.demo_tokens) {
+        (false, _) => "off".to_owned(),
+        (true, false) => format!("{scheme}://{addr}/"),
+        (true, true) => format!("{scheme}://{addr}/ with demo tokens"),
+    };
+    let webrtc = (!c.ice_servers.is_empty()).then(|| {
+        let turn = match (&c.turn_secret, &c.turn_username) {
+            (Some(_), _) => "TURN credentials per client",
+            (None, Some(_)) => "fixed TURN credentials",
+            (None, None) => "no TURN credentials",
+        };
+        format!("{} ICE servers, {turn}", c.ice_servers.len())
+    });
+    tracing::info!(
+        %addr,
+        version = env!("CARGO_PKG_VERSION"),
+        tls = state.tls.is_some(),
+        redirect = redirect.map(|a| format!("http://{a}")),
+        http2 = c.http2,
+        store,
+        broker,
+        auth,
+        api,
+        demo,
+        webrtc,
+        max_connections = state.limiter.max_total(),
+        "pushgate listening"
+    );
+    if c.api_key.is_none() {
+        tracing::warn!("no API key configured: /api/* answers loopback clients only (set --api-key to publish from elsewhere)");
+    }
+    if !state.hub.policy().checks_tokens() {
         tracing::warn!(
             "auth: no key configured — every channel is open to anyone (see docs/security.md)"
+        );
+    } else if c.demo_tokens {
+        tracing::warn!(
+            "auth: demo tokens are on: anyone can get a token at /demo/token (never in production)"
         );
     }
 }

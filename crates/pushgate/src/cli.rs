@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pushgate_server::config::{Kind, Mark, Setting, SETTINGS};
 use pushgate_server::{Config, Server};
 
@@ -32,14 +33,39 @@ enum Command {
     /// Print a development token (HS256, signed with the configured auth
     /// secret; the same config sources as `serve`).
     Token(TokenArgs),
+    /// Write a config file, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the version, as `--version` does.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented TOML file of every setting at its default
+    /// (`pushgate config init > pushgate.toml`).
+    Init,
+    /// Check a config file, and print the settings it makes with the
+    /// environment and any flags given (secrets masked), each with where
+    /// it came from; exits non-zero on a mistake.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The TOML file to check [default: --config, PUSHGATE_CONFIG]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    settings: ServeArgs,
 }
 
 /// `serve`'s arguments: `--config`, and a flag per setting of [`SETTINGS`],
 /// each also read from its `PUSHGATE_*` variable.
 struct ServeArgs {
     config: Option<PathBuf>,
-    /// The settings given, with their values as written.
-    given: Vec<(&'static Setting, String)>,
+    /// The settings given, with their values as written and where:
+    /// `--flag` or the variable's name.
+    given: Vec<(&'static Setting, String, String)>,
 }
 
 const CONFIG: &str = "config";
@@ -72,12 +98,17 @@ fn setting_arg(s: &'static Setting) -> Arg {
         .env(s.env)
         .hide_env_values(s.has(Mark::Secret));
     let mut help = s.help.to_owned();
+    // A switch's variable reads true/false, 1/0, yes/no, on/off, as the file does.
+    let switch = |arg: Arg| {
+        arg.action(ArgAction::SetTrue)
+            .value_parser(pushgate_server::config::parse_bool)
+    };
     let value_name = match s.kind {
         Kind::Switch if s.has(Mark::Inverted) => {
             help.push_str(" [default: on; this flag turns it off]");
-            return arg.action(ArgAction::SetTrue).help(help);
+            return switch(arg).help(help);
         }
-        Kind::Switch => return arg.action(ArgAction::SetTrue).help(help),
+        Kind::Switch => return switch(arg).help(help),
         Kind::List => {
             arg = arg.action(ArgAction::Append).value_delimiter(',');
             help.push_str("; repeat the flag or separate with commas");
@@ -111,58 +142,112 @@ impl FromArgMatches for ServeArgs {
             self.config = Some(path.clone());
         }
         for s in SETTINGS {
+            let source = match matches.value_source(s.field) {
+                Some(ValueSource::CommandLine) => format!("--{}", s.flag),
+                Some(ValueSource::EnvVariable) => s.env.to_owned(),
+                // A switch not given is false by default: not a value to apply.
+                _ => continue,
+            };
             let value = match s.kind {
-                Kind::Switch => matches.get_flag(s.field).then(|| s.flag_value().to_owned()),
+                // The flag's meaning, or its opposite (`PUSHGATE_NO_DEMO=0`).
+                Kind::Switch if matches.get_flag(s.field) => s.flag_value().to_owned(),
+                Kind::Switch => (s.flag_value() == "false").to_string(),
                 _ => matches
                     .get_many::<String>(s.field)
-                    .map(|values| values.map(String::as_str).collect::<Vec<_>>().join(",")),
+                    .map(|values| values.map(String::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
             };
-            if let Some(value) = value {
-                self.given.retain(|(given, _)| given.field != s.field);
-                self.given.push((s, value));
-            }
+            self.given.retain(|(given, _, _)| given.field != s.field);
+            self.given.push((s, value, source));
         }
         Ok(())
     }
 }
 
+/// Where each setting that is not at its default came from.
+type Sources = Vec<(&'static Setting, String)>;
+
 impl ServeArgs {
     /// The defaults, then the file, then flags and variables.
     fn into_config(self) -> Result<Config, Box<dyn std::error::Error>> {
-        let mut c = match &self.config {
+        self.into_config_with_sources().map(|(c, _)| c)
+    }
+
+    /// [`ServeArgs::into_config`], and where each setting came from.
+    fn into_config_with_sources(self) -> Result<(Config, Sources), Box<dyn std::error::Error>> {
+        let (mut c, mut sources) = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-                Config::from_toml(&text)?
+                let (c, set) = Config::from_toml_with_sources(&text)?;
+                let file = format!("file {}", path.display());
+                (c, set.into_iter().map(|s| (s, file.clone())).collect())
             }
-            None => Config::default(),
+            None => (Config::default(), Sources::new()),
         };
-        for (s, value) in &self.given {
-            (s.set)(&mut c, value).map_err(|e| format!("--{}: {e}", s.flag))?;
+        for (s, value, source) in self.given {
+            (s.set)(&mut c, &value).map_err(|e| format!("{source}: {e}"))?;
+            sources.retain(|(set, _)| set.field != s.field);
+            sources.push((s, source));
         }
         c.validate()?;
-        Ok(c)
+        Ok((c, sources))
+    }
+}
+
+impl CheckArgs {
+    /// The effective settings, or the first mistake; key files are read,
+    /// as `serve` would at start.
+    fn check(mut self) -> Result<String, Box<dyn std::error::Error>> {
+        if let Some(file) = self.file.take() {
+            self.settings.config = Some(file);
+        }
+        let named = self.settings.config.clone();
+        let (config, sources) = self.settings.into_config_with_sources()?;
+        config.policy()?;
+        let source_of = |s: &Setting| {
+            sources
+                .iter()
+                .find(|(set, _)| set.field == s.field)
+                .map(|(_, source)| source.clone())
+        };
+        let what = match named {
+            Some(path) => format!("{} is valid", path.display()),
+            None => "no file given (--config, PUSHGATE_CONFIG)".to_owned(),
+        };
+        Ok(format!(
+            "# pushgate config check: {what}; the settings `serve` would run with:\n\n{}",
+            pushgate_server::config::effective(&config, source_of)
+        ))
     }
 }
 
 #[derive(Args)]
 struct PublishArgs {
+    /// The channel to publish on, e.g. `news` or `chat:lobby`.
     channel: String,
-    /// JSON, or any other text (sent as a JSON string).
+    /// The message: JSON (quoted for the shell: '{"title":"hello"}'), or
+    /// `-` to read it from standard input.
     data: String,
+    /// Send DATA as text: a JSON string, whatever it holds.
+    #[arg(long)]
+    string: bool,
     /// Event name (SSE `event:` field).
     #[arg(long)]
     event: Option<String>,
     /// Server base URL.
     #[arg(long, env = "PUSHGATE_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
+    /// The server's API key (sent as Bearer); none: the server must be on
+    /// this machine (loopback).
     #[arg(long, env = "PUSHGATE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 }
 
 #[derive(Args)]
 struct SubscribeArgs {
-    #[arg(required = true)]
+    /// The channels to follow, e.g. `news chat:lobby`.
+    #[arg(required = true, value_name = "CHANNEL")]
     channels: Vec<String>,
     /// Resume after this cursor (or `earliest`).
     #[arg(long)]
@@ -261,14 +346,15 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
             })??;
         }
         Command::Publish(a) => {
+            let data = client::publication_data(&a.data, a.string)?;
             let reply = client_runtime()?.block_on(client::publish(
                 &a.url,
                 a.api_key.as_deref(),
                 &a.channel,
-                &a.data,
+                data,
                 a.event.as_deref(),
             ))?;
-            println!("{reply}");
+            client::print_line(&reply)?;
         }
         Command::Subscribe(a) => {
             client_runtime()?.block_on(client::subscribe(
@@ -282,6 +368,15 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             println!("{}", a.mint(now)?);
+        }
+        Command::Config(ConfigCommand::Init) => {
+            client::print_line(pushgate_server::config::template().trim_end())?;
+        }
+        Command::Config(ConfigCommand::Check(a)) => {
+            client::print_line(a.check()?.trim_end())?;
+        }
+        Command::Version => {
+            client::print_line(Cli::command().render_version().trim_end())?;
         }
     }
     Ok(())
@@ -488,6 +583,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("channel pattern"), "{e}");
+    }
+
+    #[test]
+    fn listen_takes_a_port_localhost_and_every_interface() {
+        let listen = |a: &str| serve(&["--listen", a]).unwrap().listen.to_string();
+        assert_eq!(listen("8081"), "127.0.0.1:8081");
+        assert_eq!(listen(":8081"), "0.0.0.0:8081");
+        assert_eq!(listen("localhost:8082"), "127.0.0.1:8082");
+        assert_eq!(listen("[::1]:7070"), "[::1]:7070");
+        let e = serve(&["--listen", "localhost"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--listen") && e.contains("localhost:7070"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn switch_flags_take_no_value() {
+        let c = serve(&["--no-demo", "--ws-deflate", "--no-http2"]).unwrap();
+        assert!(!c.demo && c.ws_deflate && !c.http2);
+        assert!(serve(&["--ws-deflate=yes"]).is_err());
     }
 
     #[test]

@@ -21,16 +21,59 @@ fn split_url(url: &str) -> Result<(&str, &str), BoxError> {
     })
 }
 
+/// The `data` of `pushgate publish`: `arg`, or standard input when it is
+/// `-`, read as JSON, or sent as a JSON string with `--string`. Text that
+/// is not JSON is refused rather than guessed at: a typo in JSON would
+/// otherwise go out as a string.
+pub fn publication_data(arg: &str, as_string: bool) -> Result<serde_json::Value, BoxError> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("cannot read the data from standard input: {e}"))?;
+        // `echo hello | pushgate publish news - --string` sends "hello".
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        text
+    } else {
+        arg.to_owned()
+    };
+    if as_string {
+        return Ok(serde_json::Value::String(text));
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        let shown: String = text.chars().take(40).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        format!(
+            "the data {shown:?}{more} is not JSON ({e}): to send it as text, add --string \
+             (it goes as a JSON string); JSON is quoted for the shell, e.g. '{{\"title\":\"hello\"}}'"
+        )
+        .into()
+    })
+}
+
+/// Writes `line` to standard output; `false` when nobody reads it any more
+/// (`pushgate subscribe … | head -n 1`): the end, not an error.
+pub fn print_line(line: &str) -> Result<bool, BoxError> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(format!("cannot write to standard output: {e}").into()),
+    }
+}
+
 pub async fn publish(
     url: &str,
     api_key: Option<&str>,
     channel: &str,
-    data: &str,
+    data: serde_json::Value,
     event: Option<&str>,
 ) -> Result<String, BoxError> {
     let (authority, prefix) = split_url(url)?;
-    let data: serde_json::Value =
-        serde_json::from_str(data).unwrap_or_else(|_| serde_json::Value::String(data.to_owned()));
     let mut body = serde_json::json!({ "channel": channel, "data": data });
     if let Some(e) = event {
         body["event"] = e.into();
@@ -74,22 +117,17 @@ pub async fn subscribe(
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
         .map_err(|e| format!("cannot subscribe at {ws_url}: {e}"))?;
-    let mut stdout = std::io::stdout();
     while let Some(msg) = ws.next().await {
-        match msg? {
-            Message::Text(t) => {
-                writeln!(stdout, "{}", t.as_str())?;
-                stdout.flush()?;
-            }
+        let open = match msg? {
+            Message::Text(t) => print_line(t.as_str())?,
             Message::Binary(b) => {
                 // Header line, then raw bytes: print the header and the size.
                 let head = b.split(|c| *c == b'\n').next().unwrap_or(&[]);
-                writeln!(
-                    stdout,
+                print_line(&format!(
                     "{} ({} bytes binary)",
                     String::from_utf8_lossy(head),
-                    b.len() - head.len() - 1
-                )?;
+                    b.len().saturating_sub(head.len() + 1)
+                ))?
             }
             Message::Close(frame) => {
                 if let Some(f) = frame {
@@ -97,7 +135,10 @@ pub async fn subscribe(
                 }
                 break;
             }
-            _ => {}
+            _ => true,
+        };
+        if !open {
+            break;
         }
     }
     Ok(())

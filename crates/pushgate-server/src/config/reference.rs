@@ -41,8 +41,22 @@ edit it there, then run `{BLESS}`. -->
 
 Durations are written `500ms`, `25s`, `10m`, `1h`, or as a number of
 seconds. A switch's flag takes no value; in the file and the environment it
-is `true` or `false`. A list is an array of strings in the file,
-comma-separated in the environment, and its flag may be repeated.
+is `true` or `false`, `1` or `0`, `yes` or `no`, `on` or `off` (in any
+case). A list is an array of strings in the file, comma-separated in the
+environment, and its flag may be repeated. An address is `IP:PORT`
+(`0.0.0.0:7070`, `[::1]:7070`), `localhost:PORT` (127.0.0.1), `:PORT`
+(every interface, 0.0.0.0, as Go and Caddy read it) or a bare `PORT`
+(127.0.0.1).
+
+A setting's flag name is also a key of the file, with underscores for
+dashes, in the setting's section or at the top level: `no_demo = true` is
+`demo = false` under `[server]`, and `PUSHGATE_NO_DEMO=1` says the same in
+the environment.
+
+`pushgate config init` prints a commented file of every setting at its
+default; `pushgate config check FILE` checks a file and prints the settings
+it makes with the environment (secrets masked), each with where it came
+from.
 
 The file groups settings in sections:
 

@@ -80,6 +80,49 @@ impl Setting {
             "true"
         }
     }
+
+    /// The flag's name as a TOML key (`no-demo` → `no_demo`), which a file
+    /// may use in the setting's section or at the top level: one name for
+    /// a setting across flag, file and environment.
+    pub fn flag_key(&self) -> String {
+        self.flag.replace('-', "_")
+    }
+}
+
+/// Reads a switch: `true/false`, `1/0`, `yes/no`, `on/off`, in any case, as
+/// people write them in files, variables and unit files.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "{text:?} is not a switch: write true or false (or 1/0, yes/no, on/off)"
+        )),
+    }
+}
+
+/// Reads an address to listen on. Besides `IP:PORT` (`0.0.0.0:7070`,
+/// `[::1]:7070`): `localhost:PORT` (127.0.0.1), `:PORT` (every interface,
+/// 0.0.0.0, as Go and Caddy read it) and a bare `PORT` (127.0.0.1: a bare
+/// port should not open the server to the network).
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let port = |p: &str| p.parse::<u16>().ok();
+    let parsed = if let Some(p) = text.strip_prefix("localhost:") {
+        port(p).map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+    } else if let Some(p) = text.strip_prefix(':') {
+        port(p).map(|p| SocketAddr::from(([0, 0, 0, 0], p)))
+    } else if let Some(p) = port(text) {
+        Some(SocketAddr::from(([127, 0, 0, 1], p)))
+    } else {
+        text.parse().ok()
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "{text:?} is not an address: write 127.0.0.1:7070, localhost:7070, \
+             :7070 (every interface), 7070 (127.0.0.1:7070), [::1]:7070 or 0.0.0.0:7070"
+        )
+    })
 }
 
 /// The section names, in the order of [`SETTINGS`].
@@ -148,8 +191,7 @@ integer!(u8, u32, usize);
 impl Value for bool {
     const KIND: Kind = Kind::Switch;
     fn parse(text: &str) -> Result<Self, String> {
-        text.parse()
-            .map_err(|_| format!("{text:?} is neither true nor false"))
+        parse_bool(text)
     }
     fn show(&self) -> String {
         self.to_string()
@@ -159,8 +201,7 @@ impl Value for bool {
 impl Value for SocketAddr {
     const KIND: Kind = Kind::Address;
     fn parse(text: &str) -> Result<Self, String> {
-        text.parse()
-            .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:7070"))
+        parse_address(text)
     }
     fn show(&self) -> String {
         self.to_string()
@@ -233,8 +274,13 @@ impl Value for Vec<String> {
 }
 
 /// Applies a parsed TOML file: `[section]` tables of keys, or the flat
-/// top-level names files used before sections.
-pub(super) fn apply_toml(config: &mut Config, file: toml::Table) -> Result<(), String> {
+/// top-level names files used before sections; in both places a setting
+/// may also be named by its flag ([`Setting::flag_key`]). Returns the
+/// settings the file set.
+pub(super) fn apply_toml(
+    config: &mut Config,
+    file: toml::Table,
+) -> Result<Vec<&'static Setting>, String> {
     let sections = sections();
     let mut done = Vec::new();
     for (name, value) in file {
@@ -243,20 +289,21 @@ pub(super) fn apply_toml(config: &mut Config, file: toml::Table) -> Result<(), S
             Toml::Table(table) if is_section => {
                 for (key, value) in table {
                     let written = format!("{name}.{key}");
-                    let s = SETTINGS
-                        .iter()
-                        .find(|s| s.section == name && s.key == key)
-                        .ok_or_else(|| unknown_key(&written, Some(&name), &key))?;
-                    apply(config, s, written, value, &mut done)?;
+                    let (s, by_flag) = find(
+                        |s| s.section == name && s.key == key,
+                        |s| s.section == name && s.flag_key() == key,
+                    )
+                    .ok_or_else(|| unknown_key(&written, Some(&name), &key))?;
+                    apply(config, s, by_flag, written, value, &mut done)?;
                 }
             }
-            _ if is_section => {
-                return Err(format!(
-                    "`{name}` is a section: write [{name}] and its keys below it"
-                ))
-            }
-            value => match SETTINGS.iter().find(|s| s.field == name) {
-                Some(s) => apply(config, s, name, value, &mut done)?,
+            value => match find(|s| s.field == name, |s| s.flag_key() == name) {
+                Some((s, by_flag)) => apply(config, s, by_flag, name, value, &mut done)?,
+                None if is_section => {
+                    return Err(format!(
+                        "`{name}` is a section: write [{name}] and its keys below it"
+                    ))
+                }
                 None if value.is_table() => {
                     let hint = closest(&name, sections.iter().copied())
                         .map(|s| format!("; did you mean [{s}]?"))
@@ -267,15 +314,30 @@ pub(super) fn apply_toml(config: &mut Config, file: toml::Table) -> Result<(), S
             },
         }
     }
-    Ok(())
+    Ok(done.into_iter().map(|(s, _)| s).collect())
 }
 
-/// Sets `s` from the file, where it was written `written`; `done` holds the
-/// settings set so far, so that one given twice (flat and in its section) is
-/// an error rather than a silent choice.
+/// The setting its own name picks, else the one its flag's name picks
+/// (`true` then).
+fn find(
+    own: impl Fn(&Setting) -> bool,
+    by_flag: impl Fn(&Setting) -> bool,
+) -> Option<(&'static Setting, bool)> {
+    SETTINGS
+        .iter()
+        .find(|s| own(s))
+        .map(|s| (s, false))
+        .or_else(|| SETTINGS.iter().find(|s| by_flag(s)).map(|s| (s, true)))
+}
+
+/// Sets `s` from the file, where it was written `written` (by its flag's
+/// name when `by_flag`: an inverted switch's flag turns it off, so `no_demo
+/// = true` is `demo = false`); `done` holds the settings set so far, so that
+/// one given twice (under two names) is an error rather than a silent choice.
 fn apply(
     config: &mut Config,
     s: &'static Setting,
+    by_flag: bool,
     written: String,
     value: Toml,
     done: &mut Vec<(&'static Setting, String)>,
@@ -285,8 +347,12 @@ fn apply(
             "`{before}` and `{written}` are the same setting; keep one"
         ));
     }
-    let text = toml_text(s.kind, value)
+    let mut text = toml_text(s.kind, value)
         .ok_or_else(|| format!("`{written}` must be {}", describe(s.kind)))?;
+    if by_flag && s.has(Mark::Inverted) {
+        let on = parse_bool(&text).map_err(|e| format!("`{written}`: {e}"))?;
+        text = (!on).to_string();
+    }
     (s.set)(config, &text).map_err(|e| format!("`{written}`: {e}"))?;
     done.push((s, written));
     Ok(())
@@ -298,6 +364,9 @@ fn toml_text(kind: Kind, value: Toml) -> Option<String> {
         (Kind::Duration | Kind::Integer, Toml::Integer(n)) => Some(n.to_string()),
         (Kind::Duration | Kind::Address | Kind::Text, Toml::String(s)) => Some(s),
         (Kind::Switch, Toml::Boolean(b)) => Some(b.to_string()),
+        // `"yes"`, `1`: read by the switch's parser, which says what it takes.
+        (Kind::Switch, Toml::String(s)) => Some(s),
+        (Kind::Switch, Toml::Integer(n)) => Some(n.to_string()),
         (Kind::List, Toml::Array(items)) => items
             .into_iter()
             .map(|item| match item {
@@ -314,7 +383,7 @@ fn describe(kind: Kind) -> &'static str {
     match kind {
         Kind::Duration => "a duration such as \"25s\", or a number of seconds",
         Kind::Integer => "a whole number",
-        Kind::Switch => "true or false",
+        Kind::Switch => "true or false (or 1/0, \"yes\"/\"no\", \"on\"/\"off\")",
         Kind::Address => "an address such as \"127.0.0.1:7070\"",
         Kind::Text => "a string",
         Kind::List => "a list of strings, such as [\"a\", \"b\"]",
@@ -329,7 +398,8 @@ fn unknown_key(written: &str, section: Option<&str>, key: &str) -> String {
         .iter()
         .flat_map(|s| {
             let elsewhere = usize::from(section != Some(s.section));
-            [s.field, s.key].map(|name| (2 * distance(key, name) + elsewhere, s))
+            [s.field.to_owned(), s.key.to_owned(), s.flag_key()]
+                .map(|name| (2 * distance(key, &name) + elsewhere, s))
         })
         .min_by_key(|(score, _)| *score)
         .filter(|(score, _)| score / 2 <= key.len().div_ceil(3));

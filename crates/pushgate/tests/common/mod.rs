@@ -31,8 +31,20 @@ impl Proc {
     /// Starts `pushgate serve --listen IP:0 --no-demo ARGS` (`--listen`
     /// may be given once only: ARGS must not repeat it).
     pub fn serve_on<S: AsRef<OsStr>>(ip: &str, args: impl IntoIterator<Item = S>) -> Proc {
+        let listen = format!("{ip}:0");
+        let first = ["--listen", &listen, "--no-demo"].map(OsStr::new);
+        Proc::start(
+            first
+                .into_iter()
+                .map(OsStr::to_owned)
+                .chain(args.into_iter().map(|a| a.as_ref().to_owned())),
+        )
+    }
+
+    /// Starts `pushgate serve ARGS`, nothing added.
+    pub fn start<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(["serve", "--listen", &format!("{ip}:0"), "--no-demo"])
+            .arg("serve")
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -61,6 +73,23 @@ impl Proc {
                 .unwrap_or_else(|_| panic!("no log line with {want:?}"));
             if line.contains(want) {
                 return line;
+            }
+        }
+    }
+
+    /// Waits for a log line containing `want`; returns every line up to
+    /// and including it.
+    pub fn lines_until(&self, want: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(STEP)
+                .unwrap_or_else(|_| panic!("no log line with {want:?} in {seen:?}"));
+            let found = line.contains(want);
+            seen.push(line);
+            if found {
+                return seen;
             }
         }
     }
