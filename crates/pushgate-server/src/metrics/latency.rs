@@ -68,6 +68,30 @@ impl Latency {
         shard.sum_ns[t].fetch_add(ns.saturating_mul(n), Relaxed);
     }
 
+    /// Every delivery in `took` (each message's wait) on `t`, added once
+    /// per bucket touched: a burst's batch costs a few adds, not three per
+    /// message.
+    pub fn observe_all(&self, t: Transport, took: impl Iterator<Item = Duration>) {
+        let mut counts = [0u64; BUCKETS];
+        let mut sum_ns = 0u64;
+        let mut any = false;
+        for d in took {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            counts[BOUNDS_NS.partition_point(|&b| b < ns)] += 1;
+            sum_ns = sum_ns.saturating_add(ns);
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        let t = t as usize;
+        for (bucket, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            shard.buckets[t][bucket].fetch_add(*n, Relaxed);
+        }
+        shard.sum_ns[t].fetch_add(sum_ns, Relaxed);
+    }
+
     /// The Prometheus histogram `name`.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -108,6 +132,16 @@ mod tests {
         l.observe(Transport::Ws, Duration::from_millis(1), 1); // on a bound: le="0.001"
         l.observe(Transport::Ws, Duration::from_secs(60), 1);
         l.observe(Transport::Sse, Duration::from_millis(30), 0);
+        l.observe_all(
+            Transport::Stream,
+            [
+                Duration::from_micros(100),
+                Duration::from_millis(3),
+                Duration::from_micros(200),
+            ]
+            .into_iter(),
+        );
+        l.observe_all(Transport::Iframe, std::iter::empty());
         let mut out = String::new();
         l.render(&mut out, "x", "help");
         let has = |line: &str| assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
@@ -118,5 +152,10 @@ mod tests {
         has("x_count{transport=\"ws\"} 4");
         has("x_sum{transport=\"ws\"} 60.0016");
         has("x_count{transport=\"sse\"} 0");
+        has("x_bucket{transport=\"stream\",le=\"0.0005\"} 2");
+        has("x_bucket{transport=\"stream\",le=\"0.0025\"} 2");
+        has("x_bucket{transport=\"stream\",le=\"0.005\"} 3");
+        has("x_sum{transport=\"stream\"} 0.0033");
+        has("x_count{transport=\"iframe\"} 0");
     }
 }

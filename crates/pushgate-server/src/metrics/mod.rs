@@ -367,13 +367,16 @@ impl Metrics {
     /// written on `t`: one clock read for all of them.
     pub fn observe_latency(&self, t: Transport, events: &[pushgate_core::OutboxEvent]) {
         let mut now = None;
-        for e in events {
-            if let pushgate_core::OutboxEvent::Message(p) = e {
-                let now = *now.get_or_insert_with(std::time::Instant::now);
-                self.latency
-                    .observe(t, now.saturating_duration_since(p.made), 1);
-            }
-        }
+        self.latency.observe_all(
+            t,
+            events.iter().filter_map(|e| match e {
+                pushgate_core::OutboxEvent::Message(p) => {
+                    let now = *now.get_or_insert_with(std::time::Instant::now);
+                    Some(now.saturating_duration_since(p.made))
+                }
+                _ => None,
+            }),
+        );
     }
 
     /// Whether `/readyz` passes, for `pushgate_ready`.
