@@ -75,6 +75,7 @@ async fn serve(
         Endpoint::Channels => api::survey::channels(state, &req).await,
         Endpoint::Info => api::survey::info(state).await,
         Endpoint::Connections => api::survey::connections(state, &req).await,
+        Endpoint::OpenApi => api::openapi(),
         Endpoint::Healthz => api::healthz(),
         Endpoint::Metrics => api::metrics(state),
     }

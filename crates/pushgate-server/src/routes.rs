@@ -49,6 +49,8 @@ pub enum Endpoint {
     Info,
     /// `GET /api/connections`: a user's connections, in the cluster.
     Connections,
+    /// `GET /api/openapi.json`: the OpenAPI document of the server API.
+    OpenApi,
     Healthz,
     Metrics,
 }
@@ -175,6 +177,7 @@ pub static ROUTES: &[Route] = &[
     entry("/api/channels", &["GET"],            E::Channels,                       Front::Hyper, Cors::Off,     Api),
     entry("/api/info",     &["GET"],            E::Info,                           Front::Hyper, Cors::Off,     Api),
     entry("/api/connections", &["GET"],         E::Connections,                    Front::Hyper, Cors::Off,     Api),
+    entry("/api/openapi.json", &["GET"],        E::OpenApi,                        Front::Hyper, Cors::Off,     Api),
     entry("/healthz",      &["GET", "HEAD"],    E::Healthz,                        Front::Hyper, Cors::Off,     Public),
     entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
 ];

@@ -26,6 +26,7 @@ mod iframe;
 mod limits;
 mod longpoll;
 mod ndjson;
+mod openapi;
 mod poll;
 mod presence;
 mod pubsub;
