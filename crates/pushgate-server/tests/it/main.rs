@@ -9,6 +9,7 @@ mod common;
 mod abuse;
 mod api;
 mod auth;
+mod backend_examples;
 mod bad_input;
 mod binary;
 mod broker;
