@@ -26,11 +26,14 @@ use crate::routes::{self, Auth, Cors, Endpoint, Route};
 use crate::state::AppState;
 use crate::web::{self, Body};
 
-/// A request admission let in: its route, who is calling, and its origin.
+/// A request admission let in: its route, who is calling, from where, and
+/// its origin.
 #[derive(Debug)]
 pub struct Admitted {
     route: &'static Route,
     principal: Principal,
+    /// The peer's address (`/api/connections` shows a connection's).
+    peer: SocketAddr,
     origin: Origin,
     preflight: bool,
     /// A token refused on a WebSocket upgrade, reported once it is open.
@@ -45,6 +48,10 @@ impl Admitted {
 
     pub fn principal(&self) -> &Principal {
         &self.principal
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     pub fn origin(&self) -> &Origin {
@@ -185,6 +192,7 @@ pub fn admit(
     Ok(Admitted {
         route,
         principal,
+        peer,
         origin,
         preflight,
         refused_token,

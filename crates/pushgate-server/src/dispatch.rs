@@ -13,10 +13,10 @@ use crate::api;
 use crate::client_js;
 use crate::cors;
 use crate::demo;
-use crate::routes::{Endpoint, Front};
+use crate::routes::Endpoint;
 use crate::state::AppState;
 use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
-use crate::web::{Body, Peer, RequestBody};
+use crate::web::{Body, RequestBody};
 
 /// hyper's service: admission, then the endpoint.
 pub async fn route(
@@ -49,11 +49,6 @@ async fn serve(
 ) -> Response<Body> {
     if admitted.is_preflight() {
         return cors::preflight(admitted.origin());
-    }
-    let mut req = req;
-    if admitted.route().front == Front::Get {
-        // Connections say where they come from (`/api/connections`).
-        req.extensions_mut().insert(Peer(peer));
     }
     match admitted.route().endpoint {
         Endpoint::Demo => demo::serve(state, &req),
@@ -108,11 +103,11 @@ pub async fn subscribe(state: &Arc<AppState>, admitted: &Admitted, req: &Parts) 
     // future is as large as its largest branch: the others, which only open
     // a stream or answer at once, are boxed.
     match admitted.route().endpoint {
-        Endpoint::Sse => Box::pin(sse::handle(state.clone(), principal, req)).await,
-        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), principal, req)).await,
-        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), principal, req)).await,
+        Endpoint::Sse => Box::pin(sse::handle(state.clone(), admitted, req)).await,
+        Endpoint::Ndjson => Box::pin(ndjson::handle(state.clone(), admitted, req)).await,
+        Endpoint::Iframe => Box::pin(iframe::handle(state.clone(), admitted, req)).await,
         Endpoint::Poll => Box::pin(poll::handle(state.clone(), principal, req)).await,
-        Endpoint::LongPoll => longpoll::handle(state.clone(), principal, req).await,
+        Endpoint::LongPoll => longpoll::handle(state.clone(), admitted, req).await,
         _ => Rejection::not_found(req.uri.path()).into_response(),
     }
 }

@@ -18,10 +18,11 @@ use pushgate_core::delivery::{End, Framing, Timing};
 use pushgate_core::protocol::encode_reset;
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, iframe};
-use pushgate_core::{Error, Principal};
+use pushgate_core::Error;
 
 use super::event_stream::{self, Encoder};
 use crate::metrics::Transport;
+use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
@@ -75,7 +76,8 @@ impl Encoder for IframeEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
+    let principal = admitted.principal();
     let query = match parse_subscribe_query(
         req.uri.query(),
         &["callback"],
@@ -100,7 +102,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
             query.since,
             Box::new(IframeEncoder { callback }),
             Transport::Iframe,
-            crate::web::peer(req),
+            admitted.peer(),
         )
         .await,
     );

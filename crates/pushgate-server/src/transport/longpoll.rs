@@ -15,15 +15,17 @@ use http::request::Parts;
 use http::Response;
 use pushgate_core::hub::Drained;
 use pushgate_core::session::Emit;
-use pushgate_core::{Connection, Error, Principal};
+use pushgate_core::{Connection, Error};
 
 use super::poll::{answer, collect};
 use crate::config::parse_duration;
 use crate::metrics::Transport;
+use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
+    let principal = admitted.principal();
     // In a block: the query is not needed while the request waits, and a
     // waiting request's state is the unit of long-poll memory.
     let (mut conn, mut emits, timeout) = {
@@ -59,7 +61,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
         }
     };
     if emits.is_empty() {
-        wait(&state, &mut conn, &mut emits, timeout, web::peer(req)).await;
+        wait(&state, &mut conn, &mut emits, timeout, admitted.peer()).await;
     }
     if conn.outbox().is_disconnected() {
         return web::error(&Error::new(

@@ -13,11 +13,11 @@ use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, ndjson};
-use pushgate_core::Principal;
 
 use super::event_stream::{self, Encoder};
 use crate::chunked;
 use crate::metrics::Transport;
+use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
@@ -61,7 +61,8 @@ impl Encoder for NdjsonEncoder {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
+    let principal = admitted.principal();
     match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => web::event_stream(
             event_stream::open(
@@ -71,7 +72,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
                 q.since,
                 Box::new(NdjsonEncoder),
                 Transport::Stream,
-                crate::web::peer(req),
+                admitted.peer(),
             )
             .await,
         ),

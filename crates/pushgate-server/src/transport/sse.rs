@@ -15,11 +15,12 @@ use pushgate_core::protocol::encode_reset;
 use pushgate_core::publication::Encoding;
 use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, sse};
-use pushgate_core::{Error, ErrorKind, Principal};
+use pushgate_core::{Error, ErrorKind};
 
 use super::event_stream::{self, Encoder};
 use crate::chunked;
 use crate::metrics::Transport;
+use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
@@ -106,7 +107,8 @@ pub fn since_from(headers: &HeaderMap, query_since: Since) -> Result<Since, Erro
     }
 }
 
-pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, admitted: &Admitted, req: &Parts) -> Response<Body> {
+    let principal = admitted.principal();
     let query = match parse_subscribe_query(req.uri.query(), &[], state.config.max_subscriptions) {
         Ok(q) => q,
         Err(e) => return web::error(&e),
@@ -124,7 +126,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
             since,
             encoder,
             Transport::Sse,
-            crate::web::peer(req),
+            admitted.peer(),
         )
         .await,
     )

@@ -61,8 +61,8 @@ pub struct Upgrade {
     query: SubscribeQuery,
     mode: Mode,
     principal: Principal,
-    /// Where it comes from, for `/api/connections`.
-    peer: std::net::SocketAddr,
+    /// What `/api/connections` says of it.
+    meta: Meta,
     /// A refused token: the socket opens only to say so and close. Boxed:
     /// rare.
     refused: Option<Box<pushgate_core::Error>>,
@@ -100,7 +100,7 @@ pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgra
         query,
         mode,
         principal: admitted.principal().clone(),
-        peer: web::peer(req),
+        meta: Meta::now(Transport::Ws, admitted.peer()),
         refused: admitted.refused_token().cloned().map(Box::new),
     })
 }
@@ -129,7 +129,7 @@ pub async fn handle(
     let res = switching_protocols(&up);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, TokioIo::new(upgraded), up, None).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), Box::new(up), None).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
@@ -142,7 +142,7 @@ pub async fn handle(
 pub async fn run<S: Io>(
     state: Arc<AppState>,
     mut io: S,
-    up: Upgrade,
+    up: Box<Upgrade>,
     direct: Option<Arc<dyn DirectSink>>,
 ) {
     // Taken apart, the handshake's answer dropped and the principal given
@@ -153,17 +153,16 @@ pub async fn run<S: Io>(
         query,
         mode,
         principal,
-        peer,
+        meta,
         refused,
         accept,
         extensions,
-    } = up;
+    } = *up;
     drop((accept, extensions));
     let _open = state.metrics.connection(Transport::Ws);
     let expiry = admission::deadline(&state, &principal);
     let conn = state.connection(&principal);
     drop(principal);
-    let meta = Meta::now(Transport::Ws, peer);
     let _registered = state.registry.register(conn.id(), conn.outbox(), meta);
     let config = &state.config;
     let timing = state.ws_timing.clone();
