@@ -129,7 +129,7 @@ pub async fn handle(
     let res = switching_protocols(&up);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, TokioIo::new(upgraded), Box::new(up), None).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), up, None).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
@@ -142,7 +142,7 @@ pub async fn handle(
 pub async fn run<S: Io>(
     state: Arc<AppState>,
     mut io: S,
-    up: Box<Upgrade>,
+    up: Upgrade,
     direct: Option<Arc<dyn DirectSink>>,
 ) {
     // Taken apart, the handshake's answer dropped and the principal given
@@ -157,7 +157,7 @@ pub async fn run<S: Io>(
         refused,
         accept,
         extensions,
-    } = *up;
+    } = up;
     drop((accept, extensions));
     let _open = state.metrics.connection(Transport::Ws);
     let expiry = admission::deadline(&state, &principal);
