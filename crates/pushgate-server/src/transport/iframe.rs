@@ -21,8 +21,8 @@ use pushgate_core::wire::{self, iframe};
 use pushgate_core::Error;
 
 use super::event_stream::{self, Encoder};
-use crate::metrics::Transport;
 use crate::admission::Admitted;
+use crate::metrics::Transport;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 

@@ -18,9 +18,9 @@ use pushgate_core::session::Emit;
 use pushgate_core::{Connection, Error};
 
 use super::poll::{answer, collect};
+use crate::admission::Admitted;
 use crate::config::parse_duration;
 use crate::metrics::Transport;
-use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 

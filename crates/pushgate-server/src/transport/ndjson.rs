@@ -15,9 +15,9 @@ use pushgate_core::session::{Emit, Session};
 use pushgate_core::wire::{self, ndjson};
 
 use super::event_stream::{self, Encoder};
+use crate::admission::Admitted;
 use crate::chunked;
 use crate::metrics::Transport;
-use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 

@@ -18,9 +18,9 @@ use pushgate_core::wire::{self, sse};
 use pushgate_core::{Error, ErrorKind};
 
 use super::event_stream::{self, Encoder};
+use crate::admission::Admitted;
 use crate::chunked;
 use crate::metrics::Transport;
-use crate::admission::Admitted;
 use crate::state::AppState;
 use crate::web::{self, parse_subscribe_query, Body};
 
