@@ -1122,14 +1122,55 @@ async fn api_get(node: &TestServer, path: &str) -> (u16, Value) {
 /// still comes), and a node that stops cleanly unlists itself.
 #[tokio::test]
 async fn the_server_api_surveys_every_node() {
-    use crate::users::{token, user_ws, with_users};
     let Some(redis) = Redis::start().await else {
         return;
     };
     let p = prefix("survey");
-    let a = start_node_with(&redis, &p, "127.0.0.1", with_users).await;
-    let b = start_node_with(&redis, &p, "127.0.0.2", with_users).await;
-    let mut c = start_node_with(&redis, &p, "127.0.0.3", with_users).await;
+    let [a, _b, mut c] = survey_across(&redis, &p).await;
+
+    // A node listed live that never answers (as one that hangs would).
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{{{p}}}:nodes"))
+        .arg(u64::MAX / 4)
+        .arg(4242)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, info) = api_get(&a, "/api/info").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["missing"], json!([4242]), "{info}");
+    assert_eq!(info["nodes"].as_array().unwrap().len(), 3, "{info}");
+    let _: () = redis::cmd("ZREM")
+        .arg(format!("{{{p}}}:nodes"))
+        .arg(4242)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // C stops cleanly: it is no longer asked.
+    c.signal_shutdown();
+    c.stopped().await;
+    let (_, info) = api_get(&a, "/api/info").await;
+    assert_eq!(info["nodes"].as_array().unwrap().len(), 2, "{info}");
+    assert_eq!(info["missing"], json!([]), "{info}");
+}
+
+#[tokio::test]
+async fn the_server_api_surveys_every_node_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    survey_across(&cluster, &prefix("survey-cluster")).await;
+}
+
+/// Three nodes under `p`: alice on A (WebSocket) and C (SSE), bob on B;
+/// each endpoint answers for all three from any of them.
+async fn survey_across(broker: &impl BrokerUrl, p: &str) -> [TestServer; 3] {
+    use crate::users::{token, user_ws, with_users};
+    let a = start_node_with(broker, p, "127.0.0.1", with_users).await;
+    let b = start_node_with(broker, p, "127.0.0.2", with_users).await;
+    let c = start_node_with(broker, p, "127.0.0.3", with_users).await;
     let mut alice = user_ws(&a, "alice").await;
     alice.subscribe("chat:lobby").await;
     let mut bob = user_ws(&b, "bob").await;
@@ -1195,32 +1236,6 @@ async fn the_server_api_surveys_every_node() {
         on_a["address"].as_str().unwrap().starts_with("127.0.0.1:"),
         "{on_a}"
     );
-
-    // A node listed live that never answers (as one that hangs would).
-    let mut conn = redis.conn().await;
-    let _: () = redis::cmd("ZADD")
-        .arg(format!("{{{p}}}:nodes"))
-        .arg(u64::MAX / 4)
-        .arg(4242)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let (status, info) = api_get(&a, "/api/info").await;
-    assert_eq!(status, 200, "{info}");
-    assert_eq!(info["missing"], json!([4242]), "{info}");
-    assert_eq!(info["nodes"].as_array().unwrap().len(), 3, "{info}");
-    let _: () = redis::cmd("ZREM")
-        .arg(format!("{{{p}}}:nodes"))
-        .arg(4242)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-
-    // C stops cleanly: it is no longer asked.
-    drop(sse);
-    c.signal_shutdown();
-    c.stopped().await;
-    let (_, info) = api_get(&a, "/api/info").await;
-    assert_eq!(info["nodes"].as_array().unwrap().len(), 2, "{info}");
-    assert_eq!(info["missing"], json!([]), "{info}");
+    drop((alice, bob, sse));
+    [a, b, c]
 }
