@@ -21,7 +21,8 @@ use crate::web::{self as h, Body, RequestBody};
 pub const MAX_ITEMS: usize = 1000;
 
 /// A batch or broadcast body may be this many times `max_message_size`
-/// (each publication's data is still held to `max_message_size`).
+/// (each publication, and a broadcast's data, is still held to
+/// `max_message_size`).
 pub const BODY_FACTOR: usize = 16;
 
 /// A body's fields, each kept as its JSON text.
@@ -47,8 +48,11 @@ pub async fn batch(state: Arc<AppState>, req: Request<RequestBody>) -> Response<
     let depth = state.config.max_json_depth;
     let mut results = Vec::with_capacity(publications.len());
     for item in publications {
-        let publish = protocol::decode_publish(item.get().as_bytes(), depth)
-            .and_then(|p| within_size(p, max));
+        // Each publication is held to what `/api/publish` takes as a body.
+        let publish = match item.get().len() {
+            n if n > max => Err(too_large("the publication", max)),
+            _ => protocol::decode_publish(item.get().as_bytes(), depth),
+        };
         results.push(publish_one(&state, publish).await);
     }
     answer(&results)
@@ -75,7 +79,7 @@ pub async fn broadcast(state: Arc<AppState>, req: Request<RequestBody>) -> Respo
         return h::error(&Error::bad_request("broadcast needs a \"data\" field"));
     };
     if data.get().len() > state.config.max_message_size {
-        return h::error(&too_large(state.config.max_message_size));
+        return h::error(&too_large("data", state.config.max_message_size));
     }
     if nests_deeper(&body, state.config.max_json_depth.saturating_add(1)) {
         state.metrics.limited(crate::metrics::Limit::JsonDepth);
@@ -161,18 +165,11 @@ fn bounded(n: usize, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn too_large(max: usize) -> Error {
+fn too_large(what: &str, max: usize) -> Error {
     Error::new(
         ErrorKind::TooLarge,
-        format!("data is larger than {max} bytes (max_message_size)"),
+        format!("{what} is larger than {max} bytes (max_message_size)"),
     )
-}
-
-fn within_size(p: Publish, max: usize) -> Result<Publish, Error> {
-    match &p.data {
-        Data::Json(j) if j.as_str().len() > max => Err(too_large(max)),
-        _ => Ok(p),
-    }
 }
 
 /// One item's answer: its position, or its error.
