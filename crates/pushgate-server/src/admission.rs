@@ -27,12 +27,14 @@ use crate::routes::{self, Auth, Cors, Endpoint, Route};
 use crate::state::AppState;
 use crate::web::{self, Body};
 
-/// A request admission let in: its route, who is calling, and its origin.
+/// A request admission let in: its route, who is calling, from where, and
+/// its origin.
 #[derive(Debug)]
 pub struct Admitted {
     route: &'static Route,
     principal: Principal,
-    /// Who connected (the proxy's address behind a reverse proxy).
+    /// Who connected (the proxy's address behind a reverse proxy): the
+    /// access log's and `/api/connections`' peer.
     peer: SocketAddr,
     origin: Origin,
     preflight: bool,

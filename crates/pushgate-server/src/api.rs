@@ -1,8 +1,13 @@
 //! The server API for application backends: publish, history, direct
-//! messages, presence, disconnecting users, health, metrics.
+//! messages, presence, disconnecting users, health, metrics; batches and
+//! broadcasts (`batch`), what the cluster holds (`survey`), and the
+//! OpenAPI document of it all.
 //!
 //! Admission (`crate::admission`) lets in only the API key's holder, or
 //! loopback peers when no key is configured (and the startup log says so).
+
+pub mod batch;
+pub mod survey;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -240,6 +245,15 @@ async fn disconnect(state: &AppState, req: Request<RequestBody>) -> Result<Strin
     }
     let n = state.hub.disconnect(&user.into()).await?;
     Ok(format!("{{\"disconnected\":{n}}}"))
+}
+
+/// The OpenAPI 3.1 document of the server API: docs/openapi.json, the one
+/// source (`tests/it/openapi.rs` checks it against the real answers).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// `GET /api/openapi.json`.
+pub fn openapi() -> Response<Body> {
+    h::json(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()))
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {

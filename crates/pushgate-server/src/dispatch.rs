@@ -94,6 +94,12 @@ async fn serve(
         Endpoint::Send | Endpoint::Presence | Endpoint::Disconnect => api::users(state, req).await,
         Endpoint::Livez => crate::health::livez(),
         Endpoint::Readyz => crate::health::readyz(state),
+        Endpoint::Batch => api::batch::batch(state.clone(), req).await,
+        Endpoint::Broadcast => api::batch::broadcast(state.clone(), req).await,
+        Endpoint::Channels => api::survey::channels(state, &req).await,
+        Endpoint::Info => api::survey::info(state).await,
+        Endpoint::Connections => api::survey::connections(state, &req).await,
+        Endpoint::OpenApi => api::openapi(),
         Endpoint::Metrics => api::metrics(state),
     }
 }

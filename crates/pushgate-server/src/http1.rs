@@ -210,7 +210,7 @@ pub async fn serve<C: Conn>(mut stream: C, peer: SocketAddr, state: Arc<AppState
                     let io = PrefixIo::new(prefix(buf), stream);
                     // A task of its own, and this one ends: the WebSocket loop is
                     // the largest state, and nothing of the front is needed any more.
-                    tokio::spawn(ws::run(state, io, *up, direct));
+                    tokio::spawn(ws::run(state, io, up, direct));
                 }
                 return;
             }

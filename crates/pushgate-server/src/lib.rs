@@ -30,7 +30,7 @@ mod prefix_io;
 mod redirect;
 pub mod redis_broker;
 mod registry;
-mod routes;
+pub mod routes;
 mod server;
 mod shared_tcp;
 mod state;

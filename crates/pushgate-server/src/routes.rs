@@ -43,6 +43,18 @@ pub enum Endpoint {
     Livez,
     /// `/readyz` and its alias `/healthz`: the node can serve.
     Readyz,
+    /// `POST /api/batch`: many publications, one answer each.
+    Batch,
+    /// `POST /api/broadcast`: one message to many channels.
+    Broadcast,
+    /// `GET /api/channels`: channels with subscribers, in the cluster.
+    Channels,
+    /// `GET /api/info`: version, uptime, every node's counts.
+    Info,
+    /// `GET /api/connections`: a user's connections, in the cluster.
+    Connections,
+    /// `GET /api/openapi.json`: the OpenAPI document of the server API.
+    OpenApi,
     Metrics,
 }
 
@@ -166,6 +178,12 @@ pub static ROUTES: &[Route] = &[
     entry("/livez",        &["GET", "HEAD"],    E::Livez,                          Front::Hyper, Cors::Off,     Public),
     entry("/readyz",       &["GET", "HEAD"],    E::Readyz,                         Front::Hyper, Cors::Off,     Public),
     entry("/healthz",      &["GET", "HEAD"],    E::Readyz,                         Front::Hyper, Cors::Off,     Public),
+    entry("/api/batch",    &["POST"],           E::Batch,                          Front::Hyper, Cors::Off,     Api),
+    entry("/api/broadcast", &["POST"],          E::Broadcast,                      Front::Hyper, Cors::Off,     Api),
+    entry("/api/channels", &["GET"],            E::Channels,                       Front::Hyper, Cors::Off,     Api),
+    entry("/api/info",     &["GET"],            E::Info,                           Front::Hyper, Cors::Off,     Api),
+    entry("/api/connections", &["GET"],         E::Connections,                    Front::Hyper, Cors::Off,     Api),
+    entry("/api/openapi.json", &["GET"],        E::OpenApi,                        Front::Hyper, Cors::Off,     Api),
     entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
 ];
 

@@ -338,7 +338,7 @@ impl Metrics {
         self.published[source as usize].fetch_add(1, Relaxed);
     }
 
-    /// Publications accepted so far, from every source.
+    /// Publications accepted so far, from every source (`/api/info`).
     pub fn published_count(&self) -> u64 {
         self.published.iter().map(|c| c.load(Relaxed)).sum()
     }
@@ -384,7 +384,8 @@ impl Metrics {
         self.ready.store(ready, Relaxed);
     }
 
-    /// Messages delivered so far, on every transport.
+    /// Messages delivered so far, on every transport, by connections and
+    /// by fan-out (`/api/info`).
     pub fn delivered_count(&self) -> u64 {
         self.delivered
             .iter()

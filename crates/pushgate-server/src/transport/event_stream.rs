@@ -28,7 +28,7 @@ use super::delivery_loop::{self, Ended, Silent, Socket, Wire};
 use crate::access_log::{Close, Tracked};
 use crate::admission::Admitted;
 use crate::metrics::Transport;
-use crate::registry::Registration;
+use crate::registry::{Meta, Registration};
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
 
@@ -97,11 +97,14 @@ pub async fn open(
     tracked.delivered(delivery.take_delivered());
     let outbox = delivery.connection().outbox().clone();
     tracked.watch(&outbox);
+    let id = delivery.connection().id();
     Ok(EventStream {
         delivery,
         tracked,
         timer: None,
-        _registered: state.registry.register(&outbox),
+        _registered: state
+            .registry
+            .register(id, &outbox, Meta::now(transport, caller.peer())),
     })
 }
 

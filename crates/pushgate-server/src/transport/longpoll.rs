@@ -68,7 +68,7 @@ pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Res
     );
     tracked.close(Close::Answered);
     if emits.is_empty() {
-        wait(&state, &mut conn, &mut emits, timeout).await;
+        wait(&state, &mut conn, &mut emits, timeout, caller.peer()).await;
     }
     if conn.outbox().is_disconnected() {
         return web::error(&Error::new(
@@ -81,8 +81,15 @@ pub async fn handle(state: Arc<AppState>, caller: &Admitted, req: &Parts) -> Res
 
 /// Holds the request until fan-out brings something to deliver, the time
 /// is up, the connection overflowed or the server shuts down.
-async fn wait(state: &AppState, conn: &mut Connection, emits: &mut Vec<Emit>, timeout: Duration) {
-    let _registered = state.registry.register(conn.outbox());
+async fn wait(
+    state: &AppState,
+    conn: &mut Connection,
+    emits: &mut Vec<Emit>,
+    timeout: Duration,
+    peer: std::net::SocketAddr,
+) {
+    let meta = crate::registry::Meta::now(Transport::LongPoll, peer);
+    let _registered = state.registry.register(conn.id(), conn.outbox(), meta);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let outbox = conn.outbox().clone();

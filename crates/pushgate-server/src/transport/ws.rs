@@ -30,6 +30,7 @@ use crate::admission::{self, Admitted, Rejection};
 use crate::error::close;
 use crate::linger;
 use crate::metrics::{Limit, Transport};
+use crate::registry::Meta;
 use crate::routes::Endpoint;
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
@@ -61,7 +62,8 @@ pub struct Upgrade {
     query: SubscribeQuery,
     mode: Mode,
     principal: Principal,
-    peer: std::net::SocketAddr,
+    /// What `/api/connections` says of it (and the access log: its peer).
+    meta: Meta,
     /// A refused token: the socket opens only to say so and close. Boxed:
     /// rare.
     refused: Option<Box<pushgate_core::Error>>,
@@ -99,7 +101,7 @@ pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgra
         query,
         mode,
         principal: admitted.principal().clone(),
-        peer: admitted.peer(),
+        meta: Meta::now(Transport::Ws, admitted.peer()),
         refused: admitted.refused_token().cloned().map(Box::new),
     })
 }
@@ -128,11 +130,18 @@ pub async fn handle(
     let res = switching_protocols(&up);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(state, TokioIo::new(upgraded), up, None).await,
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), Box::new(up), None).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
     res
+}
+
+/// The value of `b`, its allocation freed now (moving out of a box in
+/// place would keep the allocation until the end of the scope).
+#[allow(clippy::boxed_local)] // the box is what this frees
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// Runs one WebSocket connection after the 101 was sent. With `direct`
@@ -141,28 +150,30 @@ pub async fn handle(
 pub async fn run<S: Io>(
     state: Arc<AppState>,
     mut io: S,
-    up: Upgrade,
+    up: Box<Upgrade>,
     direct: Option<Arc<dyn DirectSink>>,
 ) {
     // Taken apart, the handshake's answer dropped and the principal given
     // to the connection: only what later awaits need stays in this future,
     // which lives as long as the connection (memory per idle connection).
+    // Boxed, and unboxed at once: an async fn keeps its arguments for its
+    // whole life, so a box keeps 8 bytes there instead of the whole upgrade.
     let Upgrade {
         deflate,
         query,
         mode,
         principal,
-        peer: address,
+        meta,
         refused,
         accept,
         extensions,
-    } = up;
+    } = unbox(up);
     drop((accept, extensions));
-    let mut tracked = Tracked::open(&state.metrics, Transport::Ws, address, &principal);
+    let mut tracked = Tracked::open(&state.metrics, Transport::Ws, meta.peer(), &principal);
     let expiry = admission::deadline(&state, &principal);
     let conn = state.connection(&principal);
     drop(principal);
-    let _registered = state.registry.register(conn.outbox());
+    let _registered = state.registry.register(conn.id(), conn.outbox(), meta);
     tracked.watch(conn.outbox());
     let config = &state.config;
     let timing = state.ws_timing.clone();
@@ -205,7 +216,7 @@ pub async fn run<S: Io>(
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        state.note_refusal(&e, address);
+                        state.note_refusal(&e, tracked.peer());
                         (Reply::Error(e), Vec::new())
                     }
                 };

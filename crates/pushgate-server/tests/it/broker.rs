@@ -1274,3 +1274,135 @@ async fn readyz_fails_when_publishes_succeed_but_the_subscription_hears_nothing(
     let v = ws.next_json().await;
     assert_message(&v, "f", 2);
 }
+
+// ---------------------------------------------------------------------------
+// The server API over the cluster: surveys of every node
+
+/// `GET path` on `node`: status and JSON.
+async fn api_get(node: &TestServer, path: &str) -> (u16, Value) {
+    node.json_response(node.http.get(node.url(path))).await
+}
+
+/// `/api/channels` sums every node's subscribers, `/api/info` lists every
+/// node, `/api/connections` finds a user's connections on every node; a
+/// node listed live that does not answer is named missing (the answer
+/// still comes), and a node that stops cleanly unlists itself.
+#[tokio::test]
+async fn the_server_api_surveys_every_node() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("survey");
+    let [a, _b, mut c] = survey_across(&redis, &p).await;
+
+    // A node listed live that never answers (as one that hangs would).
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{{{p}}}:nodes"))
+        .arg(u64::MAX / 4)
+        .arg(4242)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, info) = api_get(&a, "/api/info").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["missing"], json!([4242]), "{info}");
+    assert_eq!(info["nodes"].as_array().unwrap().len(), 3, "{info}");
+    let _: () = redis::cmd("ZREM")
+        .arg(format!("{{{p}}}:nodes"))
+        .arg(4242)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // C stops cleanly: it is no longer asked.
+    c.signal_shutdown();
+    c.stopped().await;
+    let (_, info) = api_get(&a, "/api/info").await;
+    assert_eq!(info["nodes"].as_array().unwrap().len(), 2, "{info}");
+    assert_eq!(info["missing"], json!([]), "{info}");
+}
+
+#[tokio::test]
+async fn the_server_api_surveys_every_node_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3).await else {
+        return;
+    };
+    survey_across(&cluster, &prefix("survey-cluster")).await;
+}
+
+/// Three nodes under `p`: alice on A (WebSocket) and C (SSE), bob on B;
+/// each endpoint answers for all three from any of them.
+async fn survey_across(broker: &impl BrokerUrl, p: &str) -> [TestServer; 3] {
+    use crate::users::{token, user_ws, with_users};
+    let a = start_node_with(broker, p, "127.0.0.1", with_users).await;
+    let b = start_node_with(broker, p, "127.0.0.2", with_users).await;
+    let c = start_node_with(broker, p, "127.0.0.3", with_users).await;
+    let mut alice = user_ws(&a, "alice").await;
+    alice.subscribe("chat:lobby").await;
+    let mut bob = user_ws(&b, "bob").await;
+    bob.subscribe("chat:lobby").await;
+    let mut sse = c
+        .sse(&format!("channel=chat:x&token={}", token("alice")))
+        .await;
+    sse.expect_subscribed("chat:x").await;
+
+    let (status, listed) = api_get(&b, "/api/channels?pattern=chat:*").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed,
+        json!({"channels": [
+            {"channel": "chat:lobby", "subscribers": 2},
+            {"channel": "chat:x", "subscribers": 1},
+        ], "next": null, "missing": []})
+    );
+    let (_, busiest) = api_get(&c, "/api/channels?order=busiest&limit=1").await;
+    assert_eq!(
+        busiest["channels"],
+        json!([{"channel": "chat:lobby", "subscribers": 2}])
+    );
+
+    let (status, info) = api_get(&c, "/api/info").await;
+    assert_eq!(status, 200, "{info}");
+    let nodes = info["nodes"].as_array().unwrap();
+    let numbers: Vec<u64> = nodes.iter().map(|n| n["node"].as_u64().unwrap()).collect();
+    let mut expected: Vec<u64> = [&a, &b, &c].iter().map(|s| s.state.hub.node()).collect();
+    expected.sort_unstable();
+    assert_eq!(numbers, expected, "{info}");
+    assert_eq!(info["node"], c.state.hub.node());
+    let total: u64 = nodes
+        .iter()
+        .map(|n| n["connections"]["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3, "{info}");
+
+    let (status, found) = api_get(&b, "/api/connections?user=alice").await;
+    assert_eq!(status, 200, "{found}");
+    let mut seen: Vec<(u64, &str)> = found["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["node"].as_u64().unwrap(),
+                c["transport"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort_unstable();
+    let mut want = vec![(a.state.hub.node(), "ws"), (c.state.hub.node(), "sse")];
+    want.sort_unstable();
+    assert_eq!(seen, want, "{found}");
+    let on_a = found["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["transport"] == "ws")
+        .unwrap();
+    assert!(
+        on_a["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{on_a}"
+    );
+    drop((alice, bob, sse));
+    [a, b, c]
+}
