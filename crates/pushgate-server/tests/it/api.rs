@@ -361,7 +361,10 @@ async fn batch_answers_each_publication_in_order_and_errors_in_place() {
     );
     let metrics = server.metrics_text().await;
     assert_eq!(
-        metric(&metrics, "pushgate_messages_published_total"),
+        metric(
+            &metrics,
+            "pushgate_messages_published_total{source=\"api\"}"
+        ),
         Some(2)
     );
 }
