@@ -4,7 +4,8 @@
 //! 1. the route: an unknown path is 404, a wrong method 405 with `Allow`;
 //! 2. the origin: a page of a foreign origin may not act (`/command`) or
 //!    open a WebSocket, nor be answered a preflight (`docs/security.md`);
-//! 3. the caller: the API key for `/api/*` (or loopback without a key);
+//! 3. the caller: the API key for `/api/*` (or loopback without a key;
+//!    with `admin` enabled, also a token with `"admin": true`);
 //!    for client routes the token (`Authorization: Bearer`, else the
 //!    `token` query parameter) checked by the hub's policy. Either makes
 //!    the [`Principal`] that travels into the connection.
@@ -230,25 +231,58 @@ pub fn deadline(state: &AppState, principal: &Principal) -> Option<std::time::In
     Some(std::time::Instant::now() + std::time::Duration::from_secs(left))
 }
 
-/// The API key, or a loopback peer when no key is configured.
+/// The API key, an admin token (with `admin` enabled), or a loopback peer
+/// when no key is configured.
 fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Principal, Error> {
+    let config = &state.config;
     // An empty key would let anyone in with an empty `Bearer`: it is no key.
-    match state.config.api_key.as_deref().filter(|k| !k.is_empty()) {
-        Some(key) => {
-            let given = bearer(headers).unwrap_or("");
-            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
-                Ok(Principal::Api)
-            } else {
-                Err(Error::new(
-                    ErrorKind::Unauthorized,
-                    "send Authorization: Bearer <api key> (the key given to pushgate serve --api-key)",
-                ))
-            }
+    let key = config.api_key.as_deref().filter(|k| !k.is_empty());
+    let given = bearer(headers);
+    if let (Some(key), Some(given)) = (key, given) {
+        if constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            return Ok(Principal::Api);
         }
+    }
+    // A JWT is header.payload.signature; anything else is a wrong key.
+    let token = given.map(str::trim).filter(|t| t.split('.').count() == 3);
+    let admins = config.admin_enabled && state.hub.policy().checks_tokens();
+    if let (true, Some(token)) = (admins, token) {
+        return admin_token(state, token);
+    }
+    let or_admin = if config.admin_enabled {
+        ", or an admin token (pushgate token --admin)"
+    } else {
+        ""
+    };
+    match key {
+        Some(_) => Err(Error::new(
+            ErrorKind::Unauthorized,
+            format!("send Authorization: Bearer <api key> (the key given to pushgate serve --api-key){or_admin}"),
+        )),
         None if peer.ip().is_loopback() => Ok(Principal::Api),
         None => Err(Error::new(
             ErrorKind::Forbidden,
-            "no API key is configured, so the API only answers loopback clients; start pushgate with --api-key",
+            format!("no API key is configured, so the API only answers loopback clients; start pushgate with --api-key{or_admin}"),
+        )),
+    }
+}
+
+/// A token presented in place of the API key: accepted when it is valid and
+/// says `"admin": true`. The API then treats it as the key's holder.
+fn admin_token(state: &AppState, token: &str) -> Result<Principal, Error> {
+    match state
+        .hub
+        .policy()
+        .authenticate(Some(token), now_secs(state))?
+    {
+        Principal::User(user) if user.admin => Ok(Principal::Api),
+        principal => Err(Error::new(
+            ErrorKind::Forbidden,
+            format!(
+                "the token of {:?} is not an admin token: the server API takes the API key, \
+                 or a token with \"admin\": true (pushgate token --admin)",
+                principal.user().map_or("", |u| &*u.id)
+            ),
         )),
     }
 }

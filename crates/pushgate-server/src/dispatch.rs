@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{Request, Response};
 
+use crate::admin;
 use crate::admission::{self, Admitted, Rejection};
 use crate::api;
 use crate::client_js;
@@ -67,6 +68,7 @@ async fn serve(
         Endpoint::Send | Endpoint::Presence | Endpoint::Disconnect => api::users(state, req).await,
         Endpoint::Healthz => api::healthz(),
         Endpoint::Metrics => api::metrics(state),
+        Endpoint::Admin => admin::serve(req.uri().path()),
     }
 }
 

@@ -10,6 +10,7 @@
 //! ```
 
 mod accept;
+mod admin;
 mod admission;
 mod api;
 mod chunked;
