@@ -240,7 +240,8 @@
     return 10 * power;
   }
 
-  const number = (v) => (v >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(1));
+  /** Whole from 10 up, else at most two decimals (an axis tick may be 0.25). */
+  const number = (v) => String(v >= 10 ? Math.round(v) : Math.round(v * 100) / 100);
   const millis = (v) => (v >= 10 ? String(Math.round(v)) : v.toFixed(v >= 1 ? 1 : 2));
 
   let charts = null;
