@@ -55,7 +55,7 @@ impl Connection {
     pub fn new(hub: Arc<Hub>, id: SubscriberId, limits: Limits, principal: Principal) -> Self {
         let outbox = Outbox::new(limits.outbox_capacity);
         if let Some(user) = principal.user() {
-            hub.register_user(&user.id, &outbox);
+            hub.register_user(&user.id, id, &outbox);
         }
         Connection {
             hub,
@@ -270,7 +270,8 @@ impl Connection {
             expires: user.expires,
         };
         if self.principal.user().is_none() {
-            self.hub.register_user(&user.id, &self.subscriber.outbox);
+            self.hub
+                .register_user(&user.id, self.subscriber.id, &self.subscriber.outbox);
         }
         self.principal = principal;
         Ok((reply, Vec::new()))

@@ -1,8 +1,12 @@
 //! The server API for application backends: publish, history, direct
-//! messages, presence, disconnecting users, health, metrics.
+//! messages, presence, disconnecting users, health, metrics; batches and
+//! broadcasts (`batch`), and what the cluster holds (`survey`).
 //!
 //! Admission (`crate::admission`) lets in only the API key's holder, or
 //! loopback peers when no key is configured (and the startup log says so).
+
+pub mod batch;
+pub mod survey;
 
 use std::fmt::Write as _;
 use std::sync::Arc;

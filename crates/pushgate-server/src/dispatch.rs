@@ -14,10 +14,10 @@ use crate::api;
 use crate::client_js;
 use crate::cors;
 use crate::demo;
-use crate::routes::Endpoint;
+use crate::routes::{Endpoint, Front};
 use crate::state::AppState;
 use crate::transport::{command, iframe, longpoll, ndjson, poll, sse, ws};
-use crate::web::{Body, RequestBody};
+use crate::web::{Body, Peer, RequestBody};
 
 /// hyper's service: admission, then the endpoint.
 pub async fn route(
@@ -51,6 +51,11 @@ async fn serve(
     if admitted.is_preflight() {
         return cors::preflight(admitted.origin());
     }
+    let mut req = req;
+    if admitted.route().front == Front::Get {
+        // Connections say where they come from (`/api/connections`).
+        req.extensions_mut().insert(Peer(peer));
+    }
     match admitted.route().endpoint {
         Endpoint::Demo => demo::serve(state, &req),
         Endpoint::ClientJs => client_js::serve(),
@@ -66,6 +71,11 @@ async fn serve(
         Endpoint::Command | Endpoint::Publish => post(state, admitted, peer, req).await,
         Endpoint::History => api::history(state.clone(), req).await,
         Endpoint::Send | Endpoint::Presence | Endpoint::Disconnect => api::users(state, req).await,
+        Endpoint::Batch => api::batch::batch(state.clone(), req).await,
+        Endpoint::Broadcast => api::batch::broadcast(state.clone(), req).await,
+        Endpoint::Channels => api::survey::channels(state, &req).await,
+        Endpoint::Info => api::survey::info(state).await,
+        Endpoint::Connections => api::survey::connections(state, &req).await,
         Endpoint::Healthz => api::healthz(),
         Endpoint::Metrics => api::metrics(state),
         Endpoint::Admin => admin::serve(req.uri().path()),

@@ -476,7 +476,7 @@ async fn refuse<C: Conn>(stream: &mut C, res: Response<Body>) -> io::Result<Next
 async fn serve_one<C: Conn>(
     stream: &mut C,
     buf: &mut Vec<u8>,
-    parts: Parts,
+    mut parts: Parts,
     peer: SocketAddr,
     state: &Arc<AppState>,
 ) -> io::Result<Next> {
@@ -493,6 +493,8 @@ async fn serve_one<C: Conn>(
         Ok(admitted) => admitted,
         Err(rejected) => return respond(stream, rejected.into_response(), keep_alive).await,
     };
+    // Connections say where they come from (`/api/connections`).
+    parts.extensions.insert(crate::web::Peer(peer));
     let res = if let Endpoint::WebSocket | Endpoint::Echo = admitted.route().endpoint {
         match ws::check(state, &admitted, &parts) {
             Ok(up) => return Ok(Next::Upgrade(Box::new(up))),

@@ -219,6 +219,17 @@ impl Metrics {
         self.published.fetch_add(1, Relaxed);
     }
 
+    /// Publications accepted so far (`/api/info`).
+    pub fn published_total(&self) -> u64 {
+        self.published.load(Relaxed)
+    }
+
+    /// Deliveries written so far, by connections and by fan-out (`/api/info`).
+    pub fn delivered_total(&self) -> u64 {
+        let sum = |c: &[AtomicU64; N]| c.iter().map(|n| n.load(Relaxed)).sum::<u64>();
+        sum(&self.delivered) + sum(&self.delivered_direct)
+    }
+
     pub fn publish_error(&self) {
         self.publish_errors.fetch_add(1, Relaxed);
     }

@@ -39,6 +39,16 @@ pub enum Endpoint {
     Presence,
     /// `POST /api/disconnect`: end a user's connections.
     Disconnect,
+    /// `POST /api/batch`: many publications, one answer each.
+    Batch,
+    /// `POST /api/broadcast`: one message to many channels.
+    Broadcast,
+    /// `GET /api/channels`: channels with subscribers, in the cluster.
+    Channels,
+    /// `GET /api/info`: version, uptime, every node's counts.
+    Info,
+    /// `GET /api/connections`: a user's connections, in the cluster.
+    Connections,
     Healthz,
     Metrics,
     /// The dashboard at `/admin`, its script and its style (only with `admin`).
@@ -163,6 +173,11 @@ pub static ROUTES: &[Route] = &[
     entry("/api/send",     &["POST"],           E::Send,                           Front::Hyper, Cors::Off,     Api),
     entry("/api/presence", &["GET"],            E::Presence,                       Front::Hyper, Cors::Off,     Api),
     entry("/api/disconnect", &["POST"],         E::Disconnect,                     Front::Hyper, Cors::Off,     Api),
+    entry("/api/batch",    &["POST"],           E::Batch,                          Front::Hyper, Cors::Off,     Api),
+    entry("/api/broadcast", &["POST"],          E::Broadcast,                      Front::Hyper, Cors::Off,     Api),
+    entry("/api/channels", &["GET"],            E::Channels,                       Front::Hyper, Cors::Off,     Api),
+    entry("/api/info",     &["GET"],            E::Info,                           Front::Hyper, Cors::Off,     Api),
+    entry("/api/connections", &["GET"],         E::Connections,                    Front::Hyper, Cors::Off,     Api),
     entry("/healthz",      &["GET", "HEAD"],    E::Healthz,                        Front::Hyper, Cors::Off,     Public),
     entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
     // The page is public; what it shows comes from /api/*, behind its login.

@@ -35,6 +35,8 @@ pub struct AppState {
     /// hold no connection whose bucket could keep it.
     command_publish_tokens: Mutex<Buckets<u64>>,
     next_subscriber: AtomicU64,
+    /// When the server started (`/api/info`'s uptime).
+    pub started: Instant,
 }
 
 /// Most `/command` client addresses with a publish bucket at once: 16
@@ -89,7 +91,7 @@ impl AppState {
             ..*stream_timing
         });
         let first_id = hub.first_id();
-        Arc::new(AppState {
+        let state = Arc::new(AppState {
             config,
             hub,
             ws_timing,
@@ -101,7 +103,12 @@ impl AppState {
             registry: Arc::new(Registry::default()),
             command_publish_tokens: Mutex::new(Buckets::new(COMMAND_CLIENTS)),
             next_subscriber: AtomicU64::new(first_id),
-        })
+            started: Instant::now(),
+        });
+        // This node's facts answer the cluster's surveys (`/api/info`, …).
+        let facts = crate::api::survey::NodeFacts(Arc::downgrade(&state));
+        state.hub.answer_with(Arc::new(facts));
+        state
     }
 
     /// Reads the TLS certificate and key files again (what SIGHUP does):

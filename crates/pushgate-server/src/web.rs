@@ -15,6 +15,19 @@ use pushgate_core::{ChannelName, Error, ErrorKind};
 use crate::error::http_status;
 use crate::transport::event_stream::EventStream;
 
+/// The peer's address, in a request's extensions for the endpoints that
+/// hold a connection (`crate::registry` keeps it for `/api/connections`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// The peer of a request (unspecified when no front put it there).
+pub fn peer(parts: &http::request::Parts) -> std::net::SocketAddr {
+    parts
+        .extensions
+        .get::<Peer>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0)
+}
+
 /// Longest query string accepted.
 pub const MAX_QUERY_LEN: usize = 32 * 1024;
 

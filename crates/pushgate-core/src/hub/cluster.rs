@@ -6,13 +6,26 @@
 //! The hub calls out through [`Cluster`] and hears back through
 //! [`Inbound`], which its fan-out implements: the events other nodes send
 //! reach this node's connections exactly as local ones do.
+//!
+//! A **survey** asks every live node one [`Question`] and gathers their
+//! answers ([`Cluster::survey`]): what the server API reports of the whole
+//! cluster (channels, nodes, a user's connections). Each node answers
+//! through its [`Responder`], which the server plugs in, so facts only the
+//! server knows (connections' transports and addresses) can answer. A node
+//! that does not answer within [`SURVEY_TIMEOUT`] is named missing; the
+//! survey still answers.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::listing::ChannelQuery;
 use super::presence::Member;
 use super::SubscriberId;
 use crate::auth::UserId;
@@ -100,6 +113,126 @@ pub trait Cluster: Send + Sync + 'static {
     /// members leave (announced, on channels that announce). Called
     /// periodically with every member here.
     async fn renew(&self, members: Vec<Listed>);
+
+    /// Sets what this node answers to surveys (the server's facts).
+    fn answer_with(&self, responder: Arc<dyn Responder>);
+
+    /// Puts `question` to every live node, this one included, and gathers
+    /// their answers until all answered or [`SURVEY_TIMEOUT`] passed.
+    async fn survey(&self, question: &Question) -> Result<Survey, Error>;
+}
+
+/// How long a survey waits for the other nodes' answers.
+pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a survey asks every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "q", rename_all = "lowercase")]
+pub enum Question {
+    /// Its page of channels with subscribers.
+    Channels(ChannelQuery),
+    /// Its version, uptime and counts.
+    Info,
+    /// The live connections of a user.
+    Connections {
+        /// The user's id.
+        user: String,
+    },
+}
+
+/// The answering side of a survey: what this node says to a question.
+pub trait Responder: Send + Sync {
+    /// This node's answer, as JSON.
+    fn answer(&self, question: &Question) -> serde_json::Value;
+}
+
+/// The answers of a survey, by node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Survey {
+    /// Each node's answer, by node number.
+    pub answers: Vec<(u64, serde_json::Value)>,
+    /// The live nodes that did not answer in time.
+    pub missing: Vec<u64>,
+}
+
+/// The surveys of a node that wait for answers (no I/O: the caller
+/// sends the question and hands over the answers that come back).
+#[derive(Default)]
+pub struct Surveys {
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Gathering>>,
+}
+
+#[derive(Default)]
+struct Gathering {
+    /// The nodes still to answer.
+    waiting: BTreeSet<u64>,
+    answers: Vec<(u64, serde_json::Value)>,
+    waker: Option<Waker>,
+}
+
+impl Surveys {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Gathering>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new survey waiting for `nodes`; its id.
+    pub fn start(&self, nodes: impl IntoIterator<Item = u64>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let gathering = Gathering {
+            waiting: nodes.into_iter().collect(),
+            ..Default::default()
+        };
+        self.pending().insert(id, gathering);
+        id
+    }
+
+    /// Node `node`'s answer to survey `id` (ignored when the survey is
+    /// over or did not wait for that node).
+    pub fn answered(&self, id: u64, node: u64, answer: serde_json::Value) {
+        let mut pending = self.pending();
+        let Some(g) = pending.get_mut(&id) else {
+            return;
+        };
+        if g.waiting.remove(&node) {
+            g.answers.push((node, answer));
+            if g.waiting.is_empty() {
+                if let Some(w) = g.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Ready once every node survey `id` waits for answered.
+    pub fn poll_complete(&self, id: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut pending = self.pending();
+        match pending.get_mut(&id) {
+            Some(g) if !g.waiting.is_empty() => {
+                g.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+
+    /// [`Surveys::poll_complete`] as a future.
+    pub async fn complete(&self, id: u64) {
+        std::future::poll_fn(|cx| self.poll_complete(id, cx)).await
+    }
+
+    /// Ends survey `id`: the answers so far, with `own` (this node's), by
+    /// node, and the nodes that did not answer.
+    pub fn finish(&self, id: u64, own: (u64, serde_json::Value)) -> Survey {
+        let g = self.pending().remove(&id).unwrap_or_default();
+        let mut answers = g.answers;
+        answers.push(own);
+        answers.sort_by_key(|(node, _)| *node);
+        Survey {
+            answers,
+            missing: g.waiting.into_iter().collect(),
+        }
+    }
 }
 
 /// A channel's members on this node, for [`Cluster::renew`].
@@ -180,6 +313,58 @@ enum Notice<'a> {
         user: Cow<'a, str>,
         at: u64,
     },
+    /// A survey's question, to every node.
+    Ask {
+        id: u64,
+        from: u64,
+        question: Question,
+    },
+    /// A node's answer, to the node that asked.
+    Answer {
+        id: u64,
+        node: u64,
+        answer: serde_json::Value,
+    },
+}
+
+/// A survey's question as the text nodes exchange: `id` of node `from`.
+pub fn encode_ask(id: u64, from: u64, question: &Question) -> String {
+    serde_json::to_string(&Notice::Ask {
+        id,
+        from,
+        question: question.clone(),
+    })
+    .expect("a notice serializes")
+}
+
+/// Node `node`'s answer to survey `id` as the text nodes exchange.
+pub fn encode_answer(id: u64, node: u64, answer: serde_json::Value) -> String {
+    serde_json::to_string(&Notice::Answer { id, node, answer }).expect("a notice serializes")
+}
+
+/// What [`deliver`] leaves to the cluster: the survey notices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    /// Handed to the hub.
+    Done,
+    /// Node `from` asks `question` in its survey `id`.
+    Asked {
+        /// The survey, among the asking node's.
+        id: u64,
+        /// The asking node, where the answer goes.
+        from: u64,
+        /// What it asks.
+        question: Question,
+    },
+    /// Node `node` answered survey `id`.
+    Answered {
+        /// The survey, among this node's.
+        id: u64,
+        /// The node that answered.
+        node: u64,
+        /// Its answer.
+        answer: serde_json::Value,
+    },
 }
 
 /// A join or leave as the text nodes exchange.
@@ -214,13 +399,14 @@ pub fn encode_disconnect(user: &UserId, at: u64) -> String {
 }
 
 /// Hands a notice from another node to `inbound`: `channel` is the
-/// channel whose announcements carried it (for a join or leave). Text
-/// that is no notice is an `Err` the caller logs.
+/// channel whose announcements carried it (for a join or leave). A
+/// survey's notice is returned for the cluster to handle. Text that is no
+/// notice is an `Err` the caller logs.
 pub fn deliver(
     inbound: &dyn Inbound,
     channel: Option<&ChannelName>,
     text: &[u8],
-) -> Result<(), &'static str> {
+) -> Result<Delivered, &'static str> {
     let notice: Notice = serde_json::from_slice(text).map_err(|_| "not a notice")?;
     let user = |u: Option<Cow<str>>| u.map(|u| UserId::from(&*u));
     match (notice, channel) {
@@ -250,8 +436,17 @@ pub fn deliver(
             data: SafeJson::parse(data.as_bytes()).map_err(|_| "a signal with bad data")?,
         }),
         (Notice::Disconnect { user: u, at }, _) => inbound.disconnect(&UserId::from(&*u), at),
+        (Notice::Ask { id, from, question }, None) => {
+            return Ok(Delivered::Asked { id, from, question })
+        }
+        (Notice::Answer { id, node, answer }, None) => {
+            return Ok(Delivered::Answered { id, node, answer })
+        }
+        (Notice::Ask { .. } | Notice::Answer { .. }, Some(_)) => {
+            return Err("a survey notice on a channel")
+        }
     }
-    Ok(())
+    Ok(Delivered::Done)
 }
 
 #[cfg(test)]
@@ -339,5 +534,72 @@ mod tests {
         assert!(deliver(&heard, None, off_channel.as_bytes()).is_err());
         let bad_room = br#"{"t":"signal","room":"","from":1,"to":2,"user":null,"data":"1"}"#;
         assert!(deliver(&heard, None, bad_room).is_err());
+    }
+
+    #[test]
+    fn survey_notices_round_trip_and_are_left_to_the_cluster() {
+        let heard = Heard::default();
+        let q = Question::Connections {
+            user: "al\"ice".into(),
+        };
+        let asked = deliver(&heard, None, encode_ask(4, 9, &q).as_bytes()).unwrap();
+        assert_eq!(
+            asked,
+            Delivered::Asked {
+                id: 4,
+                from: 9,
+                question: q
+            }
+        );
+        let page = Question::Channels(
+            ChannelQuery::new(Some("chat:*"), None, 5, super::super::listing::Order::Name).unwrap(),
+        );
+        let text = encode_ask(1, 2, &page);
+        assert!(matches!(
+            deliver(&heard, None, text.as_bytes()),
+            Ok(Delivered::Asked { question, .. }) if question == page
+        ));
+        let answer = serde_json::json!({"x": [1]});
+        let back = encode_answer(4, 3, answer.clone());
+        assert_eq!(
+            deliver(&heard, None, back.as_bytes()),
+            Ok(Delivered::Answered {
+                id: 4,
+                node: 3,
+                answer
+            })
+        );
+        let ch = ChannelName::new("a").unwrap();
+        assert!(deliver(&heard, Some(&ch), back.as_bytes()).is_err());
+        assert!(heard.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_survey_completes_when_every_node_answered_and_names_the_missing() {
+        let surveys = Surveys::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        let id = surveys.start([2, 3]);
+        assert!(surveys.poll_complete(id, &mut cx).is_pending());
+        surveys.answered(id, 3, serde_json::json!(3));
+        surveys.answered(id, 7, serde_json::json!(7)); // not asked
+        surveys.answered(id + 1, 2, serde_json::json!(0)); // another survey
+        assert!(surveys.poll_complete(id, &mut cx).is_pending());
+        let partial = surveys.finish(id, (1, serde_json::json!(1)));
+        assert_eq!(
+            partial.answers,
+            [(1, serde_json::json!(1)), (3, serde_json::json!(3))]
+        );
+        assert_eq!(partial.missing, [2]);
+        let id = surveys.start([2]);
+        surveys.answered(id, 2, serde_json::json!(2));
+        assert!(surveys.poll_complete(id, &mut cx).is_ready());
+        assert!(surveys
+            .finish(id, (1, serde_json::json!(1)))
+            .missing
+            .is_empty());
+        assert!(
+            surveys.pending().is_empty(),
+            "finished surveys are forgotten"
+        );
     }
 }

@@ -16,16 +16,21 @@ use super::*;
 use crate::error::ErrorKind;
 use crate::log::{MemoryLog, MemoryLogConfig};
 
-/// What the nodes share: the member lists and each node's inbound.
+/// What the nodes share: the member lists, each node's inbound, and the
+/// survey's wire (each node's surveys and responder, and which nodes are
+/// silent, as a node that died without unlisting itself is).
 #[derive(Default)]
 struct Shared {
     members: StdMutex<HashMap<ChannelName, BTreeMap<SubscriberId, Option<UserId>>>>,
     nodes: StdMutex<HashMap<u64, Arc<dyn Inbound>>>,
+    responders: StdMutex<BTreeMap<u64, Arc<dyn Responder>>>,
+    silent: StdMutex<Vec<u64>>,
 }
 
 struct MemoryCluster {
     node: u64,
     shared: Arc<Shared>,
+    surveys: cluster::Surveys,
 }
 
 impl MemoryCluster {
@@ -133,15 +138,58 @@ impl Cluster for MemoryCluster {
     }
 
     async fn renew(&self, _members: Vec<Listed>) {}
+
+    fn answer_with(&self, responder: Arc<dyn Responder>) {
+        let mut responders = self.shared.responders.lock().unwrap();
+        responders.insert(self.node, responder);
+    }
+
+    /// The notices travel as text, as over Redis: the question to every
+    /// other node, each answer back through [`cluster::deliver`].
+    async fn survey(&self, question: &Question) -> Result<Survey, Error> {
+        let responders = self.shared.responders.lock().unwrap().clone();
+        let others = responders.keys().copied().filter(|n| *n != self.node);
+        let id = self.surveys.start(others);
+        let ask = cluster::encode_ask(id, self.node, question);
+        let silent = self.shared.silent.lock().unwrap().clone();
+        for (node, responder) in &responders {
+            if *node == self.node || silent.contains(node) {
+                continue;
+            }
+            let inbound = self.shared.nodes.lock().unwrap()[node].clone();
+            let Ok(cluster::Delivered::Asked { id, question, .. }) =
+                cluster::deliver(&*inbound, None, ask.as_bytes())
+            else {
+                panic!("an ask is left to the cluster");
+            };
+            let back = cluster::encode_answer(id, *node, responder.answer(&question));
+            if let Ok(cluster::Delivered::Answered { id, node, answer }) =
+                cluster::deliver(&*inbound, None, back.as_bytes())
+            {
+                self.surveys.answered(id, node, answer);
+            }
+        }
+        let own = responders
+            .get(&self.node)
+            .map_or(serde_json::Value::Null, |r| r.answer(question));
+        Ok(self.surveys.finish(id, (self.node, own)))
+    }
 }
 
 /// Two hubs, nodes 1 and 2, of one in-memory cluster.
 fn two_nodes() -> (Arc<Hub>, Arc<Hub>) {
+    let (one, two, _) = nodes();
+    (one, two)
+}
+
+/// Two hubs, nodes 1 and 2, and what they share.
+fn nodes() -> (Arc<Hub>, Arc<Hub>, Arc<Shared>) {
     let shared = Arc::new(Shared::default());
     let hub = |node| {
         let cluster = Arc::new(MemoryCluster {
             node,
             shared: shared.clone(),
+            surveys: Default::default(),
         });
         let config = HubConfig {
             clock: Arc::new(crate::ManualClock::new(1_700_000_000_000)),
@@ -151,7 +199,7 @@ fn two_nodes() -> (Arc<Hub>, Arc<Hub>) {
         let log = Arc::new(MemoryLog::new(MemoryLogConfig::default()));
         Arc::new(Hub::new(log, config))
     };
-    (hub(1), hub(2))
+    (hub(1), hub(2), shared)
 }
 
 #[test]
@@ -216,4 +264,90 @@ fn a_disconnect_reaches_the_users_connections_on_every_node() {
         "none here"
     );
     assert!(cb.outbox().is_disconnected(), "told on the other node");
+}
+
+/// Answers a survey as the server does: channels from the hub's table,
+/// a user's connections from the hub's user table.
+struct HubResponder(std::sync::Weak<Hub>);
+
+impl Responder for HubResponder {
+    fn answer(&self, question: &Question) -> serde_json::Value {
+        let Some(hub) = self.0.upgrade() else {
+            return serde_json::Value::Null;
+        };
+        match question {
+            Question::Channels(q) => hub.channels(q).to_json(),
+            Question::Info => json!({"node": hub.node()}),
+            Question::Connections { user } => {
+                json!(hub.user_connections(&UserId::from(user.as_str())))
+            }
+        }
+    }
+}
+
+#[test]
+fn a_survey_gathers_every_nodes_answer_and_names_the_silent() {
+    let (one, two, shared) = nodes();
+    for hub in [&one, &two] {
+        hub.answer_with(Arc::new(HubResponder(Arc::downgrade(hub))));
+    }
+    let (a, b) = (one.first_id(), two.first_id());
+    let mut on_one = conn(&one, a, user("alice"));
+    let mut on_two = conn(&two, b, user("alice"));
+    let mut bob = conn(&two, b + 1, user("bob"));
+    run(&mut on_one, r#"{"type":"subscribe","channel":"chat:a"}"#);
+    run(&mut on_two, r#"{"type":"subscribe","channel":"chat:a"}"#);
+    run(&mut bob, r#"{"type":"subscribe","channel":"news"}"#);
+
+    // Channels: each node's page, summed.
+    let q = ChannelQuery::new(None, None, 10, Order::Name).unwrap();
+    let survey = now(one.survey(&Question::Channels(q.clone()))).unwrap();
+    assert_eq!(survey.missing, Vec::<u64>::new());
+    let pages = survey
+        .answers
+        .iter()
+        .map(|(_, a)| ChannelPage::from_json(a).unwrap());
+    let page = listing::merge(&q, pages);
+    let listed: Vec<(&str, u64)> = page
+        .channels
+        .iter()
+        .map(|(c, n)| (c.as_str(), *n))
+        .collect();
+    assert_eq!(listed, [("chat:a", 2), ("news", 1)]);
+
+    // A user's connections on every node, by node.
+    let survey = now(two.survey(&Question::Connections {
+        user: "alice".into(),
+    }))
+    .unwrap();
+    assert_eq!(survey.answers, [(1, json!([a])), (2, json!([b]))]);
+    drop(on_two);
+    let survey = now(one.survey(&Question::Connections {
+        user: "alice".into(),
+    }))
+    .unwrap();
+    assert_eq!(survey.answers, [(1, json!([a])), (2, json!([]))]);
+
+    // A silent node is named missing; the survey still answers.
+    shared.silent.lock().unwrap().push(2);
+    let survey = now(one.survey(&Question::Info)).unwrap();
+    assert_eq!(survey.answers, [(1, json!({"node": 1}))]);
+    assert_eq!(survey.missing, [2]);
+}
+
+#[test]
+fn a_single_hub_answers_its_own_survey() {
+    let hub = Arc::new(Hub::new(
+        Arc::new(MemoryLog::new(MemoryLogConfig::default())),
+        HubConfig::default(),
+    ));
+    let survey = now(hub.survey(&Question::Info)).unwrap();
+    assert_eq!(
+        survey.answers,
+        [(0, serde_json::Value::Null)],
+        "no responder"
+    );
+    hub.answer_with(Arc::new(HubResponder(Arc::downgrade(&hub))));
+    let survey = now(hub.survey(&Question::Info)).unwrap();
+    assert_eq!(survey.answers, [(0, json!({"node": 0}))]);
 }

@@ -13,6 +13,7 @@
 //! delivery, never leave a hole, and [`crate::Session`] drops the overlap.
 
 pub mod cluster;
+pub mod listing;
 pub mod live;
 pub mod outbox;
 pub mod presence;
@@ -33,7 +34,8 @@ use crate::publication::{Data, Publication};
 use crate::rtc::{ClientKeys, RtcConfig};
 use crate::sync::{self, lock, Mutex, SHARDS};
 
-pub use cluster::{Cluster, Inbound, RelayedSignal};
+pub use cluster::{Cluster, Inbound, Question, RelayedSignal, Responder, Survey};
+pub use listing::{ChannelPage, ChannelQuery, Order};
 pub use live::{LiveEvent, LiveKind};
 pub use outbox::{DirectSink, Drained, Outbox, OutboxEvent, PushOutcome, Sent};
 pub use presence::{Member, Presence};
@@ -95,6 +97,8 @@ pub struct Hub {
     /// Prove a connection's id in a room's signals over `POST /command`
     /// (a cluster's own, the same on every node, once it has them).
     keys: ClientKeys,
+    /// What this node answers to surveys ([`Hub::survey`]).
+    responder: std::sync::OnceLock<Arc<dyn Responder>>,
 }
 
 /// Most recipients of one direct message.
@@ -115,10 +119,14 @@ struct Fanout {
     config: HubConfig,
     shards: Vec<Mutex<HashMap<ChannelName, Arc<Mutex<Local>>>>>,
     hasher: std::collections::hash_map::RandomState,
-    /// Each user's live connections, for [`Hub::disconnect`]. Weak: the
-    /// index never keeps a connection alive.
-    users: Mutex<HashMap<UserId, Vec<Weak<Outbox>>>>,
+    /// Each user's live connections, for [`Hub::disconnect`] and
+    /// [`Hub::user_connections`]. Weak: the index never keeps a
+    /// connection alive.
+    users: Mutex<HashMap<UserId, Vec<UserConnection>>>,
 }
+
+/// One of a user's live connections: its id and its outbox.
+type UserConnection = (SubscriberId, Weak<Outbox>);
 
 /// What [`Fanout::add`] did beyond subscribing.
 struct Added {
@@ -160,7 +168,84 @@ impl Hub {
             log,
             fanout,
             keys: ClientKeys::random(),
+            responder: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This node's number in its cluster; 0 alone.
+    pub fn node(&self) -> u64 {
+        self.cluster().map_or(0, |c| c.node())
+    }
+
+    /// Sets what this node answers to surveys, its own and the other
+    /// nodes' (the server's facts); once.
+    pub fn answer_with(&self, responder: Arc<dyn Responder>) {
+        if self.responder.set(responder.clone()).is_ok() {
+            if let Some(cluster) = self.cluster() {
+                cluster.answer_with(responder);
+            }
+        }
+    }
+
+    /// Asks `question` of every live node (this one alone without a
+    /// cluster) through their [`Responder`]s; a node without one answers
+    /// `null`.
+    pub async fn survey(&self, question: &Question) -> Result<Survey, Error> {
+        if let Some(cluster) = self.cluster() {
+            return cluster.survey(question).await;
+        }
+        let answer = self
+            .responder
+            .get()
+            .map_or(serde_json::Value::Null, |r| r.answer(question));
+        Ok(Survey {
+            answers: vec![(0, answer)],
+            missing: Vec::new(),
+        })
+    }
+
+    /// This node's page of the channels with subscribers here.
+    pub fn channels(&self, query: &ChannelQuery) -> ChannelPage {
+        let mut picker = query.picker();
+        for shard in &self.fanout.shards {
+            // Counted under the shard's lock, one channel's lock at a time:
+            // bounded by the table, never held across channels' fan-outs.
+            let shard = lock(shard);
+            for (channel, local) in shard.iter() {
+                if picker.wants(channel) {
+                    picker.offer(channel, lock(local).subscribers.len() as u64);
+                }
+            }
+        }
+        picker.finish(|c| self.subscriber_count(c) as u64)
+    }
+
+    /// How many channels have subscribers here.
+    pub fn channel_count(&self) -> usize {
+        self.fanout
+            .shards
+            .iter()
+            .map(|s| {
+                lock(s)
+                    .values()
+                    .filter(|l| !lock(l).subscribers.is_empty())
+                    .count()
+            })
+            .sum()
+    }
+
+    /// The ids of `user`'s live connections here, oldest first.
+    pub fn user_connections(&self, user: &UserId) -> Vec<SubscriberId> {
+        let users = lock(&self.fanout.users);
+        let mut ids: Vec<SubscriberId> = users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|(_, w)| w.strong_count() > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The other nodes, when this one is part of a cluster.
@@ -351,19 +436,21 @@ impl Hub {
         Ok(out)
     }
 
-    /// Remembers `outbox` as one of `user`'s live connections.
-    pub fn register_user(&self, user: &UserId, outbox: &Arc<Outbox>) {
+    /// Remembers connection `id` (its `outbox`) as one of `user`'s.
+    pub fn register_user(&self, user: &UserId, id: SubscriberId, outbox: &Arc<Outbox>) {
         let mut users = lock(&self.fanout.users);
         let list = users.entry(user.clone()).or_default();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(outbox));
+        list.retain(|(_, w)| w.strong_count() > 0);
+        list.push((id, Arc::downgrade(outbox)));
     }
 
     /// Forgets `outbox` (a connection of `user` that ends).
     pub fn unregister_user(&self, user: &UserId, outbox: &Arc<Outbox>) {
         let mut users = lock(&self.fanout.users);
         if let Some(list) = users.get_mut(user) {
-            list.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(outbox)));
+            list.retain(|(_, w)| {
+                w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(outbox))
+            });
             if list.is_empty() {
                 users.remove(user);
             }
@@ -584,7 +671,7 @@ impl Fanout {
         self.config.policy.revoke(user, at);
         let list = lock(&self.users).remove(user).unwrap_or_default();
         list.iter()
-            .filter_map(Weak::upgrade)
+            .filter_map(|(_, w)| w.upgrade())
             .map(|outbox| outbox.disconnect())
             .count()
     }

@@ -3,20 +3,26 @@
 //! within `presence_ttl`), joins and leaves announced on the channel's
 //! own pub/sub channel (only nodes with subscribers hear them), signals
 //! sent to the pub/sub channel of the target's node, disconnects to every
-//! node's.
+//! node's. Surveys ask on every node's pub/sub channel and are answered
+//! on the asking node's; the live nodes are listed in Redis with an expiry
+//! each renews, as presence is.
 //!
 //! Per channel, beside the log's keys: `{P:C}:p`, a sorted set of member
 //! ids scored by when their listing ends, and `{P:C}:u`, a hash of each
 //! member's user (`u` + user id, or `-` for anonymous). Per cluster:
 //! `{P}:node:N`, node N's pub/sub channel; `{P}:all`, every node's;
-//! `{P}:secret`, the key of connections' `client_key`s.
+//! `{P}:secret`, the key of connections' `client_key`s; `{P}:nodes`, a
+//! sorted set of the live nodes scored by when their listing ends.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pushgate_core::auth::UserId;
-use pushgate_core::hub::cluster::{self, node_of, Cluster, Inbound, Listed, RelayedSignal};
+use pushgate_core::hub::cluster::{
+    self, node_of, Cluster, Inbound, Listed, Question, RelayedSignal, Responder, Survey,
+    SURVEY_TIMEOUT,
+};
 use pushgate_core::hub::{Member, SubscriberId};
 use pushgate_core::rtc::ClientKeys;
 use pushgate_core::{ChannelName, Error};
@@ -41,6 +47,37 @@ impl Inner {
 
     pub(super) fn secret_key(&self) -> String {
         format!("{{{}}}:secret", self.prefix)
+    }
+
+    /// Lists this node as live for another `presence_ttl` (`list`), or
+    /// unlists it (a clean stop); the live nodes.
+    pub(super) async fn live_nodes(&self, list: bool) -> Result<Vec<u64>, Error> {
+        let me = self.node.to_string();
+        let mut invocation = self.nodes.key(format!("{{{}}}:nodes", self.prefix));
+        invocation
+            .arg(if list { me.as_str() } else { "" })
+            .arg(self.presence_ttl.as_millis() as u64)
+            .arg(if list { "" } else { me.as_str() });
+        let nodes: Vec<u64> = self.call("nodes", invocation).await?;
+        Ok(nodes)
+    }
+
+    /// Answers node `from`'s survey `id` (spawned: the follower never waits).
+    pub(super) fn answer(self: &Arc<Self>, id: u64, from: u64, question: Question) {
+        if from == self.node {
+            return; // its own, back from `{P}:all`: answered in `survey`
+        }
+        let Some(responder) = self.responder.get().cloned() else {
+            return;
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let answer = responder.answer(&question);
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(inner.node_topic(from))
+                .arg(cluster::encode_answer(id, inner.node, answer));
+            let _ = inner.command::<()>("survey", &cmd).await;
+        });
     }
 
     /// Lists `members` of `channel` for another `presence_ttl`;
@@ -150,10 +187,12 @@ impl Cluster for RedisLog {
         loop {
             let left = self.inner.left.notified();
             if self.inner.leaving.load(Relaxed) == 0 {
-                return;
+                break;
             }
             left.await;
         }
+        // Stopping: surveys stop waiting for this node at once.
+        let _ = self.inner.live_nodes(false).await;
     }
 
     async fn members(&self, channel: &ChannelName, announce: bool) -> Result<Vec<Member>, Error> {
@@ -227,6 +266,7 @@ impl Cluster for RedisLog {
     }
 
     async fn renew(&self, members: Vec<Listed>) {
+        let _ = self.inner.live_nodes(true).await;
         for listed in members {
             for chunk in listed.members.chunks(500) {
                 let _ = self
@@ -235,6 +275,31 @@ impl Cluster for RedisLog {
                     .await;
             }
         }
+    }
+
+    fn answer_with(&self, responder: Arc<dyn Responder>) {
+        let _ = self.inner.responder.set(responder);
+    }
+
+    async fn survey(&self, question: &Question) -> Result<Survey, Error> {
+        let inner = &self.inner;
+        let me = inner.node;
+        // Listed on the way: a node asks only once it answers others.
+        let live = inner.live_nodes(true).await?;
+        let id = inner.surveys.start(live.into_iter().filter(|n| *n != me));
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(inner.all_topic())
+            .arg(cluster::encode_ask(id, me, question));
+        let own = inner
+            .responder
+            .get()
+            .map_or(serde_json::Value::Null, |r| r.answer(question));
+        if let Err(e) = inner.command::<()>("survey", &cmd).await {
+            inner.surveys.finish(id, (me, serde_json::Value::Null));
+            return Err(e);
+        }
+        let _ = tokio::time::timeout(SURVEY_TIMEOUT, inner.surveys.complete(id)).await;
+        Ok(inner.surveys.finish(id, (me, own)))
     }
 }
 

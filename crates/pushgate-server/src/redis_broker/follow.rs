@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pushgate_core::hub::cluster::{self, Delivered};
 use pushgate_core::log::shared::{decode_live, Followed, Live};
 use pushgate_core::{ChannelName, Publication, StartAt};
 use tokio::sync::{mpsc, watch};
@@ -94,6 +95,7 @@ pub(super) async fn run(log: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<C
         let own = [log.node_topic(log.node), log.all_topic()];
         if timed(&log, feed.subscribe_own(&own)).await.is_err()
             || log.load_client_keys().await.is_err()
+            || log.live_nodes(true).await.is_err()
         {
             continue;
         }
@@ -243,7 +245,7 @@ async fn subscribe(
     Ok(())
 }
 
-async fn on_message(log: &Inner, channels: &mut Channels, topic: &str, payload: &[u8]) {
+async fn on_message(log: &Arc<Inner>, channels: &mut Channels, topic: &str, payload: &[u8]) {
     let notice = payload.first() == Some(&b'{');
     let Some(ch) = channels.get_mut(topic) else {
         // The node's own channels carry notices only.
@@ -279,16 +281,19 @@ async fn on_message(log: &Inner, channels: &mut Channels, topic: &str, payload: 
     }
 }
 
-/// A join, leave, signal or disconnect from another node.
-fn tell(log: &Inner, channel: Option<&ChannelName>, payload: &[u8]) {
+/// A join, leave, signal, disconnect or survey from another node.
+fn tell(log: &Arc<Inner>, channel: Option<&ChannelName>, payload: &[u8]) {
     let Some(inbound) = log.inbound.get() else {
         return;
     };
-    if let Err(why) = pushgate_core::hub::cluster::deliver(&**inbound, channel, payload) {
-        tracing::warn!(
+    match cluster::deliver(&**inbound, channel, payload) {
+        Ok(Delivered::Done) => {}
+        Ok(Delivered::Asked { id, from, question }) => log.answer(id, from, question),
+        Ok(Delivered::Answered { id, node, answer }) => log.surveys.answered(id, node, answer),
+        Err(why) => tracing::warn!(
             why,
             "broker: a notice from another node that is not pushgate's; ignored"
-        );
+        ),
     }
 }
 

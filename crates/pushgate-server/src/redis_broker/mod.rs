@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pushgate_core::hub::Inbound;
+use pushgate_core::hub::cluster::Surveys;
+use pushgate_core::hub::{Inbound, Responder};
 use pushgate_core::log::shared::{self, answer, encode_body, first_wanted};
 use pushgate_core::log::{Appended, Catchup, Log, StartAt};
 use pushgate_core::publication::{Data, Publication};
@@ -76,6 +77,8 @@ struct Inner {
     presence_remove: redis::Script,
     presence_read: redis::Script,
     presence_member: redis::Script,
+    /// Lists this node among the live ones, and reads them (surveys).
+    nodes: redis::Script,
     listener: OnceLock<Arc<dyn Appended>>,
     /// This node's number: the high bits of its connections' ids.
     node: u64,
@@ -89,6 +92,10 @@ struct Inner {
     /// Leaves sent but not answered yet, and who waits for them all.
     leaving: AtomicU64,
     left: tokio::sync::Notify,
+    /// What this node answers to other nodes' surveys.
+    responder: OnceLock<Arc<dyn Responder>>,
+    /// This node's surveys waiting for answers.
+    surveys: Surveys,
 }
 
 /// How to reach Redis.
@@ -135,6 +142,7 @@ impl RedisLog {
             presence_remove: with_common(include_str!("presence_remove.lua")),
             presence_read: with_common(include_str!("presence_read.lua")),
             presence_member: with_common(include_str!("presence_member.lua")),
+            nodes: with_common(include_str!("nodes.lua")),
             listener: OnceLock::new(),
             // 16 random bits: two nodes of one cluster share a number once
             // in 65,535 pairs; connection ids stay below 2^56.
@@ -145,6 +153,8 @@ impl RedisLog {
             stats: Arc::default(),
             leaving: AtomicU64::new(0),
             left: tokio::sync::Notify::new(),
+            responder: OnceLock::new(),
+            surveys: Surveys::default(),
         });
         tokio::spawn(follow::run(inner.clone(), commands));
         Ok(RedisLog {

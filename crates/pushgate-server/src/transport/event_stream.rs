@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::delivery_loop::{self, Ended, Silent, Socket, Wire};
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
-use crate::registry::Registration;
+use crate::registry::{Meta, Registration};
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
 
@@ -61,6 +61,7 @@ pub async fn open(
     since: Since,
     encoder: Box<dyn Encoder>,
     transport: Transport,
+    peer: std::net::SocketAddr,
 ) -> Result<EventStream, Error> {
     if channels.is_empty() {
         return Err(Error::bad_request(
@@ -90,13 +91,16 @@ pub async fn open(
         .metrics
         .delivered(transport, delivery.take_delivered());
     let outbox = delivery.connection().outbox().clone();
+    let id = delivery.connection().id();
     Ok(EventStream {
         delivery,
         metrics: state.metrics.clone(),
         transport,
         timer: None,
         _open: state.metrics.connection(transport),
-        _registered: state.registry.register(&outbox),
+        _registered: state
+            .registry
+            .register(id, &outbox, Meta::now(transport, peer)),
     })
 }
 

@@ -100,6 +100,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
             query.since,
             Box::new(IframeEncoder { callback }),
             Transport::Iframe,
+            crate::web::peer(req),
         )
         .await,
     );

@@ -59,7 +59,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
         }
     };
     if emits.is_empty() {
-        wait(&state, &mut conn, &mut emits, timeout).await;
+        wait(&state, &mut conn, &mut emits, timeout, web::peer(req)).await;
     }
     if conn.outbox().is_disconnected() {
         return web::error(&Error::new(
@@ -72,9 +72,16 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
 
 /// Holds the request until fan-out brings something to deliver, the time
 /// is up, the connection overflowed or the server shuts down.
-async fn wait(state: &AppState, conn: &mut Connection, emits: &mut Vec<Emit>, timeout: Duration) {
+async fn wait(
+    state: &AppState,
+    conn: &mut Connection,
+    emits: &mut Vec<Emit>,
+    timeout: Duration,
+    peer: std::net::SocketAddr,
+) {
     let _waiting = state.metrics.connection(Transport::LongPoll);
-    let _registered = state.registry.register(conn.outbox());
+    let meta = crate::registry::Meta::now(Transport::LongPoll, peer);
+    let _registered = state.registry.register(conn.id(), conn.outbox(), meta);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let outbox = conn.outbox().clone();

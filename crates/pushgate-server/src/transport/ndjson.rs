@@ -71,6 +71,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
                 q.since,
                 Box::new(NdjsonEncoder),
                 Transport::Stream,
+                crate::web::peer(req),
             )
             .await,
         ),

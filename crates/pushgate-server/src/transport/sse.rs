@@ -124,6 +124,7 @@ pub async fn handle(state: Arc<AppState>, principal: &Principal, req: &Parts) ->
             since,
             encoder,
             Transport::Sse,
+            crate::web::peer(req),
         )
         .await,
     )

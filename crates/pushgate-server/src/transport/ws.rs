@@ -29,6 +29,7 @@ use crate::admission::{self, Admitted, Rejection};
 use crate::error::close;
 use crate::linger;
 use crate::metrics::{Limit, Transport};
+use crate::registry::Meta;
 use crate::routes::Endpoint;
 use crate::shared_tcp::DirectWire;
 use crate::state::AppState;
@@ -60,6 +61,8 @@ pub struct Upgrade {
     query: SubscribeQuery,
     mode: Mode,
     principal: Principal,
+    /// Where it comes from, for `/api/connections`.
+    peer: std::net::SocketAddr,
     /// A refused token: the socket opens only to say so and close. Boxed:
     /// rare.
     refused: Option<Box<pushgate_core::Error>>,
@@ -97,6 +100,7 @@ pub fn check(state: &AppState, admitted: &Admitted, req: &Parts) -> Result<Upgra
         query,
         mode,
         principal: admitted.principal().clone(),
+        peer: web::peer(req),
         refused: admitted.refused_token().cloned().map(Box::new),
     })
 }
@@ -149,6 +153,7 @@ pub async fn run<S: Io>(
         query,
         mode,
         principal,
+        peer,
         refused,
         accept,
         extensions,
@@ -158,7 +163,8 @@ pub async fn run<S: Io>(
     let expiry = admission::deadline(&state, &principal);
     let conn = state.connection(&principal);
     drop(principal);
-    let _registered = state.registry.register(conn.outbox());
+    let meta = Meta::now(Transport::Ws, peer);
+    let _registered = state.registry.register(conn.id(), conn.outbox(), meta);
     let config = &state.config;
     let timing = state.ws_timing.clone();
     let framing = WsFraming {

@@ -303,3 +303,372 @@ async fn unknown_paths_wrong_methods_and_plain_gets_on_ws_are_refused() {
     assert_eq!(res.status(), 426);
     assert_eq!(res.headers()["upgrade"], "websocket");
 }
+
+// ---------------------------------------------------------------------------
+// Batches, broadcasts, and what the server holds (channels, info,
+// connections). Over several nodes: `broker.rs`.
+
+/// `GET path` (or `POST path` with `body`); status and JSON.
+async fn call(server: &TestServer, path: &str, body: Option<Value>) -> (u16, Value) {
+    let req = match body {
+        Some(b) => server.http.post(server.url(path)).json(&b),
+        None => server.http.get(server.url(path)),
+    };
+    server.json_response(req).await
+}
+
+#[tokio::test]
+async fn batch_answers_each_publication_in_order_and_errors_in_place() {
+    let server = start_with(|c| c.max_message_size = 1024).await;
+    let mut ws = server.ws("/ws").await;
+    ws.subscribe("b").await;
+    let (status, reply) = call(
+        &server,
+        "/api/batch",
+        Some(json!({"publications": [
+            {"channel": "b", "data": 1},
+            {"channel": "bad name", "data": 2},
+            {"channel": "b", "data": "x".repeat(2000)},
+            {"channel": "b", "event": "e", "data": {"k": 3}},
+            {"data": 4},
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let r = reply["results"].as_array().unwrap();
+    assert_eq!(r.len(), 5, "{reply}");
+    assert_eq!(
+        (&r[0]["channel"], &r[0]["offset"]),
+        (&json!("b"), &json!(1))
+    );
+    assert!(r[0]["epoch"].is_string());
+    assert_eq!(r[1]["error"]["code"], "invalid_channel", "{reply}");
+    assert_eq!(r[2]["error"]["code"], "too_large", "{reply}");
+    assert_eq!(r[3]["offset"], 2, "{reply}");
+    assert_eq!(r[4]["error"]["code"], "bad_request", "{reply}");
+    let got = ws.next_json().await;
+    assert_eq!((&got["offset"], &got["data"]), (&json!(1), &json!(1)));
+    let got = ws.next_json().await;
+    assert_eq!(
+        (&got["event"], &got["data"]),
+        (&json!("e"), &json!({"k": 3}))
+    );
+    let metrics = server.metrics_text().await;
+    assert_eq!(
+        metric(&metrics, "pushgate_messages_published_total"),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn batch_and_broadcast_refuse_malformed_and_oversized_requests() {
+    let server = start_with(|c| c.max_message_size = 1024).await;
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"channel": "c", "data": 0}))
+        .collect();
+    let channels: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
+    for (path, body, status, code) in [
+        (
+            "/api/batch",
+            json!({"publications": too_many}),
+            413,
+            "too_large",
+        ),
+        (
+            "/api/batch",
+            json!({"publications": []}),
+            400,
+            "bad_request",
+        ),
+        ("/api/batch", json!({"publications": 1}), 400, "bad_request"),
+        ("/api/batch", json!([1]), 400, "bad_request"),
+        ("/api/batch", json!({"items": []}), 400, "bad_request"),
+        (
+            "/api/broadcast",
+            json!({"channels": channels, "data": 1}),
+            413,
+            "too_large",
+        ),
+        (
+            "/api/broadcast",
+            json!({"channels": ["a"]}),
+            400,
+            "bad_request",
+        ),
+        (
+            "/api/broadcast",
+            json!({"channels": ["a"], "data": 1, "event": "x y"}),
+            400,
+            "invalid_event",
+        ),
+        (
+            "/api/broadcast",
+            json!({"channels": ["a"], "data": "x".repeat(2000)}),
+            413,
+            "too_large",
+        ),
+    ] {
+        let (got, reply) = call(&server, path, Some(body)).await;
+        assert_eq!(
+            (got, reply["code"].clone()),
+            (status, json!(code)),
+            "{path}: {reply}"
+        );
+    }
+    // Not JSON at all; and a body past 16 × max_message_size.
+    let req = server
+        .http
+        .post(server.url("/api/batch"))
+        .body("{\"publications\":");
+    let (status, reply) = server.json_response(req).await;
+    assert_eq!(
+        (status, &reply["code"]),
+        (400, &json!("bad_json")),
+        "{reply}"
+    );
+    let huge = format!("{{\"publications\":[\"{}\"]}}", "x".repeat(17 * 1024));
+    let req = server.http.post(server.url("/api/batch")).body(huge);
+    let (status, reply) = server.json_response(req).await;
+    assert_eq!(
+        (status, &reply["code"]),
+        (413, &json!("too_large")),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn broadcast_publishes_one_message_on_every_channel() {
+    let server = start().await;
+    let mut ws = server.ws("/ws").await;
+    ws.subscribe("x").await;
+    ws.subscribe("y").await;
+    server.publish("y", json!(0)).await;
+    assert_eq!(ws.next_json().await["channel"], "y");
+    let (status, reply) = call(
+        &server,
+        "/api/broadcast",
+        Some(json!({"channels": ["x", "y", "no way"], "event": "ev", "data": {"hi": true}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let r = &reply["results"];
+    assert_eq!(
+        (&r[0]["channel"], &r[0]["offset"]),
+        (&json!("x"), &json!(1))
+    );
+    assert_eq!(
+        (&r[1]["channel"], &r[1]["offset"]),
+        (&json!("y"), &json!(2))
+    );
+    assert_eq!(r[2]["error"]["code"], "invalid_channel", "{reply}");
+    for channel in ["x", "y"] {
+        let got = ws.next_json().await;
+        assert_eq!(
+            (&got["channel"], &got["event"], &got["data"]),
+            (&json!(channel), &json!("ev"), &json!({"hi": true}))
+        );
+    }
+}
+
+#[tokio::test]
+async fn channels_lists_subscribed_channels_paged_filtered_and_busiest_first() {
+    let server = start().await;
+    let mut a = server.ws("/ws").await;
+    a.subscribe("chat:a").await;
+    a.subscribe("chat:b").await;
+    let mut b = server.ws("/ws").await;
+    b.subscribe("chat:b").await;
+    let mut sse = server.sse("channel=news&channel=chat:b").await;
+    sse.expect_subscribed("news").await;
+    sse.expect_subscribed("chat:b").await;
+
+    let (status, all) = call(&server, "/api/channels", None).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        all,
+        json!({"channels": [
+            {"channel": "chat:a", "subscribers": 1},
+            {"channel": "chat:b", "subscribers": 3},
+            {"channel": "news", "subscribers": 1},
+        ], "next": null, "missing": []})
+    );
+    let (_, chat) = call(&server, "/api/channels?pattern=chat:*&limit=1", None).await;
+    assert_eq!(
+        chat["channels"],
+        json!([{"channel": "chat:a", "subscribers": 1}])
+    );
+    assert_eq!(chat["next"], "chat:a");
+    let (_, rest) = call(
+        &server,
+        "/api/channels?pattern=chat:*&limit=1&after=chat:a",
+        None,
+    )
+    .await;
+    assert_eq!(
+        rest["channels"],
+        json!([{"channel": "chat:b", "subscribers": 3}])
+    );
+    assert_eq!(rest["next"], Value::Null, "{rest}");
+    let (_, busy) = call(&server, "/api/channels?order=busiest&limit=2", None).await;
+    assert_eq!(
+        busy["channels"][0],
+        json!({"channel": "chat:b", "subscribers": 3})
+    );
+    assert_eq!(busy["channels"].as_array().unwrap().len(), 2);
+    assert_eq!(busy["next"], Value::Null);
+    let (_, exact) = call(&server, "/api/channels?pattern=news", None).await;
+    assert_eq!(
+        exact["channels"],
+        json!([{"channel": "news", "subscribers": 1}])
+    );
+
+    for bad in [
+        "pattern=",
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "order=loudest",
+        "order=busiest&after=a",
+        "channel=a",
+    ] {
+        let (status, reply) = call(&server, &format!("/api/channels?{bad}"), None).await;
+        assert_eq!(
+            (status, &reply["code"]),
+            (400, &json!("bad_request")),
+            "{bad}: {reply}"
+        );
+    }
+    drop(a);
+    wait_until("chat:a to lose its subscriber", || {
+        server.subscribers("chat:a") == 0
+    })
+    .await;
+    let (_, after) = call(&server, "/api/channels?pattern=chat:a", None).await;
+    assert_eq!(
+        after["channels"],
+        json!([]),
+        "an empty channel is not listed"
+    );
+}
+
+#[tokio::test]
+async fn info_reports_this_node_as_the_only_one() {
+    let server = start().await;
+    let _ws = server.ws("/ws?channel=i").await;
+    server.publish("i", json!(1)).await;
+    let (status, info) = call(&server, "/api/info", None).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["node"], 0);
+    assert!(info["uptime_seconds"].is_u64(), "{info}");
+    assert_eq!(info["missing"], json!([]));
+    let nodes = info["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{info}");
+    let n = &nodes[0];
+    assert_eq!((&n["node"], &n["version"]), (&json!(0), &info["version"]));
+    assert_eq!(n["connections"]["ws"], 1, "{info}");
+    assert_eq!(n["connections"]["total"], 1, "{info}");
+    assert_eq!(n["connections"]["longpoll"], 0, "{info}");
+    assert_eq!(
+        (&n["channels"], &n["published"]),
+        (&json!(1), &json!(1)),
+        "{info}"
+    );
+    assert!(n["delivered"].is_u64(), "{info}");
+}
+
+#[tokio::test]
+async fn connections_lists_a_users_held_connections_not_short_polls() {
+    use crate::users::{token, user_ws, with_users};
+    let server = start_with(with_users).await;
+    let ws = user_ws(&server, "alice").await;
+    let mut sse = server
+        .sse(&format!("channel=chat:x&token={}", token("alice")))
+        .await;
+    sse.expect_subscribed("chat:x").await;
+    let _other = user_ws(&server, "bob").await;
+    // A short poll holds no connection: not listed.
+    let polled = server
+        .poll(&format!("/poll?channel=chat:x&token={}", token("alice")))
+        .await;
+    drop(polled);
+
+    let (status, reply) = call(&server, "/api/connections?user=alice", None).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["user"], "alice");
+    let list = reply["connections"].as_array().unwrap();
+    let transports: Vec<&str> = list
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(transports, ["ws", "sse"], "{reply}");
+    for c in list {
+        assert_eq!(c["node"], 0);
+        let address: std::net::SocketAddr = c["address"].as_str().unwrap().parse().unwrap();
+        assert!(
+            address.ip().is_loopback() && address.port() != server.addr.port(),
+            "{c}"
+        );
+        let since = c["since"].as_str().unwrap();
+        assert!(
+            since.len() == 20 && since.ends_with('Z') && &since[10..11] == "T",
+            "{since}"
+        );
+        assert!(c["id"].as_str().unwrap().parse::<u64>().is_ok(), "{c}");
+    }
+    drop(ws);
+    wait_until("alice's WebSocket to be gone", || {
+        server.open(Transport::Ws) == 1
+    })
+    .await;
+    let (_, reply) = call(&server, "/api/connections?user=alice", None).await;
+    assert_eq!(reply["connections"].as_array().unwrap().len(), 1, "{reply}");
+
+    let (status, reply) = call(&server, "/api/connections?user=nobody", None).await;
+    assert_eq!(
+        (status, &reply["connections"]),
+        (200, &json!([])),
+        "{reply}"
+    );
+    for bad in ["", "?user=", "?who=alice"] {
+        let (status, reply) = call(&server, &format!("/api/connections{bad}"), None).await;
+        assert_eq!(
+            (status, &reply["code"]),
+            (400, &json!("bad_request")),
+            "{bad}: {reply}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_new_endpoints_need_the_api_key() {
+    let server = start_with(|c| c.api_key = Some("k".into())).await;
+    for (path, body) in [
+        (
+            "/api/batch",
+            Some(json!({"publications": [{"channel": "a", "data": 1}]})),
+        ),
+        (
+            "/api/broadcast",
+            Some(json!({"channels": ["a"], "data": 1})),
+        ),
+        ("/api/channels", None),
+        ("/api/info", None),
+        ("/api/connections?user=a", None),
+    ] {
+        let (status, reply) = call(&server, path, body.clone()).await;
+        assert_eq!(
+            (status, &reply["code"]),
+            (401, &json!("unauthorized")),
+            "{path}"
+        );
+        let req = match body {
+            Some(b) => server.http.post(server.url(path)).json(&b),
+            None => server.http.get(server.url(path)),
+        };
+        let (status, reply) = server
+            .json_response(req.header("authorization", "Bearer k"))
+            .await;
+        assert_eq!(status, 200, "{path}: {reply}");
+    }
+}
