@@ -118,9 +118,9 @@ test("admin: live charts, channels, presence, and disconnecting a user", async (
   await client.goto(`${server.url}/healthz`);
   await client.evaluate(({ token, channel }) => new Promise((resolve, reject) => {
     const ws = new WebSocket(`${location.origin.replace("http", "ws")}/ws?token=${encodeURIComponent(token)}`);
-    window.closed = null;
+    window.closeCode = null;
     window.received = 0;
-    ws.onclose = (e) => { window.closed = e.code; };
+    ws.onclose = (e) => { window.closeCode = e.code; };
     ws.onerror = () => reject(new Error("the WebSocket failed"));
     ws.onmessage = (e) => {
       const m = JSON.parse(e.data);
@@ -164,10 +164,12 @@ test("admin: live charts, channels, presence, and disconnecting a user", async (
   await page.click("#disconnect");
   await page.waitForFunction(() => /Really/.test(document.querySelector("#disconnect").textContent));
   await page.click("#disconnect");
-  await client.waitForFunction(() => window.closed !== null);
-  assert.equal(await client.evaluate(() => window.closed), 4003, "closed as disconnected");
-  await page.waitForSelector('#connections[data-count="0"]');
-  assert.match(await page.textContent("#connections-note"), /disconnected 1 connection/);
+  await client.waitForFunction(() => window.closeCode !== null);
+  assert.equal(await client.evaluate(() => window.closeCode), 4003, "closed as disconnected");
+  // Emptied: the table hides, and the note says so.
+  await page.waitForFunction(() => document.querySelector("#connections").dataset.count === "0");
+  assert.equal(await page.isHidden("#connections"), true);
+  assert.match(await page.textContent("#connections-note"), /disconnected 1 connection of alice/);
 
   assert.deepEqual(page.errors, [], "no console errors");
   await client.close();

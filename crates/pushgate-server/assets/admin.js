@@ -430,8 +430,9 @@
       table.dataset.user = user;
       table.dataset.count = String(rows.length);
       if (!confirming) button.disabled = rows.length === 0;
-      if (rows.length === 0) $("#connections-note").textContent = `${user} has no connections`;
-      else if (!$("#connections-note").dataset.keep) $("#connections-note").textContent = "";
+      // What a disconnect reported stays until the next look-up.
+      const note = $("#connections-note");
+      if (!note.dataset.keep) note.textContent = rows.length ? "" : `${user} has no connections`;
     } catch (e) {
       if (e.status === 401 || e.status === 403) return;
       $("#connections-note").textContent = failure("/api/connections", e);
