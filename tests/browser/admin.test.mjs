@@ -176,6 +176,35 @@ test("admin: live charts, channels, presence, and disconnecting a user", async (
   await page.close();
 });
 
+test("admin: delivery latency quantiles from the histogram's buckets", async () => {
+  // The page's arithmetic, on a histogram whose quantiles are known: /metrics
+  // answers a fixed text, first with no observation, then with 100 of them
+  // over two transports (60 in 0.5–1 ms, 39 in 2.5–5 ms, 1 in 50–100 ms).
+  const les = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
+  const cumulative = {
+    ws: [0, 30, 30, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50],
+    sse: [0, 30, 30, 49, 49, 49, 49, 50, 50, 50, 50, 50, 50, 50, 50],
+  };
+  const text = (observed) => ["# TYPE pushgate_delivery_latency_seconds histogram",
+    ...Object.entries(cumulative).flatMap(([t, counts]) => les.map((le, i) =>
+      `pushgate_delivery_latency_seconds_bucket{transport="${t}",le="${le}"} ${observed ? counts[i] : 0}`)),
+  ].join("\n") + "\n";
+  let scrapes = 0;
+  const page = await browser.newPage();
+  await page.route("**/metrics", (route) => {
+    scrapes += 1;
+    route.fulfill({ status: 200, contentType: "text/plain; version=0.0.4", body: text(scrapes > 1) });
+  });
+  await page.goto(`${server.url}/admin`);
+  await logIn(page, KEY);
+  await page.waitForFunction(() => document.querySelector('[data-series="p99"]')?.dataset.latest !== undefined);
+  const p50 = await legend(page, "p50", "latest");
+  const p99 = await legend(page, "p99", "latest");
+  assert.ok(Math.abs(p50 - 0.9167) < 0.001, `p50 ${p50} ms`);
+  assert.ok(Math.abs(p99 - 5) < 0.001, `p99 ${p99} ms`);
+  await page.close();
+});
+
 test("admin: fits a phone-sized screen", async () => {
   const page = await adminPage({ width: 375, height: 740 });
   await logIn(page, KEY);

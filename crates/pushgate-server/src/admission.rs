@@ -181,7 +181,12 @@ pub fn admit(
             }
             Err(e) => return Err(e.into()),
         },
-        Auth::Api => api_caller(state, peer, headers)?,
+        // Two callers, each refused for its own reason: an admin's token
+        // (with `admin` enabled), else the API key's holder.
+        Auth::Api => match admin_bearer(state, headers) {
+            Some(token) => admin_token(state, token)?,
+            None => api_caller(state, peer, headers)?,
+        },
     };
     Ok(Admitted {
         route,
@@ -231,34 +236,42 @@ pub fn deadline(state: &AppState, principal: &Principal) -> Option<std::time::In
     Some(std::time::Instant::now() + std::time::Duration::from_secs(left))
 }
 
-/// The API key, an admin token (with `admin` enabled), or a loopback peer
-/// when no key is configured.
+/// The token an `/api/*` request presents in place of the API key: with
+/// `admin` enabled and a token key configured, a Bearer that is not the key
+/// and has the shape of a JWT (header.payload.signature; anything else is
+/// a wrong key).
+fn admin_bearer<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
+    if !state.config.admin_enabled || !state.hub.policy().checks_tokens() {
+        return None;
+    }
+    let given = bearer(headers)?;
+    let key = state.config.api_key.as_deref().filter(|k| !k.is_empty());
+    if key.is_some_and(|k| constant_time_eq(given.as_bytes(), k.as_bytes())) {
+        return None;
+    }
+    Some(given.trim()).filter(|t| t.split('.').count() == 3)
+}
+
+/// The API key, or a loopback peer when no key is configured.
 fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Principal, Error> {
-    let config = &state.config;
-    // An empty key would let anyone in with an empty `Bearer`: it is no key.
-    let key = config.api_key.as_deref().filter(|k| !k.is_empty());
-    let given = bearer(headers);
-    if let (Some(key), Some(given)) = (key, given) {
-        if constant_time_eq(given.as_bytes(), key.as_bytes()) {
-            return Ok(Principal::Api);
-        }
-    }
-    // A JWT is header.payload.signature; anything else is a wrong key.
-    let token = given.map(str::trim).filter(|t| t.split('.').count() == 3);
-    let admins = config.admin_enabled && state.hub.policy().checks_tokens();
-    if let (true, Some(token)) = (admins, token) {
-        return admin_token(state, token);
-    }
-    let or_admin = if config.admin_enabled {
+    let or_admin = if state.config.admin_enabled {
         ", or an admin token (pushgate token --admin)"
     } else {
         ""
     };
-    match key {
-        Some(_) => Err(Error::new(
-            ErrorKind::Unauthorized,
-            format!("send Authorization: Bearer <api key> (the key given to pushgate serve --api-key){or_admin}"),
-        )),
+    // An empty key would let anyone in with an empty `Bearer`: it is no key.
+    match state.config.api_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(key) => {
+            let given = bearer(headers).unwrap_or("");
+            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
+                Ok(Principal::Api)
+            } else {
+                Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    format!("send Authorization: Bearer <api key> (the key given to pushgate serve --api-key){or_admin}"),
+                ))
+            }
+        }
         None if peer.ip().is_loopback() => Ok(Principal::Api),
         None => Err(Error::new(
             ErrorKind::Forbidden,
