@@ -4,7 +4,8 @@
 //! 1. the route: an unknown path is 404, a wrong method 405 with `Allow`;
 //! 2. the origin: a page of a foreign origin may not act (`/command`) or
 //!    open a WebSocket, nor be answered a preflight (`docs/security.md`);
-//! 3. the caller: the API key for `/api/*` (or loopback without a key);
+//! 3. the caller: the API key for `/api/*` (or loopback without a key;
+//!    with `admin` enabled, also a token with `"admin": true`);
 //!    for client routes the token (`Authorization: Bearer`, else the
 //!    `token` query parameter) checked by the hub's policy. Either makes
 //!    the [`Principal`] that travels into the connection.
@@ -194,9 +195,16 @@ pub fn admit(
                 Principal::Anonymous
             }
         },
-        Auth::Api => api_caller(state, peer, headers).inspect_err(|e| {
-            crate::access_log::refused(&state.metrics, Refusal::ApiKey, peer, e.message())
-        })?,
+        // Two callers, each refused for its own reason: an admin's token
+        // (with `admin` enabled), else the API key's holder.
+        Auth::Api => match admin_bearer(state, headers) {
+            Some(token) => admin_token(state, token).inspect_err(|e| {
+                crate::access_log::refused(&state.metrics, Refusal::Admin, peer, e.message())
+            })?,
+            None => api_caller(state, peer, headers).inspect_err(|e| {
+                crate::access_log::refused(&state.metrics, Refusal::ApiKey, peer, e.message())
+            })?,
+        },
     };
     Ok(Admitted {
         route,
@@ -247,8 +255,29 @@ pub fn deadline(state: &AppState, principal: &Principal) -> Option<std::time::In
     Some(std::time::Instant::now() + std::time::Duration::from_secs(left))
 }
 
+/// The token an `/api/*` request presents in place of the API key: with
+/// `admin` enabled and a token key configured, a Bearer that is not the key
+/// and has the shape of a JWT (header.payload.signature; anything else is
+/// a wrong key).
+fn admin_bearer<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
+    if !state.config.admin_enabled || !state.hub.policy().checks_tokens() {
+        return None;
+    }
+    let given = bearer(headers)?;
+    let key = state.config.api_key.as_deref().filter(|k| !k.is_empty());
+    if key.is_some_and(|k| constant_time_eq(given.as_bytes(), k.as_bytes())) {
+        return None;
+    }
+    Some(given.trim()).filter(|t| t.split('.').count() == 3)
+}
+
 /// The API key, or a loopback peer when no key is configured.
 fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Principal, Error> {
+    let or_admin = if state.config.admin_enabled {
+        ", or an admin token (pushgate token --admin)"
+    } else {
+        ""
+    };
     // An empty key would let anyone in with an empty `Bearer`: it is no key.
     match state.config.api_key.as_deref().filter(|k| !k.is_empty()) {
         Some(key) => {
@@ -258,14 +287,34 @@ fn api_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result
             } else {
                 Err(Error::new(
                     ErrorKind::Unauthorized,
-                    "send Authorization: Bearer <api key> (the key given to pushgate serve --api-key)",
+                    format!("send Authorization: Bearer <api key> (the key given to pushgate serve --api-key){or_admin}"),
                 ))
             }
         }
         None if peer.ip().is_loopback() && !forwarded(headers) => Ok(Principal::Api),
         None => Err(Error::new(
             ErrorKind::Forbidden,
-            "no API key is configured, so the API only answers loopback clients that come through no proxy; start pushgate with --api-key",
+            format!("no API key is configured, so the API only answers loopback clients that come through no proxy; start pushgate with --api-key{or_admin}"),
+        )),
+    }
+}
+
+/// A token presented in place of the API key: accepted when it is valid and
+/// says `"admin": true`. The API then treats it as the key's holder.
+fn admin_token(state: &AppState, token: &str) -> Result<Principal, Error> {
+    match state
+        .hub
+        .policy()
+        .authenticate(Some(token), now_secs(state))?
+    {
+        Principal::User(user) if user.admin => Ok(Principal::Api),
+        principal => Err(Error::new(
+            ErrorKind::Forbidden,
+            format!(
+                "the token of {:?} is not an admin token: the server API takes the API key, \
+                 or a token with \"admin\": true (pushgate token --admin)",
+                principal.user().map_or("", |u| &*u.id)
+            ),
         )),
     }
 }

@@ -132,6 +132,9 @@ pub struct Config {
     pub auth_allow_no_exp: bool,
     /// Clock difference tolerated on `exp` and `nbf`.
     pub auth_leeway: Duration,
+    /// Serve the dashboard at `/admin`, and take tokens with `"admin": true`
+    /// wherever the API key is taken. Needs an API key or a token key.
+    pub admin_enabled: bool,
     /// The `[channels]`, `[personal]` and `[namespaces.NAME]` tables as the
     /// file wrote them, resolved by [`Config::channel_rules`] once it is
     /// known whether a key is configured (the defaults depend on it).
@@ -234,6 +237,7 @@ impl Default for Config {
             auth_issuer: None,
             auth_allow_no_exp: false,
             auth_leeway: Duration::ZERO,
+            admin_enabled: false,
             namespaces: None,
             namespace_tables: NamespaceTables::default(),
             data_dir: None,
@@ -422,6 +426,13 @@ setting::settings! {
     /// Clock difference tolerated on a token's `exp` and `nbf`
     leeway: auth_leeway, "auth-leeway", "PUSHGATE_AUTH_LEEWAY";
 
+    [admin]
+    /// Serve the dashboard at /admin (off: /admin is 404), and accept tokens
+    /// with `"admin": true` wherever the API key is. Its login is the API key
+    /// or such a token, so it needs api_key or a token key (auth.secret,
+    /// auth.public_key, auth.jwks); serve it over TLS only
+    enabled: admin_enabled, "admin", "PUSHGATE_ADMIN";
+
     [webrtc]
     /// STUN or TURN server URL handed to clients joining a room
     /// (`stun:host:3478`, `turn:host:3478?transport=udp`, `turns:host:5349`);
@@ -557,6 +568,16 @@ impl Config {
                 "tls_handshake_timeout must be above zero",
             ),
             (self.http2_max_streams == 0, "http2_max_streams must be at least 1"),
+            (
+                self.admin_enabled
+                    && self.api_key.is_none()
+                    && self.auth_secret.is_none()
+                    && self.auth_public_key.is_none()
+                    && self.auth_jwks.is_none(),
+                "admin needs a login to guard it: give api_key (--api-key), or a token key \
+                 (auth.secret, auth.public_key or auth.jwks) to sign admin tokens \
+                 (pushgate token --admin) with",
+            ),
             (
                 self.demo_tokens && self.auth_secret.is_none(),
                 "demo_tokens needs auth_secret: demo tokens are signed with it",
@@ -816,6 +837,29 @@ mod tests {
         assert!(unlimited.policy().unwrap().publish_rate().is_none());
         let rate = *Config::default().policy().unwrap().publish_rate().unwrap();
         assert_eq!((rate.per_second(), rate.burst()), (100, 200));
+    }
+
+    #[test]
+    fn admin_needs_an_api_key_or_a_token_key() {
+        let bare = Config {
+            admin_enabled: true,
+            ..Config::default()
+        };
+        let e = bare.validate().unwrap_err().to_string();
+        assert!(e.contains("admin") && e.contains("--api-key"), "{e}");
+        for login in [
+            |c: &mut Config| c.api_key = Some("k".into()),
+            |c: &mut Config| c.auth_secret = Some("s".repeat(32)),
+            |c: &mut Config| c.auth_jwks = Some("jwks.json".into()),
+            |c: &mut Config| c.auth_public_key = Some("key.pem".into()),
+        ] {
+            let mut c = bare.clone();
+            login(&mut c);
+            assert!(c.validate().is_ok());
+        }
+        let file = Config::from_toml("[admin]\nenabled = true\n[http]\napi_key = \"k\"").unwrap();
+        assert!(file.admin_enabled && file.validate().is_ok());
+        assert!(!Config::default().admin_enabled, "off unless asked for");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http::{Request, Response};
 use std::time::Instant;
 
 use crate::access_log;
+use crate::admin;
 use crate::admission::{self, Admitted, Rejection};
 use crate::api;
 use crate::client_js;
@@ -101,6 +102,7 @@ async fn serve(
         Endpoint::Connections => api::survey::connections(state, &req).await,
         Endpoint::OpenApi => api::openapi(),
         Endpoint::Metrics => api::metrics(state),
+        Endpoint::Admin => admin::serve(req.uri().path()),
     }
 }
 

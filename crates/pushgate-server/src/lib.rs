@@ -11,6 +11,7 @@
 
 mod accept;
 mod access_log;
+mod admin;
 mod admission;
 mod api;
 mod chunked;

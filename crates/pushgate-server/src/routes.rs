@@ -56,6 +56,8 @@ pub enum Endpoint {
     /// `GET /api/openapi.json`: the OpenAPI document of the server API.
     OpenApi,
     Metrics,
+    /// The dashboard at `/admin`, its script and its style (only with `admin`).
+    Admin,
 }
 
 /// How the HTTP/1.1 front (`crate::http1`) treats a route's requests.
@@ -119,6 +121,7 @@ impl Route {
         match self.endpoint {
             Endpoint::Demo => config.demo,
             Endpoint::Echo => config.echo,
+            Endpoint::Admin => config.admin_enabled,
             _ => true,
         }
     }
@@ -185,6 +188,10 @@ pub static ROUTES: &[Route] = &[
     entry("/api/connections", &["GET"],         E::Connections,                    Front::Hyper, Cors::Off,     Api),
     entry("/api/openapi.json", &["GET"],        E::OpenApi,                        Front::Hyper, Cors::Off,     Api),
     entry("/metrics",      &["GET"],            E::Metrics,                        Front::Hyper, Cors::Off,     Public),
+    // The page is public; what it shows comes from /api/*, behind its login.
+    entry("/admin",        &["GET", "HEAD"],    E::Admin,                          Front::Hyper, Cors::Off,     Public),
+    entry("/admin/admin.js", &["GET", "HEAD"],  E::Admin,                          Front::Hyper, Cors::Off,     Public),
+    entry("/admin/admin.css", &["GET", "HEAD"], E::Admin,                          Front::Hyper, Cors::Off,     Public),
 ];
 
 /// The route at `path`, whether or not the configuration serves it.

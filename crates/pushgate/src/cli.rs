@@ -32,6 +32,10 @@ enum Command {
     Subscribe(SubscribeArgs),
     /// Print a development token (HS256, signed with the configured auth
     /// secret; the same config sources as `serve`).
+    // `--admin` is the token's claim here. The `admin` setting (the
+    // dashboard) means nothing to minting, and PUSHGATE_ADMIN must not make
+    // every token an admin's: its flag is moved aside and hidden.
+    #[command(mut_arg("admin_enabled", |a| a.long("admin-setting").env(None::<&str>).hide(true)))]
     Token(TokenArgs),
     /// Write a config file, or check one.
     #[command(subcommand)]
@@ -273,6 +277,10 @@ struct TokenArgs {
     /// The user may send direct messages (`"send": true`).
     #[arg(long)]
     send: bool,
+    /// An administrator (`"admin": true`): with `serve --admin`, the token
+    /// logs in to /admin and calls /api/* like the API key.
+    #[arg(long)]
+    admin: bool,
     /// How long the token is valid (`exp` = now + this).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
     ttl: std::time::Duration,
@@ -296,6 +304,7 @@ impl TokenArgs {
             channels,
             publish,
             send,
+            admin,
             ttl,
             settings,
         } = self;
@@ -314,6 +323,7 @@ impl TokenArgs {
             channels,
             publish,
             send,
+            admin,
             iss: config.auth_issuer.clone(),
             ..Default::default()
         };
@@ -571,6 +581,30 @@ mod tests {
         assert!(
             other.verify(&t, 1_001).is_err(),
             "another secret refuses it"
+        );
+    }
+
+    #[test]
+    fn token_admin_is_the_claim_not_the_setting() {
+        use pushgate_core::auth::token::{AuthConfig, Verifier};
+        let verifier = Verifier::new(AuthConfig {
+            hmac_secret: Some(SECRET.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let admin = token(&["--sub", "ops", "--admin", "--auth-secret", SECRET]).unwrap();
+        assert!(verifier.verify(&admin, 1_001).unwrap().admin);
+        let plain = token(&["--sub", "ops", "--auth-secret", SECRET]).unwrap();
+        assert!(!verifier.verify(&plain, 1_001).unwrap().admin);
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("token")
+            .expect("token")
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("\"admin\": true") && !help.contains("PUSHGATE_ADMIN"),
+            "{help}"
         );
     }
 

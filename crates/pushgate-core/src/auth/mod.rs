@@ -115,6 +115,9 @@ pub struct User {
     pub expires: Option<u64>,
     /// When the token was issued (`iat`), for revocations ([`Policy::revoke`]).
     pub issued_at: Option<u64>,
+    /// Whether the token says `"admin": true`: the server may then take it
+    /// in place of its API key.
+    pub admin: bool,
 }
 
 impl User {

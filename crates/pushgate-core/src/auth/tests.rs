@@ -61,6 +61,32 @@ fn a_valid_hs256_token_makes_its_user() {
 }
 
 #[test]
+fn the_admin_claim_is_read_and_only_true_makes_an_admin() {
+    let v = hmac();
+    let plain = mint_hs256(SECRET, &claims("alice"), None).unwrap();
+    assert!(!v.verify(&plain, NOW).unwrap().admin);
+    let admin = Claims {
+        admin: true,
+        ..claims("ops")
+    };
+    let token = mint_hs256(SECRET, &admin, None).unwrap();
+    assert!(v.verify(&token, NOW).unwrap().admin);
+    // Written only when true, so ordinary tokens stay as they were.
+    let payload = plain.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    assert!(!String::from_utf8(json).unwrap().contains("admin"));
+    // `"admin": "yes"` is not a boolean: refused, not read as false.
+    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let stringly = serde_json::json!({"sub": "ops", "exp": NOW + 60, "admin": "yes"});
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stringly, &key).unwrap();
+    let (kind, why) = refusal(&v, &token);
+    assert_eq!(kind, ErrorKind::Unauthorized);
+    assert!(why.contains("wrong type"), "{why}");
+}
+
+#[test]
 fn every_refusal_says_why() {
     let v = hmac();
     let expired = Claims {
@@ -278,6 +304,7 @@ fn user(id: &str, channels: &[&str], publish: &[&str], send: bool) -> Principal 
         send,
         expires: None,
         issued_at: None,
+        admin: false,
     }))
 }
 

@@ -265,6 +265,7 @@ impl Verifier {
             send: claims.send,
             expires: claims.exp,
             issued_at: claims.iat,
+            admin: claims.admin,
         })
     }
 }
@@ -386,6 +387,10 @@ pub struct Claims {
     /// The issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// An administrator: the server API and the `/admin` dashboard accept
+    /// the token as they accept the API key (only with `admin` enabled).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// Signs `claims` with an HMAC `secret` (HS256), for `pushgate token` and

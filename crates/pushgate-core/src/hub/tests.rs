@@ -512,6 +512,7 @@ pub(super) fn as_user(id: &str) -> crate::Principal {
         send: true,
         expires: None,
         issued_at: None,
+        admin: false,
     }))
 }
 

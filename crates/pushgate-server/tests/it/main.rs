@@ -7,6 +7,7 @@
 mod common;
 
 mod abuse;
+mod admin;
 mod api;
 mod auth;
 mod backend_examples;
