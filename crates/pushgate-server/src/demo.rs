@@ -40,14 +40,20 @@ pub fn serve<B>(state: &AppState, req: &http::Request<B>) -> Response<Body> {
 /// 404 would be a console error on every load.
 const ADMIN_LINK: &str = r#"<a href="/admin" id="admin-link" hidden>"#;
 
-/// A demo page, with its link to `/admin` shown when the server has it on.
+/// The main page's mark of whether `/demo/token` hands out tokens, for
+/// the same reason.
+const TOKENS_OFF: &str = r#"<body data-demo-tokens="off">"#;
+
+/// A demo page, with its link to `/admin` shown when the server has it on,
+/// and sign-in offered when demo tokens are.
 fn page(html: &'static str, config: &Config) -> Response<Body> {
-    let admin = crate::routes::find("/admin").is_some_and(|r| r.available(config));
-    let html = if admin {
-        html.replacen(ADMIN_LINK, r#"<a href="/admin" id="admin-link">"#, 1)
-    } else {
-        html.to_owned()
-    };
+    let mut html = html.to_owned();
+    if crate::routes::find("/admin").is_some_and(|r| r.available(config)) {
+        html = html.replacen(ADMIN_LINK, r#"<a href="/admin" id="admin-link">"#, 1);
+    }
+    if config.demo_tokens && config.auth_secret.is_some() {
+        html = html.replacen(TOKENS_OFF, r#"<body data-demo-tokens="on">"#, 1);
+    }
     text(StatusCode::OK, "text/html; charset=utf-8", html)
 }
 
@@ -159,6 +165,31 @@ mod tests {
             _ => unreachable!("a page is one body"),
         };
         assert!(page(&Config::default()).contains(ADMIN_LINK));
+    }
+
+    /// Sign-in is offered exactly when `/demo/token` hands out tokens.
+    #[test]
+    fn the_page_says_whether_demo_tokens_are_offered() {
+        assert_eq!(INDEX.matches(TOKENS_OFF).count(), 1);
+        let page = |c: &Config| match page(INDEX, c).into_body() {
+            Body::Full(Some(b)) => String::from_utf8(b.to_vec()).unwrap(),
+            _ => unreachable!("a page is one body"),
+        };
+        for (c, on) in [
+            (config(true, Some(SECRET)), true),
+            (config(true, None), false),
+            (config(false, Some(SECRET)), false),
+        ] {
+            assert_eq!(
+                page(&c).contains(r#"data-demo-tokens="on""#),
+                on,
+                "tokens {} secret {}",
+                c.demo_tokens,
+                c.auth_secret.is_some()
+            );
+            let offered = token(&c, "user=a", 1).status() == StatusCode::OK;
+            assert_eq!(offered, on);
+        }
     }
 
     const SECRET: &str = "a demo secret of at least 32 bytes, for tests";
