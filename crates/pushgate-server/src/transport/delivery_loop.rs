@@ -216,6 +216,25 @@ where
     F: Framing,
     P: Peer<F>,
 {
+    let ended = deliver(state, delivery, socket, peer, direct, tracked).await;
+    // Parked no more: fan-out's direct writes are all counted.
+    tracked.direct_writes(delivery.connection().outbox());
+    ended
+}
+
+async fn deliver<S, F, P>(
+    state: &AppState,
+    delivery: &mut Delivery<F>,
+    socket: &mut Socket<'_, S>,
+    peer: &mut P,
+    direct: Option<&Arc<dyn DirectSink>>,
+    tracked: &mut Tracked,
+) -> Ended<P::End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Framing,
+    P: Peer<F>,
+{
     // Kept across turns, as its capacity is: a burst drains into it at
     // every turn, and a fresh one would be an allocation per turn.
     let mut events: Vec<OutboxEvent> = Vec::new();

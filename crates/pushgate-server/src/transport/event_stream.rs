@@ -96,7 +96,6 @@ pub async fn open(
     delivery.caught_up(now);
     tracked.delivered(delivery.take_delivered());
     let outbox = delivery.connection().outbox().clone();
-    tracked.watch(&outbox);
     let id = delivery.connection().id();
     Ok(EventStream {
         delivery,

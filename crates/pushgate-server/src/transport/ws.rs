@@ -174,7 +174,6 @@ pub async fn run<S: Io>(
     let conn = state.connection(&principal);
     drop(principal);
     let _registered = state.registry.register(conn.id(), conn.outbox(), meta);
-    tracked.watch(conn.outbox());
     let config = &state.config;
     let timing = state.ws_timing.clone();
     let framing = WsFraming {
