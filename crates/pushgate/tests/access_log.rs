@@ -122,14 +122,7 @@ async fn refusal_warnings_are_rate_limited() {
     }
     let took = started.elapsed();
     // Every refusal is counted.
-    let text = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&http, &format!("http://{addr}")).await;
     assert!(
         text.contains("pushgate_auth_refusals_total{reason=\"api_key\"} 200"),
         "{text}"

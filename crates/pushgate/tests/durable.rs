@@ -57,14 +57,7 @@ async fn a_server_killed_with_sigkill_resumes_every_cursor_in_the_same_epoch() {
     }
     let epoch = acked[0]["epoch"].as_str().unwrap().to_string();
     assert!(acked.iter().all(|a| a["epoch"] == epoch.as_str()));
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&http, &url).await;
     for line in [
         "pushgate_store_records_written_total 5",
         "pushgate_store_segments 1",

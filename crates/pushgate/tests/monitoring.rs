@@ -76,11 +76,8 @@ fn served_names(exposition: &str, into: &mut BTreeSet<String>) {
 }
 
 async fn metrics_of(proc: &Proc) -> String {
-    let res = reqwest::get(format!("http://{}/metrics", proc.addr()))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.text().await.unwrap()
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    common::metrics_text(&http, &format!("http://{}", proc.addr())).await
 }
 
 #[tokio::test]

@@ -261,14 +261,7 @@ async fn one_at_a_time(http: &reqwest::Client, url: &str, path: &str, channel: &
 
 /// pushgate's `pushgate_connections{transport="longpoll"}`, read directly.
 async fn longpolls_waiting(http: &reqwest::Client, direct: &str) -> u64 {
-    let text = http
-        .get(format!("{direct}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(http, direct).await;
     text.lines()
         .find_map(|l| l.strip_prefix("pushgate_connections{transport=\"longpoll\"} "))
         .map_or(0, |v| v.trim().parse().unwrap())

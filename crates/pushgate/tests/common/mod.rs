@@ -131,6 +131,13 @@ impl Drop for Proc {
     }
 }
 
+/// `GET {base}/metrics`: the Prometheus text (asserting a 200).
+pub async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    let res = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap()
+}
+
 /// A fresh directory for this test process, removed on drop.
 pub struct TempDir(pub PathBuf);
 
