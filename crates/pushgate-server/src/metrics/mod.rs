@@ -363,15 +363,18 @@ impl Metrics {
         self.latency.observe(t, took, n);
     }
 
-    /// The latency of the messages among `events`, which are about to be
-    /// written on `t`: one clock read for all of them.
-    pub fn observe_latency(&self, t: Transport, events: &[pushgate_core::OutboxEvent]) {
-        let mut now = None;
+    /// The latency of the messages among `events`, which are written on
+    /// `t` at `now` (the caller's one clock read for the batch).
+    pub fn observe_latency(
+        &self,
+        t: Transport,
+        events: &[pushgate_core::OutboxEvent],
+        now: std::time::Instant,
+    ) {
         self.latency.observe_all(
             t,
             events.iter().filter_map(|e| match e {
                 pushgate_core::OutboxEvent::Message(p) => {
-                    let now = *now.get_or_insert_with(std::time::Instant::now);
                     Some(now.saturating_duration_since(p.made))
                 }
                 _ => None,

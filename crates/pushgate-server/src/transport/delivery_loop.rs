@@ -296,8 +296,13 @@ where
                 return Ended::Gone
             }
             Wake::Drained(Drained::Events) => {
-                state.metrics.observe_latency(tracked.transport(), &events);
-                delivery.deliver(events.drain(..), now);
+                // One clock read for the latency and, on a stream, the
+                // heartbeat the write postpones.
+                let at = now();
+                state
+                    .metrics
+                    .observe_latency(tracked.transport(), &events, at);
+                delivery.deliver(events.drain(..), || at);
                 tracked.delivered(delivery.take_delivered());
             }
             Wake::Drained(d) => delivery.drained(d),

@@ -207,7 +207,7 @@ impl EventStream {
             match outbox.poll_drain(cx, &mut events) {
                 Poll::Ready(Drained::Events) => {
                     let t = self.tracked.transport();
-                    self.tracked.metrics().observe_latency(t, &events);
+                    self.tracked.metrics().observe_latency(t, &events, now);
                     self.delivery.deliver(events, || now);
                     self.tracked.delivered(self.delivery.take_delivered());
                     continue;

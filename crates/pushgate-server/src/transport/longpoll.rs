@@ -104,7 +104,10 @@ async fn wait(
         .await;
         match woke {
             Some(Drained::Events) => {
-                state.metrics.observe_latency(Transport::LongPoll, &events);
+                let now = std::time::Instant::now();
+                state
+                    .metrics
+                    .observe_latency(Transport::LongPoll, &events, now);
                 conn.accept_all(events.drain(..), emits)
             }
             // Overflowed: answer with what was accepted; the cursor still
