@@ -17,9 +17,9 @@ pub enum Transport {
     /// `/stream`: NDJSON.
     Stream,
     Iframe,
-    /// `/longpoll`; its connection gauge counts requests waiting for a message.
+    /// `/longpoll`; its connection gauge counts requests in progress.
     LongPoll,
-    /// `/poll`.
+    /// `/poll`; its connection gauge, too, counts requests in progress.
     Poll,
 }
 
